@@ -1,0 +1,64 @@
+//! Format constants of the df11 container, version 1.
+//!
+//! `docs/FORMAT.md` is the prose specification; this module is the one place
+//! its numbers live. The host encoder, the CPU decoders, the container parser
+//! and the GPU kernel all import them from here.
+
+/// First four bytes of every serialized container.
+pub const MAGIC: [u8; 4] = *b"DF11";
+
+/// Container version written by this crate and the only one it reads.
+pub const VERSION: u16 = 1;
+
+/// Size of the container header in bytes.
+pub const CONTAINER_HEADER_BYTES: usize = 16;
+
+/// Size of the fixed part of a tensor record, before the segment offsets.
+pub const TENSOR_HEADER_BYTES: usize = 160;
+
+/// Number of exponent symbols (all 256 bf16 exponent values are codable).
+pub const SYMBOLS: usize = 256;
+
+/// Bytes holding the 256 code lengths, two 4-bit lengths per byte.
+pub const CODE_LENGTH_BYTES: usize = SYMBOLS / 2;
+
+/// Longest permitted exponent code, in bits.
+///
+/// 12 bits let one lookup in a 4096-entry table decode any symbol, and the
+/// table (2 bytes per entry, 8 KiB) fits many times into a block's shared
+/// memory. Measured cost on realistic weights is far below 0.001 bits/weight
+/// (see `docs/FORMAT.md`): only exponents rarer than about 2^-12 get shorter
+/// codes than Huffman would give them.
+pub const MAX_CODE_LEN: u32 = 12;
+
+/// Index width of the single-level decode table.
+pub const TABLE_BITS: u32 = MAX_CODE_LEN;
+
+/// Entries in the decode table.
+pub const TABLE_SIZE: usize = 1 << TABLE_BITS;
+
+/// Lanes that decode one segment together: one warp.
+pub const LANES: usize = 32;
+
+/// Consecutive elements a lane owns in one row. Eight bf16 outputs are one
+/// 16-byte store; eight sign+mantissa bytes one 8-byte load.
+pub const LANE_RUN: usize = 8;
+
+/// Elements in one row of a segment: every lane's run, side by side, so a warp
+/// writes 512 contiguous bytes per row.
+pub const ROW_ELEMS: usize = LANES * LANE_RUN;
+
+/// Bits in one word of a lane's code stream.
+pub const WORD_BITS: u32 = 32;
+
+/// Rows per segment chosen by the encoder unless told otherwise.
+///
+/// 256 rows make a segment of 65,536 elements, 2,048 per lane. A lane wastes
+/// about 22 bits at the end of its stream and the segment costs one 32-bit
+/// offset, so this keeps the per-segment overhead near 0.011 bits/weight while
+/// a 256 Mi-element tensor still has 4,096 independent warps of work.
+pub const DEFAULT_SEGMENT_ROWS: u32 = 256;
+
+/// Largest permitted rows-per-segment value (keeps a segment's element count
+/// and its word count comfortably inside `u32`).
+pub const MAX_SEGMENT_ROWS: u32 = 1 << 16;
