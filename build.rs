@@ -94,7 +94,9 @@ fn build_gpu_crate(root: &Path, out_dir: &Path) -> Vec<PathBuf> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     // The outer build's flags are for the host; the kernel gets its own.
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in
+        ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"]
+    {
         cmd.env_remove(var);
     }
     cmd.env("CARGO_ENCODED_RUSTFLAGS", format!("-Ctarget-cpu={PTX_SM}"))
@@ -194,7 +196,12 @@ fn link_to_ptx(tools: &LlvmTools, rlibs: &[PathBuf], out_dir: &Path) -> String {
     let ptx = work.join("kernels.ptx");
     run(
         Command::new(&tools.llc)
-            .args(["-O3", &format!("-mtriple={NVPTX_TARGET}"), &format!("-mcpu={PTX_SM}"), &format!("-mattr={PTX_ISA}")])
+            .args([
+                "-O3",
+                &format!("-mtriple={NVPTX_TARGET}"),
+                &format!("-mcpu={PTX_SM}"),
+                &format!("-mattr={PTX_ISA}"),
+            ])
             .arg(&optimized)
             .arg("-o")
             .arg(&ptx),

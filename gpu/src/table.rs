@@ -41,11 +41,7 @@ pub enum TableError {
 /// Otherwise the lengths must form a complete prefix code (Kraft sum exactly
 /// one), so every table entry is meaningful: no bit pattern, however corrupt,
 /// reaches an undefined entry.
-pub fn build(
-    lengths: &[u8; SYMBOLS],
-    only_symbol: u8,
-    table: &mut [Entry; TABLE_SIZE],
-) -> Result<u32, TableError> {
+pub fn build(lengths: &[u8; SYMBOLS], only_symbol: u8, table: &mut [Entry; TABLE_SIZE]) -> Result<u32, TableError> {
     let max_len = lengths.iter().copied().max().unwrap_or(0) as u32;
     if max_len > MAX_CODE_LEN {
         return Err(TableError::LengthTooLong);

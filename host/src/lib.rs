@@ -2,4 +2,8 @@
 //! and the GPU launcher.
 #![warn(missing_docs)]
 
+pub mod container;
+pub mod emu;
+
+pub use container::{CompressedTensor, Group};
 pub use df11_gpu::format;

@@ -1,0 +1,135 @@
+//! A CPU emulation of a CUDA thread block, for running the kernels' logic from
+//! `df11-gpu` in tests without a GPU.
+//!
+//! Every GPU thread is a real OS thread, so the kernel functions run exactly as
+//! written: barriers are real barriers, shared memory is shared between the
+//! threads, and a barrier missing between a write and a read shows up as a
+//! wrong result (or a deadlock, which is the same bug on a GPU). Blocks run one
+//! after another, which CUDA permits.
+
+use df11_gpu::thread::{GlobalOut, Thread};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Barrier, Mutex};
+
+/// Launch shape of an emulated kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct Launch {
+    /// Blocks in the grid (`gridDim.x`).
+    pub grid_dim: u32,
+    /// Threads per block (`blockDim.x`).
+    pub block_dim: u32,
+    /// Dynamic shared memory, in `u32` words.
+    pub shared_words: usize,
+}
+
+/// One emulated GPU thread.
+pub struct EmuThread<'a> {
+    thread_idx: u32,
+    block_idx: u32,
+    launch: Launch,
+    barrier: &'a Barrier,
+    shared: &'a [AtomicU32],
+}
+
+impl Thread for EmuThread<'_> {
+    fn thread_idx(&self) -> u32 {
+        self.thread_idx
+    }
+    fn block_idx(&self) -> u32 {
+        self.block_idx
+    }
+    fn block_dim(&self) -> u32 {
+        self.launch.block_dim
+    }
+    fn grid_dim(&self) -> u32 {
+        self.launch.grid_dim
+    }
+    fn sync_threads(&self) {
+        self.barrier.wait();
+    }
+    fn shared_len(&self) -> usize {
+        self.shared.len()
+    }
+    fn shared_load(&self, i: usize) -> u32 {
+        // Relaxed is enough: the barrier orders writes before reads, as on a GPU.
+        self.shared[i].load(Ordering::Relaxed)
+    }
+    fn shared_store(&self, i: usize, v: u32) {
+        self.shared[i].store(v, Ordering::Relaxed)
+    }
+}
+
+/// Runs `kernel` once per emulated thread of every block of `launch`.
+///
+/// Shared memory starts filled with a poison pattern each block, so logic that
+/// reads shared memory it never wrote gives visibly wrong output.
+pub fn run<F>(launch: Launch, kernel: F)
+where
+    F: Fn(&EmuThread<'_>) + Sync,
+{
+    assert!(launch.block_dim >= 1, "a block needs at least one thread");
+    for block_idx in 0..launch.grid_dim {
+        let shared: Vec<AtomicU32> = (0..launch.shared_words).map(|_| AtomicU32::new(0xDEAD_BEEF)).collect();
+        let barrier = Barrier::new(launch.block_dim as usize);
+        std::thread::scope(|s| {
+            for thread_idx in 0..launch.block_dim {
+                let t = EmuThread { thread_idx, block_idx, launch, barrier: &barrier, shared: &shared };
+                let kernel = &kernel;
+                std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn_scoped(s, move || kernel(&t))
+                    .expect("spawn emulated GPU thread");
+            }
+        });
+    }
+}
+
+/// Output buffer for emulated kernels. It records which elements were written
+/// and panics if any element is written twice in one launch, which on a GPU
+/// would be a race.
+pub struct EmuOut<T> {
+    cells: Vec<Mutex<Option<T>>>,
+}
+
+impl<T: Copy> EmuOut<T> {
+    /// `len` unwritten elements.
+    pub fn new(len: usize) -> Self {
+        EmuOut { cells: (0..len).map(|_| Mutex::new(None)).collect() }
+    }
+
+    /// Every element, `None` where the kernel wrote nothing.
+    pub fn into_vec(self) -> Vec<Option<T>> {
+        self.cells.into_iter().map(|c| c.into_inner().expect("no thread panicked holding a cell")).collect()
+    }
+}
+
+impl<T: Copy> GlobalOut<T> for EmuOut<T> {
+    fn len(&self) -> usize {
+        self.cells.len()
+    }
+    fn store(&self, i: usize, v: T) {
+        let mut cell = self.cells[i].lock().expect("no thread panicked holding a cell");
+        assert!(cell.is_none(), "element {i} written twice in one launch");
+        *cell = Some(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo kernel's logic, run under emulation, against a plain reversal.
+    #[test]
+    fn demo_reverse_tiles_matches_plain_rust() {
+        for (len, grid, block) in [(0usize, 1u32, 32u32), (1, 1, 32), (100, 2, 32), (257, 3, 64), (64, 4, 64)] {
+            let input: Vec<u32> = (0..len as u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+            let out = EmuOut::new(len);
+            let launch = Launch { grid_dim: grid, block_dim: block, shared_words: block as usize };
+            run(launch, |t| df11_gpu::demo::reverse_tiles(t, &input, &out));
+            let got = out.into_vec();
+            let want: Vec<Option<u32>> =
+                input.chunks(block as usize).flat_map(|c| c.iter().rev().copied().map(Some)).collect();
+            assert_eq!(got, want, "len {len} grid {grid} block {block}");
+        }
+    }
+}
