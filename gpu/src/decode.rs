@@ -53,6 +53,9 @@ pub struct TensorDesc {
     pub num_segments: u32,
     /// Longest code length; refills happen below it.
     pub max_len: u32,
+    /// Group-wide index of the tensor's segment 0 (segments of all tensors
+    /// numbered in order), for error reports; saturates at `u32::MAX`.
+    pub first_segment: u32,
 }
 
 impl TensorDesc {
@@ -66,7 +69,7 @@ impl TensorDesc {
             self.offset_base,
             self.table_base,
             self.segment_rows as u64 | (self.num_segments as u64) << 32,
-            self.max_len as u64,
+            self.max_len as u64 | (self.first_segment as u64) << 32,
         ]
     }
 
@@ -84,8 +87,20 @@ impl TensorDesc {
             segment_rows: w[6] as u32,
             num_segments: (w[6] >> 32) as u32,
             max_len: w[7] as u32,
+            first_segment: (w[7] >> 32) as u32,
         }
     }
+}
+
+/// What the kernel reports about corrupt input (one device allocation).
+#[repr(C)]
+#[derive(Debug)]
+pub struct ErrorReport {
+    /// `ERR_*` bits from `crate::format`, or-ed by every block that finds one.
+    pub flags: AtomicU32,
+    /// Smallest group-wide index of a segment whose stream does not match its
+    /// offsets; the host resets it to `u32::MAX` before a checked launch.
+    pub first_bad_segment: AtomicU32,
 }
 
 /// A group's device-resident inputs (see [`TensorDesc`] for how they index).
@@ -108,13 +123,13 @@ pub struct GroupInput<'a> {
 ///
 /// Launch with `block_dim` a multiple of 32 and at least [`TABLE_WORDS`] words
 /// of shared memory; any grid size covers any group. Sets
-/// [`crate::format::ERR_WORD_COUNT`] in `error` when a segment's stream does not
+/// [`crate::format::ERR_WORD_COUNT`] in `error` (and the segment) when a segment's stream does not
 /// match its offsets, and [`crate::format::ERR_LAUNCH`] on a bad launch shape.
-pub fn decode_group<T: Thread, O: GlobalOut<u16>>(t: &T, g: &GroupInput<'_>, out: &O, error: &AtomicU32) {
+pub fn decode_group<T: Thread, O: GlobalOut<u16>>(t: &T, g: &GroupInput<'_>, out: &O, error: &ErrorReport) {
     let block_dim = t.block_dim();
     if !block_dim.is_multiple_of(LANES as u32) || t.shared_len() < TABLE_WORDS {
         if t.thread_idx() == 0 {
-            error.fetch_or(ERR_LAUNCH, Ordering::Relaxed);
+            error.flags.fetch_or(ERR_LAUNCH, Ordering::Relaxed);
         }
         return;
     }
@@ -168,7 +183,7 @@ fn decode_segment<T: Thread, O: GlobalOut<u16>>(
     d: &TensorDesc,
     seg: u64,
     out: &O,
-    error: &AtomicU32,
+    error: &ErrorReport,
 ) {
     const RUN: u64 = LANE_RUN as u64;
     let lane = t.lane_id();
@@ -216,7 +231,9 @@ fn decode_segment<T: Thread, O: GlobalOut<u16>>(
     let taken = s.taken;
     let seg_words = s.words.len() as u32;
     if lane == 0 && taken != seg_words {
-        error.fetch_or(ERR_WORD_COUNT, Ordering::Relaxed);
+        error.flags.fetch_or(ERR_WORD_COUNT, Ordering::Relaxed);
+        let global = u64::from(d.first_segment) + seg;
+        error.first_bad_segment.fetch_min(global.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
     }
 }
 

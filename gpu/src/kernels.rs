@@ -3,10 +3,9 @@
 //! pointer and length before the launch.
 
 use crate::arch;
-use crate::decode::GroupInput;
+use crate::decode::{ErrorReport, GroupInput};
 use crate::format::LANE_RUN;
 use crate::thread::{GlobalOut, Thread};
-use core::sync::atomic::AtomicU32;
 
 /// [`Thread`] backed by the real special registers and shared memory.
 struct Gpu;
@@ -139,7 +138,7 @@ pub unsafe extern "ptx-kernel" fn df11_demo_reverse_tiles(input: *const u32, out
 ///
 /// # Safety
 /// Each pointer points to its `*_len` readable (for `out`: writable) device
-/// elements, `out` is 16-byte aligned, and `error` points to one device `u32`.
+/// elements, `out` is 16-byte aligned, and `error` points to two device `u32`s.
 /// The launcher checks these and validates every tensor before the launch;
 /// the kernel's own bounds checks then never fire.
 #[unsafe(no_mangle)]
@@ -159,8 +158,8 @@ pub unsafe extern "ptx-kernel" fn df11_decode_group(
     out_len: usize,
     error: *mut u32,
 ) {
-    // SAFETY: guaranteed by the launcher (see above); `AtomicU32` has the size
-    // and alignment of `u32`, and every access to the flag is atomic.
+    // SAFETY: guaranteed by the launcher (see above); `ErrorReport` is two
+    // `AtomicU32`s (`repr(C)`, the layout of `[u32; 2]`), only accessed atomically.
     let (g, error) = unsafe {
         (
             GroupInput {
@@ -170,7 +169,7 @@ pub unsafe extern "ptx-kernel" fn df11_decode_group(
                 sign_mantissa: slice(sign_mantissa, sign_mantissa_len),
                 tables: slice(tables, tables_len),
             },
-            &*error.cast::<AtomicU32>(),
+            &*error.cast::<ErrorReport>(),
         )
     };
     crate::decode::decode_group(&Gpu, &g, &DeviceOut { ptr: out, len: out_len }, error);

@@ -5,14 +5,11 @@
 //! The GPU launcher uploads these buffers; the emulated kernel in the tests
 //! reads the very same ones, so the layout code is tested with the kernel.
 
-use super::{Result, invalid};
 use crate::container::{CompressedTensor, Group};
+use crate::error::{Error, Result};
 use df11_gpu::decode::{GroupInput, TensorDesc};
-use df11_gpu::format::{DESC_WORDS, LANE_RUN, MAX_CODE_LEN, MAX_SEGMENT_ROWS, ROW_ELEMS, TABLE_SIZE, TABLE_WORDS};
+use df11_gpu::format::{DESC_WORDS, LANE_RUN, TABLE_SIZE, TABLE_WORDS};
 use df11_gpu::table;
-
-/// Tensors have fewer than 2^40 elements (`docs/FORMAT.md` §8).
-const MAX_ELEMENTS: u64 = 1 << 40;
 
 /// Host copies of a group's device buffers.
 #[derive(Clone, Debug, Default)]
@@ -42,7 +39,7 @@ impl GroupLayout {
     pub fn new(group: &Group) -> Result<Self> {
         let mut l = GroupLayout::default();
         for (i, t) in group.tensors.iter().enumerate() {
-            let table = check_tensor(t).map_err(|m| invalid(format!("tensor {i}: {m}")))?;
+            let table = check_tensor(t)?;
             let num_segments = t.segment_offsets.len() - 1;
             let desc = TensorDesc {
                 num_elements: t.num_elements,
@@ -52,9 +49,11 @@ impl GroupLayout {
                 offset_base: l.offsets.len() as u64,
                 table_base: l.tables.len() as u64,
                 segment_rows: t.segment_rows,
+                // 2^40 elements at R = 1 would be 2^32 segments.
                 num_segments: u32::try_from(num_segments)
-                    .map_err(|_| invalid(format!("tensor {i}: too many segments")))?,
+                    .map_err(|_| Error::invalid("segment_offsets", format!("tensor {i}: too many segments")))?,
                 max_len: u32::from(t.max_len),
+                first_segment: u32::try_from(l.total_segments).unwrap_or(u32::MAX),
             };
             l.descs.extend_from_slice(&desc.to_words());
             l.words.extend_from_slice(&t.words);
@@ -65,11 +64,10 @@ impl GroupLayout {
                 u64::from_le_bytes(b)
             }));
             l.tables.extend(table.chunks_exact(2).map(|p| u32::from(p[0]) | u32::from(p[1]) << 16));
-            l.total_elements = l
-                .total_elements
-                .checked_add(t.num_elements)
-                .filter(|&n| usize::try_from(n).is_ok())
-                .ok_or_else(|| invalid("the group's output does not fit this machine's address space".into()))?;
+            l.total_elements =
+                l.total_elements.checked_add(t.num_elements).filter(|&n| usize::try_from(n).is_ok()).ok_or_else(
+                    || Error::invalid("num_elements", "the group does not fit this machine's address space"),
+                )?;
             l.total_segments += num_segments as u64;
             l.payload_bytes += 4 * t.words.len() as u64 + t.num_elements;
         }
@@ -95,41 +93,13 @@ impl GroupLayout {
     }
 }
 
-/// Checks what the kernel relies on and returns the tensor's decode table.
-fn check_tensor(t: &CompressedTensor) -> std::result::Result<[u16; TABLE_SIZE], String> {
-    if t.num_elements >= MAX_ELEMENTS {
-        return Err(format!("{} elements, the limit is 2^40 - 1", t.num_elements));
-    }
-    if !(1..=MAX_SEGMENT_ROWS).contains(&t.segment_rows) {
-        return Err(format!("segment_rows {} outside 1..={MAX_SEGMENT_ROWS}", t.segment_rows));
-    }
-    let segments = t.num_elements.div_ceil(u64::from(t.segment_rows) * ROW_ELEMS as u64);
-    if t.segment_offsets.len() as u64 != segments + 1 {
-        return Err(format!("{} segment offsets for {segments} segments", t.segment_offsets.len()));
-    }
-    if t.sign_mantissa.len() as u64 != t.num_elements {
-        return Err(format!("{} sign+mantissa bytes for {} elements", t.sign_mantissa.len(), t.num_elements));
-    }
-    if u32::try_from(t.words.len()).is_err() {
-        return Err(format!("{} words, the limit is 2^32 - 1", t.words.len()));
-    }
-    if t.segment_offsets[0] != 0
-        || t.segment_offsets.windows(2).any(|w| w[0] > w[1])
-        || t.segment_offsets[segments as usize] as usize != t.words.len()
-    {
-        return Err("segment offsets do not run from 0 up to the word count".into());
-    }
-    if u32::from(t.max_len) > MAX_CODE_LEN {
-        return Err(format!("max_len {} above {MAX_CODE_LEN}", t.max_len));
-    }
+/// Validates the tensor (`docs/FORMAT.md` §4–5) and returns its decode table.
+fn check_tensor(t: &CompressedTensor) -> Result<[u16; TABLE_SIZE]> {
+    t.validate()?;
     let mut table = [0u16; TABLE_SIZE];
     match table::build(&t.code_lengths, t.only_symbol, &mut table) {
-        Ok(m) if m == u32::from(t.max_len) => {}
-        Ok(m) => return Err(format!("max_len {} but the longest code has {m} bits", t.max_len)),
-        Err(e) => return Err(format!("code lengths do not form a complete code ({e:?})")),
+        Ok(m) if m == u32::from(t.max_len) => Ok(table),
+        // `validate` has checked both; this is a second line of defence for the kernel.
+        _ => Err(Error::invalid("code_lengths", "do not form the code max_len describes")),
     }
-    if t.max_len == 0 && !t.words.is_empty() {
-        return Err("a zero-bit code with code words".into());
-    }
-    Ok(table)
 }

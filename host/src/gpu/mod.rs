@@ -15,36 +15,20 @@ pub mod layout;
 pub use layout::GroupLayout;
 
 use crate::container::Group;
+use crate::error::{Error, Result};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
 };
 use cudarc::nvrtc::Ptx;
-use df11_gpu::decode::KERNEL_NAME;
+use df11_gpu::decode::{ErrorReport, KERNEL_NAME};
 use df11_gpu::format::{ERR_LAUNCH, ERR_WORD_COUNT, LANES, TABLE_WORDS};
 use std::ffi::c_void;
 use std::sync::Arc;
-
-/// Errors of the GPU path.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// No usable driver or device, or a CUDA call failed.
-    #[error("GPU: {0}")]
-    Gpu(String),
-    /// The compressed data is inconsistent (found before or by the decode).
-    #[error("corrupt compressed data: {0}")]
-    Corrupt(String),
-}
-
-/// Result of the GPU path.
-pub type Result<T> = std::result::Result<T, Error>;
+use std::sync::atomic::AtomicU32;
 
 fn gpu_err(msg: impl std::fmt::Display) -> Error {
     Error::Gpu(msg.to_string())
-}
-
-pub(crate) fn invalid(msg: String) -> Error {
-    Error::Corrupt(msg)
 }
 
 /// Threads per block: 8 warps, each decoding its own segment. A block shares
@@ -230,7 +214,7 @@ impl GpuDecoder {
             offsets: put(s, &l.offsets)?,
             sign_mantissa: put(s, &l.sign_mantissa)?,
             tables: put(s, &l.tables)?,
-            error: put(s, &[0u32])?,
+            error: put(s, &ERROR_CLEAR)?,
             lens: [l.descs.len(), l.words.len(), l.offsets.len(), l.sign_mantissa.len(), l.tables.len()],
             total_elements: l.total_elements as usize,
             num_tensors: l.num_tensors(),
@@ -243,11 +227,11 @@ impl GpuDecoder {
     /// of `out` on `stream`; returns without waiting.
     ///
     /// Allocates nothing. A corrupt stream cannot make the kernel read or
-    /// write out of bounds; it sets `g`'s error flag, which stays set until
+    /// write out of bounds; it sets `g`'s error report, which stays set until
     /// [`GpuDecoder::decode_checked`] resets and reads it.
     pub fn decode_into<O: DevicePtrMut<u16>>(&self, g: &DeviceGroup, out: &mut O, stream: &CudaStream) -> Result<()> {
         if out.len() < g.total_elements {
-            return Err(gpu_err(format!("output holds {} elements, the group has {}", out.len(), g.total_elements)));
+            return Err(Error::OutputLength { expected: g.total_elements as u64, actual: out.len() as u64 });
         }
         if !Arc::ptr_eq(stream.context(), &self.ctx) {
             return Err(gpu_err("the stream belongs to another device context"));
@@ -262,7 +246,7 @@ impl GpuDecoder {
         let (offsets, _r2) = g.offsets.device_ptr(stream);
         let (sm, _r3) = g.sign_mantissa.device_ptr(stream);
         let (tables, _r4) = g.tables.device_ptr(stream);
-        // The flag is only ever or-ed atomically, so launches that share it
+        // The report is only ever updated atomically, so launches that share it
         // (even concurrently) do not race; reading it is `decode_checked`'s job.
         let (error, _r5) = g.error.device_ptr(stream);
         let (out_ptr, _w) = out.device_ptr_mut(stream);
@@ -305,19 +289,20 @@ impl GpuDecoder {
     }
 
     /// [`GpuDecoder::decode_into`], then waits for the result and checks the
-    /// kernel's error flag: `Err` if any segment's stream was corrupt.
+    /// kernel's error report: [`Error::CorruptStream`] (with the first bad
+    /// segment, numbered across the group) if any segment's stream was corrupt.
     pub fn decode_checked<O: DevicePtrMut<u16>>(
         &self,
         g: &mut DeviceGroup,
         out: &mut O,
         stream: &Arc<CudaStream>,
     ) -> Result<()> {
-        stream.memset_zeros(&mut g.error).map_err(gpu_err)?;
+        stream.memcpy_htod(&ERROR_CLEAR, &mut g.error).map_err(gpu_err)?;
         self.decode_into(g, out, stream)?;
-        let mut flag = [0u32];
-        stream.memcpy_dtoh(&g.error, &mut flag).map_err(gpu_err)?;
+        let mut report = ERROR_CLEAR;
+        stream.memcpy_dtoh(&g.error, &mut report).map_err(gpu_err)?;
         stream.synchronize().map_err(gpu_err)?;
-        check_flag(flag[0])
+        check_report(report[0], report[1])
     }
 
     /// Decodes `g` into a new host vector (allocates; for tests and tools).
@@ -336,28 +321,33 @@ fn arg<T>(v: &T) -> *mut c_void {
     (v as *const T).cast_mut().cast()
 }
 
-/// Turns the kernel's error flag into a result.
-pub fn check_flag(flag: u32) -> Result<()> {
-    if flag & ERR_LAUNCH != 0 {
+/// The kernel's [`ErrorReport`] before a launch: no flags, no bad segment.
+const ERROR_CLEAR: [u32; 2] = [0, u32::MAX];
+
+/// Turns the kernel's error report into a result.
+fn check_report(flags: u32, first_bad_segment: u32) -> Result<()> {
+    if flags & ERR_LAUNCH != 0 {
         return Err(gpu_err("the kernel rejected its launch shape"));
     }
-    if flag & ERR_WORD_COUNT != 0 {
-        return Err(invalid("a segment's code stream does not match its segment offsets".into()));
+    if flags & ERR_WORD_COUNT != 0 {
+        return Err(Error::CorruptStream { segment: u64::from(first_bad_segment) });
     }
     Ok(())
 }
 
 /// Runs the decode kernel's logic on the CPU block emulator (one OS thread per
 /// GPU thread): `grid_dim` blocks of `warps` warps. Returns each output
-/// element (`None` if never written) and the error flag. For tests.
-pub fn decode_emulated(group: &Group, grid_dim: u32, warps: u32) -> Result<(Vec<Option<u16>>, u32)> {
+/// element (`None` if never written) and what the kernel reported. For tests.
+pub fn decode_emulated(group: &Group, grid_dim: u32, warps: u32) -> Result<(Vec<Option<u16>>, Result<()>)> {
     let layout = GroupLayout::new(group)?;
     let out = crate::emu::EmuOut::new(layout.total_elements as usize);
-    let error = std::sync::atomic::AtomicU32::new(0);
+    let report =
+        ErrorReport { flags: AtomicU32::new(ERROR_CLEAR[0]), first_bad_segment: AtomicU32::new(ERROR_CLEAR[1]) };
     let input = layout.input();
     let launch = crate::emu::Launch { grid_dim, block_dim: warps * LANES as u32, shared_words: TABLE_WORDS };
-    crate::emu::run(launch, |t| df11_gpu::decode::decode_group(t, &input, &out, &error));
-    Ok((out.into_vec(), error.into_inner()))
+    crate::emu::run(launch, |t| df11_gpu::decode::decode_group(t, &input, &out, &report));
+    let checked = check_report(report.flags.into_inner(), report.first_bad_segment.into_inner());
+    Ok((out.into_vec(), checked))
 }
 
 #[cfg(test)]

@@ -1,12 +1,19 @@
-//! The decode kernel's logic, run on the block emulator, against the original
-//! bits. The tensors come from a small encoder written here straight from
-//! `docs/FORMAT.md` §5–7, so the kernel is checked against the spec rather than
-//! against the production encoder's reading of it.
+//! The decode kernel's logic, run on the block emulator, bit-exact against the
+//! CPU reference decoder and the original bits.
+//!
+//! Every input is encoded twice: by the production encoder, and by a small
+//! encoder written here straight from `docs/FORMAT.md` §5–7 that can also
+//! produce codes the production encoder would not choose (worst-case 12-bit
+//! codes on purpose). Given the production encoder's code lengths, the spec
+//! encoder must reproduce its words exactly.
 
-use super::{Error, GroupLayout, decode_emulated};
-use crate::container::{CompressedTensor, Group};
+use super::{GroupLayout, decode_emulated};
+use crate::container::{CompressedTensor, Group, data_crc};
+use crate::encode::{EncodeOptions, compress_with};
+use crate::error::Error;
+use crate::reference::decode_reference;
 use df11_gpu::bits::{exponent, sign_mantissa};
-use df11_gpu::format::{ERR_WORD_COUNT, LANE_RUN, LANES, MAX_CODE_LEN, ROW_ELEMS, SYMBOLS};
+use df11_gpu::format::{LANE_RUN, LANES, MAX_CODE_LEN, ROW_ELEMS, SYMBOLS};
 use proptest::prelude::*;
 
 /// A complete code over the exponents present in `bits`: a balanced tree, or
@@ -59,9 +66,13 @@ fn canonical(lengths: &[u8; SYMBOLS]) -> Vec<(u32, u32)> {
     codes
 }
 
-/// Encodes `bits` per `docs/FORMAT.md` §6–7.
+/// Encodes `bits` per `docs/FORMAT.md` §6–7 with the code from [`code_lengths`].
 fn encode(bits: &[u16], segment_rows: u32, skewed: bool) -> CompressedTensor {
-    let lengths = code_lengths(bits, skewed);
+    encode_with_lengths(bits, segment_rows, code_lengths(bits, skewed))
+}
+
+/// Encodes `bits` per `docs/FORMAT.md` §6–7 with the given complete code.
+fn encode_with_lengths(bits: &[u16], segment_rows: u32, lengths: [u8; SYMBOLS]) -> CompressedTensor {
     let max_len = lengths.iter().copied().max().unwrap_or(0);
     let codes = canonical(&lengths);
     let n = bits.len();
@@ -121,24 +132,41 @@ fn encode(bits: &[u16], segment_rows: u32, skewed: bool) -> CompressedTensor {
         max_len,
         only_symbol: if max_len == 0 && n > 0 { exponent(bits[0]) } else { 0 },
         code_lengths: lengths,
-        data_crc: 0,
+        data_crc: data_crc(bits),
         segment_offsets: offsets,
         words,
         sign_mantissa: bits.iter().map(|&b| sign_mantissa(b)).collect(),
     }
 }
 
-/// Decodes `tensors` as one group on the emulator and checks every element
-/// was written exactly once with the original bits.
-fn check_group(inputs: &[(Vec<u16>, u32, bool)], grid: u32, warps: u32) {
-    let group = Group { tensors: inputs.iter().map(|(b, r, s)| encode(b, *r, *s)).collect() };
-    let (out, err) = decode_emulated(&group, grid, warps).expect("valid group");
-    assert_eq!(err, 0, "error flag");
-    let want: Vec<Option<u16>> = inputs.iter().flat_map(|(b, _, _)| b.iter().copied().map(Some)).collect();
-    assert_eq!(out.len(), want.len());
-    if let Some(i) = out.iter().zip(&want).position(|(a, b)| a != b) {
-        panic!("element {i}: got {:04x?}, want {:04x?} (grid {grid}, warps {warps})", out[i], want[i]);
+/// Decodes `group` on the emulator and checks every element was written
+/// exactly once (`EmuOut` panics on a second write) with the reference
+/// decoder's bits, which must be `original`.
+fn check_decoded(group: &Group, original: &[u16], grid: u32, warps: u32) {
+    let reference: Vec<u16> =
+        group.tensors.iter().map(|t| decode_reference(t).expect("reference decodes")).collect::<Vec<_>>().concat();
+    assert!(reference == original, "the reference decoder disagrees with the input");
+    let (out, report) = decode_emulated(group, grid, warps).expect("valid group");
+    report.expect("kernel reports no error");
+    assert_eq!(out.len(), reference.len());
+    if let Some(i) = out.iter().zip(&reference).position(|(a, b)| *a != Some(*b)) {
+        panic!("element {i}: got {:04x?}, want {:04x} (grid {grid}, warps {warps})", out[i], reference[i]);
     }
+}
+
+/// Encodes each `(bits, segment_rows, skewed)` with both encoders, decodes
+/// each as one group and checks the result.
+fn check_group(inputs: &[(Vec<u16>, u32, bool)], grid: u32, warps: u32) {
+    let original: Vec<u16> = inputs.iter().flat_map(|(b, _, _)| b.iter().copied()).collect();
+    let spec = Group { tensors: inputs.iter().map(|(b, r, s)| encode(b, *r, *s)).collect() };
+    check_decoded(&spec, &original, grid, warps);
+    let production = Group {
+        tensors: inputs.iter().map(|(b, r, _)| compress_with(b, &EncodeOptions { segment_rows: *r })).collect(),
+    };
+    for (t, (b, r, _)) in production.tensors.iter().zip(inputs) {
+        assert_eq!(&encode_with_lengths(b, *r, t.code_lengths), t, "spec and production encoders disagree");
+    }
+    check_decoded(&production, &original, grid, warps);
 }
 
 /// Deterministic pseudo-random numbers (SplitMix64).
@@ -219,8 +247,8 @@ fn corrupt_offsets_are_flagged_not_fatal() {
     assert!(t.segment_offsets.len() > 3);
     // Move a boundary: one segment gets a word too many, the next one too few.
     t.segment_offsets[1] += 1;
-    let (_, err) = decode_emulated(&Group { tensors: vec![t.clone()] }, 2, 2).expect("layout is consistent");
-    assert_eq!(err & ERR_WORD_COUNT, ERR_WORD_COUNT);
+    let (_, report) = decode_emulated(&Group { tensors: vec![t.clone()] }, 2, 2).expect("layout is consistent");
+    assert_eq!(report, Err(Error::CorruptStream { segment: 0 }));
     // Garbage words: the stream decodes to other symbols, but nothing breaks.
     for w in &mut t.words {
         *w = !*w;
@@ -260,7 +288,7 @@ fn layout_rejects_inconsistent_tensors() {
     cases.push(("too many elements", t));
     for (what, t) in cases {
         match GroupLayout::new(&Group { tensors: vec![t] }) {
-            Err(Error::Corrupt(_)) => {}
+            Err(Error::Invalid { .. }) => {}
             other => panic!("{what}: accepted or wrong error: {:?}", other.map(|_| ())),
         }
     }
