@@ -5,6 +5,8 @@
 
 pub use df11_host::gpu::*;
 
+use df11_host::Result;
+
 /// A decoder on CUDA device `ordinal` running the embedded kernels.
 ///
 /// Returns an error, never panics, when the machine has no CUDA driver or no
