@@ -185,39 +185,45 @@ fn decode_segment<T: Thread, O: GlobalOut<u16>>(
     out: &O,
     error: &ErrorReport,
 ) {
-    const RUN: u64 = LANE_RUN as u64;
+    const RUN: u32 = LANE_RUN as u32;
+    const ROW: u32 = ROW_ELEMS as u32;
     let lane = t.lane_id();
-    let n = d.num_elements;
-    let seg_elem0 = seg * u64::from(d.segment_rows) * ROW_ELEMS as u64;
-    let rows = n.saturating_sub(seg_elem0).div_ceil(ROW_ELEMS as u64).min(u64::from(d.segment_rows));
+    let seg_elem0 = seg * u64::from(d.segment_rows) * u64::from(ROW);
+    // Indices inside a segment fit in u32 (at most 2^24 elements); keeping them
+    // narrow saves registers, and with them occupancy.
+    let seg_len = d.num_elements.saturating_sub(seg_elem0).min(u64::from(d.segment_rows) * u64::from(ROW)) as u32;
+    let rows = seg_len.div_ceil(ROW);
     let oi = d.offset_base as usize + seg as usize;
     let (start, end) = (g.offsets[oi], g.offsets[oi + 1]);
     let base = d.word_base as usize + start as usize;
     let mut s = LaneStream::new(&g.words[base..base + end.saturating_sub(start) as usize], lane, d.max_len);
     // 16-byte stores need the run's output index to be a multiple of 8.
-    let aligned = d.out_offset.is_multiple_of(RUN);
+    let aligned = d.out_offset.is_multiple_of(u64::from(RUN));
+    let out_base = (d.out_offset + seg_elem0) as usize;
+    // Segments start on a row boundary, so on a whole `u64` of bytes.
+    let sm = &g.sign_mantissa[(d.sm_base + seg_elem0 / u64::from(RUN)) as usize..];
     // This lane's 8 sign+mantissa bytes of the run at `e` (zero past the end).
-    let load_sm = |e: u64| if e < n { g.sign_mantissa[d.sm_base as usize + (e / RUN) as usize] } else { 0 };
-    let mut e = seg_elem0 + u64::from(lane) * RUN; // this lane's first element of the row
+    let load_sm = |e: u32| if e < seg_len { sm[(e / RUN) as usize] } else { 0 };
+    let mut e = lane * RUN; // this lane's first element of the row, in the segment
     // One row ahead: a row's bytes are loaded while the previous row decodes,
     // so the load's latency hides behind 8 decode steps.
     let mut sm_next = load_sm(e);
     for r in 0..rows {
-        let valid = n.saturating_sub(e).min(RUN) as u32;
-        let sm = sm_next;
+        let valid = seg_len.saturating_sub(e).min(RUN);
+        let bytes = sm_next;
         if r + 1 < rows {
-            sm_next = load_sm(e + ROW_ELEMS as u64);
+            sm_next = load_sm(e + ROW);
         }
         // Written out rather than looped: the steps must stay in registers
         // (a loop with warp votes in it is not unrolled reliably).
         macro_rules! elem {
             ($k:literal) => {
-                s.decode(t, $k < valid, (sm >> (8 * $k)) as u8)
+                s.decode(t, $k < valid, (bytes >> (8 * $k)) as u8)
             };
         }
         let run = [elem!(0), elem!(1), elem!(2), elem!(3), elem!(4), elem!(5), elem!(6), elem!(7)];
-        let o = (d.out_offset + e) as usize;
-        if valid == LANE_RUN as u32 && aligned {
+        let o = out_base + e as usize;
+        if valid == RUN && aligned {
             out.store8(o, run);
         } else {
             for (k, &v) in run.iter().enumerate() {
@@ -226,9 +232,9 @@ fn decode_segment<T: Thread, O: GlobalOut<u16>>(
                 }
             }
         }
-        e += ROW_ELEMS as u64;
+        e += ROW;
     }
-    let taken = s.taken;
+    let taken = s.taken();
     let seg_words = s.words.len() as u32;
     if lane == 0 && taken != seg_words {
         error.flags.fetch_or(ERR_WORD_COUNT, Ordering::Relaxed);
@@ -252,8 +258,6 @@ struct LaneStream<'a> {
     fetched: u32,
     /// Words of `window` already handed out (warp-uniform).
     used: u32,
-    /// Words handed out in this segment (warp-uniform).
-    taken: u32,
     /// MSB-aligned bit buffer: the top `nbits` bits are the lane's next bits.
     buf: u64,
     nbits: u32,
@@ -272,13 +276,19 @@ impl<'a> LaneStream<'a> {
             next: 0,
             fetched: 2 * lanes,
             used: 0,
-            taken: 0,
             buf: 0,
             nbits: 0,
         };
         s.window = s.fetch(lane);
         s.next = s.fetch(lanes + lane);
         s
+    }
+
+    /// Words handed out so far (warp-uniform): all windows before `window`,
+    /// plus the used part of `window`.
+    #[inline(always)]
+    fn taken(&self) -> u32 {
+        self.fetched - 2 * LANES as u32 + self.used
     }
 
     /// Word `i` of the segment. Reads are clamped to the segment: a corrupt
@@ -314,7 +324,6 @@ impl<'a> LaneStream<'a> {
                 self.buf |= u64::from(w) << (WORD_BITS - self.nbits);
                 self.nbits += WORD_BITS;
             }
-            self.taken += count;
             self.used += count;
             if self.used >= lanes {
                 self.window = self.next;
