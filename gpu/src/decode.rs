@@ -214,14 +214,12 @@ fn decode_segment<T: Thread, O: GlobalOut<u16>>(
         if r + 1 < rows {
             sm_next = load_sm(e + ROW);
         }
-        // Written out rather than looped: the steps must stay in registers
-        // (a loop with warp votes in it is not unrolled reliably).
-        macro_rules! elem {
-            ($k:literal) => {
-                s.decode(t, $k < valid, (bytes >> (8 * $k)) as u8)
-            };
-        }
-        let run = [elem!(0), elem!(1), elem!(2), elem!(3), elem!(4), elem!(5), elem!(6), elem!(7)];
+        // Every row but a tensor's last is full: decode those with `valid`
+        // known to be 8, so the steps carry no per-slot predicates. The test
+        // is warp-uniform (`e - 8 * lane` is the row start), as it must be:
+        // both paths hold warp votes.
+        let run =
+            if e - lane * RUN + ROW <= seg_len { s.decode_run(t, bytes, RUN) } else { s.decode_run(t, bytes, valid) };
         let o = out_base + e as usize;
         if valid == RUN && aligned {
             out.store8(o, run);
@@ -297,6 +295,20 @@ impl<'a> LaneStream<'a> {
     #[inline(always)]
     fn fetch(&self, i: u32) -> u32 {
         self.words.get(i as usize).copied().unwrap_or(0)
+    }
+
+    /// This lane's run of a row: the first `valid` slots decoded and joined
+    /// with their bytes of `sm`, the rest 0. Warp-convergent, like [`LaneStream::decode`].
+    #[inline(always)]
+    fn decode_run<T: Thread>(&mut self, t: &T, sm: u64, valid: u32) -> [u16; LANE_RUN] {
+        // Written out rather than looped: the steps must stay in registers
+        // (a loop with warp votes in it is not unrolled reliably).
+        macro_rules! elem {
+            ($k:literal) => {
+                self.decode(t, $k < valid, (sm >> (8 * $k)) as u8)
+            };
+        }
+        [elem!(0), elem!(1), elem!(2), elem!(3), elem!(4), elem!(5), elem!(6), elem!(7)]
     }
 
     /// One warp step of FORMAT.md §7: refill if needed, look up, and (for a
