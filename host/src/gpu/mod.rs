@@ -197,8 +197,9 @@ impl GpuDecoder {
         self.upload_layout(&layout)
     }
 
-    /// Copies an already built layout to the device.
-    pub fn upload_layout(&self, l: &GroupLayout) -> Result<DeviceGroup> {
+    /// Copies a layout to the device. Private: only layouts built by
+    /// `GroupLayout::new` from a group (hence validated) reach the kernel.
+    fn upload_layout(&self, l: &GroupLayout) -> Result<DeviceGroup> {
         let s = &self.stream;
         fn put<T: DeviceRepr + Default>(s: &Arc<CudaStream>, v: &[T]) -> Result<CudaSlice<T>> {
             let r = if v.is_empty() { s.clone_htod(&[T::default()]) } else { s.clone_htod(v) };
@@ -233,8 +234,9 @@ impl GpuDecoder {
         if out.len() < g.total_elements {
             return Err(Error::OutputLength { expected: g.total_elements as u64, actual: out.len() as u64 });
         }
-        if !Arc::ptr_eq(stream.context(), &self.ctx) {
-            return Err(gpu_err("the stream belongs to another device context"));
+        let ours = |c: &Arc<CudaContext>| Arc::ptr_eq(c, &self.ctx);
+        if !ours(stream.context()) || !ours(g.descs.context()) || !ours(out.stream().context()) {
+            return Err(gpu_err("the stream, group or output belongs to another device context"));
         }
         if g.grid == 0 {
             return Ok(());
