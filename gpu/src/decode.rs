@@ -122,9 +122,10 @@ pub struct GroupInput<'a> {
 /// Decodes every tensor of `g` into `out`.
 ///
 /// Launch with `block_dim` a multiple of 32 and at least [`TABLE_WORDS`] words
-/// of shared memory; any grid size covers any group. Sets
-/// [`crate::format::ERR_WORD_COUNT`] in `error` (and the segment) when a segment's stream does not
-/// match its offsets, and [`crate::format::ERR_LAUNCH`] on a bad launch shape.
+/// of shared memory; any grid size covers any group. Reports in `error`:
+/// [`crate::format::ERR_WORD_COUNT`] and the segment when a segment's stream
+/// does not match its offsets, [`crate::format::ERR_LAUNCH`] on a bad launch
+/// shape (then nothing is decoded).
 pub fn decode_group<T: Thread, O: GlobalOut<u16>>(t: &T, g: &GroupInput<'_>, out: &O, error: &ErrorReport) {
     let block_dim = t.block_dim();
     if !block_dim.is_multiple_of(LANES as u32) || t.shared_len() < TABLE_WORDS {
