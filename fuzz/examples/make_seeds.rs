@@ -1,0 +1,68 @@
+//! Writes the seed corpora of the fuzz targets: small valid containers.
+//!
+//! `cargo run --manifest-path fuzz/Cargo.toml --example make_seeds -- fuzz/seeds`
+//! writes `<dir>/<target>/<name>` for every target.
+
+use df11_host::{CompressedTensor, EncodeOptions, Group, compress_with};
+use std::path::Path;
+
+/// Deterministic bf16-like values: a few exponents around 1.0 with random
+/// sign and mantissa, plus an occasional special value.
+fn weights(n: usize, seed: u64) -> Vec<u16> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let exp = 120 + (x >> 60) as u16 % 8;
+            let sm = (x >> 8) as u16;
+            if i % 97 == 13 { [0x7F80, 0xFFC1, 0x0000, 0x8001][i % 4] } else { (sm & 0x807F) | exp << 7 }
+        })
+        .collect()
+}
+
+fn tensor(n: usize, rows: u32, seed: u64) -> CompressedTensor {
+    compress_with(&weights(n, seed), &EncodeOptions { segment_rows: rows })
+}
+
+fn main() {
+    let dir = std::env::args().nth(1).expect("usage: make_seeds <dir>");
+    let dir = Path::new(&dir);
+    let singles: Vec<(&str, CompressedTensor)> = vec![
+        ("empty", tensor(0, 1, 0)),
+        ("one", tensor(1, 1, 1)),
+        ("constant", compress_with(&[0x3F80; 37], &EncodeOptions { segment_rows: 1 })),
+        ("odd_7", tensor(7, 1, 2)),
+        ("rows1_300", tensor(300, 1, 3)),
+        ("rows2_777", tensor(777, 2, 4)),
+        ("rows3_1000", tensor(1000, 3, 5)),
+    ];
+    let groups: Vec<(&str, Group)> = vec![
+        ("group3", Group { tensors: vec![tensor(13, 1, 6), tensor(260, 1, 7), tensor(5, 2, 8)] }),
+        ("group_empty_mix", Group { tensors: vec![tensor(0, 1, 0), tensor(9, 1, 9)] }),
+        ("group_none", Group { tensors: vec![] }),
+    ];
+    let mut containers: Vec<(&str, Vec<u8>)> = singles.iter().map(|(n, t)| (*n, t.to_bytes())).collect();
+    containers.extend(groups.iter().map(|(n, g)| (*n, g.to_bytes())));
+
+    let write = |target: &str, name: &str, bytes: &[u8]| {
+        let d = dir.join(target);
+        std::fs::create_dir_all(&d).expect("create seed dir");
+        std::fs::write(d.join(name), bytes).expect("write seed");
+    };
+    for (name, bytes) in &containers {
+        write("container_parse", name, bytes);
+        write("reference_decode", name, bytes);
+        // gpu_layout: a 7-byte control prefix (launch shape, no tweak).
+        let mut with_ctrl = vec![0u8; 7];
+        with_ctrl.extend_from_slice(bytes);
+        write("gpu_layout", name, &with_ctrl);
+    }
+    // roundtrip: segment_rows byte, then raw little-endian bf16 bits.
+    for (name, n, seed) in [("w1", 1, 1), ("w300", 300, 2), ("w777", 777, 3)] {
+        let mut b = vec![seed as u8];
+        b.extend(weights(n, seed).iter().flat_map(|w| w.to_le_bytes()));
+        write("roundtrip", name, &b);
+    }
+}
