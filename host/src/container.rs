@@ -141,6 +141,11 @@ impl CompressedTensor {
                 return Err(Error::invalid("only_symbol", "must be 0 for an empty tensor"));
             }
         } else {
+            // FORMAT.md §5: an empty tensor has no code. Without this, an
+            // empty tensor had more than one accepted serialization.
+            if n == 0 {
+                return Err(Error::invalid("max_len", "must be 0 for an empty tensor"));
+            }
             if self.only_symbol != 0 {
                 return Err(Error::invalid("only_symbol", "must be 0 when max_len is not 0"));
             }
