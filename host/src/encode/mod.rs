@@ -62,36 +62,11 @@ pub fn compress_with(bits: &[u16], opts: &EncodeOptions) -> CompressedTensor {
         _ => 0,
     };
 
-    let mut sign_mantissa = vec![0u8; bits.len()];
-    const CHUNK: usize = 1 << 16;
-    sign_mantissa.par_chunks_mut(CHUNK).zip(bits.par_chunks(CHUNK)).for_each(|(out, inp)| {
-        for (o, &b) in out.iter_mut().zip(inp) {
-            *o = bits::sign_mantissa(b);
-        }
-    });
-
-    let num_segments = segments_for(n, rows) as usize;
-    let seg_elems = ROW_ELEMS * rows as usize;
-    let (segment_offsets, words) = if max_len == 0 {
-        (vec![0u32; num_segments + 1], Vec::new())
-    } else {
-        let codes = huffman::canonical_codes(&code_lengths);
-        let enc = EncodeTable::new(&code_lengths, &codes);
-        let streams: Vec<Vec<u32>> = bits
-            .par_chunks(seg_elems)
-            .map_init(LaneScratch::new, |scratch, seg| encode_segment(seg, &enc, max_len as u32, scratch))
-            .collect();
-        let total: usize = streams.iter().map(Vec::len).sum();
-        assert!(total <= u32::MAX as usize, "{total} stream words exceed the format's limit of 2^32 - 1");
-        let mut offsets = Vec::with_capacity(num_segments + 1);
-        let mut words = Vec::with_capacity(total);
-        offsets.push(0u32);
-        for s in &streams {
-            words.extend_from_slice(s);
-            offsets.push(words.len() as u32);
-        }
-        (offsets, words)
-    };
+    // The checksum is one sequential pass; it overlaps the parallel coding.
+    let (data_crc, (sign_mantissa, (segment_offsets, words))) = rayon::join(
+        || data_crc(bits),
+        || (split_sign_mantissa(bits), encode_segments(bits, rows, &code_lengths, max_len as u32)),
+    );
 
     CompressedTensor {
         num_elements: n,
@@ -99,11 +74,47 @@ pub fn compress_with(bits: &[u16], opts: &EncodeOptions) -> CompressedTensor {
         max_len,
         only_symbol,
         code_lengths,
-        data_crc: data_crc(bits),
+        data_crc,
         segment_offsets,
         words,
         sign_mantissa,
     }
+}
+
+/// The raw sign+mantissa byte of every element.
+fn split_sign_mantissa(bits: &[u16]) -> Vec<u8> {
+    const CHUNK: usize = 1 << 16;
+    let mut sign_mantissa = vec![0u8; bits.len()];
+    sign_mantissa.par_chunks_mut(CHUNK).zip(bits.par_chunks(CHUNK)).for_each(|(out, inp)| {
+        for (o, &b) in out.iter_mut().zip(inp) {
+            *o = bits::sign_mantissa(b);
+        }
+    });
+    sign_mantissa
+}
+
+/// Segment offsets and the concatenated words of all segments, coded in parallel.
+fn encode_segments(bits: &[u16], rows: u32, code_lengths: &[u8; SYMBOLS], max_len: u32) -> (Vec<u32>, Vec<u32>) {
+    let num_segments = segments_for(bits.len() as u64, rows) as usize;
+    if max_len == 0 {
+        return (vec![0u32; num_segments + 1], Vec::new());
+    }
+    let codes = huffman::canonical_codes(code_lengths);
+    let enc = EncodeTable::new(code_lengths, &codes);
+    let streams: Vec<Vec<u32>> = bits
+        .par_chunks(ROW_ELEMS * rows as usize)
+        .map_init(LaneScratch::new, |scratch, seg| encode_segment(seg, &enc, max_len, scratch))
+        .collect();
+    let total: usize = streams.iter().map(Vec::len).sum();
+    assert!(total <= u32::MAX as usize, "{total} stream words exceed the format's limit of 2^32 - 1");
+    let mut offsets = Vec::with_capacity(num_segments + 1);
+    let mut words = Vec::with_capacity(total);
+    offsets.push(0u32);
+    for s in &streams {
+        words.extend_from_slice(s);
+        offsets.push(words.len() as u32);
+    }
+    (offsets, words)
 }
 
 /// Per exponent: `code << 8 | len`.
