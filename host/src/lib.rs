@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod emu;
+pub mod fast;
 
 pub use container::{CompressedTensor, Group};
 pub use df11_gpu::format;
