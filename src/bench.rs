@@ -123,19 +123,21 @@ fn load_safetensors(path: &std::path::Path) -> Result<Vec<(String, Vec<u16>)>, B
     Ok(out)
 }
 
-/// A few tensors shaped like one transformer block's weights.
+/// A few tensors shaped like one transformer block's weights (hidden size
+/// 4096 scaled down to fit `elements`).
 fn synthetic(elements: usize) -> Vec<(String, Vec<u16>)> {
-    // Shares of the block: attention (4 square), MLP (3 wide); scales as in
+    // Shares of the block: attention q/k/v/o and the gated MLP; scales as in
     // trained models, where wider fan-in means smaller weights.
     let parts: [(&str, usize, f32); 4] =
-        [("attn.qkv", 3, 0.02), ("attn.out", 1, 0.015), ("mlp.up", 4, 0.02), ("mlp.down", 4, 0.01)];
+        [("attn.qkv", 3, 0.02), ("attn.o", 2, 0.015), ("mlp.gate_up", 6, 0.02), ("mlp.down", 3, 0.01)];
     let total: usize = parts.iter().map(|p| p.1).sum();
+    let cols = 1024;
     parts
         .iter()
         .enumerate()
         .map(|(i, &(name, share, scale))| {
-            let n = elements * share / total;
-            (name.to_owned(), codec::synth(n, scale, i as u64 + 1))
+            let rows = (elements * share / total).div_ceil(cols);
+            (name.to_owned(), codec::synth(rows, cols, scale, i as u64 + 1))
         })
         .collect()
 }
@@ -276,36 +278,26 @@ pub fn to_table(r: &BenchReport) -> String {
 /// The df11 calls the benchmark makes, in one place.
 mod codec {
     use super::BenchError;
-    use df11_host::CompressedTensor;
-    use df11_host::fast;
+    use df11_host::{CompressedTensor, fast, stats, synth};
 
-    pub fn synth(n: usize, scale: f32, seed: u64) -> Vec<u16> {
-        fast::scratch::weights(n, scale, seed)
+    pub fn synth(rows: usize, cols: usize, scale: f32, seed: u64) -> Vec<u16> {
+        synth::realistic_weights(rows, cols, scale, seed)
     }
 
     pub fn compress(bits: &[u16]) -> CompressedTensor {
-        fast::scratch::encode(bits, df11_host::format::DEFAULT_SEGMENT_ROWS)
+        df11_host::compress_bits(bits)
     }
 
     pub fn decompress_into(t: &CompressedTensor, out: &mut [u16]) -> Result<(), BenchError> {
-        fast::decode_parallel_into(t, out).map_err(|e| BenchError::Codec(format!("{e:?}")))
+        fast::decode_parallel_into(t, out).map_err(|e| BenchError::Codec(e.to_string()))
     }
 
-    /// Serialized record size in bits per element, as `docs/FORMAT.md` section 4 lays it out.
     pub fn bits_per_weight(t: &CompressedTensor) -> f64 {
-        let n = t.num_elements as usize;
-        let bytes = 160 + 4 * t.segment_offsets.len() + 4 * t.words.len() + n.next_multiple_of(4) + 4;
-        8.0 * bytes as f64 / n.max(1) as f64
+        t.bits_per_weight()
     }
 
-    /// Shannon entropy of the exponents plus the 8 raw bits.
     pub fn bound(bits: &[u16]) -> f64 {
-        let mut hist = [0u64; 256];
-        for &b in bits {
-            hist[df11_gpu::bits::exponent(b) as usize] += 1;
-        }
-        let n = bits.len().max(1) as f64;
-        8.0 + hist.iter().filter(|&&c| c > 0).map(|&c| -(c as f64 / n) * (c as f64 / n).log2()).sum::<f64>()
+        stats::bound_bits_per_weight(bits)
     }
 }
 

@@ -8,8 +8,8 @@ use std::hint::black_box;
 const ELEMENTS: usize = 8 << 20;
 
 fn bench(c: &mut Criterion) {
-    let bits = fast::scratch::weights(ELEMENTS, 0.02, 1);
-    let t = fast::scratch::encode(&bits, df11_host::format::DEFAULT_SEGMENT_ROWS);
+    let bits = df11_host::synth::realistic_weights(ELEMENTS / 4096, 4096, 0.02, 1);
+    let t = df11_host::compress_bits(&bits);
     let mut out = vec![0u16; ELEMENTS];
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut g = c.benchmark_group("codec");
@@ -17,7 +17,7 @@ fn bench(c: &mut Criterion) {
     for threads in [1, all] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         g.bench_function(format!("encode/{threads}t"), |b| {
-            b.iter(|| pool.install(|| black_box(fast::scratch::encode(black_box(&bits), 256))))
+            b.iter(|| pool.install(|| black_box(df11_host::compress_bits(black_box(&bits)))))
         });
         g.bench_function(format!("decode/{threads}t"), |b| {
             b.iter(|| pool.install(|| fast::decode_parallel_into(black_box(&t), &mut out).unwrap()))

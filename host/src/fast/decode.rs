@@ -11,9 +11,9 @@
 //! words or leaves words unread is reported as `CorruptStream`. The data CRC is
 //! checked unless [`DecodeOptions::verify_crc`] is off.
 
-use super::{DecodeError as Error, Result};
 use crate::CompressedTensor;
-use df11_gpu::format::{LANE_RUN, LANES, MAX_SEGMENT_ROWS, ROW_ELEMS, TABLE_SIZE};
+use crate::error::{Error, Result};
+use df11_gpu::format::{LANE_RUN, LANES, ROW_ELEMS, TABLE_SIZE};
 use df11_gpu::table::{self, Entry};
 use rayon::prelude::*;
 
@@ -44,34 +44,16 @@ struct Prepared {
 
 /// Checks everything the decoder relies on and builds the table.
 fn prepare(t: &CompressedTensor, out_len: usize) -> Result<Prepared> {
-    let n = t.num_elements;
-    if n != out_len as u64 {
-        return Err(Error::OutputLength { expected: n, actual: out_len as u64 });
-    }
-    if t.segment_rows == 0 || t.segment_rows > MAX_SEGMENT_ROWS {
-        return Err(Error::Invalid { field: "segment_rows", reason: "must be 1..=65536" });
-    }
-    let seg_elems = t.segment_rows as usize * ROW_ELEMS;
-    let segments = out_len.div_ceil(seg_elems);
-    if t.segment_offsets.len() != segments + 1 {
-        return Err(Error::Invalid { field: "segment_offsets", reason: "must have num_segments + 1 entries" });
-    }
-    if t.segment_offsets[0] != 0
-        || t.segment_offsets.windows(2).any(|w| w[0] > w[1])
-        || t.segment_offsets[segments] as usize != t.words.len()
-    {
-        return Err(Error::Invalid { field: "segment_offsets", reason: "must rise from 0 to num_words" });
-    }
-    if t.sign_mantissa.len() != out_len {
-        return Err(Error::Invalid { field: "sign_mantissa", reason: "must hold one byte per element" });
+    // O(segments): offsets, sizes and the code's completeness. After this every
+    // slice taken below is in bounds and every table entry is meaningful.
+    t.validate()?;
+    if t.num_elements != out_len as u64 {
+        return Err(Error::OutputLength { expected: t.num_elements, actual: out_len as u64 });
     }
     let mut table = Box::new([0 as Entry; TABLE_SIZE]);
-    let max_len = table::build(&t.code_lengths, t.only_symbol, &mut table)
-        .map_err(|_| Error::Invalid { field: "code_lengths", reason: "not a complete code of lengths 1..=12" })?;
-    if max_len != t.max_len as u32 {
-        return Err(Error::Invalid { field: "max_len", reason: "must equal the longest code length" });
-    }
-    Ok(Prepared { table, max_len, only_symbol: t.only_symbol, seg_elems })
+    table::build(&t.code_lengths, t.only_symbol, &mut table)
+        .map_err(|e| Error::Invalid { field: "code_lengths", reason: format!("{e:?}") })?;
+    Ok(Prepared { table, max_len: t.max_len as u32, only_symbol: t.only_symbol, seg_elems: t.segment_elems() as usize })
 }
 
 /// Decodes `t` into `out` on the calling thread, checking the data CRC.
@@ -107,16 +89,26 @@ pub fn decode_parallel_into_with(t: &CompressedTensor, out: &mut [u16], opts: &D
     check_crc(t, crc, opts)
 }
 
+/// Allocating form of [`decode_fast_into`].
+pub fn decode_fast(t: &CompressedTensor) -> Result<Vec<u16>> {
+    // Validate before allocating: N is then backed by N sign+mantissa bytes.
+    t.validate()?;
+    let mut out = vec![0u16; t.num_elements as usize];
+    decode_fast_into(t, &mut out)?;
+    Ok(out)
+}
+
 /// Allocating form of [`decode_parallel_into`].
 pub fn decode_parallel(t: &CompressedTensor) -> Result<Vec<u16>> {
-    let mut out = vec![0u16; usize::try_from(t.num_elements).unwrap_or(usize::MAX).min(t.sign_mantissa.len())];
+    t.validate()?;
+    let mut out = vec![0u16; t.num_elements as usize];
     decode_parallel_into(t, &mut out)?;
     Ok(out)
 }
 
 fn check_crc(t: &CompressedTensor, actual: u32, opts: &DecodeOptions) -> Result<()> {
     if opts.verify_crc && actual != t.data_crc {
-        return Err(Error::Checksum { expected: t.data_crc, actual });
+        return Err(Error::Checksum { what: "data", stored: t.data_crc, computed: actual });
     }
     Ok(())
 }
