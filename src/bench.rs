@@ -91,7 +91,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
 pub fn run_with(opts: &BenchOptions, synthetic_elements: usize) -> Result<BenchReport, BenchError> {
     let (source, tensors) = match (&opts.file, opts.synthetic) {
         (Some(path), false) => (path.display().to_string(), load_safetensors(path)?),
-        _ => (format!("synthetic realistic weights ({synthetic_elements} elements)"), synthetic(synthetic_elements)),
+        _ => ("synthetic realistic weights".to_owned(), synthetic(synthetic_elements)),
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.unwrap_or(0))
@@ -249,12 +249,13 @@ pub fn to_table(r: &BenchReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{}: {} bf16 tensors, {} elements ({:.1} MB), {} threads",
+        "{}: {} bf16 tensors, {} elements ({:.1} MB), {} thread{}",
         r.source,
         r.tensors,
         r.elements,
         2.0 * r.elements as f64 / 1e6,
-        r.threads
+        r.threads,
+        if r.threads == 1 { "" } else { "s" }
     );
     let _ = writeln!(
         s,
