@@ -26,9 +26,8 @@ pub const CODE_LENGTH_BYTES: usize = SYMBOLS / 2;
 ///
 /// 12 bits let one lookup in a 4096-entry table decode any symbol, and the
 /// table (2 bytes per entry, 8 KiB) fits many times into a block's shared
-/// memory. Measured cost on realistic weights is far below 0.001 bits/weight
-/// (see `docs/FORMAT.md`): only exponents rarer than about 2^-12 get shorter
-/// codes than Huffman would give them.
+/// memory. Measured cost on realistic weights: 0.002–0.006 bits/weight over
+/// unlimited Huffman codes (docs/PERFORMANCE.md).
 pub const MAX_CODE_LEN: u32 = 12;
 
 /// Index width of the single-level decode table.
@@ -53,12 +52,34 @@ pub const WORD_BITS: u32 = 32;
 
 /// Rows per segment chosen by the encoder unless told otherwise.
 ///
-/// 256 rows make a segment of 65,536 elements, 2,048 per lane. A lane wastes
-/// about 22 bits at the end of its stream and the segment costs one 32-bit
-/// offset, so this keeps the per-segment overhead near 0.011 bits/weight while
-/// a 256 Mi-element tensor still has 4,096 independent warps of work.
-pub const DEFAULT_SEGMENT_ROWS: u32 = 256;
+/// 1024 rows make a segment of 262,144 elements, 8,192 per lane. A lane leaves
+/// about 25 bits unread at the end of its stream (the refill rule's tail), so
+/// the tail costs 25/8192 ≈ 0.003 bits/weight; at 256 rows it was 0.012, which
+/// put realistic tensors 0.003–0.006 bits/weight over the ratio target of
+/// 8 + H + 0.05 (measured, docs/PERFORMANCE.md). A 200 M-weight transformer
+/// block still splits into ~760 independent warps. The value is stored per
+/// tensor, so decoders accept any R and latency-bound users can choose fewer rows.
+pub const DEFAULT_SEGMENT_ROWS: u32 = 1024;
 
 /// Largest permitted rows-per-segment value (keeps a segment's element count
 /// and its word count comfortably inside `u32`).
 pub const MAX_SEGMENT_ROWS: u32 = 1 << 16;
+
+// ---------------------------------------------------------------------------
+// The GPU decoder's interface (not part of the container bytes). The host
+// launcher lays a group out in device memory this way; the kernel reads it.
+
+/// `u32` words holding one decode table in device and shared memory (two
+/// 16-bit entries per word, the even entry in the low half).
+pub const TABLE_WORDS: usize = TABLE_SIZE / 2;
+
+/// `u64` words of one tensor descriptor (`decode::TensorDesc`).
+pub const DESC_WORDS: usize = 8;
+
+/// Error-flag bit: a segment consumed a different number of words than its
+/// offsets give it (corrupt stream or offsets). Its output is garbage.
+pub const ERR_WORD_COUNT: u32 = 1;
+
+/// Error-flag bit: the launch shape does not fit the kernel (block size not a
+/// multiple of 32, or too little shared memory); nothing was decoded.
+pub const ERR_LAUNCH: u32 = 2;

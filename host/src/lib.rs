@@ -7,6 +7,7 @@ pub mod emu;
 pub mod encode;
 pub mod error;
 pub mod fast;
+pub mod gpu;
 pub mod reference;
 pub mod stats;
 pub mod synth;
