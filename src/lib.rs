@@ -6,6 +6,7 @@
 
 pub use df11_host::*;
 
+pub mod bench;
 pub mod gpu;
 
 /// The decode kernels as PTX text, built from the `gpu/` crate by `build.rs`.
