@@ -54,6 +54,7 @@ fn main() {
     for (name, bytes) in &containers {
         write("container_parse", name, bytes);
         write("reference_decode", name, bytes);
+        write("fast_decode", name, bytes);
         // gpu_layout: a 7-byte control prefix (launch shape, no tweak).
         let mut with_ctrl = vec![0u8; 7];
         with_ctrl.extend_from_slice(bytes);

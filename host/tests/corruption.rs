@@ -1,13 +1,15 @@
 //! Corruption sweeps: every bit of small containers flipped, every truncation,
 //! runs of zeroed bytes. Each corrupted container must be rejected (by the
 //! parser or by a decoder) or decode to exactly the original bits — never a
-//! panic, never a different tensor.
+//! panic, never a different tensor. The reference and the fast CPU decoders
+//! must also agree on every one.
 //!
 //! Each corruption is tried twice: as is, where the CRC32Cs should catch it,
 //! and with the header and record CRCs recomputed afterwards, which models a
 //! corruption the checksums miss and so tests the structural checks and the
 //! data CRC underneath them.
 
+use df11_host::fast::{decode_fast, decode_parallel};
 use df11_host::synth::realistic_weights;
 use df11_host::{CompressedTensor, EncodeOptions, Group, compress_with, decode_reference};
 
@@ -66,12 +68,23 @@ fn fix_crcs(b: &mut [u8]) {
     }
 }
 
+/// Decodes `t` with every CPU decoder: they must agree (all `Err`, or all
+/// `Ok` with the same bits), and the verdict is returned.
+fn decode_all(t: &CompressedTensor, what: &str) -> Option<Vec<u16>> {
+    let reference = decode_reference(t).ok();
+    let fast = decode_fast(t).ok();
+    let parallel = decode_parallel(t).ok();
+    assert!(fast == reference, "{what}: fast decoder disagrees with the reference");
+    assert!(parallel == reference, "{what}: parallel decoder disagrees with the reference");
+    reference
+}
+
 /// The rule: `Err` somewhere, or every tensor back bit for bit. Returns
 /// whether the input was accepted.
 fn check_group(bytes: &[u8], original: &[(Vec<u16>, u32)], what: &str) -> bool {
     let Ok(g) = Group::from_bytes(bytes) else { return false };
-    let decoded: Result<Vec<Vec<u16>>, _> = g.tensors.iter().map(decode_reference).collect();
-    let Ok(decoded) = decoded else { return false };
+    let decoded: Option<Vec<Vec<u16>>> = g.tensors.iter().map(|t| decode_all(t, what)).collect();
+    let Some(decoded) = decoded else { return false };
     assert_eq!(decoded.len(), original.len(), "{what}: accepted with a different tensor count");
     for (i, (d, (o, _))) in decoded.iter().zip(original).enumerate() {
         assert!(d == o, "{what}: tensor {i} decodes to different bits");
@@ -82,7 +95,7 @@ fn check_group(bytes: &[u8], original: &[(Vec<u16>, u32)], what: &str) -> bool {
 /// Same for a one-tensor container through `CompressedTensor::from_bytes`.
 fn check_single(bytes: &[u8], original: &[u16], what: &str) -> bool {
     let Ok(t) = CompressedTensor::from_bytes(bytes) else { return false };
-    let Ok(d) = decode_reference(&t) else { return false };
+    let Some(d) = decode_all(&t, what) else { return false };
     assert!(d == original, "{what}: decodes to different bits");
     true
 }
