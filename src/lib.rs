@@ -6,6 +6,8 @@
 
 pub use df11_host::*;
 
+pub mod dfloat11;
+
 /// The decode kernels as PTX text, built from the `gpu/` crate by `build.rs`.
 pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/df11_kernels.ptx"));
 
