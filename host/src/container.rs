@@ -1,6 +1,15 @@
 //! The in-memory form of a compressed tensor and of a group of tensors, and
 //! their byte serialization (`docs/FORMAT.md`).
 
+use crate::error::{Error, Result};
+use df11_gpu::format::{
+    CODE_LENGTH_BYTES, CONTAINER_HEADER_BYTES, MAGIC, MAX_CODE_LEN, MAX_SEGMENT_ROWS, ROW_ELEMS, SYMBOLS,
+    TENSOR_HEADER_BYTES, VERSION,
+};
+
+/// Exclusive upper bound on elements per tensor (FORMAT.md section 8).
+pub const MAX_ELEMENTS: u64 = 1 << 40;
+
 /// One compressed bf16 tensor: a record of the df11 container format.
 ///
 /// Fields are public so decoders and the GPU uploader can read them directly;
@@ -34,4 +43,348 @@ pub struct CompressedTensor {
 pub struct Group {
     /// The tensors, in output order.
     pub tensors: Vec<CompressedTensor>,
+}
+
+/// Segments of a tensor with `num_elements` elements and `segment_rows` rows
+/// per segment: `ceil(N / (256·R))`. `segment_rows` must be at least 1.
+pub fn segments_for(num_elements: u64, segment_rows: u32) -> u64 {
+    num_elements.div_ceil(ROW_ELEMS as u64 * segment_rows as u64)
+}
+
+/// Zero bytes after the sign+mantissa bytes that align the record to 4 bytes.
+fn pad_for(num_elements: u64) -> u64 {
+    (4 - num_elements % 4) % 4
+}
+
+/// Serialized record length from its header fields, in `u64` so that no
+/// header value, however large, can overflow it.
+fn record_len(num_elements: u64, num_segments: u64, num_words: u64) -> u64 {
+    TENSOR_HEADER_BYTES as u64 + 4 * (num_segments + 1) + 4 * num_words + num_elements + pad_for(num_elements) + 4
+}
+
+impl CompressedTensor {
+    /// Number of segments (S).
+    pub fn num_segments(&self) -> u64 {
+        self.segment_offsets.len().saturating_sub(1) as u64
+    }
+
+    /// Elements in one full segment: `256·R`.
+    pub fn segment_elems(&self) -> u64 {
+        ROW_ELEMS as u64 * self.segment_rows as u64
+    }
+
+    /// Bytes [`CompressedTensor::to_bytes`] produces, container header included.
+    pub fn serialized_len(&self) -> u64 {
+        CONTAINER_HEADER_BYTES as u64 + self.record_len()
+    }
+
+    /// Bytes of this tensor's record alone.
+    pub fn record_len(&self) -> u64 {
+        record_len(self.num_elements, self.num_segments(), self.words.len() as u64)
+    }
+
+    /// Checks every invariant of `docs/FORMAT.md` sections 4 and 5.
+    pub fn validate(&self) -> Result<()> {
+        let n = self.num_elements;
+        if n >= MAX_ELEMENTS {
+            return Err(Error::invalid("num_elements", format!("{n} is not below 2^40")));
+        }
+        if !(1..=MAX_SEGMENT_ROWS).contains(&self.segment_rows) {
+            return Err(Error::invalid(
+                "segment_rows",
+                format!("{} is outside 1..={MAX_SEGMENT_ROWS}", self.segment_rows),
+            ));
+        }
+        if self.sign_mantissa.len() as u64 != n {
+            return Err(Error::invalid(
+                "sign_mantissa",
+                format!("{} bytes for {n} elements", self.sign_mantissa.len()),
+            ));
+        }
+        let s = segments_for(n, self.segment_rows);
+        if self.segment_offsets.len() as u64 != s + 1 {
+            return Err(Error::invalid(
+                "segment_offsets",
+                format!("{} entries, expected {} (S + 1)", self.segment_offsets.len(), s + 1),
+            ));
+        }
+        if self.words.len() as u64 > u32::MAX as u64 {
+            return Err(Error::invalid("num_words", format!("{} is not below 2^32", self.words.len())));
+        }
+        if self.segment_offsets[0] != 0 {
+            return Err(Error::invalid("segment_offsets", "first offset is not 0"));
+        }
+        if let Some(i) = self.segment_offsets.windows(2).position(|w| w[0] > w[1]) {
+            return Err(Error::invalid("segment_offsets", format!("offset {} decreases", i + 1)));
+        }
+        if self.segment_offsets[s as usize] as u64 != self.words.len() as u64 {
+            return Err(Error::invalid(
+                "segment_offsets",
+                format!("last offset {} is not the word count {}", self.segment_offsets[s as usize], self.words.len()),
+            ));
+        }
+        let longest = self.code_lengths.iter().copied().max().unwrap_or(0);
+        if longest as u32 > MAX_CODE_LEN {
+            return Err(Error::invalid("code_lengths", format!("length {longest} exceeds {MAX_CODE_LEN}")));
+        }
+        if self.max_len != longest {
+            return Err(Error::invalid(
+                "max_len",
+                format!("{} but the longest code length is {longest}", self.max_len),
+            ));
+        }
+        if self.max_len == 0 {
+            if !self.words.is_empty() {
+                return Err(Error::invalid("num_words", "must be 0 when max_len is 0"));
+            }
+            if n == 0 && self.only_symbol != 0 {
+                return Err(Error::invalid("only_symbol", "must be 0 for an empty tensor"));
+            }
+        } else {
+            if self.only_symbol != 0 {
+                return Err(Error::invalid("only_symbol", "must be 0 when max_len is not 0"));
+            }
+            // Kraft sum in units of 2^-MAX_CODE_LEN; a complete code sums to exactly one.
+            let kraft: u32 =
+                self.code_lengths.iter().filter(|&&l| l != 0).map(|&l| 1u32 << (MAX_CODE_LEN - l as u32)).sum();
+            if kraft != 1 << MAX_CODE_LEN {
+                return Err(Error::invalid(
+                    "code_lengths",
+                    format!("Kraft sum is {kraft}/{} instead of exactly 1", 1u32 << MAX_CODE_LEN),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Serializes as a container holding this one tensor.
+    ///
+    /// The tensor should be valid ([`CompressedTensor::validate`]); the encoder
+    /// only produces valid tensors.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.serialized_len() as usize);
+        write_container_header(1, &mut out);
+        self.write_record(&mut out);
+        out
+    }
+
+    /// Parses a container that holds exactly one tensor, strictly: checksums,
+    /// every invariant, and no trailing bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let count = read_container_header(bytes)?;
+        if count != 1 {
+            return Err(Error::invalid("tensor_count", format!("{count} tensors where exactly 1 is expected")));
+        }
+        let mut pos = CONTAINER_HEADER_BYTES;
+        let t = Self::read_record(bytes, &mut pos)?;
+        check_end(bytes, pos)?;
+        Ok(t)
+    }
+
+    fn write_record(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        let s = self.num_segments() as u32;
+        out.extend_from_slice(&self.num_elements.to_le_bytes());
+        out.extend_from_slice(&self.segment_rows.to_le_bytes());
+        out.extend_from_slice(&s.to_le_bytes());
+        out.extend_from_slice(&(self.words.len() as u32).to_le_bytes());
+        out.push(self.max_len);
+        out.push(self.only_symbol);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&self.data_crc.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend(self.code_lengths.chunks_exact(2).map(|p| (p[0] & 0xf) | (p[1] << 4)));
+        extend_u32s(out, &self.segment_offsets);
+        extend_u32s(out, &self.words);
+        out.extend_from_slice(&self.sign_mantissa);
+        out.resize(out.len() + pad_for(self.num_elements) as usize, 0);
+        let crc = crc32c::crc32c(&out[start..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Reads one record at `*pos`, advancing it past the record.
+    fn read_record(bytes: &[u8], pos: &mut usize) -> Result<Self> {
+        let rest = &bytes[*pos..];
+        need(rest, TENSOR_HEADER_BYTES as u64)?;
+        let n = u64_at(rest, 0);
+        let segment_rows = u32_at(rest, 8);
+        let s = u32_at(rest, 12) as u64;
+        let w = u32_at(rest, 16) as u64;
+        // These three fields size the record; check them before trusting its length.
+        if n >= MAX_ELEMENTS {
+            return Err(Error::invalid("num_elements", format!("{n} is not below 2^40")));
+        }
+        if !(1..=MAX_SEGMENT_ROWS).contains(&segment_rows) {
+            return Err(Error::invalid("segment_rows", format!("{segment_rows} is outside 1..={MAX_SEGMENT_ROWS}")));
+        }
+        let expected_s = segments_for(n, segment_rows);
+        if s != expected_s {
+            return Err(Error::invalid("num_segments", format!("{s}, expected {expected_s} for {n} elements")));
+        }
+        let len = record_len(n, s, w);
+        need(rest, len)?;
+        // `len` fits in the input, hence in usize, and nothing was allocated yet.
+        let len = len as usize;
+        let body = &rest[..len - 4];
+        let stored = u32_at(rest, len - 4);
+        let computed = crc32c::crc32c(body);
+        if stored != computed {
+            return Err(Error::Checksum { what: "record", stored, computed });
+        }
+        if rest[22..24] != [0, 0] || rest[28..32] != [0; 4] {
+            return Err(Error::invalid("reserved", "reserved header bytes are not zero"));
+        }
+        let mut code_lengths = [0u8; SYMBOLS];
+        for (i, &b) in rest[32..32 + CODE_LENGTH_BYTES].iter().enumerate() {
+            code_lengths[2 * i] = b & 0xf;
+            code_lengths[2 * i + 1] = b >> 4;
+        }
+        let mut at = TENSOR_HEADER_BYTES;
+        let segment_offsets = read_u32s(&rest[at..at + 4 * (s as usize + 1)]);
+        at += 4 * (s as usize + 1);
+        let words = read_u32s(&rest[at..at + 4 * w as usize]);
+        at += 4 * w as usize;
+        let sign_mantissa = rest[at..at + n as usize].to_vec();
+        at += n as usize;
+        if body[at..].iter().any(|&b| b != 0) {
+            return Err(Error::invalid("padding", "padding bytes are not zero"));
+        }
+        let t = CompressedTensor {
+            num_elements: n,
+            segment_rows,
+            max_len: rest[20],
+            only_symbol: rest[21],
+            code_lengths,
+            data_crc: u32_at(rest, 24),
+            segment_offsets,
+            words,
+            sign_mantissa,
+        };
+        t.validate()?;
+        *pos += len;
+        Ok(t)
+    }
+}
+
+impl Group {
+    /// Total elements of all tensors: the length of the group's output buffer.
+    pub fn num_elements(&self) -> u64 {
+        self.tensors.iter().map(|t| t.num_elements).sum()
+    }
+
+    /// Bytes [`Group::to_bytes`] produces.
+    pub fn serialized_len(&self) -> u64 {
+        CONTAINER_HEADER_BYTES as u64 + self.tensors.iter().map(|t| t.record_len()).sum::<u64>()
+    }
+
+    /// Validates every tensor.
+    pub fn validate(&self) -> Result<()> {
+        if self.tensors.len() as u64 > u32::MAX as u64 {
+            return Err(Error::invalid("tensor_count", "not below 2^32"));
+        }
+        self.tensors.iter().try_for_each(CompressedTensor::validate)
+    }
+
+    /// Serializes as one container with one record per tensor, in order.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.serialized_len() as usize);
+        write_container_header(self.tensors.len() as u32, &mut out);
+        for t in &self.tensors {
+            t.write_record(&mut out);
+        }
+        out
+    }
+
+    /// Parses a container with any number of tensors, strictly.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let count = read_container_header(bytes)?;
+        let mut pos = CONTAINER_HEADER_BYTES;
+        // No capacity from `count`: it is untrusted until the records are read.
+        let mut tensors = Vec::new();
+        for _ in 0..count {
+            tensors.push(CompressedTensor::read_record(bytes, &mut pos)?);
+        }
+        check_end(bytes, pos)?;
+        Ok(Group { tensors })
+    }
+}
+
+fn write_container_header(count: u32, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    let crc = crc32c::crc32c(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Checks the container header and returns `tensor_count`.
+fn read_container_header(bytes: &[u8]) -> Result<u32> {
+    need(bytes, CONTAINER_HEADER_BYTES as u64)?;
+    if bytes[0..4] != MAGIC {
+        return Err(Error::BadMagic);
+    }
+    let stored = u32_at(bytes, 12);
+    let computed = crc32c::crc32c(&bytes[..12]);
+    if stored != computed {
+        return Err(Error::Checksum { what: "header", stored, computed });
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != VERSION {
+        return Err(Error::UnsupportedVersion(version));
+    }
+    let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
+    if flags != 0 {
+        return Err(Error::UnsupportedFlags(flags));
+    }
+    Ok(u32_at(bytes, 8))
+}
+
+fn check_end(bytes: &[u8], pos: usize) -> Result<()> {
+    match bytes.len() - pos {
+        0 => Ok(()),
+        extra => Err(Error::TrailingBytes(extra as u64)),
+    }
+}
+
+fn need(rest: &[u8], needed: u64) -> Result<()> {
+    if (rest.len() as u64) < needed {
+        return Err(Error::Truncated { needed, available: rest.len() as u64 });
+    }
+    Ok(())
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn extend_u32s(out: &mut Vec<u8>, v: &[u32]) {
+    if cfg!(target_endian = "little") {
+        out.extend_from_slice(bytemuck::cast_slice(v));
+    } else {
+        out.extend(v.iter().flat_map(|w| w.to_le_bytes()));
+    }
+}
+
+fn read_u32s(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+/// CRC32C of bf16 bit patterns as little-endian `u16`s: the `data_crc` field.
+pub fn data_crc(bits: &[u16]) -> u32 {
+    if cfg!(target_endian = "little") {
+        crc32c::crc32c(bytemuck::cast_slice(bits))
+    } else {
+        let mut crc = 0;
+        for chunk in bits.chunks(4096) {
+            let le: Vec<u8> = chunk.iter().flat_map(|b| b.to_le_bytes()).collect();
+            crc = crc32c::crc32c_append(crc, &le);
+        }
+        crc
+    }
 }

@@ -4,6 +4,26 @@
 
 pub mod container;
 pub mod emu;
+pub mod encode;
+pub mod error;
+pub mod reference;
+pub mod stats;
+pub mod synth;
 
 pub use container::{CompressedTensor, Group};
 pub use df11_gpu::format;
+pub use encode::{EncodeOptions, compress, compress_bits, compress_with};
+pub use error::{Error, Result};
+pub use reference::{decode_reference, decode_reference_into};
+pub use stats::{bound_bits_per_weight, entropy_bits, exponent_histogram};
+
+/// Decompresses a tensor into a new buffer.
+pub fn decompress(t: &CompressedTensor) -> Result<Vec<half::bf16>> {
+    let bits = decode_reference(t)?;
+    Ok(bytemuck::allocation::cast_vec(bits))
+}
+
+/// Decompresses a tensor into `out`, which must hold exactly its element count.
+pub fn decompress_into(t: &CompressedTensor, out: &mut [half::bf16]) -> Result<()> {
+    decode_reference_into(t, bytemuck::cast_slice_mut(out))
+}

@@ -1,0 +1,173 @@
+//! Optimal length-limited prefix codes (package-merge) and canonical code
+//! assignment.
+
+use df11_gpu::format::SYMBOLS;
+
+/// Optimal code lengths for the symbol frequencies `hist`, no code longer than
+/// `limit` bits (0 = symbol absent).
+///
+/// Package-merge (Larmore and Hirschberg): for n ≥ 2 present symbols the
+/// result minimises `Σ hist[s]·len[s]` subject to `len ≤ limit`, and its Kraft
+/// sum is exactly one. With fewer than two present symbols every length is 0.
+/// `limit` must satisfy `2^limit ≥ n`; a `limit` of 64 gives unlimited-Huffman
+/// lengths for any tensor the format can hold.
+///
+/// # Panics
+/// If `2^limit` is below the number of present symbols or `limit > 64`.
+pub fn code_lengths(hist: &[u64; SYMBOLS], limit: u32) -> [u8; SYMBOLS] {
+    let mut lengths = [0u8; SYMBOLS];
+    // Leaves sorted by (weight, symbol): ties broken by symbol keep the result deterministic.
+    let mut leaves: Vec<(u64, u8)> =
+        hist.iter().enumerate().filter(|&(_, &c)| c > 0).map(|(s, &c)| (c, s as u8)).collect();
+    leaves.sort_unstable();
+    let n = leaves.len();
+    if n < 2 {
+        return lengths;
+    }
+    assert!(limit <= 64 && (limit >= 64 || n as u64 <= 1u64 << limit), "{n} symbols cannot fit in {limit}-bit codes");
+    // A code never needs to be longer than n - 1 bits, so deeper levels change nothing.
+    let levels = (limit as usize).min(n - 1);
+
+    // lists[l]: the level-l list, sorted by weight. An item is a leaf (symbol)
+    // or a package of two consecutive items of the previous level's list.
+    #[derive(Clone, Copy)]
+    enum Item {
+        Leaf(u8),
+        Package,
+    }
+    let mut lists: Vec<Vec<(u64, Item)>> = Vec::with_capacity(levels);
+    lists.push(leaves.iter().map(|&(w, s)| (w, Item::Leaf(s))).collect());
+    for _ in 1..levels {
+        let prev = lists.last().expect("at least one level");
+        let packages = prev.chunks_exact(2).map(|p| (p[0].0 + p[1].0, Item::Package));
+        let mut merged = Vec::with_capacity(n + prev.len() / 2);
+        let mut packages = packages.peekable();
+        let mut leaf_iter = leaves.iter().peekable();
+        // Merge, leaves first on equal weights (any fixed rule keeps this deterministic).
+        loop {
+            match (leaf_iter.peek(), packages.peek()) {
+                (Some(&&(lw, s)), Some(&(pw, _))) if lw <= pw => {
+                    merged.push((lw, Item::Leaf(s)));
+                    leaf_iter.next();
+                }
+                (Some(&&(lw, s)), None) => {
+                    merged.push((lw, Item::Leaf(s)));
+                    leaf_iter.next();
+                }
+                (_, Some(_)) => merged.push(packages.next().expect("peeked")),
+                (None, None) => break,
+            }
+        }
+        lists.push(merged);
+    }
+    // Select the 2n - 2 cheapest items of the top level. Every selected leaf adds
+    // one bit to its symbol's length; selected packages select a prefix of the
+    // level below (packages are formed from a prefix in order).
+    let mut take = 2 * n - 2;
+    for list in lists.iter().rev() {
+        let mut packages = 0;
+        for &(_, item) in &list[..take] {
+            match item {
+                Item::Leaf(s) => lengths[s as usize] += 1,
+                Item::Package => packages += 1,
+            }
+        }
+        take = 2 * packages;
+    }
+    lengths
+}
+
+/// Canonical code values for `lengths` (DEFLATE convention): symbols sorted by
+/// (length, value) receive consecutive codes, shortest first. Absent symbols get 0.
+pub fn canonical_codes(lengths: &[u8; SYMBOLS]) -> [u32; SYMBOLS] {
+    let mut codes = [0u32; SYMBOLS];
+    let max = lengths.iter().copied().max().unwrap_or(0);
+    let mut code: u32 = 0;
+    for len in 1..=max {
+        for (s, &l) in lengths.iter().enumerate() {
+            if l == len {
+                codes[s] = code;
+                code += 1;
+            }
+        }
+        code <<= 1;
+    }
+    codes
+}
+
+/// Total coded bits `Σ hist[s]·len[s]`.
+pub fn coded_bits(hist: &[u64; SYMBOLS], lengths: &[u8; SYMBOLS]) -> u64 {
+    hist.iter().zip(lengths).map(|(&c, &l)| c * l as u64).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kraft_is_one(lengths: &[u8; SYMBOLS]) -> bool {
+        // In units of 2^-64 via u128 so any length up to 64 is exact.
+        let sum: u128 = lengths.iter().filter(|&&l| l > 0).map(|&l| 1u128 << (64 - l)).sum();
+        sum == 1u128 << 64
+    }
+
+    #[test]
+    fn trivial_sizes() {
+        let mut h = [0u64; SYMBOLS];
+        assert_eq!(code_lengths(&h, 12), [0; SYMBOLS]);
+        h[9] = 5;
+        assert_eq!(code_lengths(&h, 12), [0; SYMBOLS]);
+        h[3] = 1;
+        let l = code_lengths(&h, 12);
+        assert_eq!((l[3], l[9]), (1, 1));
+        assert_eq!(l.iter().filter(|&&x| x > 0).count(), 2);
+    }
+
+    #[test]
+    fn matches_huffman_cost_on_small_example() {
+        // Huffman for 1,1,2,4,8: lengths 4,4,3,2,1 → cost 4+4+6+8+8 = 30.
+        let mut h = [0u64; SYMBOLS];
+        for (s, w) in [(0, 1), (1, 1), (2, 2), (3, 4), (4, 8)] {
+            h[s] = w;
+        }
+        let l = code_lengths(&h, 64);
+        assert_eq!(coded_bits(&h, &l), 30);
+        assert!(kraft_is_one(&l));
+        // Limited to 3 bits the best is 3,3,3,3,1 (cost 32), not 3,3,2,2,2 (cost 34).
+        let l3 = code_lengths(&h, 3);
+        assert_eq!(coded_bits(&h, &l3), 32);
+        assert!(l3.iter().all(|&x| x <= 3) && kraft_is_one(&l3));
+    }
+
+    #[test]
+    fn doubling_weights_hit_the_limit() {
+        // Weights 1, 2, 4, ... make Huffman build a chain (no ties, so a unique answer).
+        let mut h = [0u64; SYMBOLS];
+        for (i, w) in h.iter_mut().take(40).enumerate() {
+            *w = 1 << i;
+        }
+        let unlimited = code_lengths(&h, 64);
+        assert_eq!(unlimited.iter().copied().max(), Some(39));
+        assert!(kraft_is_one(&unlimited));
+        let limited = code_lengths(&h, 12);
+        assert_eq!(limited.iter().copied().max(), Some(12));
+        assert!(kraft_is_one(&limited));
+        assert!(coded_bits(&h, &limited) > coded_bits(&h, &unlimited));
+    }
+
+    #[test]
+    fn all_256_uniform_symbols_get_8_bits() {
+        let h = [7u64; SYMBOLS];
+        assert_eq!(code_lengths(&h, 12), [8; SYMBOLS]);
+    }
+
+    #[test]
+    fn canonical_codes_example() {
+        let mut l = [0u8; SYMBOLS];
+        l[5] = 1;
+        l[2] = 2;
+        l[7] = 3;
+        l[1] = 3;
+        let c = canonical_codes(&l);
+        assert_eq!((c[5], c[2], c[1], c[7]), (0b0, 0b10, 0b110, 0b111));
+    }
+}
