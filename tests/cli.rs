@@ -25,7 +25,8 @@ fn meta() -> BTreeMap<String, String> {
 #[test]
 fn single_file_round_trip() {
     let dir = tempfile::tempdir().unwrap();
-    let (orig, comp, back) = (dir.path().join("m.safetensors"), dir.path().join("c.safetensors"), dir.path().join("b.safetensors"));
+    let (orig, comp, back) =
+        (dir.path().join("m.safetensors"), dir.path().join("c.safetensors"), dir.path().join("b.safetensors"));
     let tensors = sample_tensors(1);
     write_st(&orig, &tensors, Some(&meta()));
     ok(&[&"compress", &orig, &"-o", &comp]);
@@ -243,7 +244,9 @@ fn killed_run_leaves_no_output() {
     // Wait until it is writing its temporary, then kill it.
     let started = std::time::Instant::now();
     loop {
-        let writing = std::fs::read_dir(dir.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("df11-tmp"));
+        let writing = std::fs::read_dir(dir.path())
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains("df11-tmp"));
         if writing || started.elapsed().as_secs() > 30 {
             break;
         }

@@ -75,8 +75,12 @@ fn checkpoint(dir: &Path, case: &str, mut config: Value) -> (PathBuf, PathBuf) {
 
 fn shapes_file(dir: &Path, case: &str) -> PathBuf {
     let j = case_json(case);
-    let map: serde_json::Map<String, Value> =
-        j["weights"].as_array().unwrap().iter().map(|w| (w["name"].as_str().unwrap().to_string(), w["shape"].clone())).collect();
+    let map: serde_json::Map<String, Value> = j["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["name"].as_str().unwrap().to_string(), w["shape"].clone()))
+        .collect();
     let p = dir.join(format!("{case}.shapes.json"));
     std::fs::write(&p, Value::Object(map).to_string()).unwrap();
     p
@@ -151,12 +155,13 @@ fn corrupt_modules_are_rejected() {
     let shapes = shapes_file(dir.path(), "realistic_multi");
     let file = ckpt.join("model.safetensors");
     let (orig, meta) = read_st(&file);
-    let corruptions: [(&str, fn(&mut Vec<u8>)); 5] = [
-        ("gaps", |d| d[320] ^= 0x80),                       // block 1's start offset
-        ("output_positions", |d| d[4] ^= 1),                // block 1's first element
-        ("luts", |d| d.truncate(d.len() - 1)),              // not whole rows
-        ("encoded_exponent", |d| d.truncate(d.len() - 5)),  // stream overrun
-        ("sign_mantissa", |d| d.truncate(d.len() - 1)),     // element count disagrees
+    type Corruption = (&'static str, fn(&mut Vec<u8>));
+    let corruptions: [Corruption; 5] = [
+        ("gaps", |d| d[320] ^= 0x80),                      // block 1's start offset
+        ("output_positions", |d| d[4] ^= 1),               // block 1's first element
+        ("luts", |d| d.truncate(d.len() - 1)),             // not whole rows
+        ("encoded_exponent", |d| d.truncate(d.len() - 5)), // stream overrun
+        ("sign_mantissa", |d| d.truncate(d.len() - 1)),    // element count disagrees
     ];
     for (array, corrupt) in corruptions {
         let mut t = orig.clone();

@@ -46,7 +46,10 @@ impl Input {
                 shards.push(name);
             } else if ft.is_file() && name.ends_with(".safetensors.index.json") {
                 if index.is_some() {
-                    bail!("{}: more than one *.safetensors.index.json; df11 handles one checkpoint per directory", path.display());
+                    bail!(
+                        "{}: more than one *.safetensors.index.json; df11 handles one checkpoint per directory",
+                        path.display()
+                    );
                 }
                 let p = entry.path();
                 let v: Value = serde_json::from_slice(&fs::read(&p).ctx("cannot read", &p)?)

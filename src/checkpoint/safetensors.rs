@@ -94,7 +94,10 @@ impl SafetensorsFile {
             }
             let info = parse_entry(&name, &value).map_err(|m| bad(format!("tensor {name}: {m}")))?;
             if info.end > data_len {
-                return Err(bad(format!("tensor {name}: data ends at {} but the data section has {data_len} bytes", info.end)));
+                return Err(bad(format!(
+                    "tensor {name}: data ends at {} but the data section has {data_len} bytes",
+                    info.end
+                )));
             }
             if let Some(size) = dtype_size(&info.dtype) {
                 let want = info.shape.iter().try_fold(size, |a, &d| a.checked_mul(d));

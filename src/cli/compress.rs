@@ -1,6 +1,8 @@
 //! `df11 compress` and the checkpoint rewriting it shares with `df11 decompress`.
 
-use super::load::{CHECKPOINT_VERSION, Df11Meta, Kind, Loaded, LoadedFile, META_KEY, OrigTensor, Payload, batches, materialize};
+use super::load::{
+    CHECKPOINT_VERSION, Df11Meta, Kind, Loaded, LoadedFile, META_KEY, OrigTensor, Payload, batches, materialize,
+};
 use super::{BATCH_BYTES, Common, human};
 use crate::checkpoint::safetensors::{Planned, StreamWriter};
 use crate::checkpoint::{Input, OutputDir, OutputFile, check_output, copy_others};
@@ -130,8 +132,10 @@ fn write_file(
 ) -> Result<()> {
     let outputs = f.items.iter().flat_map(|i| &i.outputs);
     let stored_dtype = |dtype: &str| if compress && dtype == "BF16" { "U8".to_string() } else { dtype.to_string() };
-    let planned: Vec<Planned> = outputs.clone().map(|o| Planned { name: o.name.clone(), dtype: stored_dtype(&o.dtype) }).collect();
-    let dims: Vec<usize> = outputs.clone().map(|o| if compress && o.dtype == "BF16" { 1 } else { o.shape.len() }).collect();
+    let planned: Vec<Planned> =
+        outputs.clone().map(|o| Planned { name: o.name.clone(), dtype: stored_dtype(&o.dtype) }).collect();
+    let dims: Vec<usize> =
+        outputs.clone().map(|o| if compress && o.dtype == "BF16" { 1 } else { o.shape.len() }).collect();
     let mut metadata = f.user_metadata.clone();
     if compress {
         let tensors = outputs

@@ -4,10 +4,10 @@ use super::load::{CHECKPOINT_VERSION, Kind, Loaded, Payload, batches, materializ
 use super::{BATCH_BYTES, Common, human};
 use crate::codec::{self, Decoder};
 use crate::error::{Result, err};
-use std::fmt::Write as _;
-use std::io::Write as _;
 use rayon::prelude::*;
 use serde::Serialize;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 
 #[derive(Serialize)]
@@ -138,7 +138,8 @@ pub fn run(path: &Path, shapes: Option<&Path>, json: bool, dec: &dyn Decoder, co
         tensors: rows,
         totals: t,
     };
-    let text = if json { serde_json::to_string_pretty(&report).expect("report serializes") + "\n" } else { table(&report) };
+    let text =
+        if json { serde_json::to_string_pretty(&report).expect("report serializes") + "\n" } else { table(&report) };
     // A closed pipe (`df11 inspect x | head`) is not an error worth reporting.
     match std::io::stdout().write_all(text.as_bytes()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(err!("cannot write the report: {e}")),
@@ -151,10 +152,18 @@ fn table(r: &Report) -> String {
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.3}"));
     let _ = writeln!(s, "{} ({} checkpoint)", r.path, r.kind);
     if let Some(v) = r.format_version {
-        let _ = writeln!(s, "df11 checkpoint format {v}, container version {}", r.container_version.map_or("-".into(), |c| c.to_string()));
+        let _ = writeln!(
+            s,
+            "df11 checkpoint format {v}, container version {}",
+            r.container_version.map_or("-".into(), |c| c.to_string())
+        );
     }
     let w = r.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
-    let _ = writeln!(s, "{:w$}  {:5}  {:18}  {:8}  {:>10}  {:>10}  {:>7}  {:>7}", "name", "dtype", "shape", "storage", "original", "stored", "bits/w", "8+H");
+    let _ = writeln!(
+        s,
+        "{:w$}  {:5}  {:18}  {:8}  {:>10}  {:>10}  {:>7}  {:>7}",
+        "name", "dtype", "shape", "storage", "original", "stored", "bits/w", "8+H"
+    );
     for t in &r.tensors {
         let _ = writeln!(
             s,

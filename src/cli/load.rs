@@ -129,7 +129,10 @@ impl Loaded {
             Input::Dir(d) => {
                 let p = d.root.join("config.json");
                 match std::fs::read(&p) {
-                    Ok(b) => Some(serde_json::from_slice::<Value>(&b).map_err(|e| err!("{}: not valid JSON: {e}", p.display()))?),
+                    Ok(b) => Some(
+                        serde_json::from_slice::<Value>(&b)
+                            .map_err(|e| err!("{}: not valid JSON: {e}", p.display()))?,
+                    ),
                     Err(_) => None,
                 }
             }
@@ -161,7 +164,10 @@ impl Loaded {
             }
         } else {
             if shapes_file.is_some() {
-                bail!("{}: --shapes only applies to DFloat11 checkpoints (config.json with dfloat11_config)", path.display());
+                bail!(
+                    "{}: --shapes only applies to DFloat11 checkpoints (config.json with dfloat11_config)",
+                    path.display()
+                );
             }
             for (p, rel) in input.files() {
                 let file = SafetensorsFile::open(&p)?;
@@ -181,19 +187,26 @@ impl Loaded {
     }
 }
 
-fn df11_items(file: &SafetensorsFile) -> Result<(Vec<Item>, Option<BTreeMap<String, String>>, bool)> {
+/// A file's items, its metadata without df11's key, and whether df11 wrote it.
+type Df11Items = (Vec<Item>, Option<BTreeMap<String, String>>, bool);
+
+fn df11_items(file: &SafetensorsFile) -> Result<Df11Items> {
     let path = file.path.display();
     let mut user = file.metadata.clone();
     let meta: Option<Df11Meta> = match user.as_mut().and_then(|m| m.remove(META_KEY)) {
-        Some(s) => {
-            Some(serde_json::from_str(&s).map_err(|e| err!("{path}: __metadata__.{META_KEY} is not valid df11 metadata: {e}"))?)
-        }
+        Some(s) => Some(
+            serde_json::from_str(&s)
+                .map_err(|e| err!("{path}: __metadata__.{META_KEY} is not valid df11 metadata: {e}"))?,
+        ),
         None => None,
     };
     if let Some(m) = &meta
         && m.format_version != CHECKPOINT_VERSION
     {
-        bail!("{path}: df11 checkpoint format version {} is not supported (this df11 reads {CHECKPOINT_VERSION})", m.format_version);
+        bail!(
+            "{path}: df11 checkpoint format version {} is not supported (this df11 reads {CHECKPOINT_VERSION})",
+            m.format_version
+        );
     }
     let compressed = meta.as_ref().map(|m| &m.tensors);
     let mut items = Vec::new();
@@ -201,10 +214,19 @@ fn df11_items(file: &SafetensorsFile) -> Result<(Vec<Item>, Option<BTreeMap<Stri
         match compressed.and_then(|c| c.get(&t.name)) {
             Some(orig) => {
                 if t.dtype != "U8" || t.shape.len() != 1 {
-                    bail!("{path}: tensor {}: df11 metadata says compressed, but it is {} {:?}, not a U8 vector", t.name, t.dtype, t.shape);
+                    bail!(
+                        "{path}: tensor {}: df11 metadata says compressed, but it is {} {:?}, not a U8 vector",
+                        t.name,
+                        t.dtype,
+                        t.shape
+                    );
                 }
                 if orig.dtype != "BF16" {
-                    bail!("{path}: tensor {}: df11 version 1 only compresses BF16, metadata says {}", t.name, orig.dtype);
+                    bail!(
+                        "{path}: tensor {}: df11 version 1 only compresses BF16, metadata says {}",
+                        t.name,
+                        orig.dtype
+                    );
                 }
                 let out = OutTensor { name: t.name.clone(), dtype: orig.dtype.clone(), shape: orig.shape.clone() };
                 items.push(Item { outputs: vec![out], payload: Payload::Df11(t.clone()) });
@@ -241,7 +263,9 @@ fn dfloat11_items(
     let modules: std::collections::HashSet<&str> =
         file.tensors.iter().filter_map(|t| t.name.strip_suffix(".luts")).collect();
     let in_module = |name: &str| {
-        ARRAY_NAMES.iter().any(|a| name.strip_suffix(a).and_then(|m| m.strip_suffix('.')).is_some_and(|m| modules.contains(m)))
+        ARRAY_NAMES
+            .iter()
+            .any(|a| name.strip_suffix(a).and_then(|m| m.strip_suffix('.')).is_some_and(|m| modules.contains(m)))
     };
     for t in &file.tensors {
         let Some(module) = t.name.strip_suffix(".luts") else {
@@ -271,7 +295,9 @@ fn dfloat11_items(
         for c in split.chunks_exact(8) {
             let v = i64::from_le_bytes(c.try_into().unwrap());
             if v < *bounds.last().unwrap() as i64 || v as u64 > n {
-                bail!("{path}: DFloat11 module {module}: split_positions entry {v} is out of order or beyond {n} elements");
+                bail!(
+                    "{path}: DFloat11 module {module}: split_positions entry {v} is out of order or beyond {n} elements"
+                );
             }
             bounds.push(v as u64);
         }
@@ -332,7 +358,7 @@ pub fn materialize<'a>(f: &'a LoadedFile, item: &Item, dec: &dyn Decoder) -> Res
 /// Splits items into batches that are processed in parallel and then written
 /// in order: at most `threads` items and about `budget` plain bytes per batch
 /// (always at least one item), which bounds memory to a few tensors.
-pub fn batches<'a, T>(items: &'a [T], threads: usize, budget: u64, size: impl Fn(&T) -> u64) -> Vec<&'a [T]> {
+pub fn batches<T>(items: &[T], threads: usize, budget: u64, size: impl Fn(&T) -> u64) -> Vec<&[T]> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < items.len() {

@@ -38,7 +38,11 @@ pub fn run(original: &Path, compressed: &Path, shapes: Option<&Path>, dec: &dyn 
                 let decoded = materialize(f, item, dec)?;
                 for (o, bytes) in item.outputs.iter().zip(&decoded) {
                     if !seen.lock().unwrap().insert(o.name.clone()) {
-                        problems.lock().unwrap().push(format!("tensor {} appears twice in {}", o.name, compressed.display()));
+                        problems.lock().unwrap().push(format!(
+                            "tensor {} appears twice in {}",
+                            o.name,
+                            compressed.display()
+                        ));
                         continue;
                     }
                     let Some(&(fi, ii, oi)) = index.get(o.name.as_str()) else {

@@ -24,17 +24,18 @@ impl Dfloat11Config {
         if let Some(t) = tpb
             && t != Some(512)
         {
-            return Err(format!("dfloat11_config.threads_per_block is {}, only 512 is supported", c["threads_per_block"]));
+            return Err(format!(
+                "dfloat11_config.threads_per_block is {}, only 512 is supported",
+                c["threads_per_block"]
+            ));
         }
         if let Some(b) = c.get("bytes_per_thread")
             && b.as_u64() != Some(8)
         {
             return Err(format!("dfloat11_config.bytes_per_thread is {b}, only 8 is supported"));
         }
-        let dict = c
-            .get("pattern_dict")
-            .and_then(Value::as_object)
-            .ok_or("dfloat11_config has no pattern_dict object")?;
+        let dict =
+            c.get("pattern_dict").and_then(Value::as_object).ok_or("dfloat11_config has no pattern_dict object")?;
         let mut patterns = Vec::new();
         for (pat, children) in dict {
             let re = Regex::new(pat).map_err(|e| format!("pattern_dict key {pat:?}: {e}"))?;
@@ -42,7 +43,9 @@ impl Dfloat11Config {
                 .as_array()
                 .ok_or_else(|| format!("pattern_dict[{pat:?}] is not a list"))?
                 .iter()
-                .map(|c| c.as_str().map(str::to_string).ok_or_else(|| format!("pattern_dict[{pat:?}] holds a non-string")))
+                .map(|c| {
+                    c.as_str().map(str::to_string).ok_or_else(|| format!("pattern_dict[{pat:?}] holds a non-string"))
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             patterns.push((pat.clone(), re, children));
         }
@@ -56,14 +59,20 @@ impl Dfloat11Config {
         for (pat, re, children) in &self.patterns {
             if re.full_match(module) {
                 if found.is_some_and(|f| f != children) {
-                    return Err(format!("module {module} matches several pattern_dict keys with different children ({pat:?} among them)"));
+                    return Err(format!(
+                        "module {module} matches several pattern_dict keys with different children ({pat:?} among them)"
+                    ));
                 }
                 found = Some(children);
             }
         }
         let names: Vec<String> = match found {
             None if pieces == 1 => vec![format!("{module}.weight")],
-            None => return Err(format!("module {module} matches no pattern_dict key, so its {pieces} weights cannot be named")),
+            None => {
+                return Err(format!(
+                    "module {module} matches no pattern_dict key, so its {pieces} weights cannot be named"
+                ));
+            }
             // A matched Linear or Embedding stores its own weight; its list is ignored.
             Some(children) if pieces == 1 && children.len() <= 1 => match children.first() {
                 Some(c) => vec![format!("{module}.{c}.weight")],
@@ -176,12 +185,24 @@ mod tests {
         let d = Dfloat11Config::from_config_json(&c).unwrap().unwrap();
         assert_eq!(
             d.weight_names("model.layers.3.mlp", 3).unwrap(),
-            ["model.layers.3.mlp.gate_proj.weight", "model.layers.3.mlp.up_proj.weight", "model.layers.3.mlp.down_proj.weight"]
+            [
+                "model.layers.3.mlp.gate_proj.weight",
+                "model.layers.3.mlp.up_proj.weight",
+                "model.layers.3.mlp.down_proj.weight"
+            ]
         );
         assert_eq!(d.weight_names("lm_head", 1).unwrap(), ["lm_head.weight"]);
-        assert_eq!(d.weight_names("model.layers.0.self_attn.o_proj", 1).unwrap(), ["model.layers.0.self_attn.o_proj.weight"]);
+        assert_eq!(
+            d.weight_names("model.layers.0.self_attn.o_proj", 1).unwrap(),
+            ["model.layers.0.self_attn.o_proj.weight"]
+        );
         assert!(d.weight_names("model.layers.3.mlp", 2).is_err());
-        assert!(Dfloat11Config::from_config_json(&json!({"dfloat11_config": {"threads_per_block": [256], "pattern_dict": {}}})).is_err());
+        assert!(
+            Dfloat11Config::from_config_json(
+                &json!({"dfloat11_config": {"threads_per_block": [256], "pattern_dict": {}}})
+            )
+            .is_err()
+        );
         assert!(Dfloat11Config::from_config_json(&json!({"model_type": "llama"})).unwrap().is_none());
     }
 
