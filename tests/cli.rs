@@ -99,6 +99,15 @@ fn sharded_directory_round_trip() {
     assert_eq!(cindex["metadata"]["total_size"], stored);
 
     ok(&[&"verify", &src, &comp]);
+    // Replacing a directory needs --force; the result does not depend on the thread count.
+    let first = std::fs::read(comp.join("model-00002-of-00002.safetensors")).unwrap();
+    let e = fails(&[&"compress", &src, &"-o", &comp]);
+    assert!(e.contains("--force"), "{e}");
+    ok(&[&"--threads", &"1", &"compress", &src, &"-o", &comp, &"--force"]);
+    assert!(std::fs::read(comp.join("model-00002-of-00002.safetensors")).unwrap() == first);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+
     let back = dir.path().join("back");
     ok(&[&"decompress", &comp, &"-o", &back]);
     assert_eq!(read_st(&back.join("model-00001-of-00002.safetensors")), (a, Some(meta())));
