@@ -23,11 +23,32 @@ impl Decoder for CpuDecoder {
     }
 }
 
-/// The decoder selected on the command line.
+/// The GPU decoder from `df11::gpu` on device 0.
+pub struct GpuDecoder(std::sync::Mutex<df11::gpu::GpuDecoder>);
+
+impl Decoder for GpuDecoder {
+    fn decode(&self, container: &[u8], out: &mut [u16]) -> Result<(), String> {
+        let t = df11::CompressedTensor::from_bytes(container).map_err(|e| e.to_string())?;
+        if t.num_elements != out.len() as u64 {
+            return Err(format!("container holds {} elements, the tensor's shape needs {}", t.num_elements, out.len()));
+        }
+        let group = df11::Group { tensors: vec![t] };
+        // One device: tensors are decoded one after another while the CPU
+        // threads read and write the neighbouring tensors.
+        let gpu = self.0.lock().map_err(|_| "GPU decoder poisoned by an earlier failure".to_string())?;
+        let mut on_device = gpu.upload(&group).map_err(|e| format!("GPU upload: {e}"))?;
+        let bits = gpu.decode(&mut on_device).map_err(|e| format!("GPU decode: {e}"))?;
+        out.copy_from_slice(&bits);
+        Ok(())
+    }
+}
+
+/// The decoder selected on the command line: the CPU one, or with `gpu` the
+/// GPU one on device 0 (an error if this machine has no usable GPU).
 pub fn decoder(gpu: bool) -> Result<Box<dyn Decoder>, String> {
     if gpu {
-        // The GPU launcher is wired in here once it exists.
-        return Err("this build has no GPU decoder wired".into());
+        let d = df11::gpu::decoder(0).map_err(|e| format!("--gpu: cannot start the GPU decoder: {e}"))?;
+        return Ok(Box::new(GpuDecoder(std::sync::Mutex::new(d))));
     }
     Ok(Box::new(CpuDecoder))
 }

@@ -56,3 +56,54 @@ pub fn trap() -> ! {
     // SAFETY: `trap` ends the thread (and the launch); nothing follows it.
     unsafe { asm!("trap;", options(noreturn, nostack)) }
 }
+
+sreg!(lane_id, "%laneid");
+
+// Warp intrinsics are declared as LLVM intrinsics rather than inline asm: LLVM
+// knows they are `convergent`, so no optimisation moves them into divergent
+// control flow, which the `*.sync` full-mask forms forbid.
+unsafe extern "C" {
+    #[link_name = "llvm.nvvm.vote.ballot.sync"]
+    fn vote_ballot_sync(mask: u32, pred: bool) -> u32;
+    #[link_name = "llvm.nvvm.shfl.sync.idx.i32"]
+    fn shfl_sync_idx(mask: u32, v: u32, src_lane: u32, clamp: u32) -> u32;
+}
+
+/// All 32 lanes take part in warp operations.
+const FULL_MASK: u32 = u32::MAX;
+
+/// `vote.sync.ballot.b32` with a full mask.
+#[inline(always)]
+pub fn ballot(pred: bool) -> u32 {
+    // SAFETY: a register-only warp vote; callers reach it convergently.
+    unsafe { vote_ballot_sync(FULL_MASK, pred) }
+}
+
+/// `shfl.sync.idx.b32` with a full mask over the whole warp.
+#[inline(always)]
+pub fn shfl(v: u32, src_lane: u32) -> u32 {
+    // `c = 0x1f`: clamp to the warp's 32 lanes (segment mask 0), i.e. `src_lane % 32`.
+    // SAFETY: a register-only warp exchange; callers reach it convergently.
+    unsafe { shfl_sync_idx(FULL_MASK, v, src_lane, 0x1f) }
+}
+
+/// The `u16` at byte offset `off` of the block's dynamic shared memory, read
+/// with `ld.shared` (a generic load would first have to find the window).
+///
+/// # Safety
+/// `off + 2` must not exceed the dynamic shared allocation.
+#[inline(always)]
+pub unsafe fn ld_shared_u16(off: u32) -> u16 {
+    let v: u16;
+    // SAFETY: the caller keeps `off` in bounds; `readonly` (not `nomem`) keeps
+    // the load after the barriers that publish the data.
+    unsafe {
+        asm!(
+            "{{ .reg .u32 a; mov.u32 a, df11_smem; add.u32 a, a, {off}; ld.shared.u16 {v}, [a]; }}",
+            off = in(reg32) off,
+            v = out(reg16) v,
+            options(pure, readonly, nostack)
+        )
+    };
+    v
+}

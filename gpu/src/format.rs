@@ -62,3 +62,22 @@ pub const DEFAULT_SEGMENT_ROWS: u32 = 256;
 /// Largest permitted rows-per-segment value (keeps a segment's element count
 /// and its word count comfortably inside `u32`).
 pub const MAX_SEGMENT_ROWS: u32 = 1 << 16;
+
+// ---------------------------------------------------------------------------
+// The GPU decoder's interface (not part of the container bytes). The host
+// launcher lays a group out in device memory this way; the kernel reads it.
+
+/// `u32` words holding one decode table in device and shared memory (two
+/// 16-bit entries per word, the even entry in the low half).
+pub const TABLE_WORDS: usize = TABLE_SIZE / 2;
+
+/// `u64` words of one tensor descriptor (`decode::TensorDesc`).
+pub const DESC_WORDS: usize = 8;
+
+/// Error-flag bit: a segment consumed a different number of words than its
+/// offsets give it (corrupt stream or offsets). Its output is garbage.
+pub const ERR_WORD_COUNT: u32 = 1;
+
+/// Error-flag bit: the launch shape does not fit the kernel (block size not a
+/// multiple of 32, or too little shared memory); nothing was decoded.
+pub const ERR_LAUNCH: u32 = 2;

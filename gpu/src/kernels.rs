@@ -3,6 +3,8 @@
 //! pointer and length before the launch.
 
 use crate::arch;
+use crate::decode::{ErrorReport, GroupInput};
+use crate::format::LANE_RUN;
 use crate::thread::{GlobalOut, Thread};
 
 /// [`Thread`] backed by the real special registers and shared memory.
@@ -49,7 +51,31 @@ impl Thread for Gpu {
         // SAFETY: as in `shared_load`.
         unsafe { arch::shared_base().add(i).write_volatile(v) }
     }
+    #[inline(always)]
+    fn shared_load_u16(&self, i: usize) -> u16 {
+        if i >= self.shared_len() * 2 {
+            arch::trap();
+        }
+        // SAFETY: half-word `i` is inside the dynamic shared allocation (checked above).
+        unsafe { arch::ld_shared_u16(2 * i as u32) }
+    }
+    #[inline(always)]
+    fn lane_id(&self) -> u32 {
+        arch::lane_id()
+    }
+    #[inline(always)]
+    fn ballot(&self, pred: bool) -> u32 {
+        arch::ballot(pred)
+    }
+    #[inline(always)]
+    fn shfl(&self, v: u32, src_lane: u32) -> u32 {
+        arch::shfl(v, src_lane)
+    }
 }
+
+/// A run of [`LANE_RUN`] elements with the alignment of one vector store.
+#[repr(C, align(16))]
+struct Run<T>([T; LANE_RUN]);
 
 /// A device buffer written through a raw pointer with a bounds check.
 struct DeviceOut<T> {
@@ -70,6 +96,16 @@ impl<T: Copy> GlobalOut<T> for DeviceOut<T> {
         // SAFETY: `ptr` points to `len` writable elements (host-validated) and
         // `i < len`; each index is written by one thread.
         unsafe { self.ptr.add(i).write(v) }
+    }
+    #[inline(always)]
+    fn store8(&self, i: usize, v: [T; LANE_RUN]) {
+        let p = self.ptr.wrapping_add(i);
+        if !i.is_multiple_of(LANE_RUN) || i + LANE_RUN > self.len || p as usize % align_of::<Run<T>>() != 0 {
+            arch::trap();
+        }
+        // SAFETY: the run is inside the buffer and aligned for `Run<T>` (both
+        // checked above); its elements are written by this thread only.
+        unsafe { p.cast::<Run<T>>().write(Run(v)) }
     }
 }
 
@@ -96,4 +132,45 @@ pub unsafe extern "ptx-kernel" fn df11_demo_reverse_tiles(input: *const u32, out
     // SAFETY: guaranteed by the launcher (see above).
     let input = unsafe { slice(input, len) };
     crate::demo::reverse_tiles(&Gpu, input, &DeviceOut { ptr: output, len });
+}
+
+/// Group decode kernel: see [`crate::decode::decode_group`].
+///
+/// # Safety
+/// Each pointer points to its `*_len` readable (for `out`: writable) device
+/// elements, `out` is 16-byte aligned, and `error` points to two device `u32`s.
+/// The launcher checks these and validates every tensor before the launch;
+/// the kernel's own bounds checks then never fire.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "ptx-kernel" fn df11_decode_group(
+    descs: *const u64,
+    descs_len: usize,
+    words: *const u32,
+    words_len: usize,
+    offsets: *const u32,
+    offsets_len: usize,
+    sign_mantissa: *const u64,
+    sign_mantissa_len: usize,
+    tables: *const u32,
+    tables_len: usize,
+    out: *mut u16,
+    out_len: usize,
+    error: *mut u32,
+) {
+    // SAFETY: guaranteed by the launcher (see above); `ErrorReport` is two
+    // `AtomicU32`s (`repr(C)`, the layout of `[u32; 2]`), only accessed atomically.
+    let (g, error) = unsafe {
+        (
+            GroupInput {
+                descs: slice(descs, descs_len),
+                words: slice(words, words_len),
+                offsets: slice(offsets, offsets_len),
+                sign_mantissa: slice(sign_mantissa, sign_mantissa_len),
+                tables: slice(tables, tables_len),
+            },
+            &*error.cast::<ErrorReport>(),
+        )
+    };
+    crate::decode::decode_group(&Gpu, &g, &DeviceOut { ptr: out, len: out_len }, error);
 }

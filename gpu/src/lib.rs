@@ -11,10 +11,12 @@
 //! is backed by the intrinsics in `arch` (the only module with raw asm); on the
 //! host, `df11-host`'s block emulator backs it with one OS thread per GPU thread.
 #![no_std]
-#![cfg_attr(target_arch = "nvptx64", feature(abi_ptx, asm_experimental_arch))]
+#![cfg_attr(target_arch = "nvptx64", feature(abi_ptx, asm_experimental_arch, link_llvm_intrinsics))]
+#![cfg_attr(target_arch = "nvptx64", allow(internal_features))]
 #![warn(missing_docs)]
 
 pub mod bits;
+pub mod decode;
 pub mod demo;
 pub mod format;
 pub mod table;
@@ -29,7 +31,7 @@ mod kernels;
 ///
 /// `build.rs` keeps exactly these symbols visible when it links the module;
 /// the host launcher looks them up by the same names.
-pub const KERNEL_NAMES: &[&str] = &[demo::KERNEL_NAME];
+pub const KERNEL_NAMES: &[&str] = &[demo::KERNEL_NAME, decode::KERNEL_NAME];
 
 #[cfg(target_arch = "nvptx64")]
 #[panic_handler]

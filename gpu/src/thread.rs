@@ -5,6 +5,8 @@
 //! it with one OS thread per GPU thread, a real barrier and real shared memory,
 //! so tests run the *same* functions the GPU runs.
 
+use crate::format::LANE_RUN;
+
 /// One GPU thread's view of its launch: indices, the block barrier and the
 /// block's shared memory (a `u32` array, as large as the launch asked for).
 pub trait Thread {
@@ -25,6 +27,22 @@ pub trait Thread {
     fn shared_load(&self, i: usize) -> u32;
     /// Writes shared word `i`. Panics (traps on the GPU) if out of range.
     fn shared_store(&self, i: usize, v: u32);
+    /// Reads the `u16` at half-word index `i` of shared memory (the low half of
+    /// word `i / 2` when `i` is even: little-endian, as on the GPU). Panics
+    /// (traps on the GPU) if out of range.
+    fn shared_load_u16(&self, i: usize) -> u16;
+
+    /// This thread's lane within its warp, `0..32`.
+    fn lane_id(&self) -> u32;
+    /// `__ballot_sync(0xffffffff, pred)`: bit `j` is lane `j`'s `pred`.
+    ///
+    /// Warp operations must be reached by all 32 lanes of the warp together,
+    /// the same number of times in the same order (as `*.sync` with a full
+    /// mask requires on the GPU); kernels using them need `block_dim % 32 == 0`.
+    fn ballot(&self, pred: bool) -> u32;
+    /// `__shfl_sync(0xffffffff, v, src_lane)`: lane `src_lane`'s `v` (only the
+    /// low 5 bits of `src_lane` count). Same convergence rule as [`Thread::ballot`].
+    fn shfl(&self, v: u32, src_lane: u32) -> u32;
 }
 
 /// Global memory written by many threads: each index written by at most one
@@ -38,4 +56,11 @@ pub trait GlobalOut<T: Copy> {
     }
     /// Stores `v` at `i`.
     fn store(&self, i: usize, v: T);
+    /// Stores a run of [`LANE_RUN`] elements at `i..i + 8`; `i` must be a
+    /// multiple of 8. On the GPU a run of bf16 is one 16-byte store.
+    fn store8(&self, i: usize, v: [T; LANE_RUN]) {
+        for (k, x) in v.into_iter().enumerate() {
+            self.store(i + k, x);
+        }
+    }
 }

@@ -7,7 +7,9 @@
 //! wrong result (or a deadlock, which is the same bug on a GPU). Blocks run one
 //! after another, which CUDA permits.
 
+use df11_gpu::format::{LANE_RUN, LANES};
 use df11_gpu::thread::{GlobalOut, Thread};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Barrier, Mutex};
 
@@ -29,6 +31,43 @@ pub struct EmuThread<'a> {
     launch: Launch,
     barrier: &'a Barrier,
     shared: &'a [AtomicU32],
+    warp: &'a Warp,
+    /// Which of the warp's two exchange buffers this thread's next warp operation uses.
+    phase: Cell<usize>,
+}
+
+/// The lanes of one emulated warp and the buffers their warp operations
+/// exchange values through.
+///
+/// A warp operation is: write this lane's value into `slots[phase]`, wait at
+/// the warp barrier, read the other lanes' values. Consecutive operations
+/// alternate buffers, so one barrier per operation suffices: a lane can only
+/// write buffer `p` again after passing the next operation's barrier, which
+/// every lane reaches only once done reading buffer `p`.
+struct Warp {
+    lanes: usize,
+    barrier: Barrier,
+    slots: [[AtomicU32; LANES]; 2],
+}
+
+impl Warp {
+    fn new(lanes: usize) -> Self {
+        Warp { lanes, barrier: Barrier::new(lanes), slots: Default::default() }
+    }
+}
+
+impl EmuThread<'_> {
+    /// Publishes `v` for this lane, waits for the whole warp and returns the
+    /// buffer holding every lane's value.
+    fn exchange(&self, v: u32) -> &[AtomicU32; LANES] {
+        let p = self.phase.get();
+        self.phase.set(p ^ 1);
+        let slots = &self.warp.slots[p];
+        slots[self.lane_id() as usize].store(v, Ordering::Relaxed);
+        // The barrier orders the stores before the loads (it synchronizes).
+        self.warp.barrier.wait();
+        slots
+    }
 }
 
 impl Thread for EmuThread<'_> {
@@ -57,6 +96,22 @@ impl Thread for EmuThread<'_> {
     fn shared_store(&self, i: usize, v: u32) {
         self.shared[i].store(v, Ordering::Relaxed)
     }
+    fn shared_load_u16(&self, i: usize) -> u16 {
+        (self.shared[i / 2].load(Ordering::Relaxed) >> (16 * (i % 2))) as u16
+    }
+    fn lane_id(&self) -> u32 {
+        self.thread_idx % LANES as u32
+    }
+    fn ballot(&self, pred: bool) -> u32 {
+        let slots = self.exchange(u32::from(pred));
+        (0..self.warp.lanes).filter(|&j| slots[j].load(Ordering::Relaxed) != 0).fold(0, |m, j| m | 1 << j)
+    }
+    fn shfl(&self, v: u32, src_lane: u32) -> u32 {
+        let src = (src_lane % LANES as u32) as usize;
+        let slots = self.exchange(v);
+        assert!(src < self.warp.lanes, "shfl from lane {src} of a {}-lane warp", self.warp.lanes);
+        slots[src].load(Ordering::Relaxed)
+    }
 }
 
 /// Runs `kernel` once per emulated thread of every block of `launch`.
@@ -71,9 +126,21 @@ where
     for block_idx in 0..launch.grid_dim {
         let shared: Vec<AtomicU32> = (0..launch.shared_words).map(|_| AtomicU32::new(0xDEAD_BEEF)).collect();
         let barrier = Barrier::new(launch.block_dim as usize);
+        let block_dim = launch.block_dim as usize;
+        let warps: Vec<Warp> =
+            (0..block_dim.div_ceil(LANES)).map(|w| Warp::new(LANES.min(block_dim - w * LANES))).collect();
         std::thread::scope(|s| {
             for thread_idx in 0..launch.block_dim {
-                let t = EmuThread { thread_idx, block_idx, launch, barrier: &barrier, shared: &shared };
+                let warp = &warps[thread_idx as usize / LANES];
+                let t = EmuThread {
+                    thread_idx,
+                    block_idx,
+                    launch,
+                    barrier: &barrier,
+                    shared: &shared,
+                    warp,
+                    phase: Cell::new(0),
+                };
                 let kernel = &kernel;
                 std::thread::Builder::new()
                     .stack_size(256 * 1024)
@@ -111,6 +178,14 @@ impl<T: Copy> GlobalOut<T> for EmuOut<T> {
         let mut cell = self.cells[i].lock().expect("no thread panicked holding a cell");
         assert!(cell.is_none(), "element {i} written twice in one launch");
         *cell = Some(v);
+    }
+    fn store8(&self, i: usize, v: [T; LANE_RUN]) {
+        // The GPU's 16-byte store needs this alignment; hold emulated kernels to it.
+        assert!(i.is_multiple_of(LANE_RUN), "run store at unaligned index {i}");
+        assert!(i + LANE_RUN <= self.len(), "run store at {i} past the end ({})", self.len());
+        for (k, x) in v.into_iter().enumerate() {
+            self.store(i + k, x);
+        }
     }
 }
 

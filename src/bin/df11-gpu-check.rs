@@ -1,0 +1,330 @@
+//! Device check for the GPU decoder: correctness against the CPU reference,
+//! throughput next to a device-to-device copy, and a compute-sanitizer run.
+//!
+//! Needs a CUDA driver and device at run time, nothing at build time.
+//! `scripts/gpu-check.sh` runs it; see `docs/readme-kernel.md`.
+//!
+//! Usage: `df11-gpu-check [--quick] [OUT_DIR]` (the log directory defaults to
+//! `$OUT`, then `./gpu-check-out`), or `df11-gpu-check --sanitize-one` to
+//! decode one small group (what compute-sanitizer runs).
+
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::{CudaSlice, CudaStream};
+use df11::gpu::{DeviceGroup, GpuDecoder};
+use df11::synth::{SplitMix64, realistic_weights};
+use df11::{CompressedTensor, EncodeOptions, Group};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Timed runs per measurement (the median is reported).
+const RUNS: usize = 25;
+/// Untimed runs first: module load, clocks, caches.
+const WARMUP: usize = 3;
+
+/// Uniformly random bit patterns: every exponent, NaNs and all.
+fn random_bits(n: usize, rng: &mut SplitMix64) -> Vec<u16> {
+    (0..n).map(|_| rng.next_u64() as u16).collect()
+}
+
+/// Weights shaped like a trained model's (see `df11::synth`).
+fn realistic_bits(n: usize, rng: &mut SplitMix64) -> Vec<u16> {
+    realistic_weights(1, n, 0.02, rng.next_u64())
+}
+
+fn encode(bits: &[u16], segment_rows: u32) -> CompressedTensor {
+    df11::compress_with(bits, &EncodeOptions { segment_rows })
+}
+
+struct Check {
+    log: String,
+    failures: usize,
+}
+
+impl Check {
+    fn line(&mut self, s: impl AsRef<str>) {
+        println!("{}", s.as_ref());
+        self.log.push_str(s.as_ref());
+        self.log.push('\n');
+    }
+}
+
+/// Decodes `group` on the GPU into outputs poisoned with two different
+/// patterns, so an unwritten element cannot match; compares with the CPU
+/// reference decoder and with the original bits.
+fn check_group(dec: &GpuDecoder, group: &Group, original: &[u16], what: &str, c: &mut Check) {
+    let t0 = Instant::now();
+    let want: Vec<u16> = match group.tensors.iter().map(df11::decode_reference).collect::<Result<Vec<_>, _>>() {
+        Ok(parts) => parts.concat(),
+        Err(e) => {
+            c.failures += 1;
+            return c.line(format!("FAIL {what}: CPU reference rejected the data: {e}"));
+        }
+    };
+    let result = (|| -> Result<(), String> {
+        if want != original {
+            return Err("CPU reference differs from the original".into());
+        }
+        let mut g = dec.upload(group).map_err(|e| e.to_string())?;
+        let s = dec.stream().clone();
+        for poison in [0xFFFFu16, 0x7FC1] {
+            let mut out = s.clone_htod(&vec![poison; want.len().max(1)]).map_err(|e| e.to_string())?;
+            dec.decode_checked(&mut g, &mut out, &s).map_err(|e| e.to_string())?;
+            let got = s.clone_dtoh(&out).map_err(|e| e.to_string())?;
+            if let Some(i) = got[..want.len()].iter().zip(&want).position(|(a, b)| a != b) {
+                return Err(format!("element {i}: GPU {:04x}, CPU {:04x} (poison {poison:04x})", got[i], want[i]));
+            }
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => c.line(format!("ok   {what} ({} elements, {:.1} s)", want.len(), t0.elapsed().as_secs_f64())),
+        Err(e) => {
+            c.failures += 1;
+            c.line(format!("FAIL {what}: {e}"));
+        }
+    }
+}
+
+fn correctness(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Check) {
+    c.line("== correctness (bit-exact vs CPU reference, poisoned outputs)");
+    let mut sizes = vec![1usize, 2, 7, 8, 9, 255, 256, 257, 4095, 65_537, 1 << 20, 10_000_019];
+    if !quick {
+        sizes.extend([100_000_007, 300_000_001]);
+    }
+    for &n in &sizes {
+        for (kind, bits) in [("random", random_bits(n, rng)), ("realistic", realistic_bits(n, rng))] {
+            for rows in [256, 1, 7] {
+                if rows != 256 && n > 1 << 20 {
+                    continue;
+                }
+                let group = Group { tensors: vec![encode(&bits, rows)] };
+                check_group(dec, &group, &bits, &format!("{kind} n={n} R={rows}"), c);
+            }
+        }
+    }
+    // A group with unaligned tensor boundaries, an empty and a constant tensor.
+    let parts: Vec<Vec<u16>> = vec![
+        realistic_bits(1_000_003, rng),
+        Vec::new(),
+        random_bits(77, rng),
+        vec![0x3F80; 70_001],
+        realistic_bits(4_194_304, rng),
+    ];
+    let group = Group { tensors: parts.iter().map(|p| encode(p, 256)).collect() };
+    check_group(dec, &group, &parts.concat(), "group of 5 (odd lengths)", c);
+    // Corrupt streams must be reported (or decode to garbage), never crash.
+    let bits = realistic_bits(1 << 20, rng);
+    let mut t = encode(&bits, 256);
+    if t.segment_offsets.len() > 2 {
+        t.segment_offsets[1] += 1;
+    }
+    match dec.upload(&Group { tensors: vec![t] }).and_then(|mut g| dec.decode(&mut g)) {
+        Err(e) => c.line(format!("ok   moved segment boundary rejected: {e}")),
+        Ok(_) => {
+            c.failures += 1;
+            c.line("FAIL moved segment boundary decoded without an error");
+        }
+    }
+}
+
+/// Median milliseconds of `f` over [`RUNS`] runs, timed with CUDA events.
+fn time_ms(s: &Arc<CudaStream>, mut f: impl FnMut() -> Result<(), String>) -> Result<f64, String> {
+    let ctx = s.context();
+    let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
+    for _ in 0..WARMUP {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let (a, b) =
+            (ctx.new_event(flags).map_err(|e| e.to_string())?, ctx.new_event(flags).map_err(|e| e.to_string())?);
+        a.record(s).map_err(|e| e.to_string())?;
+        f()?;
+        b.record(s).map_err(|e| e.to_string())?;
+        b.synchronize().map_err(|e| e.to_string())?;
+        times.push(f64::from(a.elapsed_ms(&b).map_err(|e| e.to_string())?));
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[RUNS / 2])
+}
+
+fn bench_one(dec: &GpuDecoder, name: &str, group: &Group, c: &mut Check) -> Result<(), String> {
+    let mut g: DeviceGroup = dec.upload(group).map_err(|e| e.to_string())?;
+    let n = g.num_elements();
+    let s = dec.stream().clone();
+    let mut out: CudaSlice<u16> = s.alloc_zeros(n.max(1)).map_err(|e| e.to_string())?;
+    dec.decode_checked(&mut g, &mut out, &s).map_err(|e| e.to_string())?;
+    let dec_ms = time_ms(&s, || dec.decode_into(&g, &mut out, &s).map_err(|e| e.to_string()))?;
+    let src: CudaSlice<u16> = s.alloc_zeros(n.max(1)).map_err(|e| e.to_string())?;
+    let copy_ms = time_ms(&s, || s.memcpy_dtod(&src, &mut out).map_err(|e| e.to_string()))?;
+    let out_bytes = 2.0 * n as f64;
+    let dec_traffic = g.payload_bytes() as f64 + out_bytes;
+    let copy_traffic = 2.0 * out_bytes;
+    let gbs = |bytes: f64, ms: f64| bytes / ms / 1e6;
+    c.line(format!(
+        "{name:<24} {:>8.1} {:>6.3} {:>9.4} {:>9.4} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>6.2}",
+        n as f64 / 1e6,
+        g.payload_bytes() as f64 / out_bytes,
+        dec_ms,
+        copy_ms,
+        gbs(out_bytes, dec_ms),
+        gbs(out_bytes, copy_ms),
+        gbs(dec_traffic, dec_ms),
+        gbs(copy_traffic, copy_ms),
+        dec_ms / copy_ms,
+    ));
+    Ok(())
+}
+
+fn throughput(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Check) {
+    c.line(format!("== throughput (median of {RUNS} runs after {WARMUP} warm-up, CUDA events)"));
+    c.line(
+        "case                     Melems  ratio    dec ms   copy ms  dec GB/s copy GB/s  dec traf copy traf dec/copy",
+    );
+    c.line("                                               (bf16 out) (bf16)  (rd+wr)  (rd+wr)   time");
+    let mut sizes = vec![1usize << 20, 1 << 22, 1 << 24, 1 << 26];
+    if !quick {
+        sizes.push(1 << 28);
+    }
+    for n in sizes {
+        let bits = realistic_bits(n, rng);
+        let group = Group { tensors: vec![encode(&bits, 256)] };
+        if let Err(e) = bench_one(dec, &format!("realistic {}M", n >> 20), &group, c) {
+            c.failures += 1;
+            c.line(format!("FAIL throughput {n}: {e}"));
+        }
+    }
+    // One Llama-7B-shaped transformer block: q, k, v, o, gate, up, down.
+    let (h, f) = (4096usize, 11008usize);
+    let shapes = [h * h, h * h, h * h, h * h, h * f, h * f, f * h];
+    let shapes: Vec<usize> = if quick { shapes.iter().map(|s| s / 16).collect() } else { shapes.to_vec() };
+    let tensors = shapes.iter().map(|&n| encode(&realistic_bits(n, rng), 256)).collect();
+    if let Err(e) = bench_one(dec, "transformer block (7)", &Group { tensors }, c) {
+        c.failures += 1;
+        c.line(format!("FAIL throughput block: {e}"));
+    }
+}
+
+/// Decodes one small group; compute-sanitizer runs this.
+fn sanitize_one() -> ExitCode {
+    let dec = match df11::gpu::decoder(0) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut rng = SplitMix64::new(1);
+    let parts = [realistic_bits(100_003, &mut rng), random_bits(5_000, &mut rng), vec![0x4000; 999]];
+    let group = Group { tensors: parts.iter().map(|p| encode(p, 4)).collect() };
+    match dec.upload(&group).and_then(|mut g| dec.decode(&mut g)) {
+        Ok(v) if v == parts.concat() => ExitCode::SUCCESS,
+        Ok(_) => {
+            eprintln!("sanitizer run decoded wrong bits");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_logged(cmd: &mut Command, log: &Path, c: &mut Check) -> bool {
+    match cmd.output() {
+        Ok(o) => {
+            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+            let _ = std::fs::write(log, &text);
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            c.line(format!(
+                "  {} -> {} ({})",
+                log.display(),
+                o.status,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ));
+            o.status.success()
+        }
+        Err(e) => {
+            c.line(format!("  cannot run: {e}"));
+            false
+        }
+    }
+}
+
+fn sanitizers(out: &Path, c: &mut Check) {
+    c.line("== compute-sanitizer");
+    if Command::new("compute-sanitizer").arg("--version").output().is_err() {
+        return c.line("compute-sanitizer not found: skipped");
+    }
+    let me = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("df11-gpu-check"));
+    for tool in ["memcheck", "racecheck"] {
+        let log = out.join(format!("sanitizer-{tool}.log"));
+        let ok = run_logged(
+            Command::new("compute-sanitizer")
+                .args(["--tool", tool, "--error-exitcode", "3"])
+                .arg(&me)
+                .arg("--sanitize-one"),
+            &log,
+            c,
+        );
+        if !ok {
+            c.failures += 1;
+            c.line(format!("FAIL compute-sanitizer {tool}"));
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--sanitize-one") {
+        return sanitize_one();
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("OUT").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("gpu-check-out"));
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("cannot create {}: {e}", out.display());
+        return ExitCode::FAILURE;
+    }
+    let mut c = Check { log: String::new(), failures: 0 };
+    match Command::new("nvidia-smi").output() {
+        Ok(o) => c.line(String::from_utf8_lossy(&o.stdout).trim_end()),
+        Err(e) => c.line(format!("nvidia-smi: {e}")),
+    }
+    let dec = match df11::gpu::decoder(0) {
+        Ok(d) => d,
+        Err(e) => {
+            c.line(format!("FAIL no GPU decoder: {e}"));
+            let _ = std::fs::write(out.join("gpu-check.txt"), &c.log);
+            return ExitCode::FAILURE;
+        }
+    };
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+    let geo = dec.geometry();
+    let mut head = String::new();
+    let _ = write!(
+        head,
+        "device {}: {} SMs, {} blocks/SM of {} threads, {} B shared/block; seed {seed}",
+        dec.device_name(),
+        geo.sm_count,
+        geo.blocks_per_sm,
+        geo.block_threads,
+        geo.shared_bytes
+    );
+    c.line(head);
+    let mut rng = SplitMix64::new(seed);
+    correctness(&dec, quick, &mut rng, &mut c);
+    throughput(&dec, quick, &mut rng, &mut c);
+    drop(dec);
+    sanitizers(&out, &mut c);
+    c.line(if c.failures == 0 { "ALL PASSED".to_string() } else { format!("{} FAILURES", c.failures) });
+    let _ = std::fs::write(out.join("gpu-check.txt"), &c.log);
+    if c.failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
