@@ -51,8 +51,17 @@ fn single_file_round_trip() {
     assert_eq!(df11["tensors"]["model.layers.0.mlp.up_proj.weight"]["shape"], serde_json::json!([96, 64]));
     assert!(c["model.layers.0.mlp.up_proj.weight"].data.len() < 96 * 64 * 2, "no compression happened");
 
+    // The safetensors library itself opens and lists it.
+    let bytes = std::fs::read(&comp).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = st.names();
+    names.sort();
+    assert_eq!(names, tensors.keys().collect::<Vec<_>>());
+
     ok(&[&"verify", &orig, &comp]);
     ok(&[&"decompress", &comp, &"-o", &back]);
+    let bytes = std::fs::read(&back).unwrap();
+    assert_eq!(safetensors::SafeTensors::deserialize(&bytes).unwrap().len(), tensors.len());
     let (b, bmeta) = read_st(&back);
     assert_eq!(b, tensors);
     assert_eq!(bmeta, Some(meta()));
