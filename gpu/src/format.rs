@@ -26,9 +26,8 @@ pub const CODE_LENGTH_BYTES: usize = SYMBOLS / 2;
 ///
 /// 12 bits let one lookup in a 4096-entry table decode any symbol, and the
 /// table (2 bytes per entry, 8 KiB) fits many times into a block's shared
-/// memory. Measured cost on realistic weights is far below 0.001 bits/weight
-/// (see `docs/FORMAT.md`): only exponents rarer than about 2^-12 get shorter
-/// codes than Huffman would give them.
+/// memory. Measured cost on realistic weights: 0.002–0.006 bits/weight over
+/// unlimited Huffman codes (docs/PERFORMANCE.md).
 pub const MAX_CODE_LEN: u32 = 12;
 
 /// Index width of the single-level decode table.
@@ -53,11 +52,14 @@ pub const WORD_BITS: u32 = 32;
 
 /// Rows per segment chosen by the encoder unless told otherwise.
 ///
-/// 256 rows make a segment of 65,536 elements, 2,048 per lane. A lane wastes
-/// about 22 bits at the end of its stream and the segment costs one 32-bit
-/// offset, so this keeps the per-segment overhead near 0.011 bits/weight while
-/// a 256 Mi-element tensor still has 4,096 independent warps of work.
-pub const DEFAULT_SEGMENT_ROWS: u32 = 256;
+/// 1024 rows make a segment of 262,144 elements, 8,192 per lane. A lane leaves
+/// about 25 bits unread at the end of its stream (the refill rule's tail), so
+/// the tail costs 25/8192 ≈ 0.003 bits/weight; at 256 rows it was 0.012, which
+/// put realistic tensors 0.003–0.006 bits/weight over the ratio target of
+/// 8 + H + 0.05 (measured, docs/PERFORMANCE.md). A 200 M-weight transformer
+/// block still splits into ~760 independent warps. The value is stored per
+/// tensor, so decoders accept any R and latency-bound users can choose fewer rows.
+pub const DEFAULT_SEGMENT_ROWS: u32 = 1024;
 
 /// Largest permitted rows-per-segment value (keeps a segment's element count
 /// and its word count comfortably inside `u32`).

@@ -10,6 +10,7 @@
 
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaSlice, CudaStream};
+use df11::format::DEFAULT_SEGMENT_ROWS;
 use df11::gpu::{DeviceGroup, GpuDecoder};
 use df11::synth::{SplitMix64, realistic_weights};
 use df11::{CompressedTensor, EncodeOptions, Group};
@@ -96,8 +97,8 @@ fn correctness(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Chec
     }
     for &n in &sizes {
         for (kind, bits) in [("random", random_bits(n, rng)), ("realistic", realistic_bits(n, rng))] {
-            for rows in [256, 1, 7] {
-                if rows != 256 && n > 1 << 20 {
+            for rows in [DEFAULT_SEGMENT_ROWS, 256, 1, 7] {
+                if rows < 256 && n > 1 << 20 {
                     continue;
                 }
                 let group = Group { tensors: vec![encode(&bits, rows)] };
@@ -113,11 +114,11 @@ fn correctness(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Chec
         vec![0x3F80; 70_001],
         realistic_bits(4_194_304, rng),
     ];
-    let group = Group { tensors: parts.iter().map(|p| encode(p, 256)).collect() };
+    let group = Group { tensors: parts.iter().map(|p| encode(p, DEFAULT_SEGMENT_ROWS)).collect() };
     check_group(dec, &group, &parts.concat(), "group of 5 (odd lengths)", c);
     // Corrupt streams must be reported (or decode to garbage), never crash.
     let bits = realistic_bits(1 << 20, rng);
-    let mut t = encode(&bits, 256);
+    let mut t = encode(&bits, DEFAULT_SEGMENT_ROWS);
     if t.segment_offsets.len() > 2 {
         t.segment_offsets[1] += 1;
     }
@@ -189,22 +190,29 @@ fn throughput(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Check
     if !quick {
         sizes.push(1 << 28);
     }
+    // The default R and R = 256: the default trades GPU parallelism for ratio
+    // (docs/PERFORMANCE.md predicts what this costs; these rows measure it).
     for n in sizes {
         let bits = realistic_bits(n, rng);
-        let group = Group { tensors: vec![encode(&bits, 256)] };
-        if let Err(e) = bench_one(dec, &format!("realistic {}M", n >> 20), &group, c) {
-            c.failures += 1;
-            c.line(format!("FAIL throughput {n}: {e}"));
+        for rows in [DEFAULT_SEGMENT_ROWS, 256] {
+            let group = Group { tensors: vec![encode(&bits, rows)] };
+            if let Err(e) = bench_one(dec, &format!("realistic {}M R={rows}", n >> 20), &group, c) {
+                c.failures += 1;
+                c.line(format!("FAIL throughput {n}: {e}"));
+            }
         }
     }
     // One Llama-7B-shaped transformer block: q, k, v, o, gate, up, down.
     let (h, f) = (4096usize, 11008usize);
     let shapes = [h * h, h * h, h * h, h * h, h * f, h * f, f * h];
     let shapes: Vec<usize> = if quick { shapes.iter().map(|s| s / 16).collect() } else { shapes.to_vec() };
-    let tensors = shapes.iter().map(|&n| encode(&realistic_bits(n, rng), 256)).collect();
-    if let Err(e) = bench_one(dec, "transformer block (7)", &Group { tensors }, c) {
-        c.failures += 1;
-        c.line(format!("FAIL throughput block: {e}"));
+    let block: Vec<Vec<u16>> = shapes.iter().map(|&n| realistic_bits(n, rng)).collect();
+    for rows in [DEFAULT_SEGMENT_ROWS, 256] {
+        let tensors = block.iter().map(|b| encode(b, rows)).collect();
+        if let Err(e) = bench_one(dec, &format!("block (7) R={rows}"), &Group { tensors }, c) {
+            c.failures += 1;
+            c.line(format!("FAIL throughput block: {e}"));
+        }
     }
 }
 
