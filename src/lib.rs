@@ -6,6 +6,7 @@
 
 pub use df11_host::*;
 
+pub mod bench;
 pub mod dfloat11;
 pub mod gpu;
 

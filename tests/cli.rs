@@ -286,3 +286,15 @@ fn killed_run_leaves_no_output() {
     assert!(!out.exists(), "a killed run left {}", out.display());
     assert!(!Path::new(&out).with_extension("").exists());
 }
+
+#[test]
+fn bench_runs_on_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let orig = dir.path().join("m.safetensors");
+    write_st(&orig, &sample_tensors(6), None);
+    let o = ok(&[&"--threads", &"2", &"bench", &orig, &"--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v.is_object(), "{v}");
+    let e = fails(&[&"bench", &dir.path().join("missing.safetensors")]);
+    assert!(e.contains("missing.safetensors"), "{e}");
+}

@@ -6,6 +6,7 @@ pub mod container;
 pub mod emu;
 pub mod encode;
 pub mod error;
+pub mod fast;
 pub mod gpu;
 pub mod reference;
 pub mod stats;
@@ -18,13 +19,15 @@ pub use error::{Error, Result};
 pub use reference::{decode_reference, decode_reference_into};
 pub use stats::{bound_bits_per_weight, entropy_bits, exponent_histogram};
 
-/// Decompresses a tensor into a new buffer.
+/// Decompresses a tensor into a new buffer, with the fast decoder on the
+/// current rayon pool (the data CRC is checked).
 pub fn decompress(t: &CompressedTensor) -> Result<Vec<half::bf16>> {
-    let bits = decode_reference(t)?;
+    let bits = fast::decode_parallel(t)?;
     Ok(bytemuck::allocation::cast_vec(bits))
 }
 
-/// Decompresses a tensor into `out`, which must hold exactly its element count.
+/// Decompresses a tensor into `out`, which must hold exactly its element count,
+/// with the fast decoder on the current rayon pool (the data CRC is checked).
 pub fn decompress_into(t: &CompressedTensor, out: &mut [half::bf16]) -> Result<()> {
-    decode_reference_into(t, bytemuck::cast_slice_mut(out))
+    fast::decode_parallel_into(t, bytemuck::cast_slice_mut(out))
 }

@@ -1,0 +1,89 @@
+//! Single-core encode and decode throughput, in bf16 bytes per second of
+//! *thread CPU time*, so that other work on a shared machine does not count:
+//! `cargo run --release -p df11-host --example speed [MiB] [reps]`.
+//! The all-threads figures are wall time (and so only meaningful on an idle
+//! machine); `df11 bench` is the end-to-end measurement.
+
+use df11_host::fast;
+use std::time::Instant;
+
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mib: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(64);
+    let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(7);
+    let cols = 4096;
+    let bits = df11_host::synth::realistic_weights((mib << 19) / cols, cols, 0.02, 1);
+    let n = bits.len();
+    let t = df11_host::compress_bits(&bits);
+    // The container's CRC identifies the encoder's exact output across versions.
+    let id = crc32c::crc32c(&t.to_bytes());
+    println!("{n} realistic bf16 weights, {:.4} bits/weight, container crc {id:08x}", t.bits_per_weight());
+    if args.get(3).is_some_and(|a| a == "id") {
+        for rows in [1, 3, 256] {
+            let small = &bits[..bits.len().min(1_000_003)];
+            let t = df11_host::compress_with(small, &df11_host::EncodeOptions { segment_rows: rows });
+            println!("R = {rows}: container crc {:08x}", crc32c::crc32c(&t.to_bytes()));
+        }
+        return;
+    }
+    let mut out = vec![0u16; n];
+    let bytes = (2 * n) as f64;
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let report = |name: &str, v: Vec<f64>| {
+        let best = v.iter().copied().fold(0.0, f64::max);
+        println!("{name:<34} median {:.3} GB/s, best {best:.3} GB/s ({reps} runs)", median(v));
+    };
+    // One thread, timed by its own CPU clock (on the pool's thread, where it runs).
+    let mut cpu = |name: &str, f: &mut (dyn FnMut(&mut [u16]) + Send)| {
+        let v = (0..reps)
+            .map(|_| {
+                one.install(|| {
+                    let c = thread_cpu();
+                    f(&mut out);
+                    bytes / (thread_cpu() - c) / 1e9
+                })
+            })
+            .collect();
+        assert_eq!(out, bits);
+        report(name, v);
+    };
+    let no_crc = fast::DecodeOptions { verify_crc: false };
+    cpu("decode, 1 thread (cpu time)", &mut |o| fast::decode_fast_into(&t, o).unwrap());
+    cpu("decode no crc, 1 thread (cpu time)", &mut |o| fast::decode_fast_into_with(&t, o, &no_crc).unwrap());
+    cpu("encode, 1 thread (cpu time)", &mut |o| {
+        let e = df11_host::compress_bits(&bits);
+        assert!(e == t);
+        o.copy_from_slice(&bits);
+    });
+    cpu("memcpy, 1 thread (cpu time)", &mut |o| o.copy_from_slice(&bits));
+    let threads = rayon::current_num_threads();
+    let mut wall = |name: &str, f: &mut dyn FnMut(&mut [u16])| {
+        let v = (0..reps)
+            .map(|_| {
+                let s = Instant::now();
+                f(&mut out);
+                bytes / s.elapsed().as_secs_f64() / 1e9
+            })
+            .collect();
+        assert_eq!(out, bits);
+        report(name, v);
+    };
+    wall(&format!("decode, {threads} threads (wall)"), &mut |o| fast::decode_parallel_into(&t, o).unwrap());
+    wall(&format!("encode, {threads} threads (wall)"), &mut |o| {
+        assert!(df11_host::compress_bits(&bits) == t);
+        o.copy_from_slice(&bits);
+    });
+}

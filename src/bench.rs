@@ -1,0 +1,332 @@
+//! `df11 bench`: compression ratio and CPU encode/decode throughput of df11
+//! on a bf16 safetensors checkpoint (or synthetic realistic weights), next to
+//! the two numbers that put them in context: `memcpy` of the same bytes (the
+//! physical limit of any decoder writing them) and zstd level 3.
+//!
+//! Everything happens in memory; the decoded weights are checked bit-exact
+//! against the input before any number is reported.
+
+use rayon::prelude::*;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What to measure and how to report it.
+#[derive(Clone, Debug, Default)]
+pub struct BenchOptions {
+    /// A bf16 safetensors checkpoint; `None` means synthetic weights.
+    pub file: Option<PathBuf>,
+    /// Use synthetic realistic weights even if `file` is given.
+    pub synthetic: bool,
+    /// Worker threads; `None` means one per core.
+    pub threads: Option<usize>,
+    /// Print one JSON object instead of a table.
+    pub json: bool,
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The checkpoint could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The checkpoint is not valid safetensors.
+    #[error("parsing safetensors: {0}")]
+    SafeTensors(String),
+    /// The checkpoint holds no bf16 tensor.
+    #[error("no bf16 tensors in the checkpoint")]
+    NoBf16,
+    /// The thread pool could not be built.
+    #[error("thread pool: {0}")]
+    Pool(String),
+    /// Compression or decompression failed.
+    #[error("codec: {0}")]
+    Codec(String),
+    /// A round trip did not reproduce the input (a bug).
+    #[error("round trip mismatch in tensor {0}")]
+    Mismatch(String),
+}
+
+/// Elements of the default synthetic model: 48 Mi bf16 = 96 MiB.
+pub const SYNTHETIC_ELEMENTS: usize = 48 << 20;
+
+/// Measurements of one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchReport {
+    /// Where the weights came from.
+    pub source: String,
+    /// Number of bf16 tensors.
+    pub tensors: usize,
+    /// Number of bf16 elements.
+    pub elements: u64,
+    /// Worker threads.
+    pub threads: usize,
+    /// df11 size, all metadata included, in bits per weight.
+    pub bits_per_weight: f64,
+    /// Per-tensor entropy bound (exponent entropy + 8 raw bits), element-weighted.
+    pub entropy_bound: f64,
+    /// Encode throughput, bf16 input bytes per second / 1e9.
+    pub encode_gbps: f64,
+    /// Decode throughput, bf16 output bytes per second / 1e9.
+    pub decode_gbps: f64,
+    /// Parallel memcpy of the same bytes / 1e9 per second.
+    pub memcpy_gbps: f64,
+    /// zstd level 3 size (per tensor) in bits per weight.
+    pub zstd3_bits_per_weight: f64,
+    /// zstd level 3 decode throughput (tensors decoded in parallel) / 1e9.
+    pub zstd3_decode_gbps: f64,
+}
+
+/// Runs the benchmark and returns the text to print.
+pub fn run(opts: &BenchOptions) -> Result<String, BenchError> {
+    run_with(opts, SYNTHETIC_ELEMENTS).map(|r| if opts.json { to_json(&r) } else { to_table(&r) })
+}
+
+/// [`run`]'s measurement, with the synthetic model's size chosen by the caller.
+pub fn run_with(opts: &BenchOptions, synthetic_elements: usize) -> Result<BenchReport, BenchError> {
+    let (source, tensors) = match (&opts.file, opts.synthetic) {
+        (Some(path), false) => (path.display().to_string(), load_safetensors(path)?),
+        _ => ("synthetic realistic weights".to_owned(), synthetic(synthetic_elements)),
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| BenchError::Pool(e.to_string()))?;
+    pool.install(|| measure(source, &tensors))
+}
+
+/// Reads every bf16 tensor of a safetensors file (other dtypes are skipped).
+fn load_safetensors(path: &std::path::Path) -> Result<Vec<(String, Vec<u16>)>, BenchError> {
+    let io = |source| BenchError::Io { path: path.to_owned(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // SAFETY: the map is only read, and only while this function runs; a file
+    // changed underneath us can give wrong numbers but not unsoundness in
+    // safetensors' parsing of plain bytes.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+    let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| BenchError::SafeTensors(e.to_string()))?;
+    let mut out: Vec<(String, Vec<u16>)> = st
+        .iter()
+        .filter(|(_, v)| v.dtype() == safetensors::Dtype::BF16)
+        .map(|(name, v)| {
+            (name.to_owned(), v.data().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect())
+        })
+        .collect();
+    if out.is_empty() {
+        return Err(BenchError::NoBf16);
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// A few tensors shaped like one transformer block's weights (hidden size
+/// 4096 scaled down to fit `elements`).
+fn synthetic(elements: usize) -> Vec<(String, Vec<u16>)> {
+    // Shares of the block: attention q/k/v/o and the gated MLP; scales as in
+    // trained models, where wider fan-in means smaller weights.
+    let parts: [(&str, usize, f32); 4] =
+        [("attn.qkv", 3, 0.02), ("attn.o", 2, 0.015), ("mlp.gate_up", 6, 0.02), ("mlp.down", 3, 0.01)];
+    let total: usize = parts.iter().map(|p| p.1).sum();
+    let cols = 1024;
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, &(name, share, scale))| {
+            let rows = (elements * share / total).div_ceil(cols);
+            (name.to_owned(), codec::synth(rows, cols, scale, i as u64 + 1))
+        })
+        .collect()
+}
+
+/// Median of the timings of `reps` runs of `f`, in seconds.
+fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
+    let mut v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+const REPS: usize = 5;
+
+fn measure(source: String, tensors: &[(String, Vec<u16>)]) -> Result<BenchReport, BenchError> {
+    let elements: u64 = tensors.iter().map(|t| t.1.len() as u64).sum();
+    let bytes = 2.0 * elements as f64;
+    let gbps = |secs: f64| bytes / secs.max(1e-12) / 1e9;
+    let weighted = |f: &dyn Fn(usize) -> f64| {
+        let s: f64 = (0..tensors.len()).map(|i| f(i) * tensors[i].1.len() as f64).sum();
+        s / (elements.max(1) as f64)
+    };
+
+    // df11: encode (tensors in parallel; the encoder parallelises inside too).
+    let mut compressed = Vec::new();
+    let encode = time(REPS, || compressed = tensors.par_iter().map(|t| codec::compress(&t.1)).collect());
+    let mut outs: Vec<Vec<u16>> = tensors.iter().map(|t| vec![0u16; t.1.len()]).collect();
+    let decode_all = |outs: &mut [Vec<u16>]| -> Result<(), BenchError> {
+        for (c, o) in compressed.iter().zip(outs.iter_mut()) {
+            codec::decompress_into(c, o)?;
+        }
+        Ok(())
+    };
+    decode_all(&mut outs)?;
+    for (t, o) in tensors.iter().zip(&outs) {
+        if t.1 != *o {
+            return Err(BenchError::Mismatch(t.0.clone()));
+        }
+    }
+    let mut res = Ok(());
+    let decode = time(REPS, || res = decode_all(&mut outs));
+    res?;
+
+    // memcpy of the same bytes, split over the same threads.
+    let memcpy = time(REPS, || {
+        for (t, o) in tensors.iter().zip(outs.iter_mut()) {
+            o.par_chunks_mut(1 << 16).zip(t.1.par_chunks(1 << 16)).for_each(|(d, s)| d.copy_from_slice(s));
+        }
+    });
+
+    // zstd level 3 per tensor, tensors in parallel.
+    let raw: Vec<Vec<u8>> = tensors.iter().map(|t| bytemuck::cast_slice(&t.1).to_vec()).collect();
+    let z: Vec<Vec<u8>> = raw
+        .par_iter()
+        .map(|r| zstd::bulk::compress(r, 3))
+        .collect::<Result<_, _>>()
+        .map_err(|e| BenchError::Codec(format!("zstd: {e}")))?;
+    let mut zout: Vec<Vec<u8>> = raw.iter().map(|r| vec![0u8; r.len()]).collect();
+    let zstd_decode = time(REPS, || {
+        zout.par_iter_mut().zip(&z).for_each(|(o, c)| {
+            // The size is known, so a failure here is a zstd bug; the check below sees it.
+            let _ = zstd::bulk::decompress_to_buffer(c, o);
+        })
+    });
+    if zout != raw {
+        return Err(BenchError::Mismatch("zstd".into()));
+    }
+
+    Ok(BenchReport {
+        source,
+        tensors: tensors.len(),
+        elements,
+        threads: rayon::current_num_threads(),
+        bits_per_weight: weighted(&|i| codec::bits_per_weight(&compressed[i])),
+        entropy_bound: weighted(&|i| codec::bound(&tensors[i].1)),
+        encode_gbps: gbps(encode),
+        decode_gbps: gbps(decode),
+        memcpy_gbps: gbps(memcpy),
+        zstd3_bits_per_weight: weighted(&|i| 8.0 * z[i].len() as f64 / tensors[i].1.len().max(1) as f64),
+        zstd3_decode_gbps: gbps(zstd_decode),
+    })
+}
+
+/// The report as one JSON object.
+pub fn to_json(r: &BenchReport) -> String {
+    serde_json::json!({
+        "source": r.source,
+        "tensors": r.tensors,
+        "elements": r.elements,
+        "threads": r.threads,
+        "bits_per_weight": r.bits_per_weight,
+        "entropy_bound": r.entropy_bound,
+        "encode_gbps": r.encode_gbps,
+        "decode_gbps": r.decode_gbps,
+        "memcpy_gbps": r.memcpy_gbps,
+        "zstd3_bits_per_weight": r.zstd3_bits_per_weight,
+        "zstd3_decode_gbps": r.zstd3_decode_gbps,
+    })
+    .to_string()
+}
+
+/// The report as a text table.
+pub fn to_table(r: &BenchReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: {} bf16 tensors, {} elements ({:.1} MB), {} thread{}",
+        r.source,
+        r.tensors,
+        r.elements,
+        2.0 * r.elements as f64 / 1e6,
+        r.threads,
+        if r.threads == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(
+        s,
+        "| bits/weight | entropy bound | encode GB/s | decode GB/s | memcpy GB/s | zstd-3 bits/weight | zstd-3 decode GB/s |"
+    );
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "| {:.4} | {:.4} | {:.2} | {:.2} | {:.2} | {:.4} | {:.2} |",
+        r.bits_per_weight,
+        r.entropy_bound,
+        r.encode_gbps,
+        r.decode_gbps,
+        r.memcpy_gbps,
+        r.zstd3_bits_per_weight,
+        r.zstd3_decode_gbps
+    );
+    s
+}
+
+/// The df11 calls the benchmark makes, in one place.
+mod codec {
+    use super::BenchError;
+    use df11_host::{CompressedTensor, fast, stats, synth};
+
+    pub fn synth(rows: usize, cols: usize, scale: f32, seed: u64) -> Vec<u16> {
+        synth::realistic_weights(rows, cols, scale, seed)
+    }
+
+    pub fn compress(bits: &[u16]) -> CompressedTensor {
+        df11_host::compress_bits(bits)
+    }
+
+    pub fn decompress_into(t: &CompressedTensor, out: &mut [u16]) -> Result<(), BenchError> {
+        fast::decode_parallel_into(t, out).map_err(|e| BenchError::Codec(e.to_string()))
+    }
+
+    pub fn bits_per_weight(t: &CompressedTensor) -> f64 {
+        t.bits_per_weight()
+    }
+
+    pub fn bound(bits: &[u16]) -> f64 {
+        stats::bound_bits_per_weight(bits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_synthetic_json() {
+        let opts = BenchOptions { file: None, synthetic: true, threads: Some(2), json: true };
+        let r = run_with(&opts, 100_000).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&to_json(&r)).unwrap();
+        for key in [
+            "bits_per_weight",
+            "entropy_bound",
+            "encode_gbps",
+            "decode_gbps",
+            "memcpy_gbps",
+            "zstd3_bits_per_weight",
+            "zstd3_decode_gbps",
+            "threads",
+        ] {
+            let x = v[key].as_f64().unwrap_or_else(|| panic!("{key} missing"));
+            assert!(x.is_finite() && x > 0.0, "{key} = {x}");
+        }
+        assert_eq!(v["threads"], 2);
+        let (bpw, bound) = (r.bits_per_weight, r.entropy_bound);
+        assert!(bound > 8.0 && bound < 12.0 && bpw >= bound && bpw < bound + 0.5, "{bpw} vs {bound}");
+        assert!(to_table(&r).contains("bits/weight"));
+    }
+}
