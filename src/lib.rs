@@ -7,6 +7,7 @@
 pub use df11_host::*;
 
 pub mod bench;
+pub mod dfloat11;
 pub mod gpu;
 
 /// The decode kernels as PTX text, built from the `gpu/` crate by `build.rs`.

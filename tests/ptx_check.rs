@@ -67,6 +67,13 @@ fn ptx_assembles_without_spills_or_stack() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ptx_path = dir.path().join("df11.ptx");
     std::fs::write(&ptx_path, df11::PTX).expect("write PTX");
+    // The decode kernel's shared memory is dynamic (sized at launch), so ptxas
+    // cannot report it: one decode table per block.
+    println!(
+        "df11_decode_group dynamic shared memory: {} bytes per block (one {}-entry decode table)",
+        df11::format::TABLE_WORDS * 4,
+        df11::format::TABLE_SIZE
+    );
     for arch in ["sm_80", "sm_90"] {
         let out = Command::new(&ptxas)
             .args(["-v", &format!("-arch={arch}"), "-o"])

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The main job on a sample, from a fresh machine: installs the toolchain,
+# builds df11, writes a small synthetic Llama-style checkpoint (sharded, with
+# config.json and an index), compresses it, verifies it bit for bit, shows
+# the per-tensor ratio against the entropy bound, restores it, verifies the
+# restored copy against the original, and runs the benchmark.
+#
+# Usage: scripts/run-sample.sh [WORK_DIR]   (default: target/sample)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh >/dev/null
+cargo build --release --locked --bin df11 --example make_checkpoint
+
+work="${1:-target/sample}"
+rm -rf "$work"
+mkdir -p "$work"
+df11=target/release/df11
+
+# 2 layers, hidden size 1024, 2 shards: about 60 MB of bf16 weights.
+target/release/examples/make_checkpoint "$work/original" 2 1024 2
+"$df11" compress "$work/original" -o "$work/compressed"
+"$df11" verify "$work/original" "$work/compressed"
+"$df11" inspect "$work/compressed"
+"$df11" decompress "$work/compressed" -o "$work/restored"
+"$df11" verify "$work/original" "$work/restored"
+"$df11" bench --synthetic

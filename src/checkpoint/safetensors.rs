@@ -1,0 +1,275 @@
+//! Reading safetensors files through a memory map, and writing them in one
+//! sequential pass.
+//!
+//! Layout of a safetensors file: an 8-byte little-endian header length, a JSON
+//! header (`name -> {dtype, shape, data_offsets}` plus an optional
+//! `__metadata__` map of strings), then the data section. Offsets are relative
+//! to the data section.
+
+use crate::error::{IoContext, Result, bail, err};
+use memmap2::Mmap;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// The safetensors crate refuses headers above 100 MB; so do we, before parsing.
+const MAX_HEADER: u64 = 100_000_000;
+
+/// One tensor's entry in a safetensors header.
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    /// Tensor name.
+    pub name: String,
+    /// Safetensors dtype string, e.g. `BF16`.
+    pub dtype: String,
+    /// Shape (empty for a scalar).
+    pub shape: Vec<u64>,
+    /// Byte range inside the data section.
+    pub start: u64,
+    /// End of the byte range (exclusive).
+    pub end: u64,
+}
+
+impl TensorInfo {
+    /// Stored bytes.
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+}
+
+/// Bytes per element of a safetensors dtype, where that is a whole number.
+pub fn dtype_size(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => 1,
+        "I16" | "U16" | "F16" | "BF16" => 2,
+        "I32" | "U32" | "F32" => 4,
+        "I64" | "U64" | "F64" | "C64" => 8,
+        _ => return None,
+    })
+}
+
+/// A memory-mapped safetensors file with its parsed header.
+pub struct SafetensorsFile {
+    /// Where it was read from (for messages).
+    pub path: PathBuf,
+    mmap: Mmap,
+    data_start: usize,
+    /// Tensors sorted by their position in the data section.
+    pub tensors: Vec<TensorInfo>,
+    /// The `__metadata__` map, if the file has one.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl SafetensorsFile {
+    /// Maps `path` and validates its header: every tensor's bytes lie inside the
+    /// file and match its dtype and shape, so later slicing cannot go out of bounds.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).ctx("cannot open", path)?;
+        // SAFETY: the map is read-only and df11 never writes to its inputs; a
+        // file truncated by another process while mapped would fault (SIGBUS),
+        // which is the accepted risk of every mmap-based safetensors reader.
+        let mmap = unsafe { Mmap::map(&file) }.ctx("cannot map", path)?;
+        let bad = |msg: String| err!("{}: not a valid safetensors file: {msg}", path.display());
+        if mmap.len() < 8 {
+            return Err(bad(format!("only {} bytes long", mmap.len())));
+        }
+        let header_len = u64::from_le_bytes(mmap[..8].try_into().unwrap());
+        if header_len > MAX_HEADER || header_len > mmap.len() as u64 - 8 {
+            return Err(bad(format!("header length {header_len} does not fit in the file")));
+        }
+        let data_start = 8 + header_len as usize;
+        let header: Map<String, Value> = serde_json::from_slice(&mmap[8..data_start])
+            .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
+        let data_len = (mmap.len() - data_start) as u64;
+        let mut metadata = None;
+        let mut tensors = Vec::with_capacity(header.len());
+        for (name, value) in header {
+            if name == "__metadata__" {
+                let map: BTreeMap<String, String> = serde_json::from_value(value)
+                    .map_err(|e| bad(format!("__metadata__ is not a map of strings: {e}")))?;
+                metadata = Some(map);
+                continue;
+            }
+            let info = parse_entry(&name, &value).map_err(|m| bad(format!("tensor {name}: {m}")))?;
+            if info.end > data_len {
+                return Err(bad(format!(
+                    "tensor {name}: data ends at {} but the data section has {data_len} bytes",
+                    info.end
+                )));
+            }
+            if let Some(size) = dtype_size(&info.dtype) {
+                let want = info.shape.iter().try_fold(size, |a, &d| a.checked_mul(d));
+                if want != Some(info.len()) {
+                    return Err(bad(format!(
+                        "tensor {name}: {} {:?} needs {} bytes, has {}",
+                        info.dtype,
+                        info.shape,
+                        want.map_or("too many".into(), |w| w.to_string()),
+                        info.len()
+                    )));
+                }
+            }
+            tensors.push(info);
+        }
+        tensors.sort_by(|a, b| (a.start, a.end, &a.name).cmp(&(b.start, b.end, &b.name)));
+        Ok(SafetensorsFile { path: path.to_path_buf(), mmap, data_start, tensors, metadata })
+    }
+
+    /// The stored bytes of a tensor of this file.
+    pub fn bytes(&self, t: &TensorInfo) -> &[u8] {
+        &self.mmap[self.data_start + t.start as usize..self.data_start + t.end as usize]
+    }
+
+    /// Looks a tensor up by name.
+    pub fn get(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// Tells the kernel a tensor's pages are no longer needed, so that streaming
+    /// through a large checkpoint does not keep all of it resident.
+    pub fn release(&self, t: &TensorInfo) {
+        let page = 4096;
+        let start = (self.data_start + t.start as usize).div_ceil(page) * page;
+        let end = (self.data_start + t.end as usize) / page * page;
+        if end > start {
+            // SAFETY: the map is a read-only private file mapping and nothing
+            // holds a slice of this range any more (the tensor is done); after
+            // MADV_DONTNEED a later access simply reads the file again.
+            let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+        }
+    }
+}
+
+fn parse_entry(name: &str, v: &Value) -> std::result::Result<TensorInfo, String> {
+    let obj = v.as_object().ok_or("entry is not an object")?;
+    let dtype = obj.get("dtype").and_then(Value::as_str).ok_or("missing dtype")?.to_string();
+    let shape = obj
+        .get("shape")
+        .and_then(Value::as_array)
+        .ok_or("missing shape")?
+        .iter()
+        .map(|d| d.as_u64().ok_or("shape holds a non-integer"))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let offs = obj.get("data_offsets").and_then(Value::as_array).ok_or("missing data_offsets")?;
+    let (start, end) = match offs.as_slice() {
+        [a, b] => (a.as_u64().ok_or("bad data_offsets")?, b.as_u64().ok_or("bad data_offsets")?),
+        _ => return Err("data_offsets must have two entries".into()),
+    };
+    if end < start {
+        return Err(format!("data_offsets [{start}, {end}] are reversed"));
+    }
+    Ok(TensorInfo { name: name.to_string(), dtype, shape, start, end })
+}
+
+/// A tensor the writer will receive, declared before any data is written.
+#[derive(Clone, Debug)]
+pub struct Planned {
+    /// Tensor name.
+    pub name: String,
+    /// Dtype to record. The shape is given with the data, because a compressed
+    /// tensor's length is only known once it is compressed.
+    pub dtype: String,
+}
+
+/// Writes a safetensors file in one sequential pass without holding the data.
+///
+/// Design: the header must come first but records offsets that are only known
+/// after compressing. So the writer reserves room for the largest header the
+/// declared tensors could need (every offset and shape entry at 20 digits, the
+/// most a `u64` takes), streams the data after it, and finally writes the real
+/// header into the reserved room, padded with spaces, which the safetensors
+/// format allows. Memory stays at one tensor in flight; the file is written once.
+pub struct StreamWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    reserved: usize,
+    planned: Vec<Planned>,
+    done: Vec<(Vec<u64>, u64, u64)>,
+    metadata: Option<BTreeMap<String, String>>,
+    written: u64,
+}
+
+impl StreamWriter {
+    /// Starts writing to `file` (already created, empty), for tensors `planned`
+    /// in that order, each with at most `max_dims` dimensions.
+    pub fn new(
+        path: &Path,
+        file: File,
+        planned: Vec<Planned>,
+        max_dims: &[usize],
+        metadata: Option<BTreeMap<String, String>>,
+    ) -> Result<Self> {
+        let worst: Vec<(Vec<u64>, u64, u64)> =
+            max_dims.iter().map(|&d| (vec![u64::MAX; d.max(1)], u64::MAX, u64::MAX)).collect();
+        let reserved = header_json(&planned, &worst, &metadata).len().next_multiple_of(8);
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        out.seek(SeekFrom::Start(8 + reserved as u64)).ctx("cannot write", path)?;
+        Ok(StreamWriter { path: path.to_path_buf(), out, reserved, planned, done: Vec::new(), metadata, written: 0 })
+    }
+
+    /// Appends the next planned tensor's data.
+    pub fn write(&mut self, shape: Vec<u64>, data: &[u8]) -> Result<()> {
+        let i = self.done.len();
+        assert!(i < self.planned.len(), "more tensors written than planned");
+        self.out.write_all(data).ctx("cannot write", &self.path)?;
+        let start = self.written;
+        self.written += data.len() as u64;
+        self.done.push((shape, start, self.written));
+        Ok(())
+    }
+
+    /// Writes the header, flushes and fsyncs. Returns the data section size.
+    pub fn finish(mut self) -> Result<u64> {
+        assert_eq!(self.done.len(), self.planned.len(), "fewer tensors written than planned");
+        let mut header = header_json(&self.planned, &self.done, &self.metadata);
+        assert!(header.len() <= self.reserved, "header outgrew its reservation");
+        header.extend(std::iter::repeat_n(' ', self.reserved - header.len()));
+        let path = self.path.clone();
+        self.out.seek(SeekFrom::Start(0)).ctx("cannot write", &path)?;
+        self.out.write_all(&(self.reserved as u64).to_le_bytes()).ctx("cannot write", &path)?;
+        self.out.write_all(header.as_bytes()).ctx("cannot write", &path)?;
+        let file = self.out.into_inner().map_err(|e| err!("cannot write {}: {}", path.display(), e.error()))?;
+        file.sync_all().ctx("cannot sync", &path)?;
+        Ok(self.written)
+    }
+}
+
+fn header_json(
+    planned: &[Planned],
+    done: &[(Vec<u64>, u64, u64)],
+    metadata: &Option<BTreeMap<String, String>>,
+) -> String {
+    let mut s = String::from("{");
+    if let Some(m) = metadata {
+        s.push_str("\"__metadata__\":");
+        s.push_str(&serde_json::to_string(m).expect("string map serializes"));
+    }
+    for (p, (shape, start, end)) in planned.iter().zip(done) {
+        if s.len() > 1 {
+            s.push(',');
+        }
+        let name = serde_json::to_string(&p.name).expect("string serializes");
+        let dtype = serde_json::to_string(&p.dtype).expect("string serializes");
+        let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
+        s.push_str(&format!(
+            "{name}:{{\"dtype\":{dtype},\"shape\":[{}],\"data_offsets\":[{start},{end}]}}",
+            dims.join(",")
+        ));
+    }
+    s.push('}');
+    s
+}
+
+/// Fails unless `dtype`/`shape` describe exactly `len` bytes (guards the writer
+/// against a decoder returning the wrong amount).
+pub fn check_size(name: &str, dtype: &str, shape: &[u64], len: usize) -> Result<()> {
+    if let Some(size) = dtype_size(dtype) {
+        let want = shape.iter().try_fold(size, |a, &d| a.checked_mul(d));
+        if want != Some(len as u64) {
+            bail!("tensor {name}: {dtype} {shape:?} needs {want:?} bytes but {len} were produced");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! The `df11` subcommands, one module each, and what they share.
+
+pub mod compress;
+pub mod decompress;
+pub mod inspect;
+pub mod load;
+pub mod verify;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+
+/// Options every command shares.
+#[derive(Clone, Copy, Debug)]
+pub struct Common {
+    /// `-q`: print nothing but errors.
+    pub quiet: bool,
+}
+
+impl Common {
+    /// Prints a warning unless quiet.
+    pub fn warn(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    /// A byte progress bar on stderr, drawn only when stderr is a terminal.
+    pub fn progress(&self, total: u64) -> ProgressBar {
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}")
+                .expect("template is valid"),
+        );
+        bar
+    }
+}
+
+/// Budget of plain bytes in flight per batch (see [`load::batches`]).
+pub const BATCH_BYTES: u64 = 512 << 20;
+
+/// `1.50 GiB`-style sizes for summaries.
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..1_048_576 => format!("{:.1} KiB", b / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", b / 1_048_576.0),
+        _ => format!("{:.2} GiB", b / 1_073_741_824.0),
+    }
+}

@@ -1,0 +1,107 @@
+//! `df11 verify ORIGINAL COMPRESSED`: every tensor comes back bit-exact.
+
+use super::compress::release;
+use super::load::{Loaded, batches, materialize};
+use super::{BATCH_BYTES, Common, human};
+use crate::codec::Decoder;
+use crate::error::{Result, bail};
+use rayon::prelude::*;
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Runs the check; `Ok` only if both sides hold the same tensors, bit for bit.
+pub fn run(original: &Path, compressed: &Path, shapes: Option<&Path>, dec: &dyn Decoder, common: Common) -> Result<()> {
+    let start = Instant::now();
+    let orig = Loaded::open(original, None, &|m| common.warn(m))?;
+    let comp = Loaded::open(compressed, shapes, &|m| common.warn(m))?;
+    // Where each original tensor lives: (file, item, output).
+    let mut index = HashMap::new();
+    for (fi, f) in orig.files.iter().enumerate() {
+        for (ii, item) in f.items.iter().enumerate() {
+            for (oi, o) in item.outputs.iter().enumerate() {
+                if index.insert(o.name.as_str(), (fi, ii, oi)).is_some() {
+                    bail!("{}: tensor {} appears twice", original.display(), o.name);
+                }
+            }
+        }
+    }
+    let total: u64 = comp.items().map(|(_, i)| i.plain_bytes()).sum();
+    let bar = common.progress(total);
+    let problems = Mutex::new(Vec::<String>::new());
+    let seen = Mutex::new(BTreeSet::<String>::new());
+    let threads = rayon::current_num_threads();
+    for f in &comp.files {
+        for batch in batches(&f.items, threads, BATCH_BYTES, |i| i.plain_bytes()) {
+            batch.par_iter().try_for_each(|item| -> Result<()> {
+                let decoded = materialize(f, item, dec)?;
+                for (o, bytes) in item.outputs.iter().zip(&decoded) {
+                    if !seen.lock().unwrap().insert(o.name.clone()) {
+                        problems.lock().unwrap().push(format!(
+                            "tensor {} appears twice in {}",
+                            o.name,
+                            compressed.display()
+                        ));
+                        continue;
+                    }
+                    let Some(&(fi, ii, oi)) = index.get(o.name.as_str()) else {
+                        problems.lock().unwrap().push(format!("tensor {} is not in {}", o.name, original.display()));
+                        continue;
+                    };
+                    let (of, oitem) = (&orig.files[fi], &orig.files[fi].items[ii]);
+                    let want = &oitem.outputs[oi];
+                    if want.dtype != o.dtype || want.shape != o.shape {
+                        problems.lock().unwrap().push(format!(
+                            "tensor {}: {} {:?} in the original, {} {:?} after decoding",
+                            o.name, want.dtype, want.shape, o.dtype, o.shape
+                        ));
+                        continue;
+                    }
+                    let orig_bytes = materialize(of, oitem, dec)?;
+                    if let Some(pos) = first_difference(&orig_bytes[oi], bytes) {
+                        problems.lock().unwrap().push(format!("tensor {} differs (first at byte {pos})", o.name));
+                    }
+                    release(of, oitem);
+                }
+                bar.inc(item.plain_bytes());
+                release(f, item);
+                Ok(())
+            })?;
+        }
+    }
+    bar.finish_and_clear();
+    let seen = seen.into_inner().unwrap();
+    let mut problems = problems.into_inner().unwrap();
+    problems.sort();
+    let mut missing: Vec<&str> = index.keys().copied().filter(|n| !seen.contains(*n)).collect();
+    missing.sort();
+    problems.extend(missing.iter().map(|n| format!("tensor {n} is missing from {}", compressed.display())));
+    if !problems.is_empty() {
+        let shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
+        let more = if problems.len() > 5 { format!(" (and {} more)", problems.len() - 5) } else { String::new() };
+        bail!("verify failed: {}{more}", shown.join("; "));
+    }
+    if !common.quiet {
+        println!(
+            "OK: {} tensors ({}) of {} are bit-exact in {} ({:.1} s)",
+            seen.len(),
+            human(total),
+            original.display(),
+            compressed.display(),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
+    if a.len() != b.len() {
+        return Some(a.len().min(b.len()));
+    }
+    // Compare in large chunks first: equal is the common case.
+    a.chunks(1 << 16).zip(b.chunks(1 << 16)).position(|(x, y)| x != y).map(|c| {
+        let base = c << 16;
+        base + a[base..].iter().zip(&b[base..]).position(|(x, y)| x != y).unwrap_or(0)
+    })
+}

@@ -1,0 +1,300 @@
+//! End-to-end tests of the `df11` binary on generated checkpoints.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn sample_tensors(seed: u64) -> BTreeMap<String, T> {
+    let mut m = BTreeMap::new();
+    m.insert("model.layers.0.mlp.up_proj.weight".into(), t("BF16", &[96, 64], bf16_data(96 * 64, seed)));
+    m.insert("model.layers.0.mlp.down_proj.weight".into(), t("BF16", &[64, 96], bf16_data(64 * 96, seed + 1)));
+    m.insert("model.norm.weight".into(), t("BF16", &[333], bf16_data(333, seed + 2)));
+    m.insert("scalar".into(), t("BF16", &[], bf16_data(1, seed + 3)));
+    m.insert("empty".into(), t("BF16", &[0, 4], vec![]));
+    m.insert("f32.bias".into(), t("F32", &[5], (0..20u8).collect()));
+    m.insert("positions".into(), t("I64", &[3], (0..24u8).rev().collect()));
+    m
+}
+
+fn meta() -> BTreeMap<String, String> {
+    BTreeMap::from([("format".to_string(), "pt".to_string()), ("note".to_string(), "kept \"as is\"".to_string())])
+}
+
+#[test]
+fn single_file_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (orig, comp, back) =
+        (dir.path().join("m.safetensors"), dir.path().join("c.safetensors"), dir.path().join("b.safetensors"));
+    let tensors = sample_tensors(1);
+    write_st(&orig, &tensors, Some(&meta()));
+    ok(&[&"compress", &orig, &"-o", &comp]);
+
+    // The output is a valid safetensors file: BF16 tensors became U8 vectors
+    // under the same names, the rest is byte-identical, metadata is kept.
+    let (c, cmeta) = read_st(&comp);
+    assert_eq!(c.keys().collect::<Vec<_>>(), tensors.keys().collect::<Vec<_>>());
+    for (name, t) in &tensors {
+        if t.dtype == "BF16" {
+            assert_eq!(c[name].dtype, "U8", "{name}");
+            assert_eq!(c[name].shape, vec![c[name].data.len() as u64]);
+            assert_eq!(&c[name].data[..4], b"DF11");
+        } else {
+            assert_eq!(&c[name], t);
+        }
+    }
+    let cmeta = cmeta.unwrap();
+    assert_eq!(cmeta["format"], "pt");
+    let df11: serde_json::Value = serde_json::from_str(&cmeta["df11"]).unwrap();
+    assert_eq!(df11["format_version"], 1);
+    assert_eq!(df11["tensors"]["model.layers.0.mlp.up_proj.weight"]["shape"], serde_json::json!([96, 64]));
+    assert!(c["model.layers.0.mlp.up_proj.weight"].data.len() < 96 * 64 * 2, "no compression happened");
+
+    // The safetensors library itself opens and lists it.
+    let bytes = std::fs::read(&comp).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = st.names();
+    names.sort();
+    assert_eq!(names, tensors.keys().collect::<Vec<_>>());
+
+    ok(&[&"verify", &orig, &comp]);
+    ok(&[&"decompress", &comp, &"-o", &back]);
+    let bytes = std::fs::read(&back).unwrap();
+    assert_eq!(safetensors::SafeTensors::deserialize(&bytes).unwrap().len(), tensors.len());
+    let (b, bmeta) = read_st(&back);
+    assert_eq!(b, tensors);
+    assert_eq!(bmeta, Some(meta()));
+}
+
+#[test]
+fn sharded_directory_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("model");
+    std::fs::create_dir_all(src.join("extra")).unwrap();
+    let a = sample_tensors(10);
+    let mut b = BTreeMap::new();
+    b.insert("lm_head.weight".to_string(), t("BF16", &[128, 64], bf16_data(128 * 64, 20)));
+    b.insert("model.embed_tokens.weight".to_string(), t("BF16", &[128, 64], bf16_data(128 * 64, 21)));
+    b.insert("ids".to_string(), t("I64", &[2], vec![7; 16]));
+    write_st(&src.join("model-00001-of-00002.safetensors"), &a, Some(&meta()));
+    write_st(&src.join("model-00002-of-00002.safetensors"), &b, None);
+    let mut weight_map = serde_json::Map::new();
+    for k in a.keys() {
+        weight_map.insert(k.clone(), "model-00001-of-00002.safetensors".into());
+    }
+    for k in b.keys() {
+        weight_map.insert(k.clone(), "model-00002-of-00002.safetensors".into());
+    }
+    let index = serde_json::json!({"metadata": {"total_size": 12345, "other": "x"}, "weight_map": weight_map});
+    std::fs::write(src.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    std::fs::write(src.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+    std::fs::write(src.join("tokenizer.json"), "{\"t\": 1}").unwrap();
+    std::fs::write(src.join("extra/notes.txt"), "hello").unwrap();
+
+    let comp = dir.path().join("model-df11");
+    ok(&[&"--threads", &"2", &"compress", &src, &"-o", &comp]);
+    for f in ["config.json", "tokenizer.json", "extra/notes.txt"] {
+        assert_eq!(std::fs::read(src.join(f)).unwrap(), std::fs::read(comp.join(f)).unwrap(), "{f}");
+    }
+    let cindex: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(comp.join("model.safetensors.index.json")).unwrap()).unwrap();
+    assert_eq!(cindex["weight_map"], index["weight_map"]);
+    assert_eq!(cindex["metadata"]["other"], "x");
+    let stored: u64 = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+        .iter()
+        .map(|s| read_st(&comp.join(s)).0.values().map(|t| t.data.len() as u64).sum::<u64>())
+        .sum();
+    assert_eq!(cindex["metadata"]["total_size"], stored);
+
+    ok(&[&"verify", &src, &comp]);
+    // Replacing a directory needs --force; the result does not depend on the thread count.
+    let first = std::fs::read(comp.join("model-00002-of-00002.safetensors")).unwrap();
+    let e = fails(&[&"compress", &src, &"-o", &comp]);
+    assert!(e.contains("--force"), "{e}");
+    ok(&[&"--threads", &"1", &"compress", &src, &"-o", &comp, &"--force"]);
+    assert!(std::fs::read(comp.join("model-00002-of-00002.safetensors")).unwrap() == first);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+
+    let back = dir.path().join("back");
+    ok(&[&"decompress", &comp, &"-o", &back]);
+    assert_eq!(read_st(&back.join("model-00001-of-00002.safetensors")), (a, Some(meta())));
+    assert_eq!(read_st(&back.join("model-00002-of-00002.safetensors")), (b, None));
+    assert_eq!(std::fs::read(back.join("extra/notes.txt")).unwrap(), b"hello");
+}
+
+#[test]
+fn verify_names_the_tensor_that_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (orig, comp) = (dir.path().join("m.safetensors"), dir.path().join("c.safetensors"));
+    let mut tensors = sample_tensors(2);
+    write_st(&orig, &tensors, None);
+    ok(&[&"compress", &orig, &"-o", &comp]);
+
+    // One bit changed in the original.
+    let changed = dir.path().join("changed.safetensors");
+    tensors.get_mut("model.norm.weight").unwrap().data[7] ^= 0x10;
+    write_st(&changed, &tensors, None);
+    let e = fails(&[&"verify", &changed, &comp]);
+    assert!(e.contains("model.norm.weight") && e.contains("differs"), "{e}");
+
+    // One bit changed in a compressed tensor's bytes.
+    let (mut c, cmeta) = read_st(&comp);
+    let name = "model.layers.0.mlp.up_proj.weight";
+    let len = c[name].data.len();
+    c.get_mut(name).unwrap().data[len - 40] ^= 0x01;
+    let corrupt = dir.path().join("corrupt.safetensors");
+    write_st(&corrupt, &c, cmeta.as_ref());
+    let e = fails(&[&"verify", &orig, &corrupt]);
+    assert!(e.contains(name), "{e}");
+
+    // A tensor missing on one side, an extra one on the other.
+    let mut more = sample_tensors(2);
+    more.insert("extra".into(), t("F32", &[1], vec![0; 4]));
+    let more_path = dir.path().join("more.safetensors");
+    write_st(&more_path, &more, None);
+    let e = fails(&[&"verify", &more_path, &comp]);
+    assert!(e.contains("extra") && e.contains("missing"), "{e}");
+    let e = fails(&[&"verify", &orig, &more_path]);
+    assert!(e.contains("extra"), "{e}");
+}
+
+#[test]
+fn output_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let (orig, comp) = (dir.path().join("m.safetensors"), dir.path().join("c.safetensors"));
+    write_st(&orig, &sample_tensors(3), None);
+    let orig_bytes = std::fs::read(&orig).unwrap();
+
+    std::fs::write(&comp, b"precious").unwrap();
+    let e = fails(&[&"compress", &orig, &"-o", &comp]);
+    assert!(e.contains("--force"), "{e}");
+    assert_eq!(std::fs::read(&comp).unwrap(), b"precious");
+    ok(&[&"-q", &"compress", &orig, &"-o", &comp, &"--force"]);
+    ok(&[&"verify", &orig, &comp]);
+
+    // The input is never overwritten, even with --force.
+    let e = fails(&[&"compress", &orig, &"-o", &orig, &"--force"]);
+    assert!(e.contains("input"), "{e}");
+    let e = fails(&[&"decompress", &comp, &"-o", &comp, &"--force"]);
+    assert!(e.contains("input"), "{e}");
+    assert_eq!(std::fs::read(&orig).unwrap(), orig_bytes);
+
+    // An output directory that cannot be written to.
+    let e = fails(&[&"compress", &orig, &"-o", &orig.join("sub.safetensors")]);
+    assert!(e.contains("m.safetensors"), "{e}");
+    let e = fails(&[&"compress", &orig, &"-o", &dir.path().join("no/such/dir/x.safetensors")]);
+    assert!(e.contains("no/such/dir"), "{e}");
+
+    // Nothing but the outputs was left behind.
+    let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["c.safetensors", "m.safetensors"]);
+}
+
+#[test]
+fn bad_inputs_give_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all").unwrap();
+    let e = fails(&[&"compress", &junk, &"-o", &dir.path().join("o.safetensors")]);
+    assert!(e.contains("junk.safetensors"), "{e}");
+    let e = fails(&[&"inspect", &dir.path().join("missing.safetensors")]);
+    assert!(e.contains("missing.safetensors"), "{e}");
+    // A header pointing past the end of the file.
+    let mut m = BTreeMap::new();
+    m.insert("w".to_string(), t("BF16", &[4], vec![0; 8]));
+    let short = dir.path().join("short.safetensors");
+    write_st(&short, &m, None);
+    let bytes = std::fs::read(&short).unwrap();
+    std::fs::write(&short, &bytes[..bytes.len() - 2]).unwrap();
+    let e = fails(&[&"inspect", &short]);
+    assert!(e.contains("short.safetensors") && e.contains("tensor w"), "{e}");
+}
+
+#[test]
+fn gpu_flag_reports_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (orig, comp) = (dir.path().join("m.safetensors"), dir.path().join("c.safetensors"));
+    write_st(&orig, &sample_tensors(4), None);
+    ok(&[&"compress", &orig, &"-o", &comp]);
+    // On a machine with a GPU this decodes there; elsewhere the refusal names the GPU.
+    let o = run(&[&"verify", &"--gpu", &orig, &comp]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() || (o.status.code() == Some(1) && err.contains("GPU")), "{err}");
+    let back = dir.path().join("b.safetensors");
+    let o = run(&[&"decompress", &"--gpu", &comp, &"-o", &back]);
+    if o.status.success() {
+        assert_eq!(read_st(&back).0, sample_tensors(4));
+    } else {
+        assert!(String::from_utf8_lossy(&o.stderr).contains("GPU"));
+        assert!(!back.exists());
+    }
+}
+
+#[test]
+fn inspect_reports_sizes_and_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (orig, comp) = (dir.path().join("m.safetensors"), dir.path().join("c.safetensors"));
+    write_st(&orig, &sample_tensors(5), None);
+    ok(&[&"compress", &orig, &"-o", &comp]);
+    let o = ok(&[&"inspect", &comp, &"--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "df11");
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["container_version"], 1);
+    let rows = v["tensors"].as_array().unwrap();
+    assert_eq!(rows.len(), 7);
+    let up = rows.iter().find(|r| r["name"] == "model.layers.0.mlp.up_proj.weight").unwrap();
+    assert_eq!(up["shape"], serde_json::json!([96, 64]));
+    assert_eq!(up["storage"], "df11");
+    let (bpw, bound) = (up["bits_per_weight"].as_f64().unwrap(), up["bound_bits_per_weight"].as_f64().unwrap());
+    assert!(bound > 8.0 && bound < 12.0 && bpw >= bound - 0.01, "bpw {bpw} bound {bound}");
+    assert_eq!(v["totals"]["tensors"], 7);
+    let text = String::from_utf8(ok(&[&"inspect", &comp]).stdout).unwrap();
+    assert!(text.contains("model.norm.weight") && text.contains("total:"), "{text}");
+}
+
+/// A compress killed midway leaves nothing under the output name.
+#[test]
+fn killed_run_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let orig = dir.path().join("big.safetensors");
+    let mut m = BTreeMap::new();
+    for i in 0..24 {
+        m.insert(format!("layer.{i:02}.weight"), t("BF16", &[1024, 1024], bf16_data(1 << 20, i)));
+    }
+    write_st(&orig, &m, None);
+    let out = dir.path().join("out.safetensors");
+    let mut child = df11().args(["--threads", "1", "compress"]).arg(&orig).arg("-o").arg(&out).spawn().unwrap();
+    // Wait until it is writing its temporary, then kill it.
+    let started = std::time::Instant::now();
+    loop {
+        let writing = std::fs::read_dir(dir.path())
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().contains("df11-tmp"));
+        if writing || started.elapsed().as_secs() > 30 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let finished = child.try_wait().unwrap().is_some();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!finished, "compress finished before it could be killed; make the input larger");
+    assert!(!out.exists(), "a killed run left {}", out.display());
+    assert!(!Path::new(&out).with_extension("").exists());
+}
+
+#[test]
+fn bench_runs_on_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let orig = dir.path().join("m.safetensors");
+    write_st(&orig, &sample_tensors(6), None);
+    let o = ok(&[&"--threads", &"2", &"bench", &orig, &"--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v.is_object(), "{v}");
+    let e = fails(&[&"bench", &dir.path().join("missing.safetensors")]);
+    assert!(e.contains("missing.safetensors"), "{e}");
+}

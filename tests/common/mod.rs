@@ -1,0 +1,127 @@
+//! Helpers shared by the CLI integration tests: running the binary and
+//! reading/writing safetensors files without going through df11's own code.
+
+#![allow(dead_code)]
+
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// A tensor as the tests see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct T {
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    pub data: Vec<u8>,
+}
+
+pub fn t(dtype: &str, shape: &[u64], data: Vec<u8>) -> T {
+    T { dtype: dtype.into(), shape: shape.to_vec(), data }
+}
+
+/// Writes a safetensors file (tensors in the map's order, no alignment padding).
+pub fn write_st(path: &Path, tensors: &BTreeMap<String, T>, metadata: Option<&BTreeMap<String, String>>) {
+    let mut header = Map::new();
+    if let Some(m) = metadata {
+        header.insert("__metadata__".into(), json!(m));
+    }
+    let mut data = Vec::new();
+    for (name, t) in tensors {
+        let start = data.len();
+        data.extend_from_slice(&t.data);
+        header.insert(name.clone(), json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [start, data.len()]}));
+    }
+    let h = serde_json::to_vec(&Value::Object(header)).unwrap();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(data);
+    std::fs::write(path, out).unwrap();
+}
+
+/// Reads a safetensors file: tensors by name, and `__metadata__`.
+pub fn read_st(path: &Path) -> (BTreeMap<String, T>, Option<BTreeMap<String, String>>) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: Map<String, Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let mut tensors = BTreeMap::new();
+    let mut meta = None;
+    let mut covered = 0;
+    for (k, v) in header {
+        if k == "__metadata__" {
+            meta = Some(serde_json::from_value(v).unwrap());
+            continue;
+        }
+        let offs: Vec<usize> = serde_json::from_value(v["data_offsets"].clone()).unwrap();
+        covered += offs[1] - offs[0];
+        tensors.insert(
+            k,
+            T {
+                dtype: v["dtype"].as_str().unwrap().into(),
+                shape: serde_json::from_value(v["shape"].clone()).unwrap(),
+                data: data[offs[0]..offs[1]].to_vec(),
+            },
+        );
+    }
+    assert_eq!(covered, data.len(), "{}: data section not exactly covered", path.display());
+    (tensors, meta)
+}
+
+/// Deterministic weight-like BF16 data: roughly normal values of scale ~2^-6,
+/// with a few special values (zeros, subnormals, inf, NaN).
+pub fn bf16_data(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (s >> 33) as u32
+    };
+    let mut out = Vec::with_capacity(2 * n);
+    for i in 0..n {
+        let bits: u16 = match i % 997 {
+            13 => 0x0000,
+            14 => 0x8000,
+            15 => 0x0001,
+            16 => 0x7F80,
+            17 => 0x7FC1,
+            _ => {
+                let g = (0..4).map(|_| next() as f32 / u32::MAX as f32).sum::<f32>() - 2.0;
+                let x = g * 0.02;
+                (x.to_bits() >> 16) as u16
+            }
+        };
+        out.extend(bits.to_le_bytes());
+    }
+    out
+}
+
+pub fn df11() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_df11"))
+}
+
+/// Runs df11 with `args`; returns the output (never panics on failure).
+pub fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = df11();
+    for a in args {
+        c.arg(a);
+    }
+    c.output().unwrap()
+}
+
+/// Runs df11 and asserts success.
+pub fn ok(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let o = run(args);
+    assert!(o.status.success(), "df11 failed: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+/// Runs df11 and asserts a clean failure: exit 1, a one-line `df11: error:` message, no panic.
+pub fn fails(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
+    let o = run(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "expected exit 1, got {:?}: {err}", o.status);
+    assert!(!err.contains("panicked"), "panic: {err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("df11: error: "), "no error line: {err}");
+    last.to_string()
+}

@@ -1,0 +1,176 @@
+//! Reading DFloat11 checkpoints: every fixture in `tests/fixtures/dfloat11/`
+//! (the six arrays of one module, written by DFloat11's own encoder) must
+//! decode to its `.bf16.safetensors` reference, bit for bit.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+const CASES: [&str; 7] = [
+    "gaussian_small",
+    "realistic_multi",
+    "deep_code",
+    "odd_length",
+    "deep_code_cap",
+    "edge_last_code_crosses_block_aligned",
+    "edge_last_code_crosses_block_padded",
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dfloat11")
+}
+
+fn case_json(case: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(fixtures().join(format!("{case}.json"))).unwrap()).unwrap()
+}
+
+/// Copies a fixture file to `dst`, un-gzipping `.gz` ones.
+fn copy_fixture(name: &str, dst: &Path) {
+    let plain = fixtures().join(name);
+    if plain.exists() {
+        std::fs::copy(&plain, dst).unwrap();
+    } else {
+        let gz = std::fs::read(fixtures().join(format!("{name}.gz"))).unwrap();
+        std::fs::write(dst, gunzip(&gz)).unwrap();
+    }
+}
+
+/// A minimal gzip reader (RFC 1952 header, then raw DEFLATE).
+fn gunzip(gz: &[u8]) -> Vec<u8> {
+    assert_eq!(&gz[..3], &[0x1f, 0x8b, 8], "not gzip");
+    let flags = gz[3];
+    let mut i = 10;
+    if flags & 4 != 0 {
+        i += 2 + u16::from_le_bytes([gz[i], gz[i + 1]]) as usize;
+    }
+    for bit in [8, 16] {
+        if flags & bit != 0 {
+            i += gz[i..].iter().position(|&b| b == 0).unwrap() + 1;
+        }
+    }
+    if flags & 2 != 0 {
+        i += 2;
+    }
+    let out = miniz_oxide::inflate::decompress_to_vec(&gz[i..gz.len() - 8]).unwrap();
+    let size = u32::from_le_bytes(gz[gz.len() - 4..].try_into().unwrap());
+    assert_eq!(out.len() as u32, size);
+    out
+}
+
+/// Builds a DFloat11 checkpoint directory for `case` under `dir` with `config`
+/// as its config.json (plus `dfloat11_config`). Returns (checkpoint, reference file).
+fn checkpoint(dir: &Path, case: &str, mut config: Value) -> (PathBuf, PathBuf) {
+    let j = case_json(case);
+    let ckpt = dir.join(format!("{case}-dfloat11"));
+    std::fs::create_dir_all(&ckpt).unwrap();
+    config["dfloat11_config"] = j["dfloat11_config"].clone();
+    std::fs::write(ckpt.join("config.json"), config.to_string()).unwrap();
+    copy_fixture(&format!("{case}.df11.safetensors"), &ckpt.join("model.safetensors"));
+    let reference = dir.join(format!("{case}.bf16.safetensors"));
+    copy_fixture(&format!("{case}.bf16.safetensors"), &reference);
+    (ckpt, reference)
+}
+
+fn shapes_file(dir: &Path, case: &str) -> PathBuf {
+    let j = case_json(case);
+    let map: serde_json::Map<String, Value> = j["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["name"].as_str().unwrap().to_string(), w["shape"].clone()))
+        .collect();
+    let p = dir.join(format!("{case}.shapes.json"));
+    std::fs::write(&p, Value::Object(map).to_string()).unwrap();
+    p
+}
+
+#[test]
+fn every_fixture_decodes_bit_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    for case in CASES {
+        let (ckpt, reference) = checkpoint(dir.path(), case, json!({}));
+        let shapes = shapes_file(dir.path(), case);
+        let out = dir.path().join(format!("{case}-plain"));
+        ok(&[&"decompress", &ckpt, &"-o", &out, &"--shapes", &shapes]);
+        let (got, _) = read_st(&out.join("model.safetensors"));
+        let (want, _) = read_st(&reference);
+        assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{case}");
+        for (name, w) in &want {
+            assert_eq!(got[name].dtype, "BF16", "{case} {name}");
+            assert_eq!(got[name].shape, w.shape, "{case} {name}");
+            assert!(got[name].data == w.data, "{case} {name}: bits differ");
+        }
+        // The plain output has no DFloat11 config left.
+        let cfg: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+        assert!(cfg.get("dfloat11_config").is_none(), "{case}");
+        ok(&[&"verify", &reference, &ckpt, &"--shapes", &shapes]);
+    }
+}
+
+#[test]
+fn shapes_from_a_llama_config() {
+    let dir = tempfile::tempdir().unwrap();
+    // realistic_multi: gate/up [384, 256], down [256, 384].
+    let config = json!({"model_type": "llama", "hidden_size": 256, "intermediate_size": 384,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000});
+    let (ckpt, reference) = checkpoint(dir.path(), "realistic_multi", config);
+    ok(&[&"verify", &reference, &ckpt]);
+    // Straight to df11, and back.
+    let df11 = dir.path().join("df11");
+    ok(&[&"compress", &ckpt, &"-o", &df11]);
+    ok(&[&"verify", &reference, &df11]);
+    let o = ok(&[&"inspect", &ckpt, &"--json"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["kind"], "dfloat11");
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 3);
+    assert!(v["totals"]["bits_per_weight"].as_f64().unwrap() < 13.0);
+}
+
+#[test]
+fn unknown_shapes_become_vectors_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, reference) = checkpoint(dir.path(), "gaussian_small", json!({}));
+    let out = dir.path().join("plain");
+    let o = ok(&[&"decompress", &ckpt, &"-o", &out]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning"));
+    let (got, _) = read_st(&out.join("model.safetensors"));
+    let (want, _) = read_st(&reference);
+    for (name, w) in &want {
+        assert_eq!(got[name].shape, vec![w.data.len() as u64 / 2]);
+        assert!(got[name].data == w.data, "{name}");
+    }
+    // A shape that does not fit is an error naming the tensor.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"model.layers.0.mlp.up_proj.weight": [3, 3]}"#).unwrap();
+    let e = fails(&[&"decompress", &ckpt, &"-o", &dir.path().join("x"), &"--shapes", &bad]);
+    assert!(e.contains("up_proj"), "{e}");
+}
+
+#[test]
+fn corrupt_modules_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, _) = checkpoint(dir.path(), "realistic_multi", json!({}));
+    let shapes = shapes_file(dir.path(), "realistic_multi");
+    let file = ckpt.join("model.safetensors");
+    let (orig, meta) = read_st(&file);
+    type Corruption = (&'static str, fn(&mut Vec<u8>));
+    let corruptions: [Corruption; 5] = [
+        ("gaps", |d| d[320] ^= 0x80),                      // block 1's start offset
+        ("output_positions", |d| d[4] ^= 1),               // block 1's first element
+        ("luts", |d| d.truncate(d.len() - 1)),             // not whole rows
+        ("encoded_exponent", |d| d.truncate(d.len() - 5)), // stream overrun
+        ("sign_mantissa", |d| d.truncate(d.len() - 1)),    // element count disagrees
+    ];
+    for (array, corrupt) in corruptions {
+        let mut t = orig.clone();
+        let name = format!("model.layers.0.mlp.{array}");
+        let entry = t.get_mut(&name).unwrap();
+        corrupt(&mut entry.data);
+        entry.shape = vec![entry.data.len() as u64];
+        write_st(&file, &t, meta.as_ref());
+        let e = fails(&[&"decompress", &ckpt, &"-o", &dir.path().join(array), &"--shapes", &shapes]);
+        assert!(e.contains("model.layers.0.mlp") && e.contains("model.safetensors"), "{array}: {e}");
+    }
+}
