@@ -228,6 +228,19 @@ fn df11_items(file: &SafetensorsFile) -> Result<Df11Items> {
                         orig.dtype
                     );
                 }
+                // The shape comes from metadata and sizes the decode buffer:
+                // bound it before anything is allocated for it. A container
+                // holds one sign+mantissa byte per element, so its length
+                // bounds the element count.
+                let numel = orig.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+                if numel.is_none_or(|n| n > t.len()) {
+                    bail!(
+                        "{path}: tensor {}: df11 metadata shape {:?} has more elements than its {}-byte container can hold",
+                        t.name,
+                        orig.shape,
+                        t.len()
+                    );
+                }
                 let out = OutTensor { name: t.name.clone(), dtype: orig.dtype.clone(), shape: orig.shape.clone() };
                 items.push(Item { outputs: vec![out], payload: Payload::Df11(t.clone()) });
             }
