@@ -1,7 +1,8 @@
 //! Writes the seed corpora of the fuzz targets: small valid containers.
 //!
 //! `cargo run --manifest-path fuzz/Cargo.toml --example make_seeds -- fuzz/seeds`
-//! writes `<dir>/<target>/<name>` for every target.
+//! writes `<dir>/<target>/<name>` for the container and round-trip targets;
+//! `fuzz/make_file_seeds.py` derives the checkpoint and DFloat11 seeds.
 
 use df11_host::{CompressedTensor, EncodeOptions, Group, compress_with};
 use std::path::Path;
@@ -54,6 +55,7 @@ fn main() {
     for (name, bytes) in &containers {
         write("container_parse", name, bytes);
         write("reference_decode", name, bytes);
+        write("fast_decode", name, bytes);
         write("fast_decode", name, bytes);
         // gpu_layout: a 7-byte control prefix (launch shape, no tweak).
         let mut with_ctrl = vec![0u8; 7];
