@@ -298,3 +298,51 @@ fn bench_runs_on_a_file() {
     let e = fails(&[&"bench", &dir.path().join("missing.safetensors")]);
     assert!(e.contains("missing.safetensors"), "{e}");
 }
+
+/// df11 metadata whose shape claims far more elements than its container holds
+/// (or more than a u64 counts) is an error when the file is opened, before a
+/// decode buffer of that size is allocated. Found by the `checkpoint_read`
+/// fuzz target: the reader allocated the claimed size and aborted.
+#[test]
+fn huge_metadata_shape_is_rejected_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    let container = df11::compress_bits(&[0x3F80, 0xC000, 0x0001, 0x7F80, 0x8000, 0x3F00, 0x4049]).to_bytes();
+    for (name, shape) in [("huge", "[1000000000000]"), ("overflow", "[4294967296,4294967296,16]"), ("eight", "[8]")] {
+        let path = dir.path().join(format!("{name}.safetensors"));
+        let mut m = BTreeMap::new();
+        m.insert("w".to_string(), t("U8", &[container.len() as u64], container.clone()));
+        let df11_meta = format!(r#"{{"format_version":1,"tensors":{{"w":{{"dtype":"BF16","shape":{shape}}}}}}}"#);
+        write_st(&path, &m, Some(&BTreeMap::from([("df11".to_string(), df11_meta)])));
+        let e = fails(&[&"decompress", &path, &"-o", &dir.path().join(format!("{name}.out.safetensors"))]);
+        assert!(e.contains(&format!("{name}.safetensors")) && e.contains("tensor w"), "{e}");
+    }
+}
+
+/// A full disk: the shell caps the size of files df11 may write (`ulimit -f`)
+/// and ignores SIGXFSZ, so a write past the cap fails with an I/O error as on
+/// a full file system. df11 must report it, exit 1, and leave neither the
+/// output nor its temporary behind.
+#[cfg(unix)]
+#[test]
+fn full_disk_is_an_error_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let orig = dir.path().join("m.safetensors");
+    write_st(&orig, &sample_tensors(7), None);
+    let out = dir.path().join("c.safetensors");
+    // 8 blocks of 512 bytes: well under the compressed size of the sample.
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"trap '' XFSZ; ulimit -f 8 && exec "$0" compress "$1" -o "$2""#)
+        .arg(env!("CARGO_BIN_EXE_df11"))
+        .arg(&orig)
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "expected exit 1, got {:?}: {err}", o.status);
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(err.lines().last().unwrap_or_default().starts_with("df11: error: "), "{err}");
+    let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["m.safetensors"], "a failed write left files behind");
+}
