@@ -301,8 +301,9 @@ fn bench_runs_on_a_file() {
 
 /// df11 metadata whose shape claims far more elements than its container holds
 /// (or more than a u64 counts) is an error when the file is opened, before a
-/// decode buffer of that size is allocated. Found by the `checkpoint_read`
-/// fuzz target: the reader allocated the claimed size and aborted.
+/// decode buffer of that size is allocated. Found while writing the
+/// `checkpoint_read` fuzz target, which aborted (allocation) and panicked
+/// (overflow) on these inputs before the fix.
 #[test]
 fn huge_metadata_shape_is_rejected_before_allocating() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,4 +1,4 @@
-//! Inputs that once misbehaved (found by the fuzz targets or by review), kept
+//! Library inputs that once misbehaved (found by fuzzing or by review), kept
 //! as tests so they stay fixed. Each names what was wrong.
 
 use df11_host::gpu::GroupLayout;
