@@ -12,34 +12,7 @@ use df11_host::{CompressedTensor, Error, decode_reference};
 /// both as is and fixed up.
 pub fn fix_crcs(bytes: &[u8]) -> Vec<u8> {
     let mut b = bytes.to_vec();
-    if b.len() < 16 {
-        return b;
-    }
-    let crc = crc32c::crc32c(&b[..12]);
-    b[12..16].copy_from_slice(&crc.to_le_bytes());
-    let count = u32::from_le_bytes(b[8..12].try_into().unwrap());
-    let mut pos = 16usize;
-    // Records are at least 168 bytes, so the input bounds the loop.
-    for _ in 0..count {
-        let rest = &b[pos..];
-        if rest.len() < 160 {
-            break;
-        }
-        let n = u64::from_le_bytes(rest[0..8].try_into().unwrap());
-        let s = u64::from(u32::from_le_bytes(rest[12..16].try_into().unwrap()));
-        let w = u64::from(u32::from_le_bytes(rest[16..20].try_into().unwrap()));
-        if n >= 1 << 40 {
-            break;
-        }
-        let len = 160 + 4 * (s + 1) + 4 * w + n + (4 - n % 4) % 4 + 4;
-        if len > rest.len() as u64 {
-            break;
-        }
-        let len = len as usize;
-        let crc = crc32c::crc32c(&rest[..len - 4]);
-        b[pos + len - 4..pos + len].copy_from_slice(&crc.to_le_bytes());
-        pos += len;
-    }
+    df11_host::container::reseal_crcs(&mut b);
     b
 }
 

@@ -9,6 +9,7 @@
 //! corruption the checksums miss and so tests the structural checks and the
 //! data CRC underneath them.
 
+use df11_host::container::reseal_crcs;
 use df11_host::fast::{decode_fast, decode_parallel};
 use df11_host::synth::realistic_weights;
 use df11_host::{CompressedTensor, EncodeOptions, Group, compress_with, decode_reference};
@@ -36,35 +37,6 @@ fn encode(tensors: &[(Vec<u16>, u32)]) -> Group {
             .iter()
             .map(|(bits, rows)| compress_with(bits, &EncodeOptions { segment_rows: *rows }))
             .collect(),
-    }
-}
-
-/// Recomputes the header CRC and every record CRC, following the record
-/// lengths as the header fields give them, as far as they fit.
-fn fix_crcs(b: &mut [u8]) {
-    if b.len() < 16 {
-        return;
-    }
-    let crc = crc32c::crc32c(&b[..12]);
-    b[12..16].copy_from_slice(&crc.to_le_bytes());
-    let count = u32::from_le_bytes(b[8..12].try_into().unwrap());
-    let mut pos = 16usize;
-    for _ in 0..count {
-        let rest = &b[pos..];
-        if rest.len() < 160 {
-            return;
-        }
-        let n = u64::from_le_bytes(rest[0..8].try_into().unwrap());
-        let s = u64::from(u32::from_le_bytes(rest[12..16].try_into().unwrap()));
-        let w = u64::from(u32::from_le_bytes(rest[16..20].try_into().unwrap()));
-        let len = 160 + 4 * (s + 1) + 4 * w + n + (4 - n % 4) % 4 + 4;
-        if n >= 1 << 40 || len > rest.len() as u64 {
-            return;
-        }
-        let len = len as usize;
-        let crc = crc32c::crc32c(&rest[..len - 4]);
-        b[pos + len - 4..pos + len].copy_from_slice(&crc.to_le_bytes());
-        pos += len;
     }
 }
 
@@ -106,7 +78,7 @@ fn sweep_one(clean: &[u8], corrupt: impl Fn(&mut Vec<u8>), check: &dyn Fn(&[u8],
     let mut b = clean.to_vec();
     corrupt(&mut b);
     let raw = check(&b, what);
-    fix_crcs(&mut b);
+    reseal_crcs(&mut b);
     let fixed = check(&b, &format!("{what} (CRCs fixed)"));
     usize::from(raw) + usize::from(fixed)
 }
@@ -120,7 +92,7 @@ fn sweep(clean: &[u8], check: &dyn Fn(&[u8], &str) -> bool) {
             let mut b = clean.to_vec();
             b[byte] ^= 1 << bit;
             assert!(!check(&b, &format!("bit {bit} of byte {byte}")), "single-bit flip at byte {byte} accepted");
-            fix_crcs(&mut b);
+            reseal_crcs(&mut b);
             check(&b, &format!("bit {bit} of byte {byte} (CRCs fixed)"));
         }
     }
