@@ -115,6 +115,16 @@ proptest! {
         check(&bits, rows);
     }
 
+    /// Realistic weights at lengths and segment sizes where the paired-step
+    /// path (full rows, ≥ 129 words left in the segment) and the one-step
+    /// path (a segment's last rows, partial rows) both run, and hand over
+    /// to each other at every row position.
+    #[test]
+    fn realistic_any_length(n in 0usize..40_000, rows in prop::sample::select(vec![1u32, 2, 5, 16, 64, 1024]), seed in any::<u64>()) {
+        let bits = synth::realistic_weights(1, n, 0.02, seed);
+        check(&bits, rows);
+    }
+
     #[test]
     fn few_exponents(raw in prop::collection::vec(0u16..6, 0..4000), rows in 1u32..4) {
         let bits: Vec<u16> = raw.iter().enumerate().map(|(i, &e)| (e + 120) << 7 | (i as u16 & 0x807f)).collect();

@@ -166,7 +166,7 @@ fn join_const(e: u8, sm: &[u8], out: &mut [u16]) {
 /// Decodes one segment. Returns `false` if the segment's word count does not
 /// match what its codes consume (a corrupt stream).
 fn decode_segment(table: &[Entry; TABLE_SIZE], max_len: u32, words: &[u32], sm: &[u8], out: &mut [u16]) -> bool {
-    let mut lanes = Lanes { buf: [0; LANES], room: [32; LANES], cursor: 0 };
+    let mut lanes = Lanes { buf: [0; LANES], nbits: [0; LANES], cursor: 0 };
     // An empty segment stream is read as zeros (and then rejected by the count).
     let stream: &[u32] = if words.is_empty() { &[0] } else { words };
     let mut exps = [0u8; ROW_ELEMS];
@@ -193,16 +193,22 @@ fn decode_segment(table: &[Entry; TABLE_SIZE], max_len: u32, words: &[u32], sm: 
 /// 4 per lane in a row's 8 steps.
 const MAX_ROW_WORDS: usize = LANES * 4;
 
+/// The bits of word `w` placed right below the top `n` bits of a 64-bit
+/// buffer (`n` ≤ 44). For `n` > 32 only the word's top bits land, still below
+/// bit `64 - n`: the valid bits are never touched, so a refill computed ahead
+/// of its decision can be dropped without undoing anything.
+#[inline(always)]
+fn below(w: u32, n: u32) -> u64 {
+    (u64::from(w) << 32) >> n
+}
+
 /// The 32 lane decoders of a segment.
 struct Lanes {
-    /// MSB-aligned bit buffers: the top `32 - room` bits are valid.
+    /// MSB-aligned bit buffers: the top `nbits` bits are the lane's next bits,
+    /// the rest are zero.
     buf: [u64; LANES],
-    /// `32 - valid bits`, wrapping (negative once a lane holds more than 32
-    /// bits). Kept in this form because it *is* the refill shift: computing
-    /// `32 - n` per symbol made the compiler write the shift count into `cl`
-    /// alone, a partial-register merge that chained every lane's step to the
-    /// previous lane's table lookup (measured: ~10 → ~6 cycles per symbol).
-    room: [u32; LANES],
+    /// Valid bits of each buffer, < `max_len` + 32 ≤ 44.
+    nbits: [u32; LANES],
     /// Next word of the segment.
     cursor: usize,
 }
@@ -219,16 +225,75 @@ impl Lanes {
         exps: &mut [u8; ROW_ELEMS],
         valid: usize,
     ) {
-        if valid == ROW_ELEMS && self.cursor + MAX_ROW_WORDS <= stream.len() {
-            self.row_impl::<false>(table, max_len, stream, exps, valid)
+        // `<` rather than `<=`: the paired steps read one word past the last
+        // one they take (a word they then drop).
+        if valid == ROW_ELEMS && self.cursor + MAX_ROW_WORDS < stream.len() {
+            for k in (0..LANE_RUN).step_by(2) {
+                self.step_pair(table, max_len, stream, exps, k);
+            }
         } else {
-            self.row_impl::<true>(table, max_len, stream, exps, valid)
+            self.row_checked(table, max_len, stream, exps, valid)
         }
     }
 
-    /// `CHECKED = false` requires a full row and `MAX_ROW_WORDS` words left.
+    /// Steps `k` and `k + 1` of a full row, lane by lane.
+    ///
+    /// FORMAT.md §7 takes all lanes' step-`k` refills before any step-`k + 1`
+    /// one. The step-`k` refills are known before the pair starts (they depend
+    /// only on `nbits`), so their count fixes where the step-`k + 1` words
+    /// begin, and each lane can do both of its steps in one visit, with one
+    /// word cursor per step: half the lane state traffic of one step at a
+    /// time. Each cursor advances by a refill flag that depends on the lane's
+    /// own state only, so the cursors are one-cycle add chains, not chains
+    /// through the table lookups.
+    ///
+    /// Requires `cursor + MAX_ROW_WORDS < stream.len()` at the row start: a row
+    /// takes at most `MAX_ROW_WORDS` words, and a cursor is read (its word then
+    /// dropped) even when its lane does not refill.
     #[inline(always)]
-    fn row_impl<const CHECKED: bool>(
+    fn step_pair(
+        &mut self,
+        table: &[Entry; TABLE_SIZE],
+        max_len: u32,
+        stream: &[u32],
+        exps: &mut [u8; ROW_ELEMS],
+        k: usize,
+    ) {
+        let first_refills = self.nbits.iter().filter(|&&n| n < max_len).count();
+        let mut p0 = self.cursor;
+        let mut p1 = self.cursor + first_refills;
+        // One step: refill (branchless: the decision is data-dependent and
+        // would mispredict often; the word is always read and masked), look
+        // up, consume.
+        let step = |b: u64, n: u32, p: &mut usize| -> (u64, u32, u8) {
+            let need = n < max_len;
+            debug_assert!(*p < stream.len());
+            // SAFETY: `*p` ≤ the words taken so far in this row, at most
+            // MAX_ROW_WORDS past its first cursor, and the caller checked that
+            // that many words plus one remain.
+            let w = unsafe { *stream.get_unchecked(*p) };
+            *p += need as usize;
+            let b = b | (below(w, n) & (need as u64).wrapping_neg());
+            let n = n + 32 * need as u32;
+            let e = table[(b >> 52) as usize];
+            let len = (e >> 8) as u32;
+            (b << len, n - len, e as u8)
+        };
+        for j in 0..LANES {
+            let (b, n, e0) = step(self.buf[j], self.nbits[j], &mut p0);
+            let (b, n, e1) = step(b, n, &mut p1);
+            self.buf[j] = b;
+            self.nbits[j] = n;
+            exps[j * LANE_RUN + k] = e0;
+            exps[j * LANE_RUN + k + 1] = e1;
+        }
+        self.cursor = p1;
+    }
+
+    /// One step at a time with every read clamped to the segment: the last
+    /// rows of a segment, where the unchecked paired path could read past the
+    /// words, and a tensor's partial last row.
+    fn row_checked(
         &mut self,
         table: &[Entry; TABLE_SIZE],
         max_len: u32,
@@ -237,40 +302,23 @@ impl Lanes {
         valid: usize,
     ) {
         let last = stream.len() - 1;
-        // A local cursor stays in a register; through `self` it would make a
-        // store-to-load chain through memory, one per symbol.
-        let mut cursor = self.cursor;
-        let refill_above = 32 - max_len as i32;
         for k in 0..LANE_RUN {
             for j in 0..LANES {
-                if CHECKED && j * LANE_RUN + k >= valid {
+                if j * LANE_RUN + k >= valid {
                     continue;
                 }
-                let mut b = self.buf[j];
-                let mut room = self.room[j];
-                // Branchless refill: the decision is data-dependent and would
-                // mispredict often; the load is always issued, its word masked.
-                // `room > 32 - max_len` is `valid bits < max_len`.
-                let need = (room as i32 > refill_above) as u64;
-                let w = if CHECKED {
-                    stream[cursor.min(last)]
-                } else {
-                    debug_assert!(cursor < stream.len());
-                    // SAFETY: the caller checked `cursor + MAX_ROW_WORDS <= stream.len()`
-                    // at the row start, and a row advances the cursor at most
-                    // MAX_ROW_WORDS times, the last advance after the last read.
-                    unsafe { *stream.get_unchecked(cursor) }
-                };
-                b |= (w as u64 & need.wrapping_neg()) << (room & 63);
-                room = room.wrapping_sub(32 * need as u32);
-                cursor += need as usize;
+                let (mut b, mut n) = (self.buf[j], self.nbits[j]);
+                if n < max_len {
+                    b |= below(stream[self.cursor.min(last)], n);
+                    n += 32;
+                    self.cursor += 1;
+                }
                 let e = table[(b >> 52) as usize];
                 exps[j * LANE_RUN + k] = e as u8;
                 let len = (e >> 8) as u32;
                 self.buf[j] = b << len;
-                self.room[j] = room.wrapping_add(len);
+                self.nbits[j] = n - len;
             }
         }
-        self.cursor = cursor;
     }
 }
