@@ -2,7 +2,7 @@
 //! throughput next to a device-to-device copy, and a compute-sanitizer run.
 //!
 //! Needs a CUDA driver and device at run time, nothing at build time.
-//! `scripts/gpu-check.sh` runs it; see `docs/readme-kernel.md`.
+//! `scripts/gpu-check.sh` runs it; see the README's "Device check" section.
 //!
 //! Usage: `df11-gpu-check [--quick] [OUT_DIR]` (the log directory defaults to
 //! `$OUT`, then `./gpu-check-out`), or `df11-gpu-check --sanitize-one` to
