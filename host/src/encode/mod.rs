@@ -118,16 +118,17 @@ fn encode_segments(bits: &[u16], rows: u32, code_lengths: &[u8; SYMBOLS], max_le
 }
 
 /// Per 9-bit index `bits >> 7` (sign and exponent, so no mask is needed):
-/// `code << 8 | len`.
-struct EncodeTable([u32; 2 * SYMBOLS]);
+/// `code << 32 | len`, so that both a shift by the length (which takes the
+/// count's low 6 bits) and a 32-bit addition of it need no mask.
+struct EncodeTable([u64; 2 * SYMBOLS]);
 
 impl EncodeTable {
     fn new(lengths: &[u8; SYMBOLS], codes: &[u32; SYMBOLS]) -> Self {
-        EncodeTable(std::array::from_fn(|i| codes[i % SYMBOLS] << 8 | lengths[i % SYMBOLS] as u32))
+        EncodeTable(std::array::from_fn(|i| (codes[i % SYMBOLS] as u64) << 32 | lengths[i % SYMBOLS] as u64))
     }
 
     #[inline(always)]
-    fn get(&self, b: u16) -> u32 {
+    fn get(&self, b: u16) -> u64 {
         self.0[(b >> 7) as usize]
     }
 }
@@ -142,8 +143,9 @@ const BLOCK_ROWS: usize = 32;
 
 /// Buffers reused across the segments one worker encodes.
 struct LaneScratch {
-    /// Lane `j`'s bit string, as big-endian bytes, at
-    /// `lane_bytes[j * cap + HEAD..(j + 1) * cap]` while a segment is encoded.
+    /// Lane `j`'s bit string, as big-endian bytes, from bit `max_len - 1` of
+    /// `lane_bytes[j * cap + HEAD..(j + 1) * cap]` while a segment is encoded
+    /// (so that the flushes can use `due` as the bit position, see `LaneState`).
     lane_bytes: Vec<u8>,
     /// Lane of each refill, in the order the decoder performs them, plus
     /// slack for the 8-byte stores of `push_refills`.
@@ -160,13 +162,13 @@ impl LaneScratch {
 ///
 /// Row by row, lane by lane, branch-free: the refill decisions and the word
 /// boundaries are data dependent and would be mispredicted often. Each lane
-/// run yields a byte of refill flags (bit k: refill at step k); after the row
+/// run yields a byte of refill flags (bit 7 - k: refill at step k); after the row
 /// they are put in the decoder's (k, lane) order.
 fn encode_segment(seg: &[u16], enc: &EncodeTable, max_len: u32, sc: &mut LaneScratch) -> Vec<u32> {
     let rows = seg.len().div_ceil(ROW_ELEMS);
-    // A lane's bits are at most rows·8·max_len, so its bytes rows·max_len;
-    // 24 more cover the zeros after its end (see below), rounded to words.
-    let cap = HEAD + (rows * max_len as usize + 24).next_multiple_of(4);
+    // A lane's bits, from bit max_len - 1, are at most rows·8·max_len + 11,
+    // so its bytes rows·max_len + 2; 24 more cover the zeros after its end.
+    let cap = HEAD + rows * max_len as usize + 26;
     // Only written bytes are ever read, so stale contents need no clearing.
     if sc.lane_bytes.len() < cap * LANES {
         sc.lane_bytes.resize(cap * LANES, 0);
@@ -203,21 +205,23 @@ fn encode_segment(seg: &[u16], enc: &EncodeTable, max_len: u32, sc: &mut LaneScr
         }
     }
     // The decoder fetches at most one word past a lane's last partial word,
-    // and reads zeros after its bits: 16 zero bytes after the last byte the
-    // final flush stored cover both.
+    // and reads zeros after its bits: 24 zero bytes after the last byte the
+    // final flush stored cover both, and the 8-byte reads below.
     for (j, st) in lanes.iter().enumerate() {
-        let end = j * cap + HEAD + st.written() as usize / 8 + 1;
-        sc.lane_bytes[end..end + 16].fill(0);
+        let end = j * cap + HEAD + st.due as usize / 8 + 1;
+        sc.lane_bytes[end..end + 24].fill(0);
     }
     // Place each lane's words where the decoder fetches them.
-    let mut next = [HEAD; LANES];
+    let bias = max_len as usize - 1;
+    let mut next = [HEAD + bias / 8; LANES];
     sc.refills[..num_refills]
         .iter()
         .map(|&j| {
             let j = j as usize;
             let at = j * cap + next[j];
             next[j] += 4;
-            u32::from_be_bytes(sc.lane_bytes[at..at + 4].try_into().unwrap())
+            let v = u64::from_be_bytes(sc.lane_bytes[at..at + 8].try_into().unwrap());
+            (v >> (32 - bias % 8)) as u32
         })
         .collect()
 }
@@ -226,14 +230,14 @@ fn encode_segment(seg: &[u16], enc: &EncodeTable, max_len: u32, sc: &mut LaneScr
 /// in turn and lanes in increasing order within a step; returns the new length.
 ///
 /// Branch-free: the flag bytes of 8 lanes are transposed as an 8×8 bit matrix,
-/// so that byte k holds the 8 lanes' flags of step k, and each such byte's set
+/// so that byte 7 - k holds the 8 lanes' flags of step k, and each such byte's set
 /// bits are appended with one 8-byte store from a table of positions.
 fn push_refills(flags: &[u8; LANES], refills: &mut [u8], mut n: usize) -> usize {
     let (groups, _) = flags.as_chunks::<8>();
     let t: [[u8; 8]; LANES / 8] = std::array::from_fn(|g| transpose8(u64::from_le_bytes(groups[g])).to_le_bytes());
     for k in 0..LANE_RUN {
         for (g, tg) in t.iter().enumerate() {
-            let m = tg[k] as usize;
+            let m = tg[LANE_RUN - 1 - k] as usize;
             let lanes = SET_BITS[m] + 0x0101_0101_0101_0101 * (8 * g as u64);
             refills[n..n + 8].copy_from_slice(&lanes.to_le_bytes());
             n += BIT_COUNTS[m] as usize;
@@ -295,22 +299,16 @@ struct LaneState {
     /// `due / 32` at the last refill decision (-1 before the first): the
     /// decoder has then loaded `32 · (block + 1)` bits (see `encode_run`).
     block: u32,
-    /// `max_len - 1`.
-    bias: u32,
 }
 
 impl LaneState {
     fn new(max_len: u32) -> Self {
-        LaneState { acc: 0, due: max_len - 1, block: u32::MAX, bias: max_len - 1 }
-    }
-
-    fn written(&self) -> u32 {
-        self.due - self.bias
+        LaneState { acc: 0, due: max_len - 1, block: u32::MAX }
     }
 
     /// Encodes a lane's run of one row (steps k = 0.., one element each) into
     /// its stream `out` (`HEAD` bytes, then the stream's bytes), and returns
-    /// its refill flags: bit k is set when the decoder refills at step k.
+    /// its refill flags: bit 7 - k is set when the decoder refills at step k.
     #[inline(always)]
     fn encode_run(&mut self, run: &[u16], enc: &EncodeTable, out: &mut [u8]) -> u8 {
         // FORMAT.md section 7 refills when `loaded - written < max_len`. As
@@ -321,23 +319,29 @@ impl LaneState {
         // under 32 bits). This depends only on code lengths, so the word
         // order is fixed before the words' contents are known.
         //
-        // The flags need no per-step bit insertion: with x = Σ block_k·2^k,
-        // Σ flag_k·2^k telescopes to block_{n-1}·2^n - x - block_{-1}.
+        // The flags need no per-step bit insertion: with Horner's
+        // x = Σ block_k·2^(n-1-k), one addition a step, the reversed flags
+        // Σ flag_k·2^(n-1-k) telescope to
+        // x - (x - block_{n-1}) / 2 - block_{-1}·2^(n-1).
+        //
+        // Checked once here, so that the flushes' bounds need no branch.
+        assert!(out.len() >= 9);
         let mut x = 0u32;
         let mut last = self.block;
-        for (i, quad) in run.chunks(4).enumerate() {
-            for (k, &b) in quad.iter().enumerate() {
+        for quad in run.chunks(4) {
+            for &b in quad {
                 let e = enc.get(b);
                 last = self.due / 32;
-                x = x.wrapping_add(last << (4 * i + k));
-                self.acc = self.acc << (e & 63) | (e >> 8) as u64;
-                self.due += e & 63;
+                x = x.wrapping_mul(2).wrapping_add(last);
+                self.acc = self.acc << (e & 63) | e >> 32;
+                self.due += e as u32;
             }
             self.flush(out);
         }
-        let flags = (last << run.len()).wrapping_sub(x).wrapping_sub(self.block);
+        let n = run.len() as u32;
+        let flags = x.wrapping_sub((x - last) >> 1).wrapping_sub(self.block << (n - 1));
         self.block = last;
-        flags as u8
+        (flags << (LANE_RUN as u32 - n)) as u8
     }
 
     /// Stores the 8 stream bytes that end with the one holding the next bit
@@ -345,9 +349,10 @@ impl LaneState {
     /// flushes, so each store also completes the previous one's last byte.
     #[inline(always)]
     fn flush(&self, out: &mut [u8]) {
-        let written = self.written();
-        let last = (written / 8) as usize;
-        let word = self.acc << (8 - written % 8);
+        // `cap` leaves room, so the clamp never acts; it proves the store in
+        // bounds without a bounds-check branch at each flush.
+        let last = ((self.due / 8) as usize).min(out.len() - 9);
+        let word = self.acc << (8 - self.due % 8);
         out[last + 1..last + 9].copy_from_slice(&word.to_be_bytes());
     }
 }
