@@ -160,11 +160,32 @@ impl LaneScratch {
 
 /// Encodes one segment (up to `256·R` elements) into its interleaved words.
 ///
-/// Row by row, lane by lane, branch-free: the refill decisions and the word
-/// boundaries are data dependent and would be mispredicted often. Each lane
-/// run yields a byte of refill flags (bit 7 - k: refill at step k); after the row
-/// they are put in the decoder's (k, lane) order.
+/// Lane by lane through blocks of rows, branch-free: the refill decisions and
+/// the word boundaries are data dependent and would be mispredicted often.
+/// Each lane run yields a byte of refill flags (bit 7 - k: refill at step k);
+/// after the block they are put in the decoder's (row, k, lane) order.
 fn encode_segment(seg: &[u16], enc: &EncodeTable, max_len: u32, sc: &mut LaneScratch) -> Vec<u32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("bmi2") {
+        // SAFETY: the CPU has BMI2, the only feature the function enables.
+        return unsafe { encode_segment_bmi2(seg, enc, max_len, sc) };
+    }
+    encode_segment_impl(seg, enc, max_len, sc)
+}
+
+/// The same code with BMI2's shifts (`shlx`, `shrx`): any register holds the
+/// count, where the baseline x86-64 shifts need it in `cl`, which costs moves
+/// and register pressure in the coding loop (measured 5-8 % on the whole
+/// encode, on AMD Zen 1).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "bmi2")]
+fn encode_segment_bmi2(seg: &[u16], enc: &EncodeTable, max_len: u32, sc: &mut LaneScratch) -> Vec<u32> {
+    encode_segment_impl(seg, enc, max_len, sc)
+}
+
+/// [`encode_segment`]'s body, compiled for each CPU feature set.
+#[inline(always)]
+fn encode_segment_impl(seg: &[u16], enc: &EncodeTable, max_len: u32, sc: &mut LaneScratch) -> Vec<u32> {
     let rows = seg.len().div_ceil(ROW_ELEMS);
     // A lane's bits, from bit max_len - 1, are at most rows·8·max_len + 11,
     // so its bytes rows·max_len + 2; 24 more cover the zeros after its end.
