@@ -237,6 +237,19 @@ proptest! {
     }
 }
 
+/// Segments of more rows than the encoder codes lane by lane at a time (32),
+/// with a partial last row, for long codes (near-random exponents) and short.
+#[test]
+fn segments_spanning_coding_blocks() {
+    let mut rng = SplitMix64::new(7);
+    let random: Vec<u16> = (0..100_003).map(|_| rng.next_u64() as u16).collect();
+    let realistic = skewed(100_003, 7, Dist::Gaussian);
+    for rows in [33, 100, 1024] {
+        round_trip(&random, rows);
+        round_trip(&realistic, rows);
+    }
+}
+
 /// A hand-worked example of FORMAT.md section 7, refills after a lane's bits
 /// are exhausted included, so that encoder and reference decoder cannot agree
 /// on a misreading of the interleaving rule without this test noticing.
