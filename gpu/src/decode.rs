@@ -19,7 +19,7 @@
 
 use crate::bits::join;
 use crate::format::{
-    DESC_WORDS, ERR_LAUNCH, ERR_WORD_COUNT, LANE_RUN, LANES, ROW_ELEMS, TABLE_BITS, TABLE_WORDS, WORD_BITS,
+    DESC_WORDS, ERR_LAUNCH, ERR_WORD_COUNT, LANE_RUN, LANES, ROW_ELEMS, TABLE_BITS, TABLE_SIZE, TABLE_WORDS, WORD_BITS,
 };
 use crate::table::{entry_len, entry_symbol};
 use crate::thread::{GlobalOut, Thread};
@@ -251,6 +251,8 @@ struct LaneStream<'a> {
     lower_lanes: u32,
     max_len: u32,
     /// This lane's word of the current 32-word window, and of the next one.
+    /// Only a step that finishes `window` reads `next`, so a window's load
+    /// has a whole window's worth of steps (about eleven) to land.
     window: u32,
     next: u32,
     /// Segment word index of the window after `next`.
@@ -260,6 +262,9 @@ struct LaneStream<'a> {
     /// MSB-aligned bit buffer: the top `nbits` bits are the lane's next bits.
     buf: u64,
     nbits: u32,
+    /// `nbits < max_len`, kept up to date for live slots (a lane's slots
+    /// stop being live only at its end, and then it never refills again).
+    need: bool,
 }
 
 impl<'a> LaneStream<'a> {
@@ -277,6 +282,7 @@ impl<'a> LaneStream<'a> {
             used: 0,
             buf: 0,
             nbits: 0,
+            need: 0 < max_len,
         };
         s.window = s.fetch(lane);
         s.next = s.fetch(lanes + lane);
@@ -315,40 +321,65 @@ impl<'a> LaneStream<'a> {
     /// One warp step of FORMAT.md §7: refill if needed, look up, and (for a
     /// `live` slot) consume one code and join it with `sm`. Must be called by
     /// all lanes of the warp together.
+    ///
+    /// The step is one serial chain per warp (table load -> refill vote ->
+    /// rank -> shuffle -> table index -> next table load), so it is written
+    /// to keep that chain short: no test of the vote, one shuffle (a second
+    /// only when a window runs out), the only branches uniform ones around
+    /// the window advance, with predicates ready long before, and the table
+    /// index built from the shuffled word in three operations.
     #[inline(always)]
     fn decode<T: Thread>(&mut self, t: &T, live: bool, sm: u8) -> u16 {
         let lanes = LANES as u32;
-        let need = live && self.nbits < self.max_len;
+        let need = live && self.need;
         let mask = t.ballot(need);
-        if mask != 0 {
-            // Lanes refill in lane order: this lane's word comes after those
-            // of the refilling lanes below it.
-            let pos = self.used + (mask & self.lower_lanes).count_ones();
-            let count = mask.count_ones();
-            let mut w = t.shfl(self.window, pos);
-            if self.used + count > lanes {
-                // Some refills reach into the next window (uniform branch).
-                let w_next = t.shfl(self.next, pos);
-                if pos >= lanes {
-                    w = w_next;
-                }
+        // Lanes refill in lane order: this lane's word comes after those of
+        // the refilling lanes below it, at `pos` in `window` followed by `next`.
+        let pos = self.used + (mask & self.lower_lanes).count_ones();
+        let mut w = t.shfl(self.window, pos);
+        let mut advanced = false;
+        self.used += mask.count_ones();
+        if self.used >= lanes {
+            // `window` is used up (uniform; one step in about eleven). Only
+            // here is `next` read: any other read of it, even a select, would
+            // wait for its load every step.
+            let w_next = t.shfl(self.next, pos);
+            if pos >= lanes {
+                w = w_next;
             }
-            if need {
-                self.buf |= u64::from(w) << (WORD_BITS - self.nbits);
-                self.nbits += WORD_BITS;
-            }
-            self.used += count;
-            if self.used >= lanes {
-                self.window = self.next;
-                self.next = self.fetch(self.fetched + self.lane);
-                self.fetched += lanes;
-                self.used -= lanes;
-            }
+            self.window = self.next;
+            self.used -= lanes;
+            advanced = true;
         }
-        let entry = t.shared_load_u16((self.buf >> (u64::BITS - TABLE_BITS)) as usize);
+        // The table index: the buffer's top 12 bits, with the refill word's
+        // bits appended below the `nbits` valid ones (`w >> 32` is 0, so a
+        // lane that does not refill keeps its index; `nbits < max_len <= 12`
+        // when it does). The parts do not overlap, so `|` joins them; the mask
+        // changes nothing but proves the index in range (no bounds check).
+        let top = (self.buf >> (u64::BITS - TABLE_BITS)) as u32;
+        let shift = if need { self.nbits + (WORD_BITS - TABLE_BITS) } else { WORD_BITS };
+        let low = (u64::from(w) >> shift) as u32 & (TABLE_SIZE as u32 - 1);
+        let entry = t.shared_load_u16((top | low) as usize);
+        if need {
+            self.buf |= u64::from(w) << (WORD_BITS - self.nbits);
+            self.nbits += WORD_BITS;
+        }
+        if advanced {
+            // A block of its own after the table load, so that the load is
+            // issued into `next` itself: issued earlier, it would land in a
+            // temporary whose copy into `next` waits for the load.
+            self.next = self.fetch(self.fetched + self.lane);
+            self.fetched += lanes;
+        }
         if live {
             let len = entry_len(entry);
             self.buf <<= len;
+            // The next step's refill test `nbits - len < max_len`, asked of
+            // the entry itself (`len` is its high byte, so `len > nbits -
+            // max_len` is `entry >= (nbits - max_len + 1) << 8`): one compare
+            // between the table load and the vote. A live lane has `nbits >=
+            // max_len` here, so the subtraction does not wrap.
+            self.need = u32::from(entry) >= (self.nbits - self.max_len + 1) << 8;
             self.nbits -= len;
             join(entry_symbol(entry), sm)
         } else {
