@@ -17,7 +17,6 @@
 //! table is then the exact code the CPU tests exercise, a kernel launch costs
 //! one 8 KiB copy from L2 per block and tensor, and the kernel stays small.
 
-use crate::bits::join;
 use crate::format::{
     DESC_WORDS, ERR_LAUNCH, ERR_WORD_COUNT, LANE_RUN, LANES, ROW_ELEMS, TABLE_BITS, TABLE_SIZE, TABLE_WORDS, WORD_BITS,
 };
@@ -203,18 +202,19 @@ fn decode_segment<T: Thread, O: GlobalOut<u16>>(
     let out_base = (d.out_offset + seg_elem0) as usize;
     // Segments start on a row boundary, so on a whole `u64` of bytes.
     let sm = &g.sign_mantissa[(d.sm_base + seg_elem0 / u64::from(RUN)) as usize..];
-    // This lane's 8 sign+mantissa bytes of the run at `e` (zero past the end).
-    let load_sm = |e: u32| if e < seg_len { sm[(e / RUN) as usize] } else { 0 };
+    // This lane's 8 sign+mantissa bytes of the run at `e`. A run past the
+    // segment's end reads the next segment's bytes (or zero past the buffer)
+    // and never joins them; the one check compiles to a predicated load, not
+    // to branches at the top of every row.
+    let load_sm = |e: u32| sm.get((e / RUN) as usize).copied().unwrap_or(0);
     let mut e = lane * RUN; // this lane's first element of the row, in the segment
     // One row ahead: a row's bytes are loaded while the previous row decodes,
     // so the load's latency hides behind 8 decode steps.
     let mut sm_next = load_sm(e);
-    for r in 0..rows {
+    for _ in 0..rows {
         let valid = seg_len.saturating_sub(e).min(RUN);
         let bytes = sm_next;
-        if r + 1 < rows {
-            sm_next = load_sm(e + ROW);
-        }
+        sm_next = load_sm(e + ROW);
         // Every row but a tensor's last is full: decode those with `valid`
         // known to be 8, so the steps carry no per-slot predicates. The test
         // is warp-uniform (`e - 8 * lane` is the row start), as it must be:
@@ -305,22 +305,36 @@ impl<'a> LaneStream<'a> {
     }
 
     /// This lane's run of a row: the first `valid` slots decoded and joined
-    /// with their bytes of `sm`, the rest 0. Warp-convergent, like [`LaneStream::decode`].
+    /// with their bytes of `sm` (the other slots hold no decoded value).
+    /// Warp-convergent, like [`LaneStream::decode`].
     #[inline(always)]
     fn decode_run<T: Thread>(&mut self, t: &T, sm: u64, valid: u32) -> [u16; LANE_RUN] {
         // Written out rather than looped: the steps must stay in registers
         // (a loop with warp votes in it is not unrolled reliably).
         macro_rules! elem {
             ($k:literal) => {
-                self.decode(t, $k < valid, (sm >> (8 * $k)) as u8)
+                self.decode(t, $k < valid)
             };
         }
-        [elem!(0), elem!(1), elem!(2), elem!(3), elem!(4), elem!(5), elem!(6), elem!(7)]
+        let exp = [elem!(0), elem!(1), elem!(2), elem!(3), elem!(4), elem!(5), elem!(6), elem!(7)];
+        // `bits::join` two slots at a time in 32-bit words: a third of the
+        // instructions of eight 16-bit joins, which otherwise all run between
+        // the rows' step chains.
+        let mut run = [0u16; LANE_RUN];
+        for j in 0..LANE_RUN / 2 {
+            let b = (sm >> (16 * j)) as u32;
+            let s = (b & 0xff) | (b & 0xff00) << 8; // the two bytes, one per half
+            let e = exp[2 * j] | exp[2 * j + 1] << 16;
+            let x = (s & 0x0080_0080) << 8 | (s & 0x007f_007f) | e << 7;
+            run[2 * j] = x as u16;
+            run[2 * j + 1] = (x >> 16) as u16;
+        }
+        run
     }
 
     /// One warp step of FORMAT.md §7: refill if needed, look up, and (for a
-    /// `live` slot) consume one code and join it with `sm`. Must be called by
-    /// all lanes of the warp together.
+    /// `live` slot) consume one code and return its exponent (0 otherwise).
+    /// Must be called by all lanes of the warp together.
     ///
     /// The step is one serial chain per warp (table load -> refill vote ->
     /// rank -> shuffle -> table index -> next table load), so it is written
@@ -329,7 +343,7 @@ impl<'a> LaneStream<'a> {
     /// the window advance, with predicates ready long before, and the table
     /// index built from the shuffled word in three operations.
     #[inline(always)]
-    fn decode<T: Thread>(&mut self, t: &T, live: bool, sm: u8) -> u16 {
+    fn decode<T: Thread>(&mut self, t: &T, live: bool) -> u32 {
         let lanes = LANES as u32;
         let need = live && self.need;
         let mask = t.ballot(need);
@@ -381,7 +395,7 @@ impl<'a> LaneStream<'a> {
             // max_len` here, so the subtraction does not wrap.
             self.need = u32::from(entry) >= (self.nbits - self.max_len + 1) << 8;
             self.nbits -= len;
-            join(entry_symbol(entry), sm)
+            u32::from(entry_symbol(entry))
         } else {
             0
         }
