@@ -222,12 +222,15 @@ fn decode_segment<T: Thread, O: GlobalOut<u16>>(
         let run =
             if e - lane * RUN + ROW <= seg_len { s.decode_run(t, bytes, RUN) } else { s.decode_run(t, bytes, valid) };
         let o = out_base + e as usize;
+        // Split into bf16 values only here, next to each store: split before
+        // the branch, the 16-byte store would pay to join them again.
+        let half = |k: usize| (run[k / 2] >> (16 * (k % 2))) as u16;
         if valid == RUN && aligned {
-            out.store8(o, run);
+            out.store8(o, core::array::from_fn(half));
         } else {
-            for (k, &v) in run.iter().enumerate() {
+            for k in 0..LANE_RUN {
                 if (k as u32) < valid {
-                    out.store(o + k, v);
+                    out.store(o + k, half(k));
                 }
             }
         }
@@ -305,10 +308,11 @@ impl<'a> LaneStream<'a> {
     }
 
     /// This lane's run of a row: the first `valid` slots decoded and joined
-    /// with their bytes of `sm` (the other slots hold no decoded value).
-    /// Warp-convergent, like [`LaneStream::decode`].
+    /// with their bytes of `sm` (the other slots hold no decoded value), two
+    /// bf16 values per word, the first in the low half. Warp-convergent, like
+    /// [`LaneStream::decode`].
     #[inline(always)]
-    fn decode_run<T: Thread>(&mut self, t: &T, sm: u64, valid: u32) -> [u16; LANE_RUN] {
+    fn decode_run<T: Thread>(&mut self, t: &T, sm: u64, valid: u32) -> [u32; LANE_RUN / 2] {
         // Written out rather than looped: the steps must stay in registers
         // (a loop with warp votes in it is not unrolled reliably).
         macro_rules! elem {
@@ -320,16 +324,12 @@ impl<'a> LaneStream<'a> {
         // `bits::join` two slots at a time in 32-bit words: a third of the
         // instructions of eight 16-bit joins, which otherwise all run between
         // the rows' step chains.
-        let mut run = [0u16; LANE_RUN];
-        for j in 0..LANE_RUN / 2 {
+        core::array::from_fn(|j| {
             let b = (sm >> (16 * j)) as u32;
             let s = (b & 0xff) | (b & 0xff00) << 8; // the two bytes, one per half
             let e = exp[2 * j] | exp[2 * j + 1] << 16;
-            let x = (s & 0x0080_0080) << 8 | (s & 0x007f_007f) | e << 7;
-            run[2 * j] = x as u16;
-            run[2 * j + 1] = (x >> 16) as u16;
-        }
-        run
+            (s & 0x0080_0080) << 8 | (s & 0x007f_007f) | e << 7
+        })
     }
 
     /// One warp step of FORMAT.md §7: refill if needed, look up, and (for a
