@@ -17,9 +17,8 @@
 //! table is then the exact code the CPU tests exercise, a kernel launch costs
 //! one 8 KiB copy from L2 per block and tensor, and the kernel stays small.
 
-use crate::bits::join;
 use crate::format::{
-    DESC_WORDS, ERR_LAUNCH, ERR_WORD_COUNT, LANE_RUN, LANES, ROW_ELEMS, TABLE_BITS, TABLE_WORDS, WORD_BITS,
+    DESC_WORDS, ERR_LAUNCH, ERR_WORD_COUNT, LANE_RUN, LANES, ROW_ELEMS, TABLE_BITS, TABLE_SIZE, TABLE_WORDS, WORD_BITS,
 };
 use crate::table::{entry_len, entry_symbol};
 use crate::thread::{GlobalOut, Thread};
@@ -203,18 +202,19 @@ fn decode_segment<T: Thread, O: GlobalOut<u16>>(
     let out_base = (d.out_offset + seg_elem0) as usize;
     // Segments start on a row boundary, so on a whole `u64` of bytes.
     let sm = &g.sign_mantissa[(d.sm_base + seg_elem0 / u64::from(RUN)) as usize..];
-    // This lane's 8 sign+mantissa bytes of the run at `e` (zero past the end).
-    let load_sm = |e: u32| if e < seg_len { sm[(e / RUN) as usize] } else { 0 };
+    // This lane's 8 sign+mantissa bytes of the run at `e`. A run past the
+    // segment's end reads the next segment's bytes (or zero past the buffer)
+    // and never joins them; the one check compiles to a predicated load, not
+    // to branches at the top of every row.
+    let load_sm = |e: u32| sm.get((e / RUN) as usize).copied().unwrap_or(0);
     let mut e = lane * RUN; // this lane's first element of the row, in the segment
     // One row ahead: a row's bytes are loaded while the previous row decodes,
     // so the load's latency hides behind 8 decode steps.
     let mut sm_next = load_sm(e);
-    for r in 0..rows {
+    for _ in 0..rows {
         let valid = seg_len.saturating_sub(e).min(RUN);
         let bytes = sm_next;
-        if r + 1 < rows {
-            sm_next = load_sm(e + ROW);
-        }
+        sm_next = load_sm(e + ROW);
         // Every row but a tensor's last is full: decode those with `valid`
         // known to be 8, so the steps carry no per-slot predicates. The test
         // is warp-uniform (`e - 8 * lane` is the row start), as it must be:
@@ -222,12 +222,15 @@ fn decode_segment<T: Thread, O: GlobalOut<u16>>(
         let run =
             if e - lane * RUN + ROW <= seg_len { s.decode_run(t, bytes, RUN) } else { s.decode_run(t, bytes, valid) };
         let o = out_base + e as usize;
+        // Split into bf16 values only here, next to each store: split before
+        // the branch, the 16-byte store would pay to join them again.
+        let half = |k: usize| (run[k / 2] >> (16 * (k % 2))) as u16;
         if valid == RUN && aligned {
-            out.store8(o, run);
+            out.store8(o, core::array::from_fn(half));
         } else {
-            for (k, &v) in run.iter().enumerate() {
+            for k in 0..LANE_RUN {
                 if (k as u32) < valid {
-                    out.store(o + k, v);
+                    out.store(o + k, half(k));
                 }
             }
         }
@@ -251,6 +254,8 @@ struct LaneStream<'a> {
     lower_lanes: u32,
     max_len: u32,
     /// This lane's word of the current 32-word window, and of the next one.
+    /// Only a step that finishes `window` reads `next`, so a window's load
+    /// has a whole window's worth of steps (about eleven) to land.
     window: u32,
     next: u32,
     /// Segment word index of the window after `next`.
@@ -260,6 +265,9 @@ struct LaneStream<'a> {
     /// MSB-aligned bit buffer: the top `nbits` bits are the lane's next bits.
     buf: u64,
     nbits: u32,
+    /// `nbits < max_len`, kept up to date for live slots (a lane's slots
+    /// stop being live only at its end, and then it never refills again).
+    need: bool,
 }
 
 impl<'a> LaneStream<'a> {
@@ -277,6 +285,7 @@ impl<'a> LaneStream<'a> {
             used: 0,
             buf: 0,
             nbits: 0,
+            need: 0 < max_len,
         };
         s.window = s.fetch(lane);
         s.next = s.fetch(lanes + lane);
@@ -299,58 +308,94 @@ impl<'a> LaneStream<'a> {
     }
 
     /// This lane's run of a row: the first `valid` slots decoded and joined
-    /// with their bytes of `sm`, the rest 0. Warp-convergent, like [`LaneStream::decode`].
+    /// with their bytes of `sm` (the other slots hold no decoded value), two
+    /// bf16 values per word, the first in the low half. Warp-convergent, like
+    /// [`LaneStream::decode`].
     #[inline(always)]
-    fn decode_run<T: Thread>(&mut self, t: &T, sm: u64, valid: u32) -> [u16; LANE_RUN] {
+    fn decode_run<T: Thread>(&mut self, t: &T, sm: u64, valid: u32) -> [u32; LANE_RUN / 2] {
         // Written out rather than looped: the steps must stay in registers
         // (a loop with warp votes in it is not unrolled reliably).
         macro_rules! elem {
             ($k:literal) => {
-                self.decode(t, $k < valid, (sm >> (8 * $k)) as u8)
+                self.decode(t, $k < valid)
             };
         }
-        [elem!(0), elem!(1), elem!(2), elem!(3), elem!(4), elem!(5), elem!(6), elem!(7)]
+        let exp = [elem!(0), elem!(1), elem!(2), elem!(3), elem!(4), elem!(5), elem!(6), elem!(7)];
+        // `bits::join` two slots at a time in 32-bit words: a third of the
+        // instructions of eight 16-bit joins, which otherwise all run between
+        // the rows' step chains.
+        core::array::from_fn(|j| {
+            let b = (sm >> (16 * j)) as u32;
+            let s = (b & 0xff) | (b & 0xff00) << 8; // the two bytes, one per half
+            let e = exp[2 * j] | exp[2 * j + 1] << 16;
+            (s & 0x0080_0080) << 8 | (s & 0x007f_007f) | e << 7
+        })
     }
 
     /// One warp step of FORMAT.md §7: refill if needed, look up, and (for a
-    /// `live` slot) consume one code and join it with `sm`. Must be called by
-    /// all lanes of the warp together.
+    /// `live` slot) consume one code and return its exponent (0 otherwise).
+    /// Must be called by all lanes of the warp together.
+    ///
+    /// The step is one serial chain per warp (table load -> refill vote ->
+    /// rank -> shuffle -> table index -> next table load), so it is written
+    /// to keep that chain short: no test of the vote, one shuffle (a second
+    /// only when a window runs out), the only branches uniform ones around
+    /// the window advance, with predicates ready long before, and the table
+    /// index built from the shuffled word in three operations.
     #[inline(always)]
-    fn decode<T: Thread>(&mut self, t: &T, live: bool, sm: u8) -> u16 {
+    fn decode<T: Thread>(&mut self, t: &T, live: bool) -> u32 {
         let lanes = LANES as u32;
-        let need = live && self.nbits < self.max_len;
+        let need = live && self.need;
         let mask = t.ballot(need);
-        if mask != 0 {
-            // Lanes refill in lane order: this lane's word comes after those
-            // of the refilling lanes below it.
-            let pos = self.used + (mask & self.lower_lanes).count_ones();
-            let count = mask.count_ones();
-            let mut w = t.shfl(self.window, pos);
-            if self.used + count > lanes {
-                // Some refills reach into the next window (uniform branch).
-                let w_next = t.shfl(self.next, pos);
-                if pos >= lanes {
-                    w = w_next;
-                }
+        // Lanes refill in lane order: this lane's word comes after those of
+        // the refilling lanes below it, at `pos` in `window` followed by `next`.
+        let pos = self.used + (mask & self.lower_lanes).count_ones();
+        let mut w = t.shfl(self.window, pos);
+        let mut advanced = false;
+        self.used += mask.count_ones();
+        if self.used >= lanes {
+            // `window` is used up (uniform; one step in about eleven). Only
+            // here is `next` read: any other read of it, even a select, would
+            // wait for its load every step.
+            let w_next = t.shfl(self.next, pos);
+            if pos >= lanes {
+                w = w_next;
             }
-            if need {
-                self.buf |= u64::from(w) << (WORD_BITS - self.nbits);
-                self.nbits += WORD_BITS;
-            }
-            self.used += count;
-            if self.used >= lanes {
-                self.window = self.next;
-                self.next = self.fetch(self.fetched + self.lane);
-                self.fetched += lanes;
-                self.used -= lanes;
-            }
+            self.window = self.next;
+            self.used -= lanes;
+            advanced = true;
         }
-        let entry = t.shared_load_u16((self.buf >> (u64::BITS - TABLE_BITS)) as usize);
+        // The table index: the buffer's top 12 bits, with the refill word's
+        // bits appended below the `nbits` valid ones (`w >> 32` is 0, so a
+        // lane that does not refill keeps its index; `nbits < max_len <= 12`
+        // when it does). The parts do not overlap, so `|` joins them; the mask
+        // changes nothing but proves the index in range (no bounds check).
+        let top = (self.buf >> (u64::BITS - TABLE_BITS)) as u32;
+        let shift = if need { self.nbits + (WORD_BITS - TABLE_BITS) } else { WORD_BITS };
+        let low = (u64::from(w) >> shift) as u32 & (TABLE_SIZE as u32 - 1);
+        let entry = t.shared_load_u16((top | low) as usize);
+        if need {
+            self.buf |= u64::from(w) << (WORD_BITS - self.nbits);
+            self.nbits += WORD_BITS;
+        }
+        if advanced {
+            // A block of its own after the table load, so that the load is
+            // issued into `next` itself: issued earlier, it would land in a
+            // temporary whose copy into `next` waits for the load.
+            self.next = self.fetch(self.fetched + self.lane);
+            self.fetched += lanes;
+        }
         if live {
             let len = entry_len(entry);
             self.buf <<= len;
+            // The next step's refill test `nbits - len < max_len`, asked of
+            // the entry itself (`len` is its high byte, so `len > nbits -
+            // max_len` is `entry >= (nbits - max_len + 1) << 8`): one compare
+            // between the table load and the vote. A live lane has `nbits >=
+            // max_len` here, so the subtraction does not wrap.
+            self.need = u32::from(entry) >= (self.nbits - self.max_len + 1) << 8;
             self.nbits -= len;
-            join(entry_symbol(entry), sm)
+            u32::from(entry_symbol(entry))
         } else {
             0
         }
