@@ -54,8 +54,8 @@ pub fn decoder(gpu: bool) -> Result<Box<dyn Decoder>, String> {
 }
 
 /// Compresses BF16 bits into a single-tensor df11 container.
-pub fn compress(bits: &[u16]) -> Vec<u8> {
-    df11::compress_bits(bits).to_bytes()
+pub fn compress(bits: &[u16], opts: &df11::EncodeOptions) -> Vec<u8> {
+    df11::compress_with(bits, opts).to_bytes()
 }
 
 /// The entropy bound `8 + H(exponent)` in bits per weight.

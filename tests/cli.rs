@@ -347,3 +347,28 @@ fn full_disk_is_an_error_and_leaves_nothing() {
     names.sort();
     assert_eq!(names, ["m.safetensors"], "a failed write left files behind");
 }
+
+#[test]
+fn segment_rows_option_is_stored_and_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let orig = dir.path().join("m.safetensors");
+    let tensors = sample_tensors(5);
+    write_st(&orig, &tensors, None);
+    for rows in ["1", "3", "256"] {
+        let (comp, back) = (dir.path().join(format!("c{rows}.safetensors")), dir.path().join(format!("b{rows}.st")));
+        ok(&[&"compress", &orig, &"-o", &comp, &"--segment-rows", &rows]);
+        let (c, _) = read_st(&comp);
+        let t = df11::CompressedTensor::from_bytes(&c["model.layers.0.mlp.up_proj.weight"].data).unwrap();
+        assert_eq!(t.segment_rows.to_string(), rows);
+        ok(&[&"verify", &orig, &comp]);
+        ok(&[&"decompress", &comp, &"-o", &back]);
+        assert_eq!(read_st(&back).0, tensors, "R = {rows}");
+    }
+    for bad in ["0", "65537", "x"] {
+        // A usage error: clap's exit status 2 and a message naming the option.
+        let out = run(&[&"compress", &orig, &"-o", &dir.path().join("bad.safetensors"), &"--segment-rows", &bad]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--segment-rows"));
+        assert!(!dir.path().join("bad.safetensors").exists());
+    }
+}

@@ -8,6 +8,7 @@ use crate::checkpoint::safetensors::{Planned, StreamWriter};
 use crate::checkpoint::{Input, OutputDir, OutputFile, check_output, copy_others};
 use crate::codec::{self, Decoder};
 use crate::error::{IoContext, Result, bail, err};
+use df11::EncodeOptions;
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -31,14 +32,21 @@ pub struct Totals {
 }
 
 /// `df11 compress IN -o OUT`.
-pub fn run(input: &Path, output: &Path, shapes: Option<&Path>, force: bool, common: Common) -> Result<()> {
+pub fn run(
+    input: &Path,
+    output: &Path,
+    shapes: Option<&Path>,
+    force: bool,
+    opts: EncodeOptions,
+    common: Common,
+) -> Result<()> {
     check_output(output, &[input], force)?;
     let start = Instant::now();
     let loaded = Loaded::open(input, shapes, &|m| common.warn(m))?;
     if loaded.kind == Kind::Df11 {
         bail!("{}: is already a df11 checkpoint", input.display());
     }
-    let t = rewrite(&loaded, output, &codec::CpuDecoder, true, common)?;
+    let t = rewrite(&loaded, output, &codec::CpuDecoder, Some(opts), common)?;
     if !common.quiet {
         let secs = start.elapsed().as_secs_f64();
         let bpw = if t.bf16_elems > 0 { t.bf16_compressed as f64 * 8.0 / t.bf16_elems as f64 } else { 16.0 };
@@ -58,16 +66,23 @@ pub fn run(input: &Path, output: &Path, shapes: Option<&Path>, force: bool, comm
     Ok(())
 }
 
-/// Writes `loaded` to `output` in plain form (`compress = false`) or with every
-/// BF16 tensor compressed, atomically, one batch of tensors in memory at a time.
-pub fn rewrite(loaded: &Loaded, output: &Path, dec: &dyn Decoder, compress: bool, common: Common) -> Result<Totals> {
+/// Writes `loaded` to `output` in plain form (`encode = None`) or with every
+/// BF16 tensor compressed with `encode`, atomically, one batch of tensors in
+/// memory at a time.
+pub fn rewrite(
+    loaded: &Loaded,
+    output: &Path,
+    dec: &dyn Decoder,
+    encode: Option<EncodeOptions>,
+    common: Common,
+) -> Result<Totals> {
     let total: u64 = loaded.items().map(|(_, i)| i.plain_bytes()).sum();
     let bar = common.progress(total);
     let mut totals = Totals::default();
     match &loaded.input {
         Input::File(_) => {
             let out = OutputFile::create(output)?;
-            write_file(&loaded.files[0], out.path(), out.file()?, dec, compress, &bar, &mut totals)?;
+            write_file(&loaded.files[0], out.path(), out.file()?, dec, encode, &bar, &mut totals)?;
             out.commit()?;
         }
         Input::Dir(d) => {
@@ -76,7 +91,7 @@ pub fn rewrite(loaded: &Loaded, output: &Path, dec: &dyn Decoder, compress: bool
             for f in &loaded.files {
                 let path = out.path().join(&f.rel);
                 let file = File::create(&path).ctx("cannot create", &path)?;
-                write_file(f, &path, file, dec, compress, &bar, &mut totals)?;
+                write_file(f, &path, file, dec, encode, &bar, &mut totals)?;
                 for item in &f.items {
                     for o in &item.outputs {
                         weight_map.insert(o.name.clone(), f.rel.clone().into());
@@ -126,10 +141,11 @@ fn write_file(
     path: &Path,
     file: File,
     dec: &dyn Decoder,
-    compress: bool,
+    encode: Option<EncodeOptions>,
     bar: &ProgressBar,
     totals: &mut Totals,
 ) -> Result<()> {
+    let compress = encode.is_some();
     let outputs = f.items.iter().flat_map(|i| &i.outputs);
     let stored_dtype = |dtype: &str| if compress && dtype == "BF16" { "U8".to_string() } else { dtype.to_string() };
     let planned: Vec<Planned> =
@@ -159,8 +175,8 @@ fn write_file(
                 let mut out = Vec::with_capacity(plain.len());
                 for (o, bytes) in item.outputs.iter().zip(plain) {
                     let plain_len = bytes.len() as u64;
-                    if compress && o.dtype == "BF16" {
-                        let c = codec::compress(&codec::bytes_to_u16(&bytes));
+                    if let (Some(opts), "BF16") = (&encode, o.dtype.as_str()) {
+                        let c = codec::compress(&codec::bytes_to_u16(&bytes), opts);
                         out.push((vec![c.len() as u64], Cow::Owned(c), plain_len, true));
                     } else {
                         out.push((o.shape.clone(), bytes, plain_len, false));

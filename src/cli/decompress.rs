@@ -25,7 +25,7 @@ pub fn run(
         common.warn(&format!("warning: {}: holds no compressed tensors; copying it", input.display()));
     }
     let stored: u64 = loaded.items().map(|(_, i)| i.stored_bytes()).sum();
-    let t = rewrite(&loaded, output, dec, false, common)?;
+    let t = rewrite(&loaded, output, dec, None, common)?;
     if !common.quiet {
         let secs = start.elapsed().as_secs_f64();
         eprintln!(
