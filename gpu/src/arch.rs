@@ -59,8 +59,9 @@ pub fn trap() -> ! {
 
 sreg!(lane_id, "%laneid");
 
-/// `prmt.b32` (CUDA's `__byte_perm`): byte `i` of the result is byte
-/// `sel >> 4 * i & 7` of `b:a` (`a` holds bytes 0..4).
+/// `prmt.b32` in its default mode: byte `i` of the result is byte `n & 7` of
+/// `b:a` (`a` holds bytes 0..4), `n = sel >> 4 * i & 15`, or, when `n & 8`
+/// is set, that byte's top bit copied into all eight.
 #[inline(always)]
 pub fn prmt(a: u32, b: u32, sel: u32) -> u32 {
     let d: u32;

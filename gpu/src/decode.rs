@@ -340,16 +340,18 @@ impl<'a> LaneStream<'a> {
         }
         let exp = [elem!(0), elem!(1), elem!(2), elem!(3), elem!(4), elem!(5), elem!(6), elem!(7)];
         // `bits::join` two slots at a time in 32-bit words, from the table
-        // entries themselves (symbol in the low byte): the sign+mantissa
-        // byte `b` of each slot duplicated (`b b` per half: the mantissa
-        // comes from the low copy, the sign from the high one), the symbols
-        // shifted into bits 7..15 of each half, and one select by bit mask.
+        // entries themselves (symbol in the low byte, length below 128 in the
+        // high one): one byte permute puts each slot's sign+mantissa byte
+        // twice in its half (mantissa from the low copy, sign from the high
+        // one, the rest masked off), another the two symbols in bytes 0 and
+        // 2 with zeros (the lengths' sign bits replicated) in bytes 1 and 3;
+        // shifted by 7 they fill the exponent bits, which the mask cleared.
         // Four instructions a pair, all off the steps' chain.
         let sm = [sm as u32, (sm >> 32) as u32];
         core::array::from_fn(|j| {
             let b = byte_perm(sm[j / 2], 0, if j % 2 == 0 { 0x1100 } else { 0x3322 });
-            let e = (exp[2 * j] | exp[2 * j + 1] << 16) << 7;
-            (b & 0x807f_807f) | (e & !0x807f_807f)
+            let e = byte_perm(exp[2 * j], exp[2 * j + 1], 0xd490);
+            (b & 0x807f_807f) + (e << 7)
         })
     }
 
@@ -434,8 +436,9 @@ impl<'a> LaneStream<'a> {
     }
 }
 
-/// CUDA's `__byte_perm(a, b, sel)` (one `prmt` on the GPU): byte `i` of the
-/// result is byte `sel >> 4 * i & 7` of `b:a`, `a` holding bytes 0..4.
+/// `prmt.b32` (one instruction on the GPU): byte `i` of the result is byte
+/// `n & 7` of `b:a` (`a` holding bytes 0..4), `n = sel >> 4 * i & 15`, or,
+/// when `n & 8` is set, that byte's top bit copied into all eight.
 #[inline(always)]
 fn byte_perm(a: u32, b: u32, sel: u32) -> u32 {
     #[cfg(target_arch = "nvptx64")]
@@ -445,6 +448,11 @@ fn byte_perm(a: u32, b: u32, sel: u32) -> u32 {
     #[cfg(not(target_arch = "nvptx64"))]
     {
         let src = u64::from(b) << 32 | u64::from(a);
-        (0..4).fold(0, |d, i| d | ((src >> (8 * (sel >> (4 * i) & 7))) as u32 & 0xff) << (8 * i))
+        (0..4).fold(0, |d, i| {
+            let n = sel >> (4 * i) & 15;
+            let byte = (src >> (8 * (n & 7))) as u8;
+            let byte = if n & 8 == 0 { byte } else { ((byte as i8) >> 7) as u8 };
+            d | u32::from(byte) << (8 * i)
+        })
     }
 }
