@@ -257,15 +257,18 @@ struct LaneStream<'a> {
     lane: u32,
     /// Mask of the lanes below this one.
     lower_lanes: u32,
-    /// This lane's word of the current 32-word window, and of the next one.
-    /// Only a step that finishes `window` reads `next`, so a window's load
-    /// has a whole window's worth of steps (about eleven) to land.
-    window: u32,
-    next: u32,
-    /// Segment word index of the window after `next`.
+    /// This lane's word of the current 32-word window (`a`, or `b` when
+    /// `flip`) and of the next one (the other). Only a step that finishes
+    /// the current window reads the next, so a window's load has a whole
+    /// window's worth of steps (about eleven) to land.
+    a: u32,
+    b: u32,
+    /// Segment word index of the window after the next one.
     fetched: u32,
-    /// Words of `window` already handed out (warp-uniform).
+    /// Words of the current window already handed out (warp-uniform).
     used: u32,
+    /// Which of `a` and `b` holds the current window (warp-uniform).
+    flip: bool,
     /// The lane's last two words taken, `prev` first: the lane's unread bits
     /// are the low `64 - consumed` bits of `prev:last` (never more than 43, so
     /// they always lie in these two words). Keeping the words as they came and
@@ -291,10 +294,11 @@ impl<'a> LaneStream<'a> {
             words,
             lane,
             lower_lanes: (1u32 << lane) - 1,
-            window: 0,
-            next: 0,
+            a: 0,
+            b: 0,
             fetched: 2 * lanes,
             used: 0,
+            flip: false,
             prev: 0,
             last: 0,
             // `nbits = 0`, or, for `max_len == 0`, any value: nothing is ever
@@ -305,13 +309,13 @@ impl<'a> LaneStream<'a> {
             refill_at: 65u32.saturating_sub(max_len),
             need: 0 < max_len,
         };
-        s.window = s.fetch(lane);
-        s.next = s.fetch(lanes + lane);
+        s.a = s.fetch(lane);
+        s.b = s.fetch(lanes + lane);
         s
     }
 
-    /// Words handed out so far (warp-uniform): all windows before `window`,
-    /// plus the used part of `window`.
+    /// Words handed out so far (warp-uniform): all windows before the
+    /// current one, plus its used part.
     #[inline(always)]
     fn taken(&self) -> u32 {
         self.fetched - 2 * LANES as u32 + self.used
@@ -363,36 +367,46 @@ impl<'a> LaneStream<'a> {
     /// The step is one serial chain per warp (table load -> refill vote ->
     /// rank -> shuffle -> table index -> next table load), so it is written
     /// to keep that chain short: no test of the vote, one shuffle (a second
-    /// only when a window runs out), the only branches uniform ones around
-    /// the window advance, with predicates ready long before, and the table
+    /// only when a window runs out), the only branch a uniform one around
+    /// the window advance, with its predicate ready long before, and the table
     /// index built from the shuffled word in three operations (select, 64-bit
     /// shift, shift). Every 32-bit operation here is one instruction and the
     /// warp is issue-bound when several share a scheduler, so the step also
-    /// keeps its instruction count low: 25 SASS instructions on sm_90 when
-    /// the window does not run out, 8 of them ptxas's convergence guards
-    /// (`BRA.DIV`, `BSSY`/`BSYNC`) and the two branches.
+    /// keeps its instruction count low: 23 SASS instructions on sm_90 when
+    /// the window does not run out, 5 of them ptxas's convergence guards
+    /// (`BRA.DIV`, `BSSY`/`BSYNC`) and the branch.
     #[inline(always)]
     fn decode<T: Thread>(&mut self, t: &T, live: bool) -> u32 {
         let lanes = LANES as u32;
         let need = live && self.need;
         let mask = t.ballot(need);
         // Lanes refill in lane order: this lane's word comes after those of
-        // the refilling lanes below it, at `pos` in `window` followed by `next`.
+        // the refilling lanes below it, at `pos` in the window followed by the next.
         let pos = self.used + (mask & self.lower_lanes).count_ones();
-        let mut w = t.shfl(self.window, pos);
-        let mut advanced = false;
+        let (window, next) = if self.flip { (self.b, self.a) } else { (self.a, self.b) };
+        let mut w = t.shfl(window, pos);
         self.used += mask.count_ones();
         if self.used >= lanes {
             // `window` is used up (uniform; one step in about eleven). Only
-            // here is `next` read: any other read of it, even a select, would
-            // wait for its load every step.
-            let w_next = t.shfl(self.next, pos);
+            // here is `next` shuffled: any other use of it would wait for
+            // its load every step.
+            let w_next = t.shfl(next, pos);
             if pos >= lanes {
                 w = w_next;
             }
-            self.window = self.next;
             self.used -= lanes;
-            advanced = true;
+            // The used-up window's register takes the window after `next`,
+            // loaded straight into it: a copy `window = next` would make
+            // ptxas load into a temporary and wait for the load to copy it
+            // (or, as before, need a second branch after the table load).
+            let i = self.fetched + self.lane;
+            if self.flip {
+                self.b = self.fetch(i);
+            } else {
+                self.a = self.fetch(i);
+            }
+            self.flip = !self.flip;
+            self.fetched += lanes;
         }
         if need {
             // The refill word comes after `last`; `nbits < max_len <= 32`, so
@@ -418,14 +432,6 @@ impl<'a> LaneStream<'a> {
         unsafe { core::hint::assert_unchecked(shift < 64) };
         let bits = u64::from(self.prev) << WORD_BITS | u64::from(self.last);
         let entry = t.shared_load_u16((bits << shift >> (u64::BITS - TABLE_BITS)) as usize);
-        if advanced {
-            // A block of its own after the table load, so that the load is
-            // issued into `next` itself: issued in the block above, it lands
-            // in a temporary whose copy into `next` waits for the load (and
-            // that costs more than this block's branch).
-            self.next = self.fetch(self.fetched + self.lane);
-            self.fetched += lanes;
-        }
         if live {
             // A valid table never consumes past `nbits`: `consumed <= 64`
             // (wrapping: a corrupt descriptor must not panic the emulator).
