@@ -59,6 +59,20 @@ pub fn trap() -> ! {
 
 sreg!(lane_id, "%laneid");
 
+/// `prmt.b32` in its default mode: byte `i` of the result is byte `n & 7` of
+/// `b:a` (`a` holds bytes 0..4), `n = sel >> 4 * i & 15`, or, when `n & 8`
+/// is set, that byte's top bit copied into all eight.
+#[inline(always)]
+pub fn prmt(a: u32, b: u32, sel: u32) -> u32 {
+    let d: u32;
+    // SAFETY: a register-only byte permutation.
+    unsafe {
+        asm!("prmt.b32 {d}, {a}, {b}, {s};", d = out(reg32) d, a = in(reg32) a, b = in(reg32) b, s = in(reg32) sel,
+            options(pure, nomem, nostack))
+    };
+    d
+}
+
 // Warp intrinsics are declared as LLVM intrinsics rather than inline asm: LLVM
 // knows they are `convergent`, so no optimisation moves them into divergent
 // control flow, which the `*.sync` full-mask forms forbid.
@@ -87,20 +101,21 @@ pub fn shfl(v: u32, src_lane: u32) -> u32 {
     unsafe { shfl_sync_idx(FULL_MASK, v, src_lane, 0x1f) }
 }
 
-/// The `u16` at byte offset `off` of the block's dynamic shared memory, read
-/// with `ld.shared` (a generic load would first have to find the window).
+/// The `u16` at half-word index `i` of the block's dynamic shared memory,
+/// read with `ld.shared` (a generic load would first have to find the window).
 ///
 /// # Safety
-/// `off + 2` must not exceed the dynamic shared allocation.
+/// `2 * i + 2` must not exceed the dynamic shared allocation.
 #[inline(always)]
-pub unsafe fn ld_shared_u16(off: u32) -> u16 {
+pub unsafe fn ld_shared_u16(i: u32) -> u16 {
     let v: u16;
-    // SAFETY: the caller keeps `off` in bounds; `readonly` (not `nomem`) keeps
-    // the load after the barriers that publish the data.
+    // SAFETY: the caller keeps `i` in bounds; `readonly` (not `nomem`) keeps
+    // the load after the barriers that publish the data. The scaling is done
+    // here so that ptxas sees `base + 2 * i` and makes one `LEA` of it.
     unsafe {
         asm!(
-            "{{ .reg .u32 a; mov.u32 a, df11_smem; add.u32 a, a, {off}; ld.shared.u16 {v}, [a]; }}",
-            off = in(reg32) off,
+            "{{ .reg .u32 a; mov.u32 a, df11_smem; mad.lo.u32 a, {i}, 2, a; ld.shared.u16 {v}, [a]; }}",
+            i = in(reg32) i,
             v = out(reg16) v,
             options(pure, readonly, nostack)
         )

@@ -18,10 +18,10 @@
 //! one 8 KiB copy from L2 per block and tensor, and the kernel stays small.
 
 use crate::format::{
-    DESC_WORDS, ERR_LAUNCH, ERR_WORD_COUNT, LANE_RUN, LANES, ROW_ELEMS, TABLE_BITS, TABLE_SIZE, TABLE_WORDS, WORD_BITS,
+    DESC_WORDS, ERR_LAUNCH, ERR_WORD_COUNT, LANE_RUN, LANES, ROW_ELEMS, TABLE_BITS, TABLE_WORDS, WORD_BITS,
 };
-use crate::table::{entry_len, entry_symbol};
-use crate::thread::{GlobalOut, Thread};
+use crate::table::entry_len;
+use crate::thread::{GlobalRuns, Runs, Thread};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Entry-point name of [`decode_group`] in the PTX module.
@@ -125,7 +125,7 @@ pub struct GroupInput<'a> {
 /// [`crate::format::ERR_WORD_COUNT`] and the segment when a segment's stream
 /// does not match its offsets, [`crate::format::ERR_LAUNCH`] on a bad launch
 /// shape (then nothing is decoded).
-pub fn decode_group<T: Thread, O: GlobalOut<u16>>(t: &T, g: &GroupInput<'_>, out: &O, error: &ErrorReport) {
+pub fn decode_group<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O, error: &ErrorReport) {
     let block_dim = t.block_dim();
     if !block_dim.is_multiple_of(LANES as u32) || t.shared_len() < TABLE_WORDS {
         if t.thread_idx() == 0 {
@@ -177,7 +177,7 @@ pub fn decode_group<T: Thread, O: GlobalOut<u16>>(t: &T, g: &GroupInput<'_>, out
 /// One warp decodes segment `seg` of tensor `d`; the tensor's table is in
 /// shared memory.
 #[inline(always)]
-fn decode_segment<T: Thread, O: GlobalOut<u16>>(
+fn decode_segment<T: Thread, O: GlobalRuns>(
     t: &T,
     g: &GroupInput<'_>,
     d: &TensorDesc,
@@ -197,44 +197,49 @@ fn decode_segment<T: Thread, O: GlobalOut<u16>>(
     let (start, end) = (g.offsets[oi], g.offsets[oi + 1]);
     let base = d.word_base as usize + start as usize;
     let mut s = LaneStream::new(&g.words[base..base + end.saturating_sub(start) as usize], lane, d.max_len);
-    // 16-byte stores need the run's output index to be a multiple of 8.
-    let aligned = d.out_offset.is_multiple_of(u64::from(RUN));
     let out_base = (d.out_offset + seg_elem0) as usize;
-    // Segments start on a row boundary, so on a whole `u64` of bytes.
+    // The runs of the full rows (all but a tensor's last row), checked here
+    // once: a row's store is then one 32-bit compare and the store. `None`
+    // (an output offset that is not a multiple of 8) stores element by element.
+    let full_rows = seg_len / ROW;
+    let runs = out.runs(out_base, full_rows * LANES as u32);
+    // This segment's sign+mantissa bytes, 8 (one run) per `u64`; segments
+    // start on a row boundary. Cut to the segment so that the row ahead of
+    // the last one reads zero, and so that the bound fits in 32 bits.
     let sm = &g.sign_mantissa[(d.sm_base + seg_elem0 / u64::from(RUN)) as usize..];
-    // This lane's 8 sign+mantissa bytes of the run at `e`. A run past the
-    // segment's end reads the next segment's bytes (or zero past the buffer)
-    // and never joins them; the one check compiles to a predicated load, not
-    // to branches at the top of every row.
-    let load_sm = |e: u32| sm.get((e / RUN) as usize).copied().unwrap_or(0);
-    let mut e = lane * RUN; // this lane's first element of the row, in the segment
-    // One row ahead: a row's bytes are loaded while the previous row decodes,
-    // so the load's latency hides behind 8 decode steps.
-    let mut sm_next = load_sm(e);
-    for _ in 0..rows {
-        let valid = seg_len.saturating_sub(e).min(RUN);
-        let bytes = sm_next;
-        sm_next = load_sm(e + ROW);
-        // Every row but a tensor's last is full: decode those with `valid`
-        // known to be 8, so the steps carry no per-slot predicates. The test
-        // is warp-uniform (`e - 8 * lane` is the row start), as it must be:
-        // both paths hold warp votes.
-        let run =
-            if e - lane * RUN + ROW <= seg_len { s.decode_run(t, bytes, RUN) } else { s.decode_run(t, bytes, valid) };
-        let o = out_base + e as usize;
-        // Split into bf16 values only here, next to each store: split before
-        // the branch, the 16-byte store would pay to join them again.
-        let half = |k: usize| (run[k / 2] >> (16 * (k % 2))) as u16;
-        if valid == RUN && aligned {
-            out.store8(o, core::array::from_fn(half));
-        } else {
-            for k in 0..LANE_RUN {
-                if (k as u32) < valid {
-                    out.store(o + k, half(k));
-                }
+    let sm_len = sm.len().min((rows * LANES as u32) as usize) as u32;
+    // The one check, in 32 bits, compiles to a predicated load, not to a branch.
+    let load_sm = |k: u32| if k < sm_len { sm[k as usize] } else { 0 };
+    // Element by element: a partial row, or an output offset that is not a
+    // multiple of 8.
+    let store_each = |k: u32, run: [u32; LANE_RUN / 2], valid: u32| {
+        for i in 0..LANE_RUN {
+            if (i as u32) < valid {
+                out.store(out_base + (k * RUN) as usize + i, (run[i / 2] >> (16 * (i % 2))) as u16);
             }
         }
-        e += ROW;
+    };
+    // This lane's run of the row, in runs from the segment's start.
+    let mut k = lane;
+    // One row ahead: a row's bytes are loaded while the previous row decodes,
+    // so the load's latency hides behind 8 decode steps.
+    let mut sm_next = load_sm(k);
+    // Every row but a tensor's last is full: decode those with all slots
+    // live, so the steps carry no per-slot predicates.
+    for _ in 0..full_rows {
+        let bytes = sm_next;
+        sm_next = load_sm(k + LANES as u32);
+        let run = s.decode_run(t, bytes, RUN);
+        match &runs {
+            Some(runs) => runs.store(k, run),
+            None => store_each(k, run, RUN),
+        }
+        k += LANES as u32;
+    }
+    if full_rows < rows {
+        let valid = seg_len.saturating_sub(k * RUN).min(RUN);
+        let run = s.decode_run(t, sm_next, valid);
+        store_each(k, run, valid);
     }
     let taken = s.taken();
     let seg_words = s.words.len() as u32;
@@ -252,19 +257,30 @@ struct LaneStream<'a> {
     lane: u32,
     /// Mask of the lanes below this one.
     lower_lanes: u32,
-    max_len: u32,
-    /// This lane's word of the current 32-word window, and of the next one.
-    /// Only a step that finishes `window` reads `next`, so a window's load
-    /// has a whole window's worth of steps (about eleven) to land.
-    window: u32,
-    next: u32,
-    /// Segment word index of the window after `next`.
+    /// This lane's word of the current 32-word window (`a`, or `b` when
+    /// `flip`) and of the next one (the other). Only a step that finishes
+    /// the current window reads the next, so a window's load has a whole
+    /// window's worth of steps (about eleven) to land.
+    a: u32,
+    b: u32,
+    /// Segment word index of the window after the next one.
     fetched: u32,
-    /// Words of `window` already handed out (warp-uniform).
+    /// Words of the current window already handed out (warp-uniform).
     used: u32,
-    /// MSB-aligned bit buffer: the top `nbits` bits are the lane's next bits.
-    buf: u64,
-    nbits: u32,
+    /// Which of `a` and `b` holds the current window (warp-uniform).
+    flip: bool,
+    /// The lane's last two words taken, `prev` first: the lane's unread bits
+    /// are the low `64 - consumed` bits of `prev:last` (never more than 43, so
+    /// they always lie in these two words). Keeping the words as they came and
+    /// only a position, a refill is two register moves and a lookup one 64-bit
+    /// shift, where an MSB-aligned buffer needed a 64-bit shift and two ors for
+    /// each refill and another 64-bit shift for each code.
+    prev: u32,
+    last: u32,
+    /// Bits of `prev:last` already consumed: `64 - nbits` of FORMAT.md §7.
+    consumed: u32,
+    /// `consumed` at which `nbits < max_len`: `65 - max_len`.
+    refill_at: u32,
     /// `nbits < max_len`, kept up to date for live slots (a lane's slots
     /// stop being live only at its end, and then it never refills again).
     need: bool,
@@ -278,22 +294,28 @@ impl<'a> LaneStream<'a> {
             words,
             lane,
             lower_lanes: (1u32 << lane) - 1,
-            max_len,
-            window: 0,
-            next: 0,
+            a: 0,
+            b: 0,
             fetched: 2 * lanes,
             used: 0,
-            buf: 0,
-            nbits: 0,
+            flip: false,
+            prev: 0,
+            last: 0,
+            // `nbits = 0`, or, for `max_len == 0`, any value: nothing is ever
+            // consumed and every entry is the same.
+            consumed: if max_len == 0 { 0 } else { 64 },
+            // `max_len <= 12` for any valid tensor; a corrupt one still decodes
+            // without overflow (and fails its word count).
+            refill_at: 65u32.saturating_sub(max_len),
             need: 0 < max_len,
         };
-        s.window = s.fetch(lane);
-        s.next = s.fetch(lanes + lane);
+        s.a = s.fetch(lane);
+        s.b = s.fetch(lanes + lane);
         s
     }
 
-    /// Words handed out so far (warp-uniform): all windows before `window`,
-    /// plus the used part of `window`.
+    /// Words handed out so far (warp-uniform): all windows before the
+    /// current one, plus its used part.
     #[inline(always)]
     fn taken(&self) -> u32 {
         self.fetched - 2 * LANES as u32 + self.used
@@ -321,83 +343,124 @@ impl<'a> LaneStream<'a> {
             };
         }
         let exp = [elem!(0), elem!(1), elem!(2), elem!(3), elem!(4), elem!(5), elem!(6), elem!(7)];
-        // `bits::join` two slots at a time in 32-bit words: a third of the
-        // instructions of eight 16-bit joins, which otherwise all run between
-        // the rows' step chains.
+        // `bits::join` two slots at a time in 32-bit words, from the table
+        // entries themselves (symbol in the low byte, length below 128 in the
+        // high one): one byte permute puts each slot's sign+mantissa byte
+        // twice in its half (mantissa from the low copy, sign from the high
+        // one, the rest masked off), another the two symbols in bytes 0 and
+        // 2 with zeros (the lengths' sign bits replicated) in bytes 1 and 3;
+        // shifted by 7 they fill the exponent bits, which the mask cleared.
+        // Four instructions a pair, all off the steps' chain.
+        let sm = [sm as u32, (sm >> 32) as u32];
         core::array::from_fn(|j| {
-            let b = (sm >> (16 * j)) as u32;
-            let s = (b & 0xff) | (b & 0xff00) << 8; // the two bytes, one per half
-            let e = exp[2 * j] | exp[2 * j + 1] << 16;
-            (s & 0x0080_0080) << 8 | (s & 0x007f_007f) | e << 7
+            let b = byte_perm(sm[j / 2], 0, if j % 2 == 0 { 0x1100 } else { 0x3322 });
+            let e = byte_perm(exp[2 * j], exp[2 * j + 1], 0xd490);
+            (b & 0x807f_807f) + (e << 7)
         })
     }
 
     /// One warp step of FORMAT.md §7: refill if needed, look up, and (for a
-    /// `live` slot) consume one code and return its exponent (0 otherwise).
+    /// `live` slot) consume one code and return its table entry, the
+    /// exponent in its low byte (0 otherwise).
     /// Must be called by all lanes of the warp together.
     ///
     /// The step is one serial chain per warp (table load -> refill vote ->
     /// rank -> shuffle -> table index -> next table load), so it is written
     /// to keep that chain short: no test of the vote, one shuffle (a second
-    /// only when a window runs out), the only branches uniform ones around
-    /// the window advance, with predicates ready long before, and the table
-    /// index built from the shuffled word in three operations.
+    /// only when a window runs out), the only branch a uniform one around
+    /// the window advance, with its predicate ready long before, and the table
+    /// index built from the shuffled word in three operations (select, 64-bit
+    /// shift, shift). Every 32-bit operation here is one instruction and the
+    /// warp is issue-bound when several share a scheduler, so the step also
+    /// keeps its instruction count low: 23 SASS instructions on sm_90 when
+    /// the window does not run out, 5 of them ptxas's convergence guards
+    /// (`BRA.DIV`, `BSSY`/`BSYNC`) and the branch.
     #[inline(always)]
     fn decode<T: Thread>(&mut self, t: &T, live: bool) -> u32 {
         let lanes = LANES as u32;
         let need = live && self.need;
         let mask = t.ballot(need);
         // Lanes refill in lane order: this lane's word comes after those of
-        // the refilling lanes below it, at `pos` in `window` followed by `next`.
+        // the refilling lanes below it, at `pos` in the window followed by the next.
         let pos = self.used + (mask & self.lower_lanes).count_ones();
-        let mut w = t.shfl(self.window, pos);
-        let mut advanced = false;
+        let (window, next) = if self.flip { (self.b, self.a) } else { (self.a, self.b) };
+        let mut w = t.shfl(window, pos);
         self.used += mask.count_ones();
         if self.used >= lanes {
             // `window` is used up (uniform; one step in about eleven). Only
-            // here is `next` read: any other read of it, even a select, would
-            // wait for its load every step.
-            let w_next = t.shfl(self.next, pos);
+            // here is `next` shuffled: any other use of it would wait for
+            // its load every step.
+            let w_next = t.shfl(next, pos);
             if pos >= lanes {
                 w = w_next;
             }
-            self.window = self.next;
             self.used -= lanes;
-            advanced = true;
-        }
-        // The table index: the buffer's top 12 bits, with the refill word's
-        // bits appended below the `nbits` valid ones (`w >> 32` is 0, so a
-        // lane that does not refill keeps its index; `nbits < max_len <= 12`
-        // when it does). The parts do not overlap, so `|` joins them; the mask
-        // changes nothing but proves the index in range (no bounds check).
-        let top = (self.buf >> (u64::BITS - TABLE_BITS)) as u32;
-        let shift = if need { self.nbits + (WORD_BITS - TABLE_BITS) } else { WORD_BITS };
-        let low = (u64::from(w) >> shift) as u32 & (TABLE_SIZE as u32 - 1);
-        let entry = t.shared_load_u16((top | low) as usize);
-        if need {
-            self.buf |= u64::from(w) << (WORD_BITS - self.nbits);
-            self.nbits += WORD_BITS;
-        }
-        if advanced {
-            // A block of its own after the table load, so that the load is
-            // issued into `next` itself: issued earlier, it would land in a
-            // temporary whose copy into `next` waits for the load.
-            self.next = self.fetch(self.fetched + self.lane);
+            // The used-up window's register takes the window after `next`,
+            // loaded straight into it: a copy `window = next` would make
+            // ptxas load into a temporary and wait for the load to copy it
+            // (or, as before, need a second branch after the table load).
+            let i = self.fetched + self.lane;
+            if self.flip {
+                self.b = self.fetch(i);
+            } else {
+                self.a = self.fetch(i);
+            }
+            self.flip = !self.flip;
             self.fetched += lanes;
         }
+        if need {
+            // The refill word comes after `last`; `nbits < max_len <= 32`, so
+            // no unread bit is in `prev` (FORMAT.md §7's `buf |= w << ...`).
+            self.prev = self.last;
+            self.last = w;
+            self.consumed = self.consumed.wrapping_sub(WORD_BITS);
+        }
+        // The table index: the next 12 unread bits. Past the `nbits >=
+        // max_len` unread bits the index holds garbage, which no entry looks
+        // at (a code is at most `max_len` bits). A slot that is not live
+        // (past a lane's end) may have `nbits` below `max_len`, even 0, and
+        // its entry is not used: it looks up at shift 0 (a constant `live`
+        // on full rows makes that free).
+        let shift = if live { self.consumed } else { 0 };
+        // SAFETY: `shift < 64`. For a live slot `nbits >= max_len` here (just
+        // refilled if it was less), so `consumed <= 64 - max_len`, and
+        // `max_len == 0` starts (and stays) at 0. That holds whatever the
+        // words are, because the host builds every table from the tensor's
+        // validated code lengths: no entry is longer than `max_len`, so no
+        // lane consumes past its `nbits`. (The bound saves the shift's
+        // `% 64`, one instruction a step.)
+        unsafe { core::hint::assert_unchecked(shift < 64) };
+        let bits = u64::from(self.prev) << WORD_BITS | u64::from(self.last);
+        let entry = t.shared_load_u16((bits << shift >> (u64::BITS - TABLE_BITS)) as usize);
         if live {
-            let len = entry_len(entry);
-            self.buf <<= len;
-            // The next step's refill test `nbits - len < max_len`, asked of
-            // the entry itself (`len` is its high byte, so `len > nbits -
-            // max_len` is `entry >= (nbits - max_len + 1) << 8`): one compare
-            // between the table load and the vote. A live lane has `nbits >=
-            // max_len` here, so the subtraction does not wrap.
-            self.need = u32::from(entry) >= (self.nbits - self.max_len + 1) << 8;
-            self.nbits -= len;
-            u32::from(entry_symbol(entry))
+            // A valid table never consumes past `nbits`: `consumed <= 64`
+            // (wrapping: a corrupt descriptor must not panic the emulator).
+            self.consumed = self.consumed.wrapping_add(entry_len(entry));
+            self.need = self.consumed >= self.refill_at;
+            u32::from(entry)
         } else {
             0
         }
+    }
+}
+
+/// `prmt.b32` (one instruction on the GPU): byte `i` of the result is byte
+/// `n & 7` of `b:a` (`a` holding bytes 0..4), `n = sel >> 4 * i & 15`, or,
+/// when `n & 8` is set, that byte's top bit copied into all eight.
+#[inline(always)]
+fn byte_perm(a: u32, b: u32, sel: u32) -> u32 {
+    #[cfg(target_arch = "nvptx64")]
+    {
+        crate::arch::prmt(a, b, sel)
+    }
+    #[cfg(not(target_arch = "nvptx64"))]
+    {
+        let src = u64::from(b) << 32 | u64::from(a);
+        (0..4).fold(0, |d, i| {
+            let n = sel >> (4 * i) & 15;
+            let byte = (src >> (8 * (n & 7))) as u8;
+            let byte = if n & 8 == 0 { byte } else { ((byte as i8) >> 7) as u8 };
+            d | u32::from(byte) << (8 * i)
+        })
     }
 }

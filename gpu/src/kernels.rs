@@ -5,7 +5,7 @@
 use crate::arch;
 use crate::decode::{ErrorReport, GroupInput};
 use crate::format::LANE_RUN;
-use crate::thread::{GlobalOut, Thread};
+use crate::thread::{GlobalOut, GlobalRuns, Runs, Thread};
 
 /// [`Thread`] backed by the real special registers and shared memory.
 struct Gpu;
@@ -57,7 +57,7 @@ impl Thread for Gpu {
             arch::trap();
         }
         // SAFETY: half-word `i` is inside the dynamic shared allocation (checked above).
-        unsafe { arch::ld_shared_u16(2 * i as u32) }
+        unsafe { arch::ld_shared_u16(i as u32) }
     }
     #[inline(always)]
     fn lane_id(&self) -> u32 {
@@ -73,9 +73,9 @@ impl Thread for Gpu {
     }
 }
 
-/// A run of [`LANE_RUN`] elements with the alignment of one vector store.
+/// A run of [`LANE_RUN`] bf16 values as one vector store writes it.
 #[repr(C, align(16))]
-struct Run<T>([T; LANE_RUN]);
+struct Run([u32; LANE_RUN / 2]);
 
 /// A device buffer written through a raw pointer with a bounds check.
 struct DeviceOut<T> {
@@ -97,15 +97,38 @@ impl<T: Copy> GlobalOut<T> for DeviceOut<T> {
         // `i < len`; each index is written by one thread.
         unsafe { self.ptr.add(i).write(v) }
     }
+}
+
+impl GlobalRuns for DeviceOut<u16> {
+    type Runs<'a> = DeviceRuns;
     #[inline(always)]
-    fn store8(&self, i: usize, v: [T; LANE_RUN]) {
-        let p = self.ptr.wrapping_add(i);
-        if !i.is_multiple_of(LANE_RUN) || i + LANE_RUN > self.len || p as usize % align_of::<Run<T>>() != 0 {
+    fn runs(&self, start: usize, count: u32) -> Option<DeviceRuns> {
+        let end = (count as usize).checked_mul(LANE_RUN)?.checked_add(start)?;
+        let ptr = self.ptr.wrapping_add(start);
+        if !start.is_multiple_of(LANE_RUN) || end > self.len || ptr as usize % align_of::<Run>() != 0 {
+            return None;
+        }
+        Some(DeviceRuns { ptr: ptr.cast(), count })
+    }
+}
+
+/// `count` aligned runs inside a [`DeviceOut`], checked when made: a store
+/// costs one 32-bit compare, not the 64-bit bounds and alignment checks.
+struct DeviceRuns {
+    ptr: *mut Run,
+    count: u32,
+}
+
+impl Runs for DeviceRuns {
+    #[inline(always)]
+    fn store(&self, k: u32, v: [u32; LANE_RUN / 2]) {
+        if k >= self.count {
             arch::trap();
         }
-        // SAFETY: the run is inside the buffer and aligned for `Run<T>` (both
-        // checked above); its elements are written by this thread only.
-        unsafe { p.cast::<Run<T>>().write(Run(v)) }
+        // SAFETY: `GlobalRuns::runs` checked that all `count` runs lie in the
+        // buffer and that `ptr` is aligned for `Run`; `k < count`, and each
+        // run is written by one thread.
+        unsafe { self.ptr.add(k as usize).write(Run(v)) }
     }
 }
 

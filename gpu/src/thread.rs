@@ -56,11 +56,26 @@ pub trait GlobalOut<T: Copy> {
     }
     /// Stores `v` at `i`.
     fn store(&self, i: usize, v: T);
-    /// Stores a run of [`LANE_RUN`] elements at `i..i + 8`; `i` must be a
-    /// multiple of 8. On the GPU a run of bf16 is one 16-byte store.
-    fn store8(&self, i: usize, v: [T; LANE_RUN]) {
-        for (k, x) in v.into_iter().enumerate() {
-            self.store(i + k, x);
-        }
-    }
+}
+
+/// A bf16 output that also takes whole runs of [`LANE_RUN`] elements (one
+/// 16-byte store each on the GPU), bounds-checked once for a stretch of runs
+/// instead of once per run.
+pub trait GlobalRuns: GlobalOut<u16> {
+    /// A checked stretch of runs.
+    type Runs<'a>: Runs
+    where
+        Self: 'a;
+    /// The `count` runs from element `start`: `None` unless `start` is a
+    /// multiple of [`LANE_RUN`], every run lies in the buffer and (on the GPU)
+    /// the first one is 16-byte aligned.
+    fn runs(&self, start: usize, count: u32) -> Option<Self::Runs<'_>>;
+}
+
+/// Runs handed out by [`GlobalRuns::runs`].
+pub trait Runs {
+    /// Stores run `k` of the stretch as four words of two bf16 values each,
+    /// the first in the low half. Panics (traps on the GPU) unless `k` is
+    /// below the stretch's count.
+    fn store(&self, k: u32, v: [u32; LANE_RUN / 2]);
 }

@@ -8,7 +8,7 @@
 //! after another, which CUDA permits.
 
 use df11_gpu::format::{LANE_RUN, LANES};
-use df11_gpu::thread::{GlobalOut, Thread};
+use df11_gpu::thread::{GlobalOut, GlobalRuns, Runs, Thread};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Barrier, Mutex};
@@ -179,12 +179,31 @@ impl<T: Copy> GlobalOut<T> for EmuOut<T> {
         assert!(cell.is_none(), "element {i} written twice in one launch");
         *cell = Some(v);
     }
-    fn store8(&self, i: usize, v: [T; LANE_RUN]) {
-        // The GPU's 16-byte store needs this alignment; hold emulated kernels to it.
-        assert!(i.is_multiple_of(LANE_RUN), "run store at unaligned index {i}");
-        assert!(i + LANE_RUN <= self.len(), "run store at {i} past the end ({})", self.len());
-        for (k, x) in v.into_iter().enumerate() {
-            self.store(i + k, x);
+}
+
+impl GlobalRuns for EmuOut<u16> {
+    type Runs<'a> = EmuRuns<'a>;
+    fn runs(&self, start: usize, count: u32) -> Option<EmuRuns<'_>> {
+        let end = (count as usize).checked_mul(LANE_RUN)?.checked_add(start)?;
+        // The GPU's 16-byte stores need this alignment; hold emulated kernels to it.
+        (start.is_multiple_of(LANE_RUN) && end <= self.len()).then_some(EmuRuns { out: self, start, count })
+    }
+}
+
+/// Runs of an [`EmuOut`], stored element by element.
+pub struct EmuRuns<'a> {
+    out: &'a EmuOut<u16>,
+    start: usize,
+    count: u32,
+}
+
+impl Runs for EmuRuns<'_> {
+    fn store(&self, k: u32, v: [u32; LANE_RUN / 2]) {
+        assert!(k < self.count, "run {k} of a stretch of {}", self.count);
+        let i = self.start + k as usize * LANE_RUN;
+        for (j, x) in v.into_iter().enumerate() {
+            self.out.store(i + 2 * j, x as u16);
+            self.out.store(i + 2 * j + 1, (x >> 16) as u16);
         }
     }
 }
