@@ -122,3 +122,113 @@ pub unsafe fn ld_shared_u16(i: u32) -> u16 {
     };
     v
 }
+
+/// `*p` when `c` holds, else 0: one predicated `ld.global`, not a branch
+/// around a load (see `crate::mem` for why).
+///
+/// # Safety
+/// When `c` holds, `p` must point to a readable, aligned global `u32` that no
+/// thread writes during the launch.
+#[inline(always)]
+pub unsafe fn ld_global_u32_if(p: *const u32, c: bool) -> u32 {
+    let v: u32;
+    // SAFETY: the load only happens when `c` holds (the caller's contract).
+    unsafe {
+        asm!(
+            "{{ .reg .pred p; .reg .u64 g; setp.ne.u32 p, {c}, 0; cvta.to.global.u64 g, {a}; mov.u32 {v}, 0; @p ld.global.u32 {v}, [g]; }}",
+            c = in(reg32) u32::from(c),
+            a = in(reg64) p,
+            v = out(reg32) v,
+            options(pure, readonly, nostack)
+        )
+    };
+    v
+}
+
+/// As [`ld_global_u32_if`], for a `u64`.
+///
+/// # Safety
+/// As [`ld_global_u32_if`], for a `u64`.
+#[inline(always)]
+pub unsafe fn ld_global_u64_if(p: *const u64, c: bool) -> u64 {
+    let v: u64;
+    // SAFETY: the load only happens when `c` holds (the caller's contract).
+    unsafe {
+        asm!(
+            "{{ .reg .pred p; .reg .u64 g; setp.ne.u32 p, {c}, 0; cvta.to.global.u64 g, {a}; mov.u64 {v}, 0; @p ld.global.u64 {v}, [g]; }}",
+            c = in(reg32) u32::from(c),
+            a = in(reg64) p,
+            v = out(reg64) v,
+            options(pure, readonly, nostack)
+        )
+    };
+    v
+}
+
+/// Stores `v` at `p` when `c` holds: one predicated `st.global.v4.b32`.
+///
+/// # Safety
+/// When `c` holds, `p` must point to 16 writable, 16-byte aligned bytes of
+/// global memory that no other thread accesses during the launch.
+#[inline(always)]
+pub unsafe fn st_global_v4_if(p: *mut [u32; 4], v: [u32; 4], c: bool) {
+    // SAFETY: the store happens only when `c` holds (the caller's contract).
+    unsafe {
+        asm!(
+            "{{ .reg .pred p; .reg .u64 g; setp.ne.u32 p, {c}, 0; cvta.to.global.u64 g, {a}; @p st.global.v4.b32 [g], {{{v0}, {v1}, {v2}, {v3}}}; }}",
+            c = in(reg32) u32::from(c),
+            a = in(reg64) p,
+            v0 = in(reg32) v[0],
+            v1 = in(reg32) v[1],
+            v2 = in(reg32) v[2],
+            v3 = in(reg32) v[3],
+            options(nostack)
+        )
+    };
+}
+
+/// Stores `v` at `p` when `c` holds: one predicated `st.global.u16`.
+///
+/// # Safety
+/// When `c` holds, `p` must point to a writable, aligned global `u16` that no
+/// other thread accesses during the launch.
+#[inline(always)]
+pub unsafe fn st_global_u16_if(p: *mut u16, v: u16, c: bool) {
+    // SAFETY: the store happens only when `c` holds (the caller's contract).
+    unsafe {
+        asm!(
+            "{{ .reg .pred p; .reg .u64 g; setp.ne.u32 p, {c}, 0; cvta.to.global.u64 g, {a}; @p st.global.u16 [g], {v}; }}",
+            c = in(reg32) u32::from(c),
+            a = in(reg64) p,
+            v = in(reg16) v,
+            options(nostack)
+        )
+    };
+}
+
+/// `*b = *p` when `second`, else `*a = *p`, or 0 instead of `*p` when `c`
+/// does not hold: predicated moves and loads straight into the two
+/// registers. Written with a select, a branch-free version would load into
+/// a temporary and wait for the load to select from it.
+///
+/// # Safety
+/// As [`ld_global_u32_if`].
+#[inline(always)]
+pub unsafe fn ld_global_u32_either(a: &mut u32, b: &mut u32, second: bool, p: *const u32, c: bool) {
+    // SAFETY: the load only happens when `c` holds (the caller's contract).
+    unsafe {
+        asm!(
+            "{{ .reg .pred f, pa, pb; .reg .u64 g;",
+            "setp.ne.u32 f, {s}, 0; setp.ne.and.u32 pb, {c}, 0, f; setp.ne.and.u32 pa, {c}, 0, !f;",
+            "cvta.to.global.u64 g, {p};",
+            "@f mov.u32 {b}, 0; @!f mov.u32 {a}, 0;",
+            "@pb ld.global.u32 {b}, [g]; @pa ld.global.u32 {a}, [g]; }}",
+            s = in(reg32) u32::from(second),
+            c = in(reg32) u32::from(c),
+            p = in(reg64) p,
+            a = inout(reg32) *a,
+            b = inout(reg32) *b,
+            options(pure, readonly, nostack)
+        )
+    };
+}

@@ -20,6 +20,7 @@
 use crate::format::{
     DESC_WORDS, ERR_LAUNCH, ERR_WORD_COUNT, LANE_RUN, LANES, ROW_ELEMS, TABLE_BITS, TABLE_WORDS, WORD_BITS,
 };
+use crate::mem;
 use crate::table::entry_len;
 use crate::thread::{GlobalRuns, Runs, Thread};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -134,7 +135,10 @@ pub fn decode_group<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O
         return;
     }
     let warps = u64::from(block_dim) / LANES as u64;
-    let warp = u64::from(t.thread_idx()) / LANES as u64;
+    // Read from lane 0, so that ptxas knows it is warp-uniform: every branch
+    // on the segment (its bounds, its row loop) then is, and ptxas need not
+    // guard the warp votes and shuffles inside with `BRA.DIV`.
+    let warp = u64::from(t.shfl(t.thread_idx() / LANES as u32, 0));
     let num_tensors = g.descs.len() / DESC_WORDS;
     // Everything below is uniform across the block: the barriers are safe.
     let mut tensor = 0;
@@ -158,10 +162,22 @@ pub fn decode_group<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O
         if loaded != tensor {
             // Every warp must be done with the previous table before it goes.
             t.sync_threads();
-            let mut i = t.thread_idx() as usize;
-            while i < TABLE_WORDS {
-                t.shared_store(i, g.tables[d.table_base as usize + i]);
-                i += block_dim as usize;
+            // The bounds are checked once, and every thread makes the same
+            // number of trips: a lane-dependent loop with a bounds check (a
+            // possible exit) in it would make ptxas guard every warp vote and
+            // shuffle of the decode with `BRA.DIV`.
+            let table: &[u32; TABLE_WORDS] =
+                g.tables.get(d.table_base as usize..).and_then(|s| s.first_chunk()).expect("table in bounds");
+            // `TABLE_WORDS` (checked above), written so that the compiler
+            // sees both bounds checks hold.
+            let words = TABLE_WORDS.min(t.shared_len());
+            let mut j = 0;
+            while j < TABLE_WORDS {
+                let i = j + t.thread_idx() as usize;
+                if i < words {
+                    t.shared_store(i, table[i]);
+                }
+                j += block_dim as usize;
             }
             t.sync_threads();
             loaded = tensor;
@@ -208,15 +224,13 @@ fn decode_segment<T: Thread, O: GlobalRuns>(
     // the last one reads zero, and so that the bound fits in 32 bits.
     let sm = &g.sign_mantissa[(d.sm_base + seg_elem0 / u64::from(RUN)) as usize..];
     let sm_len = sm.len().min((rows * LANES as u32) as usize) as u32;
-    // The one check, in 32 bits, compiles to a predicated load, not to a branch.
-    let load_sm = |k: u32| if k < sm_len { sm[k as usize] } else { 0 };
+    // The one check, in 32 bits, is the load's predicate, not a branch.
+    let load_sm = |k: u32| if k < sm_len { mem::get_or_zero(sm, k as usize) } else { 0 };
     // Element by element: a partial row, or an output offset that is not a
     // multiple of 8.
     let store_each = |k: u32, run: [u32; LANE_RUN / 2], valid: u32| {
         for i in 0..LANE_RUN {
-            if (i as u32) < valid {
-                out.store(out_base + (k * RUN) as usize + i, (run[i / 2] >> (16 * (i % 2))) as u16);
-            }
+            out.store_if(out_base + (k * RUN) as usize + i, (run[i / 2] >> (16 * (i % 2))) as u16, (i as u32) < valid);
         }
     };
     // This lane's run of the row, in runs from the segment's start.
@@ -225,16 +239,20 @@ fn decode_segment<T: Thread, O: GlobalRuns>(
     // so the load's latency hides behind 8 decode steps.
     let mut sm_next = load_sm(k);
     // Every row but a tensor's last is full: decode those with all slots
-    // live, so the steps carry no per-slot predicates.
-    for _ in 0..full_rows {
-        let bytes = sm_next;
-        sm_next = load_sm(k + LANES as u32);
-        let run = s.decode_run(t, bytes, RUN);
-        match &runs {
-            Some(runs) => runs.store(k, run),
-            None => store_each(k, run, RUN),
+    // live, so the steps carry no per-slot predicates. One loop per kind of
+    // store, so that the loop holds no branch between them.
+    let mut full_row = |store: &dyn Fn(u32, [u32; LANE_RUN / 2])| {
+        for _ in 0..full_rows {
+            let bytes = sm_next;
+            sm_next = load_sm(k + LANES as u32);
+            let run = s.decode_run(t, bytes, RUN);
+            store(k, run);
+            k += LANES as u32;
         }
-        k += LANES as u32;
+    };
+    match &runs {
+        Some(runs) => full_row(&|k, run| runs.store(k, run)),
+        None => full_row(&|k, run| store_each(k, run, RUN)),
     }
     if full_rows < rows {
         let valid = seg_len.saturating_sub(k * RUN).min(RUN);
@@ -269,6 +287,10 @@ struct LaneStream<'a> {
     used: u32,
     /// Which of `a` and `b` holds the current window (warp-uniform).
     flip: bool,
+    /// A copy of the current window's word (`a` or `b`), taken when the
+    /// window starts: selecting it from `a` and `b` at each step would read
+    /// the register whose load is in flight, and wait for it.
+    cur: u32,
     /// The lane's last two words taken, `prev` first: the lane's unread bits
     /// are the low `64 - consumed` bits of `prev:last` (never more than 43, so
     /// they always lie in these two words). Keeping the words as they came and
@@ -299,6 +321,7 @@ impl<'a> LaneStream<'a> {
             fetched: 2 * lanes,
             used: 0,
             flip: false,
+            cur: 0,
             prev: 0,
             last: 0,
             // `nbits = 0`, or, for `max_len == 0`, any value: nothing is ever
@@ -311,6 +334,7 @@ impl<'a> LaneStream<'a> {
         };
         s.a = s.fetch(lane);
         s.b = s.fetch(lanes + lane);
+        s.cur = s.a;
         s
     }
 
@@ -326,7 +350,7 @@ impl<'a> LaneStream<'a> {
     /// another segment's words.
     #[inline(always)]
     fn fetch(&self, i: u32) -> u32 {
-        self.words.get(i as usize).copied().unwrap_or(0)
+        mem::get_or_zero(self.words, i as usize)
     }
 
     /// This lane's run of a row: the first `valid` slots decoded and joined
@@ -372,9 +396,11 @@ impl<'a> LaneStream<'a> {
     /// index built from the shuffled word in three operations (select, 64-bit
     /// shift, shift). Every 32-bit operation here is one instruction and the
     /// warp is issue-bound when several share a scheduler, so the step also
-    /// keeps its instruction count low: 23 SASS instructions on sm_90 when
-    /// the window does not run out, 5 of them ptxas's convergence guards
-    /// (`BRA.DIV`, `BSSY`/`BSYNC`) and the branch.
+    /// keeps its instruction count low: 22 SASS instructions on sm_90 when
+    /// the window does not run out, the branch included. ptxas adds no
+    /// convergence guards (`BRA.DIV`, `BSSY`/`BSYNC`): every branch of the
+    /// loop nest is warp-uniform to it (see `crate::mem`), and the window
+    /// advance holds no branch.
     #[inline(always)]
     fn decode<T: Thread>(&mut self, t: &T, live: bool) -> u32 {
         let lanes = LANES as u32;
@@ -383,28 +409,25 @@ impl<'a> LaneStream<'a> {
         // Lanes refill in lane order: this lane's word comes after those of
         // the refilling lanes below it, at `pos` in the window followed by the next.
         let pos = self.used + (mask & self.lower_lanes).count_ones();
-        let (window, next) = if self.flip { (self.b, self.a) } else { (self.a, self.b) };
-        let mut w = t.shfl(window, pos);
+        let mut w = t.shfl(self.cur, pos);
         self.used += mask.count_ones();
         if self.used >= lanes {
-            // `window` is used up (uniform; one step in about eleven). Only
-            // here is `next` shuffled: any other use of it would wait for
-            // its load every step.
+            // The window is used up (uniform; one step in about eleven).
+            // Only here is the next one read: any other use of it would wait
+            // for its load every step.
+            let next = if self.flip { self.a } else { self.b };
             let w_next = t.shfl(next, pos);
+            self.cur = next;
             if pos >= lanes {
                 w = w_next;
             }
             self.used -= lanes;
             // The used-up window's register takes the window after `next`,
-            // loaded straight into it: a copy `window = next` would make
-            // ptxas load into a temporary and wait for the load to copy it
-            // (or, as before, need a second branch after the table load).
+            // loaded straight into it (predicated, no branch): a copy
+            // `window = next` would make ptxas load into a temporary and
+            // wait for the load to copy it.
             let i = self.fetched + self.lane;
-            if self.flip {
-                self.b = self.fetch(i);
-            } else {
-                self.a = self.fetch(i);
-            }
+            mem::get_or_zero_into(&mut self.a, &mut self.b, self.flip, self.words, i as usize);
             self.flip = !self.flip;
             self.fetched += lanes;
         }

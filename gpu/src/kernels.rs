@@ -110,6 +110,13 @@ impl GlobalRuns for DeviceOut<u16> {
         }
         Some(DeviceRuns { ptr: ptr.cast(), count })
     }
+    #[inline(always)]
+    fn store_if(&self, i: usize, v: u16, c: bool) {
+        // SAFETY: `ptr` points to `len` writable elements (host-validated);
+        // the store happens only for `i < len`, and each index is written by
+        // one thread.
+        unsafe { arch::st_global_u16_if(self.ptr.wrapping_add(i), v, c && i < self.len) }
+    }
 }
 
 /// `count` aligned runs inside a [`DeviceOut`], checked when made: a store
@@ -122,13 +129,10 @@ struct DeviceRuns {
 impl Runs for DeviceRuns {
     #[inline(always)]
     fn store(&self, k: u32, v: [u32; LANE_RUN / 2]) {
-        if k >= self.count {
-            arch::trap();
-        }
         // SAFETY: `GlobalRuns::runs` checked that all `count` runs lie in the
-        // buffer and that `ptr` is aligned for `Run`; `k < count`, and each
-        // run is written by one thread.
-        unsafe { self.ptr.add(k as usize).write(Run(v)) }
+        // buffer and that `ptr` is aligned for `Run`; the store happens only
+        // for `k < count`, and each run is written by one thread.
+        unsafe { arch::st_global_v4_if(self.ptr.wrapping_add(k as usize).cast(), v, k < self.count) }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod bits;
 pub mod decode;
 pub mod demo;
 pub mod format;
+pub mod mem;
 pub mod table;
 pub mod thread;
 

@@ -70,12 +70,23 @@ pub trait GlobalRuns: GlobalOut<u16> {
     /// multiple of [`LANE_RUN`], every run lies in the buffer and (on the GPU)
     /// the first one is 16-byte aligned.
     fn runs(&self, start: usize, count: u32) -> Option<Self::Runs<'_>>;
+    /// Stores `v` at `i` when `c` holds, like [`GlobalOut::store`], except
+    /// that on the GPU it is one predicated store and an out-of-range `i` is
+    /// dropped instead of trapping: a branch (to a trap or around a store)
+    /// that depends on the lane makes ptxas guard every warp vote and
+    /// shuffle of the loops around it.
+    fn store_if(&self, i: usize, v: u16, c: bool) {
+        if c {
+            self.store(i, v);
+        }
+    }
 }
 
 /// Runs handed out by [`GlobalRuns::runs`].
 pub trait Runs {
     /// Stores run `k` of the stretch as four words of two bf16 values each,
-    /// the first in the low half. Panics (traps on the GPU) unless `k` is
-    /// below the stretch's count.
+    /// the first in the low half. Panics unless `k` is below the stretch's
+    /// count; on the GPU such a store is dropped instead (a trap would be a
+    /// lane-dependent exit, see [`GlobalRuns::store_if`]).
     fn store(&self, k: u32, v: [u32; LANE_RUN / 2]);
 }
