@@ -63,7 +63,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         shapes: Option<PathBuf>,
         /// Rows of 256 weights per segment (1..=65536). Smaller segments give
-        /// a GPU more parallel work (256: 2.4-2.8x faster on an H100 for
+        /// a GPU more parallel work (256: 2.2-2.5x faster on an H100 for
         /// large tensors) for about 0.01 bits/weight more; any value decodes
         /// everywhere.
         #[arg(long, value_name = "R", default_value_t = df11::format::DEFAULT_SEGMENT_ROWS,
