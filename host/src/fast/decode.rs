@@ -14,7 +14,7 @@
 use crate::CompressedTensor;
 use crate::error::{Error, Result};
 use df11_gpu::format::{LANE_RUN, LANES, ROW_ELEMS, TABLE_SIZE};
-use df11_gpu::table::{self, Entry};
+use df11_gpu::table::{self, Entry, entry_len, entry_symbol};
 use rayon::prelude::*;
 
 /// Options of the fast decoders.
@@ -193,13 +193,21 @@ fn decode_segment(table: &[Entry; TABLE_SIZE], max_len: u32, words: &[u32], sm: 
 /// 4 per lane in a row's 8 steps.
 const MAX_ROW_WORDS: usize = LANES * 4;
 
-/// The bits of word `w` placed right below the top `n` bits of a 64-bit
-/// buffer (`n` ≤ 44). For `n` > 32 only the word's top bits land, still below
-/// bit `64 - n`: the valid bits are never touched, so a refill computed ahead
-/// of its decision can be dropped without undoing anything.
+/// One lane's step of FORMAT.md §7 on buffer `b` with `n` valid bits, `w`
+/// being the word at the segment's cursor: refill if `n < max_len`, look up,
+/// consume. Returns the new buffer and bit count, the symbol, and whether
+/// the word was taken (the caller then advances its cursor). Branchless: the
+/// refill is data-dependent and would mispredict often, so the word is
+/// always read and masked.
 #[inline(always)]
-fn below(w: u32, n: u32) -> u64 {
-    (u64::from(w) << 32) >> n
+fn step(table: &[Entry; TABLE_SIZE], max_len: u32, b: u64, n: u32, w: u32) -> (u64, u32, u8, bool) {
+    let need = n < max_len;
+    // The word goes right below the top `n` bits (`n` < 44 keeps the shift in range).
+    let b = b | (((u64::from(w) << 32) >> n) & (need as u64).wrapping_neg());
+    let n = n + 32 * need as u32;
+    let e = table[(b >> 52) as usize];
+    let len = entry_len(e);
+    (b << len, n - len, entry_symbol(e), need)
 }
 
 /// The 32 lane decoders of a segment.
@@ -262,26 +270,18 @@ impl Lanes {
         let first_refills = self.nbits.iter().filter(|&&n| n < max_len).count();
         let mut p0 = self.cursor;
         let mut p1 = self.cursor + first_refills;
-        // One step: refill (branchless: the decision is data-dependent and
-        // would mispredict often; the word is always read and masked), look
-        // up, consume.
-        let step = |b: u64, n: u32, p: &mut usize| -> (u64, u32, u8) {
-            let need = n < max_len;
-            debug_assert!(*p < stream.len());
-            // SAFETY: `*p` ≤ the words taken so far in this row, at most
-            // MAX_ROW_WORDS past its first cursor, and the caller checked that
-            // that many words plus one remain.
-            let w = unsafe { *stream.get_unchecked(*p) };
-            *p += need as usize;
-            let b = b | (below(w, n) & (need as u64).wrapping_neg());
-            let n = n + 32 * need as u32;
-            let e = table[(b >> 52) as usize];
-            let len = (e >> 8) as u32;
-            (b << len, n - len, e as u8)
+        let word = |p: usize| {
+            debug_assert!(p < stream.len());
+            // SAFETY: a cursor is ≤ the words taken so far in this row, at
+            // most MAX_ROW_WORDS past its first value, and the caller checked
+            // that that many words plus one remain.
+            unsafe { *stream.get_unchecked(p) }
         };
         for j in 0..LANES {
-            let (b, n, e0) = step(self.buf[j], self.nbits[j], &mut p0);
-            let (b, n, e1) = step(b, n, &mut p1);
+            let (b, n, e0, took) = step(table, max_len, self.buf[j], self.nbits[j], word(p0));
+            p0 += took as usize;
+            let (b, n, e1, took) = step(table, max_len, b, n, word(p1));
+            p1 += took as usize;
             self.buf[j] = b;
             self.nbits[j] = n;
             exps[j * LANE_RUN + k] = e0;
@@ -307,17 +307,11 @@ impl Lanes {
                 if j * LANE_RUN + k >= valid {
                     continue;
                 }
-                let (mut b, mut n) = (self.buf[j], self.nbits[j]);
-                if n < max_len {
-                    b |= below(stream[self.cursor.min(last)], n);
-                    n += 32;
-                    self.cursor += 1;
-                }
-                let e = table[(b >> 52) as usize];
-                exps[j * LANE_RUN + k] = e as u8;
-                let len = (e >> 8) as u32;
-                self.buf[j] = b << len;
-                self.nbits[j] = n - len;
+                let w = stream[self.cursor.min(last)];
+                let (b, n, e, took) = step(table, max_len, self.buf[j], self.nbits[j], w);
+                self.cursor += took as usize;
+                (self.buf[j], self.nbits[j]) = (b, n);
+                exps[j * LANE_RUN + k] = e;
             }
         }
     }
