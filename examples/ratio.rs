@@ -107,7 +107,7 @@ fn main() {
         let bits = synth::weights_with(*rows, *cols, p);
         let bound = 8.0 + entropy_bits(&exponent_histogram(&bits));
         for r in [64u32, 128, 256, 512, 1024, 4096] {
-            let t = compress_with(&bits, &EncodeOptions { segment_rows: r });
+            let t = compress_with(&bits, &EncodeOptions { segment_rows: r, ..Default::default() });
             println!("  R = {r:>5}: {:.4} (gap {:.4})", t.bits_per_weight(), t.bits_per_weight() - bound);
         }
     }

@@ -39,6 +39,24 @@ struct Cli {
     command: Command,
 }
 
+/// `--layout` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LayoutArg {
+    /// Interleaved in a warp's read order: the GPU decoder's layout.
+    Warp,
+    /// Each lane's stream whole: the fast CPU decoder's layout.
+    Lanes,
+}
+
+impl From<LayoutArg> for df11::Layout {
+    fn from(l: LayoutArg) -> Self {
+        match l {
+            LayoutArg::Warp => df11::Layout::Warp,
+            LayoutArg::Lanes => df11::Layout::Lanes,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Compress every BF16 tensor of a checkpoint.
@@ -69,6 +87,11 @@ enum Command {
         #[arg(long, value_name = "R", default_value_t = df11::format::DEFAULT_SEGMENT_ROWS,
               value_parser = clap::value_parser!(u32).range(1..=df11::format::MAX_SEGMENT_ROWS as i64))]
         segment_rows: u32,
+        /// How lane streams are stored: `warp` for the GPU decoder (interleaved
+        /// as a warp reads them), `lanes` for CPU decoding (each lane whole:
+        /// about 5x faster on a CPU core; the GPU decoder does not read it).
+        #[arg(long, value_enum, default_value_t = LayoutArg::Warp)]
+        layout: LayoutArg,
     },
     /// Write a plain safetensors checkpoint from a df11 or DFloat11 one.
     ///
@@ -174,8 +197,8 @@ fn main() -> ExitCode {
 fn run(command: Command, threads: Option<usize>, common: cli::Common) -> error::Result<()> {
     let decoder = |gpu: bool| codec::decoder(gpu).map_err(error::Error);
     match command {
-        Command::Compress { input, output, force, shapes, segment_rows } => {
-            let opts = df11::EncodeOptions { segment_rows };
+        Command::Compress { input, output, force, shapes, segment_rows, layout } => {
+            let opts = df11::EncodeOptions { segment_rows, layout: layout.into() };
             cli::compress::run(&input, &output, shapes.as_deref(), force, opts, common)
         }
         Command::Decompress { input, output, force, gpu, shapes } => {

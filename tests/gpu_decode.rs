@@ -68,7 +68,7 @@ fn gpu_matches_cpu_reference() {
         for (kind, bits) in [("random", &random), ("realistic", &realistic)] {
             let rows: &[u32] = if n <= 1 << 21 { &[1, 7, 256] } else { &[256] };
             for &segment_rows in rows {
-                let t = compress_with(bits, &EncodeOptions { segment_rows });
+                let t = compress_with(bits, &EncodeOptions { segment_rows, ..Default::default() });
                 check(&dec, &Group { tensors: vec![t] }, &format!("{kind} n={n} R={segment_rows}"));
             }
         }
@@ -87,7 +87,8 @@ fn gpu_decodes_groups_with_odd_boundaries() {
         vec![0x3F80; 70_001],
         realistic_weights(64, 4096, 0.05, seed ^ 1),
     ];
-    let tensors = parts.iter().map(|p| compress_with(p, &EncodeOptions { segment_rows: 16 })).collect();
+    let tensors =
+        parts.iter().map(|p| compress_with(p, &EncodeOptions { segment_rows: 16, ..Default::default() })).collect();
     check(&dec, &Group { tensors }, "group of 5");
 }
 
@@ -95,8 +96,8 @@ fn gpu_decodes_groups_with_odd_boundaries() {
 fn gpu_reports_corrupt_streams() {
     let Some(dec) = decoder() else { return };
     let bits = realistic_weights(16, 65_536, 0.02, 5);
-    let mut t = compress_with(&bits, &EncodeOptions { segment_rows: 4 });
-    t.segment_offsets[3] += 1;
+    let mut t = compress_with(&bits, &EncodeOptions { segment_rows: 4, ..Default::default() });
+    t.stream_offsets[3] += 1;
     let mut g = dec.upload(&Group { tensors: vec![t] }).expect("still a consistent layout");
     match dec.decode(&mut g) {
         Err(Error::CorruptStream { segment }) => assert!(segment == 2 || segment == 3, "segment {segment}"),

@@ -24,7 +24,7 @@ fn weights(n: usize, seed: u64) -> Vec<u16> {
 }
 
 fn tensor(n: usize, rows: u32, seed: u64) -> CompressedTensor {
-    compress_with(&weights(n, seed), &EncodeOptions { segment_rows: rows })
+    compress_with(&weights(n, seed), &EncodeOptions { segment_rows: rows, ..Default::default() })
 }
 
 fn main() {
@@ -33,7 +33,7 @@ fn main() {
     let singles: Vec<(&str, CompressedTensor)> = vec![
         ("empty", tensor(0, 1, 0)),
         ("one", tensor(1, 1, 1)),
-        ("constant", compress_with(&[0x3F80; 37], &EncodeOptions { segment_rows: 1 })),
+        ("constant", compress_with(&[0x3F80; 37], &EncodeOptions { segment_rows: 1, ..Default::default() })),
         ("odd_7", tensor(7, 1, 2)),
         ("rows1_300", tensor(300, 1, 3)),
         ("rows2_777", tensor(777, 2, 4)),

@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else { return };
     let segment_rows = u32::from(first % 8) + 1;
     let bits: Vec<u16> = rest.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-    let t = compress_with(&bits, &EncodeOptions { segment_rows });
+    let t = compress_with(&bits, &EncodeOptions { segment_rows, ..Default::default() });
     t.validate().expect("encoder output is valid");
     let bytes = t.to_bytes();
     let parsed = CompressedTensor::from_bytes(&bytes).expect("encoder output parses");

@@ -43,7 +43,7 @@ pub struct TensorDesc {
     /// Index in `sign_mantissa` (`u64` units) of the tensor's first 8 bytes;
     /// each tensor's bytes start on an 8-byte boundary.
     pub sm_base: u64,
-    /// Index in `offsets` of the tensor's `segment_offsets[0]`.
+    /// Index in `offsets` of the tensor's `stream_offsets[0]`.
     pub offset_base: u64,
     /// Index in `tables` of the tensor's decode table ([`TABLE_WORDS`] words).
     pub table_base: u64,
@@ -110,7 +110,7 @@ pub struct GroupInput<'a> {
     pub descs: &'a [u64],
     /// Every tensor's code words, back to back.
     pub words: &'a [u32],
-    /// Every tensor's `segment_offsets` (S + 1 each), back to back.
+    /// Every tensor's `stream_offsets` (S + 1 each), back to back.
     pub offsets: &'a [u32],
     /// Every tensor's sign+mantissa bytes, little-endian in `u64`s, each tensor
     /// zero-padded to a multiple of 8 bytes.

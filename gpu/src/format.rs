@@ -1,4 +1,4 @@
-//! Format constants of the df11 container, version 1.
+//! Format constants of the df11 container, versions 1 and 2.
 //!
 //! `docs/FORMAT.md` is the prose specification; this module is the one place
 //! its numbers live. The host encoder, the CPU decoders, the container parser
@@ -7,8 +7,23 @@
 /// First four bytes of every serialized container.
 pub const MAGIC: [u8; 4] = *b"DF11";
 
-/// Container version written by this crate and the only one it reads.
-pub const VERSION: u16 = 1;
+/// Newest container version: it adds the record's `layout` byte. Readers
+/// accept [`FIRST_VERSION`] to `VERSION`; writers write the lowest version
+/// that can hold their records, so warp-layout containers stay version 1.
+pub const VERSION: u16 = 2;
+
+/// Oldest container version still read: every record has the warp layout.
+pub const FIRST_VERSION: u16 = 1;
+
+/// Record layout 0: the 32 lane streams of a segment interleaved word by word
+/// in the order a warp asks for them (FORMAT.md section 7), so a GPU warp reads
+/// its segment with coalesced loads. The only layout of version 1.
+pub const LAYOUT_WARP: u8 = 0;
+
+/// Record layout 1 (version 2): each lane's stream stored whole, as bytes,
+/// with its own start offset (FORMAT.md section 8), so a CPU core decodes
+/// several lanes at once from independent streams.
+pub const LAYOUT_LANES: u8 = 1;
 
 /// Size of the container header in bytes.
 pub const CONTAINER_HEADER_BYTES: usize = 16;

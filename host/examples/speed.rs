@@ -1,6 +1,6 @@
 //! Single-core encode and decode throughput, in bf16 bytes per second of
 //! *thread CPU time*, so that other work on a shared machine does not count:
-//! `cargo run --release -p df11-host --example speed [MiB] [reps]`.
+//! `cargo run --release -p df11-host --example speed [MiB] [reps] [warp|lanes|id]`.
 //! The all-threads figures are wall time (and so only meaningful on an idle
 //! machine); `df11 bench` is the end-to-end measurement.
 
@@ -27,14 +27,24 @@ fn main() {
     let cols = 4096;
     let bits = df11_host::synth::realistic_weights((mib << 19) / cols, cols, 0.02, 1);
     let n = bits.len();
-    let t = df11_host::compress_bits(&bits);
+    let layout = match args.get(3).map(String::as_str) {
+        Some("lanes") => df11_host::Layout::Lanes,
+        _ => df11_host::Layout::Warp,
+    };
+    let opts = df11_host::EncodeOptions { layout, ..Default::default() };
+    let t = df11_host::compress_with(&bits, &opts);
     // The container's CRC identifies the encoder's exact output across versions.
     let id = crc32c::crc32c(&t.to_bytes());
-    println!("{n} realistic bf16 weights, {:.4} bits/weight, container crc {id:08x}", t.bits_per_weight());
+    println!(
+        "{n} realistic bf16 weights, {} layout, {:.4} bits/weight, container crc {id:08x}",
+        layout.name(),
+        t.bits_per_weight()
+    );
     if args.get(3).is_some_and(|a| a == "id") {
         for rows in [1, 3, 256] {
             let small = &bits[..bits.len().min(1_000_003)];
-            let t = df11_host::compress_with(small, &df11_host::EncodeOptions { segment_rows: rows });
+            let t =
+                df11_host::compress_with(small, &df11_host::EncodeOptions { segment_rows: rows, ..Default::default() });
             println!("R = {rows}: container crc {:08x}", crc32c::crc32c(&t.to_bytes()));
         }
         return;
@@ -64,7 +74,7 @@ fn main() {
     cpu("decode, 1 thread (cpu time)", &mut |o| fast::decode_fast_into(&t, o).unwrap());
     cpu("decode no crc, 1 thread (cpu time)", &mut |o| fast::decode_fast_into_with(&t, o, &no_crc).unwrap());
     cpu("encode, 1 thread (cpu time)", &mut |o| {
-        let e = df11_host::compress_bits(&bits);
+        let e = df11_host::compress_with(&bits, &opts);
         assert!(e == t);
         o.copy_from_slice(&bits);
     });
@@ -83,7 +93,7 @@ fn main() {
     };
     wall(&format!("decode, {threads} threads (wall)"), &mut |o| fast::decode_parallel_into(&t, o).unwrap());
     wall(&format!("encode, {threads} threads (wall)"), &mut |o| {
-        assert!(df11_host::compress_bits(&bits) == t);
+        assert!(df11_host::compress_with(&bits, &opts) == t);
         o.copy_from_slice(&bits);
     });
 }

@@ -3,12 +3,59 @@
 
 use crate::error::{Error, Result};
 use df11_gpu::format::{
-    CODE_LENGTH_BYTES, CONTAINER_HEADER_BYTES, MAGIC, MAX_CODE_LEN, MAX_SEGMENT_ROWS, ROW_ELEMS, SYMBOLS,
-    TENSOR_HEADER_BYTES, VERSION,
+    CODE_LENGTH_BYTES, CONTAINER_HEADER_BYTES, FIRST_VERSION, LANE_RUN, LANES, LAYOUT_LANES, LAYOUT_WARP, MAGIC,
+    MAX_CODE_LEN, MAX_SEGMENT_ROWS, ROW_ELEMS, SYMBOLS, TENSOR_HEADER_BYTES, VERSION, WORD_BITS,
 };
 
 /// Exclusive upper bound on elements per tensor (FORMAT.md section 8).
 pub const MAX_ELEMENTS: u64 = 1 << 40;
+
+/// How a record stores its lane streams (`docs/FORMAT.md` sections 7 and 8).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// The lanes of a segment interleaved in a warp's refill order: the GPU
+    /// kernel's layout, one offset per segment. Version 1 and 2.
+    #[default]
+    Warp,
+    /// Every lane's stream whole, one offset per lane: the layout for CPU
+    /// decoding, which decodes several lanes at once. Version 2 only.
+    Lanes,
+}
+
+impl Layout {
+    /// The record's `layout` byte.
+    pub fn code(self) -> u8 {
+        match self {
+            Layout::Warp => LAYOUT_WARP,
+            Layout::Lanes => LAYOUT_LANES,
+        }
+    }
+
+    /// The layout of a `layout` byte, if it names one.
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            LAYOUT_WARP => Some(Layout::Warp),
+            LAYOUT_LANES => Some(Layout::Lanes),
+            _ => None,
+        }
+    }
+
+    /// Independent streams per segment, each with an offset: 1 or 32.
+    pub fn streams_per_segment(self) -> u64 {
+        match self {
+            Layout::Warp => 1,
+            Layout::Lanes => LANES as u64,
+        }
+    }
+
+    /// Lower-case name, as the CLI spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Warp => "warp",
+            Layout::Lanes => "lanes",
+        }
+    }
+}
 
 /// One compressed bf16 tensor: a record of the df11 container format.
 ///
@@ -29,9 +76,15 @@ pub struct CompressedTensor {
     pub code_lengths: [u8; 256],
     /// CRC32C of the original tensor as little-endian `u16`s.
     pub data_crc: u32,
-    /// Start word of each segment, then the total word count (S + 1 entries).
-    pub segment_offsets: Vec<u32>,
-    /// Interleaved lane code streams.
+    /// How the lane streams are stored.
+    pub layout: Layout,
+    /// Start word of each independent stream, then the total word count W:
+    /// per segment (S + 1 entries) in the warp layout, per lane of each
+    /// segment, segment-major (32·S + 1 entries), in the lanes layout.
+    pub stream_offsets: Vec<u32>,
+    /// The code streams. Warp layout: interleaved 32-bit words, MSB-first.
+    /// Lanes layout: each lane's bit string as bytes in stream order, read
+    /// from these words as little-endian bytes.
     pub words: Vec<u32>,
     /// Raw sign+mantissa byte per element.
     pub sign_mantissa: Vec<u8>,
@@ -58,14 +111,27 @@ fn pad_for(num_elements: u64) -> u64 {
 
 /// Serialized record length from its header fields, in `u64` so that no
 /// header value, however large, can overflow it.
-fn record_len(num_elements: u64, num_segments: u64, num_words: u64) -> u64 {
-    TENSOR_HEADER_BYTES as u64 + 4 * (num_segments + 1) + 4 * num_words + num_elements + pad_for(num_elements) + 4
+fn record_len(num_elements: u64, num_segments: u64, num_words: u64, layout: Layout) -> u64 {
+    TENSOR_HEADER_BYTES as u64
+        + 4 * (layout.streams_per_segment() * num_segments + 1)
+        + 4 * num_words
+        + num_elements
+        + pad_for(num_elements)
+        + 4
+}
+
+/// Valid slots (elements) of lane `lane` in a segment of `seg_len` elements:
+/// the lane owns 8 consecutive elements of each 256-element row.
+pub fn lane_slots(seg_len: usize, lane: usize) -> usize {
+    let full_rows = seg_len / ROW_ELEMS;
+    let tail = seg_len % ROW_ELEMS;
+    full_rows * LANE_RUN + tail.saturating_sub(lane * LANE_RUN).min(LANE_RUN)
 }
 
 impl CompressedTensor {
     /// Number of segments (S).
     pub fn num_segments(&self) -> u64 {
-        self.segment_offsets.len().saturating_sub(1) as u64
+        self.stream_offsets.len().saturating_sub(1) as u64 / self.layout.streams_per_segment()
     }
 
     /// Elements in one full segment: `256·R`.
@@ -80,7 +146,7 @@ impl CompressedTensor {
 
     /// Bytes of this tensor's record alone.
     pub fn record_len(&self) -> u64 {
-        record_len(self.num_elements, self.num_segments(), self.words.len() as u64)
+        record_len(self.num_elements, self.num_segments(), self.words.len() as u64, self.layout)
     }
 
     /// Checks every invariant of `docs/FORMAT.md` sections 4 and 5.
@@ -102,25 +168,27 @@ impl CompressedTensor {
             ));
         }
         let s = segments_for(n, self.segment_rows);
-        if self.segment_offsets.len() as u64 != s + 1 {
+        let streams = self.layout.streams_per_segment() * s;
+        if self.stream_offsets.len() as u64 != streams + 1 {
             return Err(Error::invalid(
-                "segment_offsets",
-                format!("{} entries, expected {} (S + 1)", self.segment_offsets.len(), s + 1),
+                "stream_offsets",
+                format!("{} entries, expected {} for {s} segments", self.stream_offsets.len(), streams + 1),
             ));
         }
         if self.words.len() as u64 > u32::MAX as u64 {
             return Err(Error::invalid("num_words", format!("{} is not below 2^32", self.words.len())));
         }
-        if self.segment_offsets[0] != 0 {
-            return Err(Error::invalid("segment_offsets", "first offset is not 0"));
+        if self.stream_offsets[0] != 0 {
+            return Err(Error::invalid("stream_offsets", "first offset is not 0"));
         }
-        if let Some(i) = self.segment_offsets.windows(2).position(|w| w[0] > w[1]) {
-            return Err(Error::invalid("segment_offsets", format!("offset {} decreases", i + 1)));
+        if let Some(i) = self.stream_offsets.windows(2).position(|w| w[0] > w[1]) {
+            return Err(Error::invalid("stream_offsets", format!("offset {} decreases", i + 1)));
         }
-        if self.segment_offsets[s as usize] as u64 != self.words.len() as u64 {
+        let last = self.stream_offsets[streams as usize];
+        if last as u64 != self.words.len() as u64 {
             return Err(Error::invalid(
-                "segment_offsets",
-                format!("last offset {} is not the word count {}", self.segment_offsets[s as usize], self.words.len()),
+                "stream_offsets",
+                format!("last offset {last} is not the word count {}", self.words.len()),
             ));
         }
         let longest = self.code_lengths.iter().copied().max().unwrap_or(0);
@@ -159,6 +227,29 @@ impl CompressedTensor {
                 ));
             }
         }
+        if self.layout == Layout::Lanes {
+            self.validate_lane_sizes()?;
+        }
+        Ok(())
+    }
+
+    /// Lanes layout: no lane stream is longer than its slots' codes can be
+    /// (`ceil(slots · max_len / 32)` words), so an empty lane has no words.
+    /// The decoders check the exact length; this bound is what the stream
+    /// reads of a lane may rely on before decoding.
+    fn validate_lane_sizes(&self) -> Result<()> {
+        let seg_elems = self.segment_elems();
+        for (i, w) in self.stream_offsets.windows(2).enumerate() {
+            let (s, lane) = (i as u64 / LANES as u64, i % LANES);
+            let seg_len = (self.num_elements - s * seg_elems).min(seg_elems) as usize;
+            let most = (lane_slots(seg_len, lane) as u64 * self.max_len as u64).div_ceil(WORD_BITS as u64);
+            if (w[1] - w[0]) as u64 > most {
+                return Err(Error::invalid(
+                    "stream_offsets",
+                    format!("segment {s} lane {lane} has {} words, at most {most} can hold its codes", w[1] - w[0]),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -168,7 +259,7 @@ impl CompressedTensor {
     /// only produces valid tensors.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.serialized_len() as usize);
-        write_container_header(1, &mut out);
+        write_container_header(1, version_for([self]), &mut out);
         self.write_record(&mut out);
         out
     }
@@ -176,12 +267,12 @@ impl CompressedTensor {
     /// Parses a container that holds exactly one tensor, strictly: checksums,
     /// every invariant, and no trailing bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let count = read_container_header(bytes)?;
+        let (version, count) = read_container_header(bytes)?;
         if count != 1 {
             return Err(Error::invalid("tensor_count", format!("{count} tensors where exactly 1 is expected")));
         }
         let mut pos = CONTAINER_HEADER_BYTES;
-        let t = Self::read_record(bytes, &mut pos)?;
+        let t = Self::read_record(bytes, version, &mut pos)?;
         check_end(bytes, pos)?;
         Ok(t)
     }
@@ -195,11 +286,11 @@ impl CompressedTensor {
         out.extend_from_slice(&(self.words.len() as u32).to_le_bytes());
         out.push(self.max_len);
         out.push(self.only_symbol);
-        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&[self.layout.code(), 0]);
         out.extend_from_slice(&self.data_crc.to_le_bytes());
         out.extend_from_slice(&[0; 4]);
         out.extend(self.code_lengths.chunks_exact(2).map(|p| (p[0] & 0xf) | (p[1] << 4)));
-        extend_u32s(out, &self.segment_offsets);
+        extend_u32s(out, &self.stream_offsets);
         extend_u32s(out, &self.words);
         out.extend_from_slice(&self.sign_mantissa);
         out.resize(out.len() + pad_for(self.num_elements) as usize, 0);
@@ -207,8 +298,9 @@ impl CompressedTensor {
         out.extend_from_slice(&crc.to_le_bytes());
     }
 
-    /// Reads one record at `*pos`, advancing it past the record.
-    fn read_record(bytes: &[u8], pos: &mut usize) -> Result<Self> {
+    /// Reads one record of a container of `version` at `*pos`, advancing it
+    /// past the record.
+    fn read_record(bytes: &[u8], version: u16, pos: &mut usize) -> Result<Self> {
         let rest = &bytes[*pos..];
         need(rest, TENSOR_HEADER_BYTES as u64)?;
         let n = u64_at(rest, 0);
@@ -226,7 +318,15 @@ impl CompressedTensor {
         if s != expected_s {
             return Err(Error::invalid("num_segments", format!("{s}, expected {expected_s} for {n} elements")));
         }
-        let len = record_len(n, s, w);
+        // Version 1 had no layout byte: it was reserved, so zero (warp).
+        let layout = match Layout::from_code(rest[22]) {
+            Some(Layout::Lanes) if version < 2 => {
+                return Err(Error::invalid("reserved", "reserved header bytes are not zero"));
+            }
+            Some(l) => l,
+            None => return Err(Error::invalid("layout", format!("unknown layout {}", rest[22]))),
+        };
+        let len = record_len(n, s, w, layout);
         need(rest, len)?;
         // `len` fits in the input, hence in usize, and nothing was allocated yet.
         let len = len as usize;
@@ -236,7 +336,7 @@ impl CompressedTensor {
         if stored != computed {
             return Err(Error::Checksum { what: "record", stored, computed });
         }
-        if rest[22..24] != [0, 0] || rest[28..32] != [0; 4] {
+        if rest[23] != 0 || rest[28..32] != [0; 4] {
             return Err(Error::invalid("reserved", "reserved header bytes are not zero"));
         }
         let mut code_lengths = [0u8; SYMBOLS];
@@ -245,8 +345,9 @@ impl CompressedTensor {
             code_lengths[2 * i + 1] = b >> 4;
         }
         let mut at = TENSOR_HEADER_BYTES;
-        let segment_offsets = read_u32s(&rest[at..at + 4 * (s as usize + 1)]);
-        at += 4 * (s as usize + 1);
+        let offsets_len = 4 * (layout.streams_per_segment() as usize * s as usize + 1);
+        let stream_offsets = read_u32s(&rest[at..at + offsets_len]);
+        at += offsets_len;
         let words = read_u32s(&rest[at..at + 4 * w as usize]);
         at += 4 * w as usize;
         let sign_mantissa = rest[at..at + n as usize].to_vec();
@@ -261,7 +362,8 @@ impl CompressedTensor {
             only_symbol: rest[21],
             code_lengths,
             data_crc: u32_at(rest, 24),
-            segment_offsets,
+            layout,
+            stream_offsets,
             words,
             sign_mantissa,
         };
@@ -293,7 +395,7 @@ impl Group {
     /// Serializes as one container with one record per tensor, in order.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.serialized_len() as usize);
-        write_container_header(self.tensors.len() as u32, &mut out);
+        write_container_header(self.tensors.len() as u32, version_for(&self.tensors), &mut out);
         for t in &self.tensors {
             t.write_record(&mut out);
         }
@@ -302,30 +404,36 @@ impl Group {
 
     /// Parses a container with any number of tensors, strictly.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let count = read_container_header(bytes)?;
+        let (version, count) = read_container_header(bytes)?;
         let mut pos = CONTAINER_HEADER_BYTES;
         // No capacity from `count`: it is untrusted until the records are read.
         let mut tensors = Vec::new();
         for _ in 0..count {
-            tensors.push(CompressedTensor::read_record(bytes, &mut pos)?);
+            tensors.push(CompressedTensor::read_record(bytes, version, &mut pos)?);
         }
         check_end(bytes, pos)?;
         Ok(Group { tensors })
     }
 }
 
-fn write_container_header(count: u32, out: &mut Vec<u8>) {
+/// The lowest version that holds these records: 1 unless one has the lanes
+/// layout, so that readers of version 1 still read warp-layout containers.
+fn version_for<'a>(tensors: impl IntoIterator<Item = &'a CompressedTensor>) -> u16 {
+    if tensors.into_iter().any(|t| t.layout != Layout::Warp) { VERSION } else { FIRST_VERSION }
+}
+
+fn write_container_header(count: u32, version: u16, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&count.to_le_bytes());
     let crc = crc32c::crc32c(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
-/// Checks the container header and returns `tensor_count`.
-fn read_container_header(bytes: &[u8]) -> Result<u32> {
+/// Checks the container header and returns its version and `tensor_count`.
+fn read_container_header(bytes: &[u8]) -> Result<(u16, u32)> {
     need(bytes, CONTAINER_HEADER_BYTES as u64)?;
     if bytes[0..4] != MAGIC {
         return Err(Error::BadMagic);
@@ -336,14 +444,14 @@ fn read_container_header(bytes: &[u8]) -> Result<u32> {
         return Err(Error::Checksum { what: "header", stored, computed });
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    if version != VERSION {
+    if !(FIRST_VERSION..=VERSION).contains(&version) {
         return Err(Error::UnsupportedVersion(version));
     }
     let flags = u16::from_le_bytes([bytes[6], bytes[7]]);
     if flags != 0 {
         return Err(Error::UnsupportedFlags(flags));
     }
-    Ok(u32_at(bytes, 8))
+    Ok((version, u32_at(bytes, 8)))
 }
 
 fn check_end(bytes: &[u8], pos: usize) -> Result<()> {
@@ -381,7 +489,8 @@ pub fn reseal_crcs(b: &mut [u8]) {
             return;
         }
         let n = u64_at(rest, 0);
-        let len = record_len(n, u32_at(rest, 12) as u64, u32_at(rest, 16) as u64);
+        let layout = Layout::from_code(rest[22]).unwrap_or_default();
+        let len = record_len(n, u32_at(rest, 12) as u64, u32_at(rest, 16) as u64, layout);
         if n >= MAX_ELEMENTS || len > rest.len() as u64 {
             return;
         }

@@ -17,7 +17,7 @@ pub enum Error {
     #[error("not a df11 container (bad magic bytes)")]
     BadMagic,
     /// A container version this build does not read.
-    #[error("unsupported df11 container version {0} (this build reads version 1)")]
+    #[error("unsupported df11 container version {0} (this build reads versions 1 and 2)")]
     UnsupportedVersion(u16),
     /// Container flags this build does not understand.
     #[error("unsupported df11 container flags {0:#06x}")]
@@ -56,6 +56,15 @@ pub enum Error {
     CorruptStream {
         /// Index of the segment.
         segment: u64,
+    },
+    /// The decoder cannot read this record layout (the GPU kernel reads only
+    /// the warp layout).
+    #[error("the {decoder} decoder does not read the {layout} layout (compress with --layout warp)")]
+    UnsupportedLayout {
+        /// The record's layout.
+        layout: &'static str,
+        /// The decoder that refused it.
+        decoder: &'static str,
     },
     /// A GPU driver or launch failure.
     #[error("GPU error: {0}")]

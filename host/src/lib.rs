@@ -12,7 +12,7 @@ pub mod reference;
 pub mod stats;
 pub mod synth;
 
-pub use container::{CompressedTensor, Group};
+pub use container::{CompressedTensor, Group, Layout};
 pub use df11_gpu::format;
 pub use encode::{EncodeOptions, compress, compress_bits, compress_with};
 pub use error::{Error, Result};

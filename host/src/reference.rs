@@ -1,10 +1,11 @@
 //! The reference decoder: small, slow and obviously correct.
 //!
-//! It follows `docs/FORMAT.md` section 7 literally, decodes canonical codes one
-//! bit at a time from `first_code`/`count` per length, and shares nothing with
-//! the fast decoders (in particular not `df11_gpu::table`), so it can judge them.
+//! It follows `docs/FORMAT.md` sections 7 and 8 literally, decodes canonical
+//! codes one bit at a time from `first_code`/`count` per length, and shares
+//! nothing with the fast decoders (in particular not `df11_gpu::table`), so it
+//! can judge them.
 
-use crate::container::{CompressedTensor, data_crc};
+use crate::container::{CompressedTensor, Layout, data_crc};
 use crate::error::{Error, Result};
 use df11_gpu::bits;
 use df11_gpu::format::{LANE_RUN, LANES, ROW_ELEMS};
@@ -26,13 +27,27 @@ pub fn decode_reference_into(t: &CompressedTensor, out: &mut [u16]) -> Result<()
         return Err(Error::OutputLength { expected: t.num_elements, actual: out.len() as u64 });
     }
     let code = Canonical::new(t);
+    match t.layout {
+        Layout::Warp => decode_warp(t, &code, out)?,
+        Layout::Lanes => decode_lanes(t, &code, out)?,
+    }
+    let computed = data_crc(out);
+    if computed != t.data_crc {
+        return Err(Error::Checksum { what: "data", stored: t.data_crc, computed });
+    }
+    Ok(())
+}
+
+/// The warp layout (FORMAT.md section 7): one word cursor per segment, lanes
+/// refilling in step order.
+fn decode_warp(t: &CompressedTensor, code: &Canonical, out: &mut [u16]) -> Result<()> {
     let n = out.len();
     let max_len = t.max_len as u32;
     let seg_elems = t.segment_elems() as usize;
     for s in 0..t.num_segments() as usize {
         let corrupt = Error::CorruptStream { segment: s as u64 };
-        let mut cursor = t.segment_offsets[s] as usize;
-        let end = t.segment_offsets[s + 1] as usize;
+        let mut cursor = t.stream_offsets[s] as usize;
+        let end = t.stream_offsets[s + 1] as usize;
         let mut buf = [0u64; LANES];
         let mut nbits = [0u32; LANES];
         let base = s * seg_elems;
@@ -63,9 +78,47 @@ pub fn decode_reference_into(t: &CompressedTensor, out: &mut [u16]) -> Result<()
             return Err(corrupt);
         }
     }
-    let computed = data_crc(out);
-    if computed != t.data_crc {
-        return Err(Error::Checksum { what: "data", stored: t.data_crc, computed });
+    Ok(())
+}
+
+/// The lanes layout (FORMAT.md section 8): each lane's stream on its own, read
+/// bit by bit; it must end within its last word, followed only by zero bits.
+fn decode_lanes(t: &CompressedTensor, code: &Canonical, out: &mut [u16]) -> Result<()> {
+    let n = out.len();
+    let seg_elems = t.segment_elems() as usize;
+    for s in 0..t.num_segments() as usize {
+        let corrupt = Error::CorruptStream { segment: s as u64 };
+        let base = s * seg_elems;
+        let seg_len = (n - base).min(seg_elems);
+        for j in 0..LANES {
+            let words =
+                &t.words[t.stream_offsets[LANES * s + j] as usize..t.stream_offsets[LANES * s + j + 1] as usize];
+            // The stream's bytes in order are the words' little-endian bytes.
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let bit = |p: usize| bytes.get(p / 8).map_or(0, |&b| (b >> (7 - p % 8)) as u64 & 1);
+            let total = 8 * bytes.len();
+            let mut pos = 0;
+            for r in 0..seg_len.div_ceil(ROW_ELEMS) {
+                for k in 0..LANE_RUN {
+                    let elem = base + ROW_ELEMS * r + LANE_RUN * j + k;
+                    if elem >= base + seg_len {
+                        continue;
+                    }
+                    // The next 12 bits, zeros past the end, at the top of a u64.
+                    let peek = (0..12).fold(0u64, |acc, i| acc | bit(pos + i) << (63 - i));
+                    let (symbol, len) = code.decode(peek).ok_or(corrupt.clone())?;
+                    pos += len as usize;
+                    if pos > total {
+                        return Err(corrupt);
+                    }
+                    out[elem] = bits::join(symbol, t.sign_mantissa[elem]);
+                }
+            }
+            // Exactly the words the bits need, and nothing but zeros after them.
+            if bytes.len() != pos.div_ceil(32) * 4 || (pos..total).any(|p| bit(p) != 0) {
+                return Err(corrupt);
+            }
+        }
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use df11_host::{CompressedTensor, EncodeOptions, Error, Group, compress_with, de
 use proptest::prelude::*;
 
 fn enc(bits: &[u16], rows: u32) -> CompressedTensor {
-    compress_with(bits, &EncodeOptions { segment_rows: rows })
+    compress_with(bits, &EncodeOptions { segment_rows: rows, ..Default::default() })
 }
 
 /// Encodes, checks the tensor and its serialization, decodes, compares bits.
@@ -203,7 +203,7 @@ fn corrupt_stream_is_detected() {
     assert!(t.num_segments() >= 2);
     // Move a word from segment 0 to segment 1: both segments are now wrong.
     let mut bad = t.clone();
-    bad.segment_offsets[1] -= 1;
+    bad.stream_offsets[1] -= 1;
     assert!(matches!(decode_reference(&bad), Err(Error::CorruptStream { segment: 0 })));
     // Change a word: some symbol changes or the stream length is off; either way an error.
     let mut bad = t.clone();
@@ -310,7 +310,7 @@ fn interleaving_worked_example() {
     want.extend([0, 0]); // k = 7, lanes 3 and 4
     let t = round_trip(&bits, 1);
     assert_eq!(t.max_len, 8);
-    assert_eq!(t.segment_offsets, [0, 37]);
+    assert_eq!(t.stream_offsets, [0, 37]);
     assert_eq!(t.words, want);
 }
 
@@ -326,10 +326,17 @@ fn header_errors_are_specific() {
     let mut b = good.clone();
     b[0] = b'X';
     assert_eq!(CompressedTensor::from_bytes(&b), Err(Error::BadMagic));
+    for v in [0, 3] {
+        let mut b = good.clone();
+        b[4] = v;
+        fix_header_crc(&mut b);
+        assert_eq!(CompressedTensor::from_bytes(&b), Err(Error::UnsupportedVersion(v as u16)));
+    }
+    // A warp-layout container reads the same as version 2.
     let mut b = good.clone();
     b[4] = 2;
     fix_header_crc(&mut b);
-    assert_eq!(CompressedTensor::from_bytes(&b), Err(Error::UnsupportedVersion(2)));
+    assert_eq!(CompressedTensor::from_bytes(&b), CompressedTensor::from_bytes(&good));
     let mut b = good.clone();
     b[6] = 1;
     fix_header_crc(&mut b);
@@ -358,12 +365,12 @@ fn validate_rejects_each_broken_invariant() {
         ("sign_mantissa", |t| {
             t.sign_mantissa.pop();
         }),
-        ("segment_offsets", |t| {
-            t.segment_offsets.pop();
+        ("stream_offsets", |t| {
+            t.stream_offsets.pop();
         }),
-        ("segment_offsets", |t| t.segment_offsets[0] = 1),
-        ("segment_offsets", |t| t.segment_offsets.swap(1, 2)),
-        ("segment_offsets", |t| {
+        ("stream_offsets", |t| t.stream_offsets[0] = 1),
+        ("stream_offsets", |t| t.stream_offsets.swap(1, 2)),
+        ("stream_offsets", |t| {
             t.words.push(0);
         }),
         ("max_len", |t| t.max_len += 1),
@@ -421,7 +428,7 @@ proptest! {
             2 => t.max_len = val as u8,
             3 => t.only_symbol = val as u8,
             4 => t.code_lengths[pos % 256] = val as u8 % 16,
-            5 => { let i = pos % t.segment_offsets.len(); t.segment_offsets[i] = val % (t.words.len() as u32 + 2); }
+            5 => { let i = pos % t.stream_offsets.len(); t.stream_offsets[i] = val % (t.words.len() as u32 + 2); }
             6 => { let i = pos % t.words.len(); t.words[i] ^= 1 << (val % 32); }
             _ => t.words.truncate(pos % t.words.len()),
         }

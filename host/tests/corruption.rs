@@ -35,7 +35,7 @@ fn encode(tensors: &[(Vec<u16>, u32)]) -> Group {
     Group {
         tensors: tensors
             .iter()
-            .map(|(bits, rows)| compress_with(bits, &EncodeOptions { segment_rows: *rows }))
+            .map(|(bits, rows)| compress_with(bits, &EncodeOptions { segment_rows: *rows, ..Default::default() }))
             .collect(),
     }
 }
@@ -124,7 +124,7 @@ fn corrupt_group_is_rejected_or_exact() {
 #[test]
 fn corrupt_single_tensor_is_rejected_or_exact() {
     let original = realistic_weights(1, 1000, 0.02, 9);
-    let t = compress_with(&original, &EncodeOptions { segment_rows: 1 });
+    let t = compress_with(&original, &EncodeOptions { segment_rows: 1, ..Default::default() });
     assert_eq!(t.num_segments(), 4);
     let clean = t.to_bytes();
     assert!(check_single(&clean, &original, "clean"));

@@ -8,7 +8,7 @@ use df11_host::{CompressedTensor, EncodeOptions, Error, compress_with, decode_re
 use proptest::prelude::*;
 
 fn enc(bits: &[u16], rows: u32) -> CompressedTensor {
-    compress_with(bits, &EncodeOptions { segment_rows: rows })
+    compress_with(bits, &EncodeOptions { segment_rows: rows, ..Default::default() })
 }
 
 /// Both fast decoders, into buffers of the right size.
@@ -146,8 +146,8 @@ proptest! {
     fn corrupt_offsets(seed in any::<u64>(), i in any::<usize>(), d in -3i64..4) {
         let bits = synth::realistic_weights(12, 250, 0.02, seed);
         let mut t = enc(&bits, 1);
-        let n = t.segment_offsets.len();
-        let o = &mut t.segment_offsets[i % n];
+        let n = t.stream_offsets.len();
+        let o = &mut t.stream_offsets[i % n];
         *o = (*o as i64 + d).clamp(0, u32::MAX as i64) as u32;
         corrupt_outcome(&t, &bits)?;
     }

@@ -133,7 +133,8 @@ fn huge_claims_are_rejected_without_allocating_them() {
         only_symbol: 127,
         code_lengths: [0; 256],
         data_crc: 0,
-        segment_offsets: vec![0; 2],
+        layout: df11_host::Layout::Warp,
+        stream_offsets: vec![0; 2],
         words: vec![],
         sign_mantissa: vec![0; 16],
     };

@@ -36,7 +36,7 @@ fn realistic_bits(n: usize, rng: &mut SplitMix64) -> Vec<u16> {
 }
 
 fn encode(bits: &[u16], segment_rows: u32) -> CompressedTensor {
-    df11::compress_with(bits, &EncodeOptions { segment_rows })
+    df11::compress_with(bits, &EncodeOptions { segment_rows, ..Default::default() })
 }
 
 struct Check {
@@ -119,8 +119,8 @@ fn correctness(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Chec
     // Corrupt streams must be reported (or decode to garbage), never crash.
     let bits = realistic_bits(1 << 20, rng);
     let mut t = encode(&bits, DEFAULT_SEGMENT_ROWS);
-    if t.segment_offsets.len() > 2 {
-        t.segment_offsets[1] += 1;
+    if t.stream_offsets.len() > 2 {
+        t.stream_offsets[1] += 1;
     }
     match dec.upload(&Group { tensors: vec![t] }).and_then(|mut g| dec.decode(&mut g)) {
         Err(e) => c.line(format!("ok   moved segment boundary rejected: {e}")),

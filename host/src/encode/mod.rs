@@ -1,10 +1,10 @@
 //! The df11 encoder: exponent histogram, length-limited canonical code, and the
-//! per-segment lane streams interleaved exactly as `docs/FORMAT.md` section 7
-//! prescribes.
+//! per-segment lane streams, interleaved exactly as `docs/FORMAT.md` section 7
+//! prescribes (warp layout) or stored lane after lane (lanes layout, section 8).
 
 pub mod huffman;
 
-use crate::container::{CompressedTensor, MAX_ELEMENTS, data_crc, segments_for};
+use crate::container::{CompressedTensor, Layout, MAX_ELEMENTS, data_crc, segments_for};
 use crate::stats::exponent_histogram;
 use df11_gpu::bits;
 use df11_gpu::format::{DEFAULT_SEGMENT_ROWS, LANE_RUN, LANES, MAX_CODE_LEN, MAX_SEGMENT_ROWS, ROW_ELEMS, SYMBOLS};
@@ -17,11 +17,14 @@ pub struct EncodeOptions {
     /// GPU more independent work on small tensors, at about 22 bits per lane of
     /// padding and one offset per segment.
     pub segment_rows: u32,
+    /// How the lane streams are stored: [`Layout::Warp`] for the GPU decoder
+    /// (the default), [`Layout::Lanes`] for the fastest CPU decoding.
+    pub layout: Layout,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { segment_rows: DEFAULT_SEGMENT_ROWS }
+        EncodeOptions { segment_rows: DEFAULT_SEGMENT_ROWS, layout: Layout::Warp }
     }
 }
 
@@ -63,9 +66,9 @@ pub fn compress_with(bits: &[u16], opts: &EncodeOptions) -> CompressedTensor {
     };
 
     // The checksum is one sequential pass; it overlaps the parallel coding.
-    let (data_crc, (sign_mantissa, (segment_offsets, words))) = rayon::join(
+    let (data_crc, (sign_mantissa, (stream_offsets, words))) = rayon::join(
         || data_crc(bits),
-        || (split_sign_mantissa(bits), encode_segments(bits, rows, &code_lengths, max_len as u32)),
+        || (split_sign_mantissa(bits), encode_segments(bits, rows, &code_lengths, max_len as u32, opts.layout)),
     );
 
     CompressedTensor {
@@ -75,7 +78,8 @@ pub fn compress_with(bits: &[u16], opts: &EncodeOptions) -> CompressedTensor {
         only_symbol,
         code_lengths,
         data_crc,
-        segment_offsets,
+        layout: opts.layout,
+        stream_offsets,
         words,
         sign_mantissa,
     }
@@ -93,28 +97,110 @@ fn split_sign_mantissa(bits: &[u16]) -> Vec<u8> {
     sign_mantissa
 }
 
-/// Segment offsets and the concatenated words of all segments, coded in parallel.
-fn encode_segments(bits: &[u16], rows: u32, code_lengths: &[u8; SYMBOLS], max_len: u32) -> (Vec<u32>, Vec<u32>) {
-    let num_segments = segments_for(bits.len() as u64, rows) as usize;
+/// Stream offsets and the concatenated words of all segments, coded in parallel.
+fn encode_segments(
+    bits: &[u16],
+    rows: u32,
+    code_lengths: &[u8; SYMBOLS],
+    max_len: u32,
+    layout: Layout,
+) -> (Vec<u32>, Vec<u32>) {
+    let num_streams = segments_for(bits.len() as u64, rows) as usize * layout.streams_per_segment() as usize;
     if max_len == 0 {
-        return (vec![0u32; num_segments + 1], Vec::new());
+        return (vec![0u32; num_streams + 1], Vec::new());
     }
     let codes = huffman::canonical_codes(code_lengths);
     let enc = EncodeTable::new(code_lengths, &codes);
-    let streams: Vec<Vec<u32>> = bits
+    // Each segment: its words, and the word count of each of its streams.
+    let segments: Vec<(Vec<u32>, Vec<u32>)> = bits
         .par_chunks(ROW_ELEMS * rows as usize)
-        .map_init(LaneScratch::new, |scratch, seg| encode_segment(seg, &enc, max_len, scratch))
+        .map_init(LaneScratch::new, |scratch, seg| match layout {
+            Layout::Warp => {
+                let w = encode_segment(seg, &enc, max_len, scratch);
+                let len = w.len() as u32;
+                (w, vec![len])
+            }
+            Layout::Lanes => encode_segment_lanes(seg, &enc, max_len, scratch),
+        })
         .collect();
-    let total: usize = streams.iter().map(Vec::len).sum();
+    let total: usize = segments.iter().map(|s| s.0.len()).sum();
     assert!(total <= u32::MAX as usize, "{total} stream words exceed the format's limit of 2^32 - 1");
-    let mut offsets = Vec::with_capacity(num_segments + 1);
+    let mut offsets = Vec::with_capacity(num_streams + 1);
     let mut words = Vec::with_capacity(total);
     offsets.push(0u32);
-    for s in &streams {
-        words.extend_from_slice(s);
-        offsets.push(words.len() as u32);
+    for (w, lens) in &segments {
+        let mut at = words.len() as u32;
+        offsets.extend(lens.iter().map(|&l| {
+            at += l;
+            at
+        }));
+        words.extend_from_slice(w);
     }
     (offsets, words)
+}
+
+/// Encodes one segment in the lanes layout: each lane's codes, in slot order,
+/// as one bit string zero-padded to whole words. Returns the segment's words
+/// and each lane's word count.
+fn encode_segment_lanes(seg: &[u16], enc: &EncodeTable, max_len: u32, sc: &mut LaneScratch) -> (Vec<u32>, Vec<u32>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("bmi2") {
+        // SAFETY: the CPU has BMI2, the only feature the function enables.
+        return unsafe { encode_segment_lanes_bmi2(seg, enc, max_len, sc) };
+    }
+    encode_segment_lanes_impl(seg, enc, max_len, sc)
+}
+
+/// [`encode_segment_lanes`] with BMI2's shifts (see [`encode_segment_bmi2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "bmi2")]
+fn encode_segment_lanes_bmi2(
+    seg: &[u16],
+    enc: &EncodeTable,
+    max_len: u32,
+    sc: &mut LaneScratch,
+) -> (Vec<u32>, Vec<u32>) {
+    encode_segment_lanes_impl(seg, enc, max_len, sc)
+}
+
+/// [`encode_segment_lanes`]'s body, compiled for each CPU feature set.
+#[inline(always)]
+fn encode_segment_lanes_impl(
+    seg: &[u16],
+    enc: &EncodeTable,
+    max_len: u32,
+    sc: &mut LaneScratch,
+) -> (Vec<u32>, Vec<u32>) {
+    let rows = seg.len().div_ceil(ROW_ELEMS);
+    // A lane's bits are at most rows·8·max_len, so its bytes rows·max_len;
+    // the final flush stores up to 8 bytes from the last one.
+    let cap = HEAD + rows * max_len as usize + 16;
+    if sc.lane_bytes.len() < cap * LANES {
+        sc.lane_bytes.resize(cap * LANES, 0);
+    }
+    let (full, tail) = seg.as_chunks::<ROW_ELEMS>();
+    let mut words = Vec::with_capacity(seg.len() * max_len as usize / 32 / 4 + LANES);
+    let mut lens = Vec::with_capacity(LANES);
+    for j in 0..LANES {
+        let out = &mut sc.lane_bytes[j * cap..(j + 1) * cap];
+        let mut st = LaneState::at_bit(0);
+        for row in full {
+            let run: &[u16; LANE_RUN] = row[j * LANE_RUN..][..LANE_RUN].try_into().unwrap();
+            st.encode_bits(run, enc, out);
+        }
+        if let Some(run) = tail.chunks(LANE_RUN).nth(j) {
+            st.encode_bits(run, enc, out);
+        }
+        // Bits after the last code must be zero; the final flush stored them
+        // as zeros up to the end of its 8 bytes, which covers the last word.
+        let bytes = (st.due as usize).div_ceil(8);
+        let nwords = bytes.div_ceil(4);
+        let stream = &mut out[HEAD..HEAD + 4 * nwords];
+        stream[bytes..].fill(0);
+        words.extend(stream.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+        lens.push(nwords as u32);
+    }
+    (words, lens)
 }
 
 /// Per 9-bit index `bits >> 7` (sign and exponent, so no mask is needed):
@@ -324,7 +410,27 @@ struct LaneState {
 
 impl LaneState {
     fn new(max_len: u32) -> Self {
-        LaneState { acc: 0, due: max_len - 1, block: u32::MAX }
+        Self::at_bit(max_len - 1)
+    }
+
+    /// A lane whose stream starts at bit `bit` of its bytes (after `HEAD`).
+    fn at_bit(bit: u32) -> Self {
+        LaneState { acc: 0, due: bit, block: u32::MAX }
+    }
+
+    /// Encodes a lane's run of one row into its stream `out`, without the
+    /// warp layout's refill flags (`due` is then the bits written).
+    #[inline(always)]
+    fn encode_bits(&mut self, run: &[u16], enc: &EncodeTable, out: &mut [u8]) {
+        assert!(out.len() >= 9);
+        for quad in run.chunks(4) {
+            for &b in quad {
+                let e = enc.get(b);
+                self.acc = self.acc << (e & 63) | e >> 32;
+                self.due += e as u32;
+            }
+            self.flush(out);
+        }
     }
 
     /// Encodes a lane's run of one row (steps k = 0.., one element each) into

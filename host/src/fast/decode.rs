@@ -11,11 +11,15 @@
 //! words or leaves words unread is reported as `CorruptStream`. The data CRC is
 //! checked unless [`DecodeOptions::verify_crc`] is off.
 
+use super::lanes::{self, LaneBufs, MultiTable, Stream};
 use crate::CompressedTensor;
+use crate::container::Layout;
 use crate::error::{Error, Result};
 use df11_gpu::format::{LANE_RUN, LANES, ROW_ELEMS, TABLE_SIZE};
 use df11_gpu::table::{self, Entry, entry_len, entry_symbol};
 use rayon::prelude::*;
+use std::borrow::Cow;
+use std::cell::RefCell;
 
 /// Options of the fast decoders.
 #[derive(Clone, Copy, Debug)]
@@ -35,15 +39,22 @@ impl Default for DecodeOptions {
 const TASK_ELEMS: usize = 1 << 18;
 
 /// What decoding needs besides the tensor: the decode table and the code shape.
-struct Prepared {
+struct Prepared<'a> {
     table: Box<[Entry; TABLE_SIZE]>,
     max_len: u32,
     only_symbol: u8,
     seg_elems: usize,
+    /// Lanes layout: the multi-symbol table and the stream bytes.
+    lanes: Option<(Box<MultiTable>, Cow<'a, [u8]>)>,
+}
+
+thread_local! {
+    /// Each thread's lane buffers for the lanes layout, allocated once.
+    static LANE_BUFS: RefCell<Option<LaneBufs>> = const { RefCell::new(None) };
 }
 
 /// Checks everything the decoder relies on and builds the table.
-fn prepare(t: &CompressedTensor, out_len: usize) -> Result<Prepared> {
+fn prepare(t: &CompressedTensor, out_len: usize) -> Result<Prepared<'_>> {
     // O(segments): offsets, sizes and the code's completeness. After this every
     // slice taken below is in bounds and every table entry is meaningful.
     t.validate()?;
@@ -53,7 +64,25 @@ fn prepare(t: &CompressedTensor, out_len: usize) -> Result<Prepared> {
     let mut table = Box::new([0 as Entry; TABLE_SIZE]);
     table::build(&t.code_lengths, t.only_symbol, &mut table)
         .map_err(|e| Error::Invalid { field: "code_lengths", reason: format!("{e:?}") })?;
-    Ok(Prepared { table, max_len: t.max_len as u32, only_symbol: t.only_symbol, seg_elems: t.segment_elems() as usize })
+    let lanes = (t.layout == Layout::Lanes && t.max_len > 0).then(|| (MultiTable::new(&table), stream_bytes(&t.words)));
+    Ok(Prepared {
+        table,
+        max_len: t.max_len as u32,
+        only_symbol: t.only_symbol,
+        seg_elems: t.segment_elems() as usize,
+        lanes,
+    })
+}
+
+/// The lanes layout's stream bytes in stream order (the words' little-endian
+/// bytes), at least 8 of them: a view where possible, else a padded copy.
+fn stream_bytes(words: &[u32]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") && words.len() >= 2 {
+        return Cow::Borrowed(bytemuck::cast_slice(words));
+    }
+    let mut v: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    v.resize(v.len().max(8), 0);
+    Cow::Owned(v)
 }
 
 /// Decodes `t` into `out` on the calling thread, checking the data CRC.
@@ -64,7 +93,7 @@ pub fn decode_fast_into(t: &CompressedTensor, out: &mut [u16]) -> Result<()> {
 /// [`decode_fast_into`] with options.
 pub fn decode_fast_into_with(t: &CompressedTensor, out: &mut [u16], opts: &DecodeOptions) -> Result<()> {
     let p = prepare(t, out.len())?;
-    let crc = decode_range(&p, t, 0, out)?;
+    let crc = decode_range(&p, t, 0, out, opts.verify_crc)?;
     check_crc(t, crc, opts)
 }
 
@@ -82,7 +111,7 @@ pub fn decode_parallel_into_with(t: &CompressedTensor, out: &mut [u16], opts: &D
     let crcs = out
         .par_chunks_mut(task_elems)
         .enumerate()
-        .map(|(i, chunk)| decode_range(&p, t, i * segs_per_task, chunk).map(|crc| (crc, chunk.len())))
+        .map(|(i, chunk)| decode_range(&p, t, i * segs_per_task, chunk, opts.verify_crc).map(|crc| (crc, chunk.len())))
         .collect::<Result<Vec<_>>>()?;
     // CRCs of consecutive chunks combine exactly into the CRC of the whole.
     let crc = crcs.iter().fold(0, |acc, &(crc, len)| crc32c::crc32c_combine(acc, crc, 2 * len));
@@ -114,25 +143,36 @@ fn check_crc(t: &CompressedTensor, actual: u32, opts: &DecodeOptions) -> Result<
 }
 
 /// Decodes consecutive segments starting at `first_seg` into `out` (their
-/// whole output, the last one possibly short) and returns the CRC32C of it.
-fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut [u16]) -> Result<u32> {
+/// whole output, the last one possibly short) and returns the CRC32C of it
+/// if `crc` is set (else 0).
+fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut [u16], crc: bool) -> Result<u32> {
+    let want_crc = crc;
     let mut crc = 0;
     for (i, seg_out) in out.chunks_mut(p.seg_elems).enumerate() {
         let s = first_seg + i;
         let base = s * p.seg_elems;
         let sm = &t.sign_mantissa[base..base + seg_out.len()];
-        let words = &t.words[t.segment_offsets[s] as usize..t.segment_offsets[s + 1] as usize];
         let ok = if p.max_len == 0 {
+            // The tensor has no words at all (validated).
             join_const(p.only_symbol, sm, seg_out);
-            words.is_empty()
+            true
+        } else if let Some((multi, bytes)) = &p.lanes {
+            let starts = &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
+            LANE_BUFS.with_borrow_mut(|bufs| {
+                let bufs = bufs.get_or_insert_with(LaneBufs::new);
+                lanes::decode_segment(multi, &Stream::new(bytes), starts, sm, seg_out, bufs)
+            })
         } else {
+            let words = &t.words[t.stream_offsets[s] as usize..t.stream_offsets[s + 1] as usize];
             decode_segment(&p.table, p.max_len, words, sm, seg_out)
         };
         if !ok {
             return Err(Error::CorruptStream { segment: s as u64 });
         }
         // Checksum the segment while it is still in cache.
-        crc = crc_append_u16(crc, seg_out);
+        if want_crc {
+            crc = crc_append_u16(crc, seg_out);
+        }
     }
     Ok(crc)
 }

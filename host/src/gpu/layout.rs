@@ -5,7 +5,7 @@
 //! The GPU launcher uploads these buffers; the emulated kernel in the tests
 //! reads the very same ones, so the layout code is tested with the kernel.
 
-use crate::container::{CompressedTensor, Group};
+use crate::container::{CompressedTensor, Group, Layout};
 use crate::error::{Error, Result};
 use df11_gpu::decode::{GroupInput, TensorDesc};
 use df11_gpu::format::{DESC_WORDS, LANE_RUN, TABLE_SIZE, TABLE_WORDS};
@@ -40,7 +40,7 @@ impl GroupLayout {
         let mut l = GroupLayout::default();
         for (i, t) in group.tensors.iter().enumerate() {
             let table = check_tensor(t)?;
-            let num_segments = t.segment_offsets.len() - 1;
+            let num_segments = t.stream_offsets.len() - 1;
             let desc = TensorDesc {
                 num_elements: t.num_elements,
                 out_offset: l.total_elements,
@@ -51,13 +51,13 @@ impl GroupLayout {
                 segment_rows: t.segment_rows,
                 // 2^40 elements at R = 1 would be 2^32 segments.
                 num_segments: u32::try_from(num_segments)
-                    .map_err(|_| Error::invalid("segment_offsets", format!("tensor {i}: too many segments")))?,
+                    .map_err(|_| Error::invalid("stream_offsets", format!("tensor {i}: too many segments")))?,
                 max_len: u32::from(t.max_len),
                 first_segment: u32::try_from(l.total_segments).unwrap_or(u32::MAX),
             };
             l.descs.extend_from_slice(&desc.to_words());
             l.words.extend_from_slice(&t.words);
-            l.offsets.extend_from_slice(&t.segment_offsets);
+            l.offsets.extend_from_slice(&t.stream_offsets);
             l.sign_mantissa.extend(t.sign_mantissa.chunks(LANE_RUN).map(|c| {
                 let mut b = [0u8; LANE_RUN];
                 b[..c.len()].copy_from_slice(c);
@@ -96,6 +96,9 @@ impl GroupLayout {
 /// Validates the tensor (`docs/FORMAT.md` §4–5) and returns its decode table.
 fn check_tensor(t: &CompressedTensor) -> Result<[u16; TABLE_SIZE]> {
     t.validate()?;
+    if t.layout != Layout::Warp {
+        return Err(Error::UnsupportedLayout { layout: t.layout.name(), decoder: "GPU" });
+    }
     let mut table = [0u16; TABLE_SIZE];
     match table::build(&t.code_lengths, t.only_symbol, &mut table) {
         Ok(m) if m == u32::from(t.max_len) => Ok(table),

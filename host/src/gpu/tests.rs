@@ -8,7 +8,7 @@
 //! encoder must reproduce its words exactly.
 
 use super::{GroupLayout, decode_emulated};
-use crate::container::{CompressedTensor, Group, data_crc};
+use crate::container::{CompressedTensor, Group, Layout, data_crc};
 use crate::encode::{EncodeOptions, compress_with};
 use crate::error::Error;
 use crate::reference::decode_reference;
@@ -133,7 +133,8 @@ fn encode_with_lengths(bits: &[u16], segment_rows: u32, lengths: [u8; SYMBOLS]) 
         only_symbol: if max_len == 0 && n > 0 { exponent(bits[0]) } else { 0 },
         code_lengths: lengths,
         data_crc: data_crc(bits),
-        segment_offsets: offsets,
+        layout: Layout::Warp,
+        stream_offsets: offsets,
         words,
         sign_mantissa: bits.iter().map(|&b| sign_mantissa(b)).collect(),
     }
@@ -161,7 +162,10 @@ fn check_group(inputs: &[(Vec<u16>, u32, bool)], grid: u32, warps: u32) {
     let spec = Group { tensors: inputs.iter().map(|(b, r, s)| encode(b, *r, *s)).collect() };
     check_decoded(&spec, &original, grid, warps);
     let production = Group {
-        tensors: inputs.iter().map(|(b, r, _)| compress_with(b, &EncodeOptions { segment_rows: *r })).collect(),
+        tensors: inputs
+            .iter()
+            .map(|(b, r, _)| compress_with(b, &EncodeOptions { segment_rows: *r, ..Default::default() }))
+            .collect(),
     };
     for (t, (b, r, _)) in production.tensors.iter().zip(inputs) {
         assert_eq!(&encode_with_lengths(b, *r, t.code_lengths), t, "spec and production encoders disagree");
@@ -244,16 +248,16 @@ fn multi_tensor_group_with_unaligned_offsets() {
 fn corrupt_offsets_are_flagged_not_fatal() {
     let bits = realistic(4 * ROW_ELEMS + 5, 9);
     let mut t = encode(&bits, 1, false);
-    assert!(t.segment_offsets.len() > 3);
+    assert!(t.stream_offsets.len() > 3);
     // Move a boundary: one segment gets a word too many, the next one too few.
-    t.segment_offsets[1] += 1;
+    t.stream_offsets[1] += 1;
     let (_, report) = decode_emulated(&Group { tensors: vec![t.clone()] }, 2, 2).expect("layout is consistent");
     assert_eq!(report, Err(Error::CorruptStream { segment: 0 }));
     // Garbage words: the stream decodes to other symbols, but nothing breaks.
     for w in &mut t.words {
         *w = !*w;
     }
-    t.segment_offsets[1] -= 1;
+    t.stream_offsets[1] -= 1;
     let (out, _) = decode_emulated(&Group { tensors: vec![t] }, 2, 2).expect("layout is consistent");
     assert!(out.iter().all(Option::is_some));
 }
@@ -263,10 +267,10 @@ fn layout_rejects_inconsistent_tensors() {
     let good = encode(&realistic(600, 4), 1, false);
     let mut cases: Vec<(&str, CompressedTensor)> = Vec::new();
     let mut t = good.clone();
-    t.segment_offsets.pop();
+    t.stream_offsets.pop();
     cases.push(("offset count", t));
     let mut t = good.clone();
-    t.segment_offsets.swap(1, 2);
+    t.stream_offsets.swap(1, 2);
     cases.push(("decreasing offsets", t));
     let mut t = good.clone();
     t.words.push(0);
@@ -292,6 +296,10 @@ fn layout_rejects_inconsistent_tensors() {
             other => panic!("{what}: accepted or wrong error: {:?}", other.map(|_| ())),
         }
     }
+    // A valid tensor in the lanes layout is refused by name.
+    let lanes = compress_with(&realistic(600, 4), &EncodeOptions { segment_rows: 1, layout: Layout::Lanes });
+    let e = GroupLayout::new(&Group { tensors: vec![lanes] }).map(|_| ()).unwrap_err();
+    assert_eq!(e, Error::UnsupportedLayout { layout: "lanes", decoder: "GPU" });
 }
 
 proptest! {

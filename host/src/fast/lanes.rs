@@ -1,0 +1,391 @@
+//! The fast CPU decoder for the lanes layout (`docs/FORMAT.md` section 8).
+//!
+//! Each lane's stream is stored whole, so lanes are independent: four are
+//! decoded in one loop for instruction-level parallelism, each lookup of the
+//! 12-bit table yields up to four exponents (a multi-symbol table), and a
+//! lane's bit buffer is refilled once per four lookups without a branch. The
+//! exponents land in per-lane buffers; a second pass joins them with the
+//! sign+mantissa bytes, 16 elements per step with SSE2 on x86-64.
+//!
+//! Safety against corrupt input: stream reads are clamped to the tensor's
+//! stream bytes (past the end they read zeros), lane buffers are fixed-size
+//! arrays indexed through masks, and a lane that does not end exactly in its
+//! last word, followed by zero bits, makes the segment `CorruptStream`.
+
+use crate::container::lane_slots;
+use df11_gpu::format::{LANE_RUN, LANES, MAX_CODE_LEN, ROW_ELEMS, TABLE_SIZE};
+use df11_gpu::table::{Entry, entry_len, entry_symbol};
+
+/// Symbols a multi-symbol lookup yields at most: four exponent bytes are one
+/// `u32` store.
+const MAX_PER_LOOKUP: usize = 4;
+
+/// Bits a lookup consumes at most.
+const LOOKUP_BITS: u32 = MAX_CODE_LEN;
+
+/// Rows decoded per chunk: each lane then decodes at most 4,096 exponents
+/// into its buffer before the join pass reads them back, so the buffers
+/// (128 KiB in all) stay in the L2 cache.
+const CHUNK_ROWS: usize = 512;
+
+/// Exponents of one lane in a chunk.
+const CHUNK_SYMS: usize = CHUNK_ROWS * LANE_RUN;
+
+/// Lane buffer index mask: a power of two above `CHUNK_SYMS + 3`, the most a
+/// lane holds (it may overshoot a chunk by up to 3 exponents).
+const LANE_MASK: usize = 2 * CHUNK_SYMS - 1;
+
+/// Lane buffer size: every masked index plus a 4-byte store fits, and one
+/// cache line more, so that consecutive lanes' buffers start 64 bytes apart
+/// modulo 4 KiB. With a multiple of 4 KiB they would all map to the same L1
+/// cache sets, and the join pass, which reads all 32 lanes' bytes of a row,
+/// would evict its own lines (measured: 5% slower decoding).
+const LANE_BUF: usize = LANE_MASK + 1 + 64;
+
+/// The multi-symbol decode table: for each 12-bit window, the exponents of
+/// the whole codes it starts with (at most four), their count and their bits.
+pub(crate) struct MultiTable {
+    /// Up to four exponents, the first in the low byte.
+    symbols: [u32; TABLE_SIZE],
+    /// Bits 0..4: bits the codes take (a shift count, read modulo 64);
+    /// bits 6..8: their count minus one.
+    meta: [u8; TABLE_SIZE],
+    /// The single-symbol table, for a lane's last few exponents.
+    single: [Entry; TABLE_SIZE],
+}
+
+impl MultiTable {
+    /// Builds the table from the single-symbol table of a code with
+    /// `max_len` ≥ 1 (every entry decodes a code of 1..=12 bits).
+    pub(crate) fn new(single: &[Entry; TABLE_SIZE]) -> Box<Self> {
+        let mut t = Box::new(MultiTable { symbols: [0; TABLE_SIZE], meta: [0; TABLE_SIZE], single: *single });
+        for idx in 0..TABLE_SIZE {
+            let (mut used, mut count, mut symbols) = (0u32, 0usize, 0u32);
+            while count < MAX_PER_LOOKUP {
+                // The next code's window: the rest of `idx`, zeros after it.
+                // The code is whole in `idx` exactly when its length fits.
+                let e = single[(idx << used) & (TABLE_SIZE - 1)];
+                if used + entry_len(e) > LOOKUP_BITS {
+                    break;
+                }
+                symbols |= (entry_symbol(e) as u32) << (8 * count);
+                used += entry_len(e);
+                count += 1;
+            }
+            // count ≥ 1: every code is at most 12 bits.
+            t.symbols[idx] = symbols;
+            t.meta[idx] = (used | ((count as u32 - 1) << 6)) as u8;
+        }
+        t
+    }
+}
+
+/// Per-lane exponent buffers, reused across segments and calls.
+pub(crate) struct LaneBufs(Box<[[u8; LANE_BUF]; LANES]>);
+
+impl LaneBufs {
+    pub(crate) fn new() -> Self {
+        LaneBufs(vec![[0u8; LANE_BUF]; LANES].into_boxed_slice().try_into().expect("LANES buffers"))
+    }
+}
+
+/// The tensor's stream bytes, readable 8 at a time anywhere: past the end
+/// they read as zeros.
+pub(crate) struct Stream<'a> {
+    bytes: &'a [u8],
+    /// `bytes.len() - 8`: the last position an 8-byte load may start at.
+    last: usize,
+}
+
+impl<'a> Stream<'a> {
+    /// `bytes` must hold at least 8 bytes.
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        assert!(bytes.len() >= 8, "stream buffers are padded to 8 bytes");
+        Stream { bytes, last: bytes.len() - 8 }
+    }
+
+    /// The 64 stream bits from bit `pos`, MSB-first, zeros past the end.
+    #[inline(always)]
+    fn bits_at(&self, pos: usize) -> u64 {
+        let at = (pos >> 3).min(self.last);
+        let x = u64::from_be_bytes(self.bytes[at..at + 8].try_into().unwrap());
+        // Past the end `pos - 8·at` exceeds 7; beyond 63 no real bit is left.
+        // Such a lane is corrupt and is rejected by its end check.
+        let shift = pos - 8 * at;
+        if shift < 64 { x << shift } else { 0 }
+    }
+}
+
+/// Bits of [`Lane::at`] below the stream position: the exponent count.
+const HAVE_BITS: u32 = 16;
+
+/// A lane's decoder state, two registers.
+#[derive(Clone, Copy)]
+struct Lane {
+    /// The next bits, MSB-aligned, then a single 1 (the sentinel) below the
+    /// valid bits, then zeros: the bits consumed since the last refill are
+    /// the sentinel's rise, `trailing_zeros - 7`.
+    buf: u64,
+    /// `pos << 16 | have`: the stream position of `buf`'s top bit at the last
+    /// refill, and the exponents in the lane's buffer (below 2^13), packed so
+    /// that four lanes' state fits in the registers of the decoding loop.
+    at: usize,
+}
+
+impl Lane {
+    fn new(start_bit: usize) -> Self {
+        // Only the sentinel: the first refill starts at `start_bit`.
+        Lane { buf: 1 << 7, at: start_bit << HAVE_BITS }
+    }
+
+    /// Exponents in the lane's buffer.
+    #[inline(always)]
+    fn have(&self) -> usize {
+        self.at & ((1 << HAVE_BITS) - 1)
+    }
+
+    /// The stream position of the next unread bit.
+    #[inline(always)]
+    fn bit(&self) -> usize {
+        (self.at >> HAVE_BITS) + self.buf.trailing_zeros() as usize - 7
+    }
+
+    /// Moves the position to the next unread bit and returns it.
+    #[inline(always)]
+    fn advance(&mut self) -> usize {
+        // The sentinel is at bit 55 at most (7 + 48), so `| 1 << 63` changes
+        // nothing but tells the compiler the count is below 64.
+        let consumed = (self.buf | 1 << 63).trailing_zeros() as usize - 7;
+        self.at += consumed << HAVE_BITS;
+        self.at >> HAVE_BITS
+    }
+
+    /// Reloads `buf` from the next unread bit: 56 valid bits, then the sentinel.
+    #[inline(always)]
+    fn refill(&mut self, s: &Stream) {
+        let pos = self.advance();
+        self.buf = (s.bits_at(pos) & !0xff) | 1 << 7;
+    }
+
+    /// [`Lane::refill`] where the caller knows the 8 bytes at `pos / 8` are
+    /// inside the stream: no clamping.
+    #[inline(always)]
+    fn refill_inside(&mut self, s: &Stream) {
+        let pos = self.advance();
+        let i = pos >> 3;
+        let x = u64::from_be_bytes(s.bytes[i..i + 8].try_into().unwrap());
+        self.buf = ((x << (pos & 7)) & !0xff) | 1 << 7;
+    }
+
+    /// One multi-symbol lookup: up to four exponents into `out` at `have`.
+    #[inline(always)]
+    fn lookup(&mut self, t: &MultiTable, out: &mut [u8; LANE_BUF]) {
+        let idx = (self.buf >> (64 - LOOKUP_BITS)) as usize;
+        let m = t.meta[idx] as u32;
+        let at = self.at & LANE_MASK;
+        out[at..at + 4].copy_from_slice(&t.symbols[idx].to_le_bytes());
+        self.buf = self.buf.wrapping_shl(m);
+        self.at += (m >> 6) as usize + 1;
+    }
+
+    /// One single-symbol lookup, for a lane's last exponents.
+    #[inline(always)]
+    fn lookup_one(&mut self, t: &MultiTable, out: &mut [u8; LANE_BUF]) {
+        let e = t.single[(self.buf >> (64 - LOOKUP_BITS)) as usize];
+        out[self.at & LANE_MASK] = entry_symbol(e);
+        self.buf <<= entry_len(e);
+        self.at += 1;
+    }
+
+    /// Decodes until the lane holds at least `target` exponents, and never
+    /// more than `limit` (its exponents left in the segment): no code may be
+    /// read past a lane's last one.
+    #[inline(always)]
+    fn finish(&mut self, t: &MultiTable, s: &Stream, out: &mut [u8; LANE_BUF], target: usize, limit: usize) {
+        while self.have() < target {
+            self.refill(s);
+            if limit - self.have() >= MAX_PER_LOOKUP {
+                self.lookup(t, out);
+            } else {
+                self.lookup_one(t, out);
+            }
+        }
+    }
+}
+
+/// Decodes four lanes until each holds at least its `target` exponents, but
+/// at most its `limit`.
+///
+/// Rounds of one refill and four lookups per lane run while even the
+/// furthest-behind lane can take a whole round without passing its target (a
+/// round yields at most 16 exponents a lane; 4 lookups take at most 48 of
+/// the 56 bits a refill provides), and while every refill's 8 bytes are
+/// inside the stream. Then each lane finishes on its own.
+#[inline(always)]
+fn decode4(
+    t: &MultiTable,
+    s: &Stream,
+    lanes: &mut [Lane; 4],
+    bufs: &mut [[u8; LANE_BUF]; 4],
+    target: [usize; 4],
+    limit: [usize; 4],
+) {
+    const ROUND: usize = 4 * MAX_PER_LOOKUP;
+    const ROUND_BITS: usize = 4 * LOOKUP_BITS as usize;
+    loop {
+        let by_target = (0..4).map(|i| target[i].saturating_sub(lanes[i].have())).min().unwrap_or(0) / ROUND;
+        // Round k's refill reads 8 bytes from bit `bit + k·48` at most.
+        let furthest = lanes.iter().map(Lane::bit).max().unwrap_or(0);
+        let by_stream = (8 * s.bytes.len()).saturating_sub(furthest + 64) / ROUND_BITS;
+        let rounds = by_target.min(by_stream);
+        if rounds == 0 {
+            break;
+        }
+        let mut l = *lanes;
+        for _ in 0..rounds {
+            for lane in l.iter_mut() {
+                lane.refill_inside(s);
+            }
+            for _ in 0..4 {
+                for (lane, buf) in l.iter_mut().zip(bufs.iter_mut()) {
+                    lane.lookup(t, buf);
+                }
+            }
+        }
+        *lanes = l;
+    }
+    for (i, (lane, buf)) in lanes.iter_mut().zip(bufs.iter_mut()).enumerate() {
+        lane.finish(t, s, buf, target[i], limit[i]);
+    }
+}
+
+/// Decodes one segment of the lanes layout into `out` (its `seg_len`
+/// elements). `starts` holds the segment's 32 lane start words and the next
+/// segment's first one. Returns `false` if a lane's stream does not end
+/// exactly in its last word, followed only by zero bits.
+pub(crate) fn decode_segment(
+    t: &MultiTable,
+    s: &Stream,
+    starts: &[u32],
+    sm: &[u8],
+    out: &mut [u16],
+    bufs: &mut LaneBufs,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("bmi2") {
+        // SAFETY: the CPU has BMI2, the only feature the function enables.
+        return unsafe { decode_segment_bmi2(t, s, starts, sm, out, bufs) };
+    }
+    decode_segment_impl(t, s, starts, sm, out, bufs)
+}
+
+/// [`decode_segment`] with BMI2's shifts: any register holds the count, where
+/// the baseline x86-64 shifts need it in `cl` (three shifts a lookup).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "bmi2")]
+fn decode_segment_bmi2(
+    t: &MultiTable,
+    s: &Stream,
+    starts: &[u32],
+    sm: &[u8],
+    out: &mut [u16],
+    bufs: &mut LaneBufs,
+) -> bool {
+    decode_segment_impl(t, s, starts, sm, out, bufs)
+}
+
+#[inline(always)]
+fn decode_segment_impl(
+    t: &MultiTable,
+    s: &Stream,
+    starts: &[u32],
+    sm: &[u8],
+    out: &mut [u16],
+    bufs: &mut LaneBufs,
+) -> bool {
+    let seg_len = out.len();
+    let slots: [usize; LANES] = std::array::from_fn(|j| lane_slots(seg_len, j));
+    let mut lanes: [Lane; LANES] = std::array::from_fn(|j| Lane::new(32 * starts[j] as usize));
+    let rows = seg_len.div_ceil(ROW_ELEMS);
+    for chunk_start in (0..rows).step_by(CHUNK_ROWS) {
+        let chunk_rows = (rows - chunk_start).min(CHUNK_ROWS);
+        let first = chunk_start * LANE_RUN;
+        let last_chunk = chunk_start + chunk_rows == rows;
+        for (g, group) in bufs.0.as_chunks_mut::<4>().0.iter_mut().enumerate() {
+            let l4: &mut [Lane; 4] = (&mut lanes[4 * g..4 * g + 4]).try_into().unwrap();
+            let limit = std::array::from_fn(|i| slots[4 * g + i] - first);
+            let target = limit.map(|l| l.min(CHUNK_SYMS));
+            decode4(t, s, l4, group, target, limit);
+        }
+        let elems = chunk_start * ROW_ELEMS..(seg_len).min((chunk_start + chunk_rows) * ROW_ELEMS);
+        join_rows(&bufs.0, &sm[elems.clone()], &mut out[elems]);
+        if !last_chunk {
+            // Up to 3 exponents past the chunk move to the buffer's start.
+            for (lane, buf) in lanes.iter_mut().zip(bufs.0.iter_mut()) {
+                buf.copy_within(CHUNK_SYMS..CHUNK_SYMS + MAX_PER_LOOKUP, 0);
+                lane.at -= CHUNK_SYMS;
+            }
+        }
+    }
+    // Each lane must end in its last word, and the rest of that word be zero.
+    lanes.iter().enumerate().all(|(j, lane)| {
+        let end = lane.bit();
+        let (from, to) = (32 * starts[j] as usize, 32 * starts[j + 1] as usize);
+        let pad = to.wrapping_sub(end);
+        end >= from && end <= to && pad < 32 && (pad == 0 || s.bits_at(end) >> (64 - pad) == 0)
+    })
+}
+
+/// Joins a chunk's exponents (lane `j`'s for row `r` at `bufs[j][8r..8r + 8]`)
+/// with its sign+mantissa bytes into bf16 bit patterns.
+#[inline(always)]
+fn join_rows(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u8], out: &mut [u16]) {
+    let (out_rows, out_tail) = out.as_chunks_mut::<ROW_ELEMS>();
+    let (sm_rows, sm_tail) = sm.as_chunks::<ROW_ELEMS>();
+    for (r, (o, s)) in out_rows.iter_mut().zip(sm_rows).enumerate() {
+        join_row(bufs, r, s, o);
+    }
+    let r = out_rows.len();
+    for (i, (o, &s)) in out_tail.iter_mut().zip(sm_tail).enumerate() {
+        *o = df11_gpu::bits::join(bufs[i / LANE_RUN][LANE_RUN * r + i % LANE_RUN], s);
+    }
+}
+
+/// One full row, two lanes (16 elements) a step with SSE2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn join_row(bufs: &[[u8; LANE_BUF]; LANES], r: usize, sm: &[u8; ROW_ELEMS], out: &mut [u16; ROW_ELEMS]) {
+    // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
+    unsafe { join_row_sse2(bufs, r, sm, out) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn join_row_sse2(bufs: &[[u8; LANE_BUF]; LANES], r: usize, sm: &[u8; ROW_ELEMS], out: &mut [u16; ROW_ELEMS]) {
+    use std::arch::x86_64::*;
+    let exps = |j: usize| i64::from_le_bytes(bufs[j][LANE_RUN * r..LANE_RUN * r + 8].try_into().unwrap());
+    let out: &mut [u8; 2 * ROW_ELEMS] = bytemuck::cast_mut(out);
+    let high = _mm_set1_epi8(0x80u8 as i8);
+    for p in 0..LANES / 2 {
+        // Bytes: the high byte of a bf16 is sign | exponent >> 1, the low
+        // byte (exponent & 1) << 7 | mantissa; 16-bit shifts move exponent
+        // bits across byte borders, which the masks then discard.
+        let e = _mm_set_epi64x(exps(2 * p + 1), exps(2 * p));
+        let s: __m128i = bytemuck::pod_read_unaligned(&sm[16 * p..16 * p + 16]);
+        let hi = _mm_or_si128(_mm_and_si128(s, high), _mm_andnot_si128(high, _mm_srli_epi16(e, 1)));
+        let lo = _mm_or_si128(_mm_andnot_si128(high, s), _mm_and_si128(high, _mm_slli_epi16(e, 7)));
+        out[32 * p..32 * p + 16].copy_from_slice(bytemuck::bytes_of(&_mm_unpacklo_epi8(lo, hi)));
+        out[32 * p + 16..32 * p + 32].copy_from_slice(bytemuck::bytes_of(&_mm_unpackhi_epi8(lo, hi)));
+    }
+}
+
+/// One full row, portable.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn join_row(bufs: &[[u8; LANE_BUF]; LANES], r: usize, sm: &[u8; ROW_ELEMS], out: &mut [u16; ROW_ELEMS]) {
+    for (j, (o, s)) in out.chunks_exact_mut(LANE_RUN).zip(sm.chunks_exact(LANE_RUN)).enumerate() {
+        for ((o, &s), &e) in o.iter_mut().zip(s).zip(&bufs[j][LANE_RUN * r..LANE_RUN * r + LANE_RUN]) {
+            *o = df11_gpu::bits::join(e, s);
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The lanes layout (FORMAT.md section 8): the encoder, the reference decoder
+//! and the fast decoder agree bit for bit on every kind of input; the
+//! container round-trips as version 2; corrupt lane streams are rejected by
+//! both decoders alike, never with a panic.
+
+use df11_host::fast::{self, DecodeOptions};
+use df11_host::format::{LANE_RUN, LANES, ROW_ELEMS};
+use df11_host::synth::{self, SplitMix64};
+use df11_host::{CompressedTensor, EncodeOptions, Error, Layout, compress_with, decode_reference};
+use proptest::prelude::*;
+
+fn enc(bits: &[u16], rows: u32) -> CompressedTensor {
+    compress_with(bits, &EncodeOptions { segment_rows: rows, layout: Layout::Lanes })
+}
+
+/// Both fast decoders, into buffers of the right size.
+fn fast_both(t: &CompressedTensor, opts: &DecodeOptions) -> [Result<Vec<u16>, Error>; 2] {
+    let n = t.num_elements as usize;
+    let (mut a, mut b) = (vec![0u16; n], vec![0u16; n]);
+    [
+        fast::decode_fast_into_with(t, &mut a, opts).map(|_| a),
+        fast::decode_parallel_into_with(t, &mut b, opts).map(|_| b),
+    ]
+}
+
+/// Compresses, checks the reference and both fast decoders bit-exact, and the
+/// serialized form round-trips as a version-2 container.
+fn check(bits: &[u16], rows: u32) -> CompressedTensor {
+    let t = enc(bits, rows);
+    assert_eq!(t.layout, Layout::Lanes);
+    assert_eq!(decode_reference(&t).as_deref(), Ok(bits), "reference, {} elements, R = {rows}", bits.len());
+    for r in fast_both(&t, &DecodeOptions::default()) {
+        assert_eq!(r.as_deref(), Ok(bits), "fast, {} elements, R = {rows}", bits.len());
+    }
+    let bytes = t.to_bytes();
+    assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 2, "lanes containers are version 2");
+    assert_eq!(CompressedTensor::from_bytes(&bytes).as_ref(), Ok(&t));
+    t
+}
+
+#[test]
+fn all_65536_patterns() {
+    let bits: Vec<u16> = (0..=u16::MAX).collect();
+    for rows in [1, 3, 256] {
+        check(&bits, rows);
+    }
+}
+
+#[test]
+fn lengths_zero_one_odd() {
+    for n in [0, 1, 2, 7, 8, 9, 255, 256, 257, 8191, 70_001] {
+        check(&vec![0x3c00u16; n], 2);
+        check(&(0..n).map(|i| (i * 40_503) as u16).collect::<Vec<_>>(), 1);
+        check(&synth::realistic_weights(1, n, 0.02, n as u64), 3);
+    }
+}
+
+/// Segments longer than the decoder's 512-row chunks, so lanes carry their
+/// state and their extra exponents from chunk to chunk, with partial last
+/// rows and segments of every shape.
+#[test]
+fn segments_spanning_decode_chunks() {
+    let bits = synth::realistic_weights(1, 3 * 1024 * ROW_ELEMS + 1000, 0.02, 11);
+    for rows in [511, 512, 513, 1024, 1500, 4096] {
+        for n in [bits.len(), 512 * ROW_ELEMS, 512 * ROW_ELEMS + 3, 1025 * ROW_ELEMS - 9] {
+            check(&bits[..n], rows);
+        }
+    }
+}
+
+/// Long runs of the longest codes: a lookup yields one exponent, and a
+/// round's four lookups take up to 48 of the 56 bits a refill provides.
+#[test]
+fn worst_case_long_codes() {
+    // Realistic weights have 12-bit codes for their rarest exponents; a block
+    // of 16 rows made of those alone keeps them rare enough to stay long.
+    let mut bits = synth::realistic_weights(1, 1_200_000, 0.02, 5);
+    let base = enc(&bits, 1024);
+    let longest: Vec<u16> = (0..256).filter(|&e| base.code_lengths[e] == base.max_len).map(|e| e as u16).collect();
+    assert_eq!(base.max_len, 12);
+    for (i, b) in bits[600_000..600_000 + 16 * ROW_ELEMS].iter_mut().enumerate() {
+        *b = (*b & 0x807f) | longest[i % longest.len()] << 7;
+    }
+    let t = check(&bits, 1024);
+    assert!(longest.iter().all(|&e| t.code_lengths[e as usize] >= 11), "{:?}", t.code_lengths);
+}
+
+/// The stream layout itself, on a tensor small enough to check by hand: each
+/// lane's stream is its codes in slot order, MSB-first, as bytes, padded to
+/// whole words; offsets are per lane.
+#[test]
+fn lane_streams_worked_example() {
+    // Two exponents: 126 with code 0, 127 with code 1 (both one bit). Lane j
+    // of row 0 has elements 8j..8j + 8; exponent 127 where (i / 3) is odd.
+    let bits: Vec<u16> = (0..300).map(|i| if (i / 3) % 2 == 1 { 127 << 7 } else { 126 << 7 }).collect();
+    let t = enc(&bits, 1);
+    assert_eq!(t.code_lengths[126], 1);
+    assert_eq!(t.code_lengths[127], 1);
+    assert_eq!(t.stream_offsets.len(), 2 * LANES + 1);
+    let bytes: Vec<u8> = t.words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    for s in 0..2 {
+        for j in 0..LANES {
+            let at = t.stream_offsets[LANES * s + j] as usize * 4;
+            let end = t.stream_offsets[LANES * s + j + 1] as usize * 4;
+            let elems: Vec<usize> =
+                (0..LANE_RUN).map(|k| ROW_ELEMS * s + LANE_RUN * j + k).filter(|&i| i < bits.len()).collect();
+            let mut expect = vec![0u8; elems.len().div_ceil(32) * 4];
+            for (b, &i) in elems.iter().enumerate() {
+                expect[b / 8] |= (((i / 3) % 2) as u8) << (7 - b % 8);
+            }
+            assert_eq!(&bytes[at..end], &expect[..], "segment {s} lane {j}");
+        }
+    }
+}
+
+#[test]
+fn version_1_cannot_hold_the_lanes_layout() {
+    let t = enc(&synth::realistic_weights(3, 300, 0.02, 1), 1);
+    let mut bytes = t.to_bytes();
+    bytes[4..6].copy_from_slice(&1u16.to_le_bytes());
+    df11_host::container::reseal_crcs(&mut bytes);
+    let e = CompressedTensor::from_bytes(&bytes).unwrap_err();
+    assert!(matches!(e, Error::Invalid { field: "reserved", .. }), "{e}");
+    // An unknown layout is named as such.
+    let mut bytes = t.to_bytes();
+    bytes[16 + 22] = 2;
+    df11_host::container::reseal_crcs(&mut bytes);
+    let e = CompressedTensor::from_bytes(&bytes).unwrap_err();
+    assert!(matches!(e, Error::Invalid { field: "layout", .. }), "{e}");
+}
+
+/// Groups may mix layouts; a warp-only container stays version 1.
+#[test]
+fn groups_mix_layouts() {
+    let a = synth::realistic_weights(5, 300, 0.02, 2);
+    let warp = compress_with(&a, &EncodeOptions { segment_rows: 2, layout: Layout::Warp });
+    let lanes = enc(&a, 2);
+    let only_warp = df11_host::Group { tensors: vec![warp.clone()] }.to_bytes();
+    assert_eq!(u16::from_le_bytes([only_warp[4], only_warp[5]]), 1);
+    let g = df11_host::Group { tensors: vec![warp, lanes] };
+    let bytes = g.to_bytes();
+    assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), 2);
+    assert_eq!(df11_host::Group::from_bytes(&bytes).as_ref(), Ok(&g));
+}
+
+#[test]
+fn lane_longer_than_its_codes_can_be_is_invalid() {
+    let bits: Vec<u16> = (0..5000).map(|i| 0x3f00 | (i % 2) << 7).collect();
+    let mut t = enc(&bits, 1);
+    // One code of one bit per element: a full lane needs 8 bits, one word.
+    t.words.insert(0, 0);
+    for o in &mut t.stream_offsets[1..] {
+        *o += 1;
+    }
+    let e = t.validate().unwrap_err();
+    assert!(matches!(e, Error::Invalid { field: "stream_offsets", .. }), "{e}");
+}
+
+/// Fast and reference decoders judge a damaged tensor alike: both reject it,
+/// or both return the same bits (only possible when the damage is invisible,
+/// e.g. in a word of padding).
+fn judge_alike(t: &CompressedTensor) {
+    let reference = decode_reference(t);
+    for verify_crc in [true, false] {
+        for r in fast_both(t, &DecodeOptions { verify_crc }) {
+            match (&reference, &r) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(_), Err(_)) => {}
+                // Without the CRC check the fast decoder may return bits the
+                // reference rejects only by their checksum.
+                (Err(Error::Checksum { .. }), Ok(_)) if !verify_crc => {}
+                _ => panic!("reference {reference:?} but fast {r:?}"),
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn arbitrary_patterns(bits in proptest::collection::vec(any::<u16>(), 0..3000), rows in 1u32..5) {
+        check(&bits, rows);
+    }
+
+    #[test]
+    fn realistic_any_length(seed in any::<u64>(), n in 0usize..70_000, rows in prop::sample::select(vec![1u32, 2, 5, 16, 64, 1024])) {
+        check(&synth::realistic_weights(1, n, 0.02, seed), rows);
+    }
+
+    #[test]
+    fn few_exponents(seed in any::<u64>(), n in 0usize..5000, k in 1u16..6, rows in 1u32..4) {
+        let mut rng = SplitMix64::new(seed);
+        let bits: Vec<u16> = (0..n).map(|_| (120 + (rng.next_u64() % k as u64) as u16) << 7 | (rng.next_u64() as u16 & 0x807f)).collect();
+        check(&bits, rows);
+    }
+
+    #[test]
+    fn damaged_streams_are_judged_alike(
+        seed in any::<u64>(),
+        n in 1usize..20_000,
+        rows in 1u32..4,
+        damage in proptest::collection::vec((any::<usize>(), any::<u32>(), 0u8..4), 1..4),
+    ) {
+        let mut t = enc(&synth::realistic_weights(1, n, 0.02, seed), rows);
+        for (pos, val, kind) in damage {
+            match kind {
+                0 if !t.words.is_empty() => { let i = pos % t.words.len(); t.words[i] ^= 1 << (val % 32); }
+                1 if !t.words.is_empty() => { let i = pos % t.words.len(); t.words[i] = val; }
+                2 => { let i = pos % t.stream_offsets.len(); t.stream_offsets[i] = val % (t.words.len() as u32 + 2); }
+                _ => { let i = pos % t.sign_mantissa.len(); t.sign_mantissa[i] ^= val as u8 | 1; }
+            }
+        }
+        judge_alike(&t);
+    }
+}
