@@ -34,6 +34,10 @@ impl Default for DecodeOptions {
     }
 }
 
+/// Output size from which the lanes decoder writes with non-temporal stores
+/// (larger than this machine class's last-level cache share of a core).
+const STREAM_OUT_BYTES: u64 = 8 << 20;
+
 /// Elements one parallel task decodes at least, so that tiny segments
 /// (`segment_rows` = 1) do not drown in scheduling overhead.
 const TASK_ELEMS: usize = 1 << 18;
@@ -147,6 +151,9 @@ fn check_crc(t: &CompressedTensor, actual: u32, opts: &DecodeOptions) -> Result<
 /// if `crc` is set (else 0).
 fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut [u16], crc: bool) -> Result<u32> {
     let want_crc = crc;
+    // Outputs beyond the caches go around them, unless the CRC pass reads
+    // them back right away.
+    let stream_out = !want_crc && t.num_elements.saturating_mul(2) >= STREAM_OUT_BYTES;
     let mut crc = 0;
     for (i, seg_out) in out.chunks_mut(p.seg_elems).enumerate() {
         let s = first_seg + i;
@@ -160,7 +167,7 @@ fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut 
             let starts = &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
             LANE_BUFS.with_borrow_mut(|bufs| {
                 let bufs = bufs.get_or_insert_with(LaneBufs::new);
-                lanes::decode_segment(multi, &Stream::new(bytes), starts, sm, seg_out, bufs)
+                lanes::decode_segment(multi, &Stream::new(bytes), starts, sm, seg_out, bufs, stream_out)
             })
         } else {
             let words = &t.words[t.stream_offsets[s] as usize..t.stream_offsets[s + 1] as usize];

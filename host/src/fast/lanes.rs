@@ -263,6 +263,11 @@ fn decode4(
 /// elements). `starts` holds the segment's 32 lane start words and the next
 /// segment's first one. Returns `false` if a lane's stream does not end
 /// exactly in its last word, followed only by zero bits.
+///
+/// With `stream_out` the output is written with non-temporal stores, which
+/// bypass the caches: for outputs far larger than the caches, where the
+/// ordinary stores' read-for-ownership of every output line would double the
+/// memory traffic of the writes.
 pub(crate) fn decode_segment(
     t: &MultiTable,
     s: &Stream,
@@ -270,19 +275,21 @@ pub(crate) fn decode_segment(
     sm: &[u8],
     out: &mut [u16],
     bufs: &mut LaneBufs,
+    stream_out: bool,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("bmi2") {
-        // SAFETY: the CPU has BMI2, the only feature the function enables.
-        return unsafe { decode_segment_bmi2(t, s, starts, sm, out, bufs) };
+    if std::is_x86_feature_detected!("bmi2") && std::is_x86_feature_detected!("movbe") {
+        // SAFETY: the CPU has BMI2 and MOVBE, the features the function enables.
+        return unsafe { decode_segment_bmi2(t, s, starts, sm, out, bufs, stream_out) };
     }
-    decode_segment_impl(t, s, starts, sm, out, bufs)
+    decode_segment_impl(t, s, starts, sm, out, bufs, stream_out)
 }
 
-/// [`decode_segment`] with BMI2's shifts: any register holds the count, where
-/// the baseline x86-64 shifts need it in `cl` (three shifts a lookup).
+/// [`decode_segment`] with BMI2's shifts (any register holds the count, where
+/// the baseline x86-64 shifts need it in `cl`) and MOVBE's byte-swapping
+/// loads of the big-endian stream.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "bmi2")]
+#[target_feature(enable = "bmi2,movbe")]
 fn decode_segment_bmi2(
     t: &MultiTable,
     s: &Stream,
@@ -290,8 +297,9 @@ fn decode_segment_bmi2(
     sm: &[u8],
     out: &mut [u16],
     bufs: &mut LaneBufs,
+    stream_out: bool,
 ) -> bool {
-    decode_segment_impl(t, s, starts, sm, out, bufs)
+    decode_segment_impl(t, s, starts, sm, out, bufs, stream_out)
 }
 
 #[inline(always)]
@@ -302,6 +310,7 @@ fn decode_segment_impl(
     sm: &[u8],
     out: &mut [u16],
     bufs: &mut LaneBufs,
+    stream_out: bool,
 ) -> bool {
     let seg_len = out.len();
     let slots: [usize; LANES] = std::array::from_fn(|j| lane_slots(seg_len, j));
@@ -318,7 +327,7 @@ fn decode_segment_impl(
             decode4(t, s, l4, group, target, limit);
         }
         let elems = chunk_start * ROW_ELEMS..(seg_len).min((chunk_start + chunk_rows) * ROW_ELEMS);
-        join_rows(&bufs.0, &sm[elems.clone()], &mut out[elems]);
+        join_rows(&bufs.0, &sm[elems.clone()], &mut out[elems], stream_out);
         if !last_chunk {
             // Up to 3 exponents past the chunk move to the buffer's start.
             for (lane, buf) in lanes.iter_mut().zip(bufs.0.iter_mut()) {
@@ -339,11 +348,27 @@ fn decode_segment_impl(
 /// Joins a chunk's exponents (lane `j`'s for row `r` at `bufs[j][8r..8r + 8]`)
 /// with its sign+mantissa bytes into bf16 bit patterns.
 #[inline(always)]
-fn join_rows(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u8], out: &mut [u16]) {
+fn join_rows(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u8], out: &mut [u16], stream_out: bool) {
     let (out_rows, out_tail) = out.as_chunks_mut::<ROW_ELEMS>();
     let (sm_rows, sm_tail) = sm.as_chunks::<ROW_ELEMS>();
-    for (r, (o, s)) in out_rows.iter_mut().zip(sm_rows).enumerate() {
-        join_row(bufs, r, s, o);
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Non-temporal stores need 16-byte aligned rows (512-byte rows are
+        // aligned if the first is).
+        let stream_out = stream_out && out_rows.as_ptr().cast::<u8>().align_offset(16) == 0;
+        // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
+        unsafe { join_rows_sse2(bufs, sm_rows, out_rows, stream_out) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = stream_out;
+        for (r, (o, s)) in out_rows.iter_mut().zip(sm_rows).enumerate() {
+            for (j, (o, s)) in o.chunks_exact_mut(LANE_RUN).zip(s.chunks_exact(LANE_RUN)).enumerate() {
+                for ((o, &s), &e) in o.iter_mut().zip(s).zip(&bufs[j][LANE_RUN * r..LANE_RUN * r + LANE_RUN]) {
+                    *o = df11_gpu::bits::join(e, s);
+                }
+            }
+        }
     }
     let r = out_rows.len();
     for (i, (o, &s)) in out_tail.iter_mut().zip(sm_tail).enumerate() {
@@ -351,41 +376,46 @@ fn join_rows(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u8], out: &mut [u16]) {
     }
 }
 
-/// One full row, two lanes (16 elements) a step with SSE2.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn join_row(bufs: &[[u8; LANE_BUF]; LANES], r: usize, sm: &[u8; ROW_ELEMS], out: &mut [u16; ROW_ELEMS]) {
-    // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
-    unsafe { join_row_sse2(bufs, r, sm, out) }
-}
-
+/// Full rows, two lanes (16 elements) a step with SSE2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse2")]
-fn join_row_sse2(bufs: &[[u8; LANE_BUF]; LANES], r: usize, sm: &[u8; ROW_ELEMS], out: &mut [u16; ROW_ELEMS]) {
+fn join_rows_sse2(
+    bufs: &[[u8; LANE_BUF]; LANES],
+    sm: &[[u8; ROW_ELEMS]],
+    out: &mut [[u16; ROW_ELEMS]],
+    stream_out: bool,
+) {
     use std::arch::x86_64::*;
-    let exps = |j: usize| i64::from_le_bytes(bufs[j][LANE_RUN * r..LANE_RUN * r + 8].try_into().unwrap());
-    let out: &mut [u8; 2 * ROW_ELEMS] = bytemuck::cast_mut(out);
     let high = _mm_set1_epi8(0x80u8 as i8);
-    for p in 0..LANES / 2 {
-        // Bytes: the high byte of a bf16 is sign | exponent >> 1, the low
-        // byte (exponent & 1) << 7 | mantissa; 16-bit shifts move exponent
-        // bits across byte borders, which the masks then discard.
-        let e = _mm_set_epi64x(exps(2 * p + 1), exps(2 * p));
-        let s: __m128i = bytemuck::pod_read_unaligned(&sm[16 * p..16 * p + 16]);
-        let hi = _mm_or_si128(_mm_and_si128(s, high), _mm_andnot_si128(high, _mm_srli_epi16(e, 1)));
-        let lo = _mm_or_si128(_mm_andnot_si128(high, s), _mm_and_si128(high, _mm_slli_epi16(e, 7)));
-        out[32 * p..32 * p + 16].copy_from_slice(bytemuck::bytes_of(&_mm_unpacklo_epi8(lo, hi)));
-        out[32 * p + 16..32 * p + 32].copy_from_slice(bytemuck::bytes_of(&_mm_unpackhi_epi8(lo, hi)));
-    }
-}
-
-/// One full row, portable.
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-fn join_row(bufs: &[[u8; LANE_BUF]; LANES], r: usize, sm: &[u8; ROW_ELEMS], out: &mut [u16; ROW_ELEMS]) {
-    for (j, (o, s)) in out.chunks_exact_mut(LANE_RUN).zip(sm.chunks_exact(LANE_RUN)).enumerate() {
-        for ((o, &s), &e) in o.iter_mut().zip(s).zip(&bufs[j][LANE_RUN * r..LANE_RUN * r + LANE_RUN]) {
-            *o = df11_gpu::bits::join(e, s);
+    for (r, (out, sm)) in out.iter_mut().zip(sm).enumerate() {
+        let exps = |j: usize| i64::from_le_bytes(bufs[j][LANE_RUN * r..LANE_RUN * r + 8].try_into().unwrap());
+        let out: &mut [u8; 2 * ROW_ELEMS] = bytemuck::cast_mut(out);
+        for p in 0..LANES / 2 {
+            // Bytes: the high byte of a bf16 is sign | exponent >> 1, the low
+            // byte (exponent & 1) << 7 | mantissa; 16-bit shifts move exponent
+            // bits across byte borders, which the masks then discard.
+            let e = _mm_set_epi64x(exps(2 * p + 1), exps(2 * p));
+            let s: __m128i = bytemuck::pod_read_unaligned(&sm[16 * p..16 * p + 16]);
+            let hi = _mm_or_si128(_mm_and_si128(s, high), _mm_andnot_si128(high, _mm_srli_epi16(e, 1)));
+            let lo = _mm_or_si128(_mm_andnot_si128(high, s), _mm_and_si128(high, _mm_slli_epi16(e, 7)));
+            let (a, b) = (_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi));
+            let dst = &mut out[32 * p..32 * p + 32];
+            if stream_out {
+                // SAFETY: the 32 bytes are in `dst`, borrowed mutably, and
+                // 16-byte aligned (the caller checked the first row).
+                unsafe {
+                    _mm_stream_si128(dst.as_mut_ptr().cast(), a);
+                    _mm_stream_si128(dst.as_mut_ptr().add(16).cast(), b);
+                }
+            } else {
+                dst[..16].copy_from_slice(bytemuck::bytes_of(&a));
+                dst[16..].copy_from_slice(bytemuck::bytes_of(&b));
+            }
         }
+    }
+    if stream_out {
+        // Non-temporal stores are weakly ordered: fence them before the
+        // output is handed to another thread.
+        _mm_sfence();
     }
 }
