@@ -22,6 +22,8 @@ pub struct BenchOptions {
     pub threads: Option<usize>,
     /// Print one JSON object instead of a table.
     pub json: bool,
+    /// The record layout to encode and decode.
+    pub layout: df11_host::Layout,
 }
 
 /// Why a benchmark could not run.
@@ -72,8 +74,14 @@ pub struct BenchReport {
     pub entropy_bound: f64,
     /// Encode throughput, bf16 input bytes per second / 1e9.
     pub encode_gbps: f64,
-    /// Decode throughput, bf16 output bytes per second / 1e9.
+    /// The record layout measured.
+    pub layout: df11_host::Layout,
+    /// Decode throughput, bf16 output bytes per second / 1e9, without the
+    /// CRC32C of the output (the checks on the stored bytes still run).
     pub decode_gbps: f64,
+    /// Decode throughput with the output's CRC32C checked against the stored
+    /// one (the library's default).
+    pub decode_verified_gbps: f64,
     /// Parallel memcpy of the same bytes / 1e9 per second.
     pub memcpy_gbps: f64,
     /// zstd level 3 size (per tensor) in bits per weight.
@@ -97,7 +105,7 @@ pub fn run_with(opts: &BenchOptions, synthetic_elements: usize) -> Result<BenchR
         .num_threads(opts.threads.unwrap_or(0))
         .build()
         .map_err(|e| BenchError::Pool(e.to_string()))?;
-    pool.install(|| measure(source, &tensors))
+    pool.install(|| measure(source, &tensors, opts.layout))
 }
 
 /// Reads every bf16 tensor of a safetensors file (other dtypes are skipped).
@@ -157,7 +165,11 @@ fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
 
 const REPS: usize = 5;
 
-fn measure(source: String, tensors: &[(String, Vec<u16>)]) -> Result<BenchReport, BenchError> {
+fn measure(
+    source: String,
+    tensors: &[(String, Vec<u16>)],
+    layout: df11_host::Layout,
+) -> Result<BenchReport, BenchError> {
     let elements: u64 = tensors.iter().map(|t| t.1.len() as u64).sum();
     let bytes = 2.0 * elements as f64;
     let gbps = |secs: f64| bytes / secs.max(1e-12) / 1e9;
@@ -168,23 +180,32 @@ fn measure(source: String, tensors: &[(String, Vec<u16>)]) -> Result<BenchReport
 
     // df11: encode (tensors in parallel; the encoder parallelises inside too).
     let mut compressed = Vec::new();
-    let encode = time(REPS, || compressed = tensors.par_iter().map(|t| codec::compress(&t.1)).collect());
+    let encode = time(REPS, || compressed = tensors.par_iter().map(|t| codec::compress(&t.1, layout)).collect());
     let mut outs: Vec<Vec<u16>> = tensors.iter().map(|t| vec![0u16; t.1.len()]).collect();
-    let decode_all = |outs: &mut [Vec<u16>]| -> Result<(), BenchError> {
+    let decode_all = |outs: &mut [Vec<u16>], verify: bool| -> Result<(), BenchError> {
         for (c, o) in compressed.iter().zip(outs.iter_mut()) {
-            codec::decompress_into(c, o)?;
+            codec::decompress_into(c, o, verify)?;
         }
         Ok(())
     };
-    decode_all(&mut outs)?;
+    decode_all(&mut outs, true)?;
     for (t, o) in tensors.iter().zip(&outs) {
         if t.1 != *o {
             return Err(BenchError::Mismatch(t.0.clone()));
         }
     }
     let mut res = Ok(());
-    let decode = time(REPS, || res = decode_all(&mut outs));
+    let decode = time(REPS, || res = decode_all(&mut outs, false));
     res?;
+    let mut res = Ok(());
+    let decode_verified = time(REPS, || res = decode_all(&mut outs, true));
+    res?;
+    // The unverified runs wrote the same buffers: check them too.
+    for (t, o) in tensors.iter().zip(&outs) {
+        if t.1 != *o {
+            return Err(BenchError::Mismatch(t.0.clone()));
+        }
+    }
 
     // memcpy of the same bytes, split over the same threads.
     let memcpy = time(REPS, || {
@@ -219,7 +240,9 @@ fn measure(source: String, tensors: &[(String, Vec<u16>)]) -> Result<BenchReport
         bits_per_weight: weighted(&|i| codec::bits_per_weight(&compressed[i])),
         entropy_bound: weighted(&|i| codec::bound(&tensors[i].1)),
         encode_gbps: gbps(encode),
+        layout,
         decode_gbps: gbps(decode),
+        decode_verified_gbps: gbps(decode_verified),
         memcpy_gbps: gbps(memcpy),
         zstd3_bits_per_weight: weighted(&|i| 8.0 * z[i].len() as f64 / tensors[i].1.len().max(1) as f64),
         zstd3_decode_gbps: gbps(zstd_decode),
@@ -233,10 +256,12 @@ pub fn to_json(r: &BenchReport) -> String {
         "tensors": r.tensors,
         "elements": r.elements,
         "threads": r.threads,
+        "layout": r.layout.name(),
         "bits_per_weight": r.bits_per_weight,
         "entropy_bound": r.entropy_bound,
         "encode_gbps": r.encode_gbps,
         "decode_gbps": r.decode_gbps,
+        "decode_verified_gbps": r.decode_verified_gbps,
         "memcpy_gbps": r.memcpy_gbps,
         "zstd3_bits_per_weight": r.zstd3_bits_per_weight,
         "zstd3_decode_gbps": r.zstd3_decode_gbps,
@@ -249,26 +274,28 @@ pub fn to_table(r: &BenchReport) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{}: {} bf16 tensors, {} elements ({:.1} MB), {} thread{}",
+        "{}: {} bf16 tensors, {} elements ({:.1} MB), {} thread{}, {} layout",
         r.source,
         r.tensors,
         r.elements,
         2.0 * r.elements as f64 / 1e6,
         r.threads,
-        if r.threads == 1 { "" } else { "s" }
+        if r.threads == 1 { "" } else { "s" },
+        r.layout.name()
     );
     let _ = writeln!(
         s,
-        "| bits/weight | entropy bound | encode GB/s | decode GB/s | memcpy GB/s | zstd-3 bits/weight | zstd-3 decode GB/s |"
+        "| bits/weight | entropy bound | encode GB/s | decode GB/s | decode+CRC GB/s | memcpy GB/s | zstd-3 bits/weight | zstd-3 decode GB/s |"
     );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
     let _ = writeln!(
         s,
-        "| {:.4} | {:.4} | {:.2} | {:.2} | {:.2} | {:.4} | {:.2} |",
+        "| {:.4} | {:.4} | {:.2} | {:.2} | {:.2} | {:.2} | {:.4} | {:.2} |",
         r.bits_per_weight,
         r.entropy_bound,
         r.encode_gbps,
         r.decode_gbps,
+        r.decode_verified_gbps,
         r.memcpy_gbps,
         r.zstd3_bits_per_weight,
         r.zstd3_decode_gbps
@@ -279,18 +306,19 @@ pub fn to_table(r: &BenchReport) -> String {
 /// The df11 calls the benchmark makes, in one place.
 mod codec {
     use super::BenchError;
-    use df11_host::{CompressedTensor, fast, stats, synth};
+    use df11_host::{CompressedTensor, EncodeOptions, Layout, fast, stats, synth};
 
     pub fn synth(rows: usize, cols: usize, scale: f32, seed: u64) -> Vec<u16> {
         synth::realistic_weights(rows, cols, scale, seed)
     }
 
-    pub fn compress(bits: &[u16]) -> CompressedTensor {
-        df11_host::compress_bits(bits)
+    pub fn compress(bits: &[u16], layout: Layout) -> CompressedTensor {
+        df11_host::compress_with(bits, &EncodeOptions { layout, ..Default::default() })
     }
 
-    pub fn decompress_into(t: &CompressedTensor, out: &mut [u16]) -> Result<(), BenchError> {
-        fast::decode_parallel_into(t, out).map_err(|e| BenchError::Codec(e.to_string()))
+    pub fn decompress_into(t: &CompressedTensor, out: &mut [u16], verify_crc: bool) -> Result<(), BenchError> {
+        fast::decode_parallel_into_with(t, out, &fast::DecodeOptions { verify_crc })
+            .map_err(|e| BenchError::Codec(e.to_string()))
     }
 
     pub fn bits_per_weight(t: &CompressedTensor) -> f64 {
@@ -308,7 +336,13 @@ mod tests {
 
     #[test]
     fn tiny_synthetic_json() {
-        let opts = BenchOptions { file: None, synthetic: true, threads: Some(2), json: true };
+        for layout in [df11_host::Layout::Warp, df11_host::Layout::Lanes] {
+            tiny_synthetic_json_for(layout);
+        }
+    }
+
+    fn tiny_synthetic_json_for(layout: df11_host::Layout) {
+        let opts = BenchOptions { file: None, synthetic: true, threads: Some(2), json: true, layout };
         let r = run_with(&opts, 100_000).unwrap();
         let v: serde_json::Value = serde_json::from_str(&to_json(&r)).unwrap();
         for key in [
@@ -316,6 +350,7 @@ mod tests {
             "entropy_bound",
             "encode_gbps",
             "decode_gbps",
+            "decode_verified_gbps",
             "memcpy_gbps",
             "zstd3_bits_per_weight",
             "zstd3_decode_gbps",
@@ -325,6 +360,7 @@ mod tests {
             assert!(x.is_finite() && x > 0.0, "{key} = {x}");
         }
         assert_eq!(v["threads"], 2);
+        assert_eq!(v["layout"], layout.name());
         let (bpw, bound) = (r.bits_per_weight, r.entropy_bound);
         assert!(bound > 8.0 && bound < 12.0 && bpw >= bound && bpw < bound + 0.5, "{bpw} vs {bound}");
         assert!(to_table(&r).contains("bits/weight"));

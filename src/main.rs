@@ -141,8 +141,10 @@ enum Command {
     ///
     /// Compresses and decompresses the BF16 tensors of FILE (or, without FILE,
     /// 96 MiB of synthetic realistic weights) in memory, checks the round trip
-    /// bit for bit, and reports bits/weight, the 8 + H bound, GB/s, and memcpy
-    /// and zstd level 3 on the same bytes for comparison.
+    /// bit for bit, and reports bits/weight, the 8 + H bound, GB/s (decode
+    /// with and without the output's CRC32C check), and memcpy and zstd level
+    /// 3 on the same bytes for comparison. Measures the lanes layout, the one
+    /// for CPU decoding, unless --layout warp.
     ///
     /// Example: df11 bench model.safetensors --threads 8
     Bench {
@@ -154,6 +156,9 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// The record layout to measure (see `compress --layout`).
+        #[arg(long, value_enum, default_value_t = LayoutArg::Lanes)]
+        layout: LayoutArg,
     },
     /// List the tensors of a checkpoint with their compression.
     ///
@@ -207,9 +212,9 @@ fn run(command: Command, threads: Option<usize>, common: cli::Common) -> error::
         Command::Verify { original, compressed, gpu, shapes } => {
             cli::verify::run(&original, &compressed, shapes.as_deref(), &*decoder(gpu)?, common)
         }
-        Command::Bench { file, synthetic, json } => {
+        Command::Bench { file, synthetic, json, layout } => {
             let what = file.as_ref().map_or("synthetic weights".into(), |f| f.display().to_string());
-            let opts = df11::bench::BenchOptions { file, synthetic, threads, json };
+            let opts = df11::bench::BenchOptions { file, synthetic, threads, json, layout: layout.into() };
             let report = df11::bench::run(&opts).map_err(|e| error::err!("bench on {what}: {e}"))?;
             let mut out = report;
             if !out.ends_with('\n') {
