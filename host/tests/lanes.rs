@@ -68,6 +68,23 @@ fn segments_spanning_decode_chunks() {
     }
 }
 
+/// Outputs of 8 MiB and more, decoded without the CRC pass, are written with
+/// non-temporal stores: bit-exact too, into aligned and unaligned buffers.
+#[test]
+fn large_output_streamed_past_the_caches() {
+    let bits = synth::realistic_weights(1, (4 << 20) + 777, 0.02, 9);
+    let t = enc(&bits, 1024);
+    let opts = DecodeOptions { verify_crc: false };
+    for r in fast_both(&t, &opts) {
+        assert!(r.as_deref() == Ok(&bits[..]), "aligned output");
+    }
+    // One element in: the output starts 2 bytes past a 16-byte boundary.
+    let mut buf = vec![0u16; bits.len() + 1];
+    let out = &mut buf[1..];
+    fast::decode_fast_into_with(&t, out, &opts).unwrap();
+    assert!(out == &bits[..], "unaligned output");
+}
+
 /// Long runs of the longest codes: a lookup yields one exponent, and a
 /// round's four lookups take up to 48 of the 56 bits a refill provides.
 #[test]

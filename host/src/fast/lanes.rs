@@ -167,16 +167,6 @@ impl Lane {
         self.buf = (s.bits_at(pos) & !0xff) | 1 << 7;
     }
 
-    /// [`Lane::refill`] where the caller knows the 8 bytes at `pos / 8` are
-    /// inside the stream: no clamping.
-    #[inline(always)]
-    fn refill_inside(&mut self, s: &Stream) {
-        let pos = self.advance();
-        let i = pos >> 3;
-        let x = u64::from_be_bytes(s.bytes[i..i + 8].try_into().unwrap());
-        self.buf = ((x << (pos & 7)) & !0xff) | 1 << 7;
-    }
-
     /// One multi-symbol lookup: up to four exponents into `out` at `have`.
     #[inline(always)]
     fn lookup(&mut self, t: &MultiTable, out: &mut [u8; LANE_BUF]) {
@@ -241,21 +231,55 @@ fn decode4(
         if rounds == 0 {
             break;
         }
-        let mut l = *lanes;
-        for _ in 0..rounds {
-            for lane in l.iter_mut() {
-                lane.refill_inside(s);
-            }
-            for _ in 0..4 {
-                for (lane, buf) in l.iter_mut().zip(bufs.iter_mut()) {
-                    lane.lookup(t, buf);
-                }
-            }
-        }
-        *lanes = l;
+        // SAFETY: `rounds` is bounded as `rounds4` requires: by the targets
+        // (at most CHUNK_SYMS + 3 exponents in a buffer, LANE_BUF is larger)
+        // and by the stream's length.
+        unsafe { rounds4(t, s, lanes, bufs, rounds) };
     }
     for (i, (lane, buf)) in lanes.iter_mut().zip(bufs.iter_mut()).enumerate() {
         lane.finish(t, s, buf, target[i], limit[i]);
+    }
+}
+
+/// `rounds` rounds of one refill and four lookups for each of four lanes.
+///
+/// # Safety
+/// Each lane's buffer must have room for `16 · rounds + 4` more bytes after
+/// its `have` exponents, and each refill's 8 bytes must be inside the stream:
+/// `bit + 48 · (rounds - 1) + 64 ≤ 8 · stream length` for each lane.
+#[inline(always)]
+unsafe fn rounds4(t: &MultiTable, s: &Stream, lanes: &mut [Lane; 4], bufs: &mut [[u8; LANE_BUF]; 4], rounds: usize) {
+    let stream = s.bytes.as_ptr();
+    let mut buf = lanes.map(|l| l.buf);
+    let mut pos = lanes.map(|l| l.at >> HAVE_BITS);
+    let starts: [*mut u8; 4] = std::array::from_fn(|i| bufs[i].as_mut_ptr());
+    // SAFETY: `have` is within the buffer (the caller's bound).
+    let mut out: [*mut u8; 4] = std::array::from_fn(|i| unsafe { starts[i].add(lanes[i].have()) });
+    for _ in 0..rounds {
+        for i in 0..4 {
+            pos[i] += buf[i].trailing_zeros() as usize - 7;
+            // SAFETY: in the stream, by the caller's bound on `rounds`.
+            let x = u64::from_be(unsafe { stream.add(pos[i] >> 3).cast::<u64>().read_unaligned() });
+            buf[i] = ((x << (pos[i] & 7)) & !0xff) | 1 << 7;
+        }
+        for _ in 0..4 {
+            for i in 0..4 {
+                let idx = (buf[i] >> (64 - LOOKUP_BITS)) as usize;
+                let m = t.meta[idx] as u32;
+                // SAFETY: within the lane's buffer, by the caller's bound:
+                // each lookup advances `out` by at most 4.
+                unsafe {
+                    out[i].cast::<u32>().write_unaligned(t.symbols[idx].to_le());
+                    out[i] = out[i].add((m >> 6) as usize + 1);
+                }
+                buf[i] = buf[i].wrapping_shl(m);
+            }
+        }
+    }
+    for i in 0..4 {
+        // SAFETY: both pointers are into the same buffer.
+        let have = unsafe { out[i].offset_from(starts[i]) } as usize;
+        lanes[i] = Lane { buf: buf[i], at: pos[i] << HAVE_BITS | have };
     }
 }
 
