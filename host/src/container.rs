@@ -7,7 +7,7 @@ use df11_gpu::format::{
     MAX_CODE_LEN, MAX_SEGMENT_ROWS, ROW_ELEMS, SYMBOLS, TENSOR_HEADER_BYTES, VERSION, WORD_BITS,
 };
 
-/// Exclusive upper bound on elements per tensor (FORMAT.md section 8).
+/// Exclusive upper bound on elements per tensor (FORMAT.md section 9).
 pub const MAX_ELEMENTS: u64 = 1 << 40;
 
 /// How a record stores its lane streams (`docs/FORMAT.md` sections 7 and 8).

@@ -16,7 +16,7 @@ use std::path::Path;
 
 /// The `__metadata__` key under which df11 records what it compressed.
 pub const META_KEY: &str = "df11";
-/// Version of the embedding described in docs/FORMAT.md section 10.
+/// Version of the embedding described in docs/FORMAT.md section 11.
 pub const CHECKPOINT_VERSION: u32 = 1;
 
 /// The value of `__metadata__["df11"]` (a JSON string, since safetensors

@@ -68,7 +68,7 @@ impl MultiTable {
                 if used + entry_len(e) > LOOKUP_BITS {
                     break;
                 }
-                symbols |= (entry_symbol(e) as u32) << (8 * count);
+                symbols |= (stored(entry_symbol(e)) as u32) << (8 * count);
                 used += entry_len(e);
                 count += 1;
             }
@@ -78,6 +78,21 @@ impl MultiTable {
         }
         t
     }
+}
+
+/// An exponent as the lane buffers store it: rotated right by one bit, so
+/// that bit 7 is the exponent's low bit and bits 0..7 its high seven, the
+/// bits of a bf16's low and high byte. Joining with the sign+mantissa byte
+/// then needs no shifts.
+#[inline(always)]
+fn stored(exponent: u8) -> u8 {
+    exponent.rotate_right(1)
+}
+
+/// The exponent of a lane buffer byte (inverse of [`stored`]).
+#[inline(always)]
+fn exponent(stored: u8) -> u8 {
+    stored.rotate_left(1)
 }
 
 /// Per-lane exponent buffers, reused across segments and calls.
@@ -182,7 +197,7 @@ impl Lane {
     #[inline(always)]
     fn lookup_one(&mut self, t: &MultiTable, out: &mut [u8; LANE_BUF]) {
         let e = t.single[(self.buf >> (64 - LOOKUP_BITS)) as usize];
-        out[self.at & LANE_MASK] = entry_symbol(e);
+        out[self.at & LANE_MASK] = stored(entry_symbol(e));
         self.buf <<= entry_len(e);
         self.at += 1;
     }
@@ -389,14 +404,14 @@ fn join_rows(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u8], out: &mut [u16], stream_
         for (r, (o, s)) in out_rows.iter_mut().zip(sm_rows).enumerate() {
             for (j, (o, s)) in o.chunks_exact_mut(LANE_RUN).zip(s.chunks_exact(LANE_RUN)).enumerate() {
                 for ((o, &s), &e) in o.iter_mut().zip(s).zip(&bufs[j][LANE_RUN * r..LANE_RUN * r + LANE_RUN]) {
-                    *o = df11_gpu::bits::join(e, s);
+                    *o = df11_gpu::bits::join(exponent(e), s);
                 }
             }
         }
     }
     let r = out_rows.len();
     for (i, (o, &s)) in out_tail.iter_mut().zip(sm_tail).enumerate() {
-        *o = df11_gpu::bits::join(bufs[i / LANE_RUN][LANE_RUN * r + i % LANE_RUN], s);
+        *o = df11_gpu::bits::join(exponent(bufs[i / LANE_RUN][LANE_RUN * r + i % LANE_RUN]), s);
     }
 }
 
@@ -415,13 +430,14 @@ fn join_rows_sse2(
         let exps = |j: usize| i64::from_le_bytes(bufs[j][LANE_RUN * r..LANE_RUN * r + 8].try_into().unwrap());
         let out: &mut [u8; 2 * ROW_ELEMS] = bytemuck::cast_mut(out);
         for p in 0..LANES / 2 {
-            // Bytes: the high byte of a bf16 is sign | exponent >> 1, the low
-            // byte (exponent & 1) << 7 | mantissa; 16-bit shifts move exponent
-            // bits across byte borders, which the masks then discard.
+            // The high byte of a bf16 is sign | exponent >> 1, the low byte
+            // (exponent & 1) << 7 | mantissa: with the stored exponent byte
+            // `e`, each takes bit 7 from one of `e` and `s` and the rest from
+            // the other. `d` holds the bit 7s that differ.
             let e = _mm_set_epi64x(exps(2 * p + 1), exps(2 * p));
             let s: __m128i = bytemuck::pod_read_unaligned(&sm[16 * p..16 * p + 16]);
-            let hi = _mm_or_si128(_mm_and_si128(s, high), _mm_andnot_si128(high, _mm_srli_epi16(e, 1)));
-            let lo = _mm_or_si128(_mm_andnot_si128(high, s), _mm_and_si128(high, _mm_slli_epi16(e, 7)));
+            let d = _mm_and_si128(_mm_xor_si128(s, e), high);
+            let (hi, lo) = (_mm_xor_si128(e, d), _mm_xor_si128(s, d));
             let (a, b) = (_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi));
             let dst = &mut out[32 * p..32 * p + 32];
             if stream_out {
