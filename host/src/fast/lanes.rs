@@ -401,17 +401,24 @@ fn join_rows(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u8], out: &mut [u16], stream_
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = stream_out;
-        for (r, (o, s)) in out_rows.iter_mut().zip(sm_rows).enumerate() {
-            for (j, (o, s)) in o.chunks_exact_mut(LANE_RUN).zip(s.chunks_exact(LANE_RUN)).enumerate() {
-                for ((o, &s), &e) in o.iter_mut().zip(s).zip(&bufs[j][LANE_RUN * r..LANE_RUN * r + LANE_RUN]) {
-                    *o = df11_gpu::bits::join(exponent(e), s);
-                }
-            }
-        }
+        join_rows_portable(bufs, sm_rows, out_rows);
     }
     let r = out_rows.len();
     for (i, (o, &s)) in out_tail.iter_mut().zip(sm_tail).enumerate() {
         *o = df11_gpu::bits::join(exponent(bufs[i / LANE_RUN][LANE_RUN * r + i % LANE_RUN]), s);
+    }
+}
+
+/// Full rows, one element at a time: the join for other targets (and the
+/// check of the SSE2 one).
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn join_rows_portable(bufs: &[[u8; LANE_BUF]; LANES], sm: &[[u8; ROW_ELEMS]], out: &mut [[u16; ROW_ELEMS]]) {
+    for (r, (o, s)) in out.iter_mut().zip(sm).enumerate() {
+        for (j, (o, s)) in o.chunks_exact_mut(LANE_RUN).zip(s.chunks_exact(LANE_RUN)).enumerate() {
+            for ((o, &s), &e) in o.iter_mut().zip(s).zip(&bufs[j][LANE_RUN * r..LANE_RUN * r + LANE_RUN]) {
+                *o = df11_gpu::bits::join(exponent(e), s);
+            }
+        }
     }
 }
 
@@ -457,5 +464,45 @@ fn join_rows_sse2(
         // Non-temporal stores are weakly ordered: fence them before the
         // output is handed to another thread.
         _mm_sfence();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SSE2 join, with both kinds of stores, agrees with the portable one
+    /// on every exponent and sign+mantissa byte.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sse2_join_matches_portable() {
+        let mut bufs = LaneBufs::new();
+        let rows = 8;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        };
+        for b in bufs.0.iter_mut() {
+            b[..LANE_RUN * rows].iter_mut().for_each(|v| *v = next());
+        }
+        let sm: Vec<[u8; ROW_ELEMS]> = (0..rows).map(|_| std::array::from_fn(|_| next())).collect();
+        let mut want = vec![[0u16; ROW_ELEMS]; rows];
+        join_rows_portable(&bufs.0, &sm, &mut want);
+        for stream_out in [false, true] {
+            // A fresh Vec of 16-byte-aligned rows keeps the streaming stores legal.
+            let mut got: Vec<[u16; ROW_ELEMS]> = vec![[0; ROW_ELEMS]; rows];
+            let aligned = got.as_ptr().cast::<u8>().align_offset(16) == 0;
+            // SAFETY: SSE2 is part of the x86-64 baseline.
+            unsafe { join_rows_sse2(&bufs.0, &sm, &mut got, stream_out && aligned) };
+            assert!(got == want, "stream_out = {stream_out}");
+        }
+        // Every (exponent, byte) pair joins to the bf16 it came from.
+        for bits in 0..=u16::MAX {
+            let (e, s) = (df11_gpu::bits::exponent(bits), df11_gpu::bits::sign_mantissa(bits));
+            assert_eq!(df11_gpu::bits::join(exponent(stored(e)), s), bits);
+        }
     }
 }
