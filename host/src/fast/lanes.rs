@@ -234,6 +234,7 @@ fn decode4(
     bufs: &mut [[u8; LANE_BUF]; 4],
     target: [usize; 4],
     limit: [usize; 4],
+    mut ahead: &[u8],
 ) {
     const ROUND: usize = 4 * MAX_PER_LOOKUP;
     const ROUND_BITS: usize = 4 * LOOKUP_BITS as usize;
@@ -249,28 +250,41 @@ fn decode4(
         // SAFETY: `rounds` is bounded as `rounds4` requires: by the targets
         // (at most CHUNK_SYMS + 3 exponents in a buffer, LANE_BUF is larger)
         // and by the stream's length.
-        unsafe { rounds4(t, s, lanes, bufs, rounds) };
+        unsafe { rounds4(t, s, lanes, bufs, rounds, ahead) };
+        ahead = ahead.get(rounds * 64..).unwrap_or(&[]);
     }
     for (i, (lane, buf)) in lanes.iter_mut().zip(bufs.iter_mut()).enumerate() {
         lane.finish(t, s, buf, target[i], limit[i]);
     }
 }
 
-/// `rounds` rounds of one refill and four lookups for each of four lanes.
+/// `rounds` rounds of one refill and four lookups for each of four lanes;
+/// each round also prefetches the next cache line of `ahead`.
 ///
 /// # Safety
 /// Each lane's buffer must have room for `16 · rounds + 4` more bytes after
 /// its `have` exponents, and each refill's 8 bytes must be inside the stream:
 /// `bit + 48 · (rounds - 1) + 64 ≤ 8 · stream length` for each lane.
 #[inline(always)]
-unsafe fn rounds4(t: &MultiTable, s: &Stream, lanes: &mut [Lane; 4], bufs: &mut [[u8; LANE_BUF]; 4], rounds: usize) {
+unsafe fn rounds4(
+    t: &MultiTable,
+    s: &Stream,
+    lanes: &mut [Lane; 4],
+    bufs: &mut [[u8; LANE_BUF]; 4],
+    rounds: usize,
+    ahead: &[u8],
+) {
     let stream = s.bytes.as_ptr();
     let mut buf = lanes.map(|l| l.buf);
     let mut pos = lanes.map(|l| l.at >> HAVE_BITS);
     let starts: [*mut u8; 4] = std::array::from_fn(|i| bufs[i].as_mut_ptr());
     // SAFETY: `have` is within the buffer (the caller's bound).
     let mut out: [*mut u8; 4] = std::array::from_fn(|i| unsafe { starts[i].add(lanes[i].have()) });
+    let mut lines = ahead.chunks(64);
     for _ in 0..rounds {
+        if let Some(line) = lines.next() {
+            prefetch(line);
+        }
         for i in 0..4 {
             pos[i] += buf[i].trailing_zeros() as usize - 7;
             // SAFETY: in the stream, by the caller's bound on `rounds`.
@@ -296,6 +310,19 @@ unsafe fn rounds4(t: &MultiTable, s: &Stream, lanes: &mut [Lane; 4], bufs: &mut 
         let have = unsafe { out[i].offset_from(starts[i]) } as usize;
         lanes[i] = Lane { buf: buf[i], at: pos[i] << HAVE_BITS | have };
     }
+}
+
+/// Asks the CPU to bring `line` into the cache (a hint: it never faults).
+#[inline(always)]
+fn prefetch(line: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch has no architectural effect, whatever the address;
+    // this one is a valid slice besides.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = line;
 }
 
 /// Decodes one segment of the lanes layout into `out` (its `seg_len`
@@ -359,13 +386,17 @@ fn decode_segment_impl(
         let chunk_rows = (rows - chunk_start).min(CHUNK_ROWS);
         let first = chunk_start * LANE_RUN;
         let last_chunk = chunk_start + chunk_rows == rows;
+        let elems = chunk_start * ROW_ELEMS..(seg_len).min((chunk_start + chunk_rows) * ROW_ELEMS);
+        // Each group of lanes fetches an eighth of the chunk's sign+mantissa
+        // bytes into the cache while it decodes, for the join that follows.
+        let share = elems.len().div_ceil(LANES / 4);
         for (g, group) in bufs.0.as_chunks_mut::<4>().0.iter_mut().enumerate() {
             let l4: &mut [Lane; 4] = (&mut lanes[4 * g..4 * g + 4]).try_into().unwrap();
             let limit = std::array::from_fn(|i| slots[4 * g + i] - first);
             let target = limit.map(|l| l.min(CHUNK_SYMS));
-            decode4(t, s, l4, group, target, limit);
+            let ahead = sm.get(elems.start + g * share..elems.end.min(elems.start + (g + 1) * share)).unwrap_or(&[]);
+            decode4(t, s, l4, group, target, limit, ahead);
         }
-        let elems = chunk_start * ROW_ELEMS..(seg_len).min((chunk_start + chunk_rows) * ROW_ELEMS);
         join_rows(&bufs.0, &sm[elems.clone()], &mut out[elems], stream_out);
         if !last_chunk {
             // Up to 3 exponents past the chunk move to the buffer's start.
