@@ -1,16 +1,17 @@
-//! Round trip of arbitrary bf16 data: encode with a segment_rows taken from the
-//! input (1..=8, so small inputs span several segments), serialize, parse and
-//! reference-decode; the bits must come back exactly.
+//! Round trip of arbitrary bf16 data: encode with a segment_rows (1..=8, so
+//! small inputs span several segments) and a layout taken from the input,
+//! serialize, parse and reference-decode; the bits must come back exactly.
 #![no_main]
 
-use df11_host::{CompressedTensor, EncodeOptions, Group, compress_with, decode_reference};
+use df11_host::{CompressedTensor, EncodeOptions, Group, Layout, compress_with, decode_reference};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&first, rest)) = data.split_first() else { return };
     let segment_rows = u32::from(first % 8) + 1;
     let bits: Vec<u16> = rest.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-    let t = compress_with(&bits, &EncodeOptions { segment_rows, ..Default::default() });
+    let layout = if first & 8 == 0 { Layout::Warp } else { Layout::Lanes };
+    let t = compress_with(&bits, &EncodeOptions { segment_rows, layout });
     t.validate().expect("encoder output is valid");
     let bytes = t.to_bytes();
     let parsed = CompressedTensor::from_bytes(&bytes).expect("encoder output parses");

@@ -12,7 +12,7 @@
 use df11_host::container::reseal_crcs;
 use df11_host::fast::{decode_fast, decode_parallel};
 use df11_host::synth::realistic_weights;
-use df11_host::{CompressedTensor, EncodeOptions, Group, compress_with, decode_reference};
+use df11_host::{CompressedTensor, EncodeOptions, Group, Layout, compress_with, decode_reference};
 
 /// A group of several tensors with several segments each: lengths not a
 /// multiple of 8, small `segment_rows`, one single-symbol and one empty tensor.
@@ -31,11 +31,11 @@ fn originals() -> Vec<(Vec<u16>, u32)> {
     ]
 }
 
-fn encode(tensors: &[(Vec<u16>, u32)]) -> Group {
+fn encode(tensors: &[(Vec<u16>, u32)], layout: Layout) -> Group {
     Group {
         tensors: tensors
             .iter()
-            .map(|(bits, rows)| compress_with(bits, &EncodeOptions { segment_rows: *rows, ..Default::default() }))
+            .map(|(bits, rows)| compress_with(bits, &EncodeOptions { segment_rows: *rows, layout }))
             .collect(),
     }
 }
@@ -115,18 +115,22 @@ fn sweep(clean: &[u8], check: &dyn Fn(&[u8], &str) -> bool) {
 #[test]
 fn corrupt_group_is_rejected_or_exact() {
     let original = originals();
-    let g = encode(&original);
-    let clean = g.to_bytes();
-    assert!(check_group(&clean, &original, "clean"));
-    sweep(&clean, &|b, what| check_group(b, &original, what));
+    for layout in [Layout::Warp, Layout::Lanes] {
+        let g = encode(&original, layout);
+        let clean = g.to_bytes();
+        assert!(check_group(&clean, &original, "clean"));
+        sweep(&clean, &|b, what| check_group(b, &original, &format!("{} layout: {what}", layout.name())));
+    }
 }
 
 #[test]
 fn corrupt_single_tensor_is_rejected_or_exact() {
     let original = realistic_weights(1, 1000, 0.02, 9);
-    let t = compress_with(&original, &EncodeOptions { segment_rows: 1, ..Default::default() });
-    assert_eq!(t.num_segments(), 4);
-    let clean = t.to_bytes();
-    assert!(check_single(&clean, &original, "clean"));
-    sweep(&clean, &|b, what| check_single(b, &original, what));
+    for layout in [Layout::Warp, Layout::Lanes] {
+        let t = compress_with(&original, &EncodeOptions { segment_rows: 1, layout });
+        assert_eq!(t.num_segments(), 4);
+        let clean = t.to_bytes();
+        assert!(check_single(&clean, &original, "clean"));
+        sweep(&clean, &|b, what| check_single(b, &original, &format!("{} layout: {what}", layout.name())));
+    }
 }
