@@ -32,6 +32,11 @@ impl Decoder for GpuDecoder {
         if t.num_elements != out.len() as u64 {
             return Err(format!("container holds {} elements, the tensor's shape needs {}", t.num_elements, out.len()));
         }
+        if t.layout != df11::Layout::Warp {
+            // The kernel reads the warp layout only; the lanes layout is the
+            // CPU's, and decodes fast there.
+            return df11::decompress_into(&t, bytemuck::cast_slice_mut(out)).map_err(|e| e.to_string());
+        }
         let group = df11::Group { tensors: vec![t] };
         // One device: tensors are decoded one after another while the CPU
         // threads read and write the neighbouring tensors.

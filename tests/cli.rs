@@ -372,3 +372,24 @@ fn segment_rows_option_is_stored_and_decodes() {
         assert!(!dir.path().join("bad.safetensors").exists());
     }
 }
+
+#[test]
+fn layout_option_is_stored_and_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let orig = dir.path().join("m.safetensors");
+    let tensors = sample_tensors(6);
+    write_st(&orig, &tensors, None);
+    for (layout, want) in [("warp", df11::Layout::Warp), ("lanes", df11::Layout::Lanes)] {
+        let (comp, back) = (dir.path().join(format!("c{layout}.st")), dir.path().join(format!("b{layout}.st")));
+        ok(&[&"compress", &orig, &"-o", &comp, &"--layout", &layout, &"--segment-rows", &"2"]);
+        let (c, _) = read_st(&comp);
+        let t = df11::CompressedTensor::from_bytes(&c["model.layers.0.mlp.up_proj.weight"].data).unwrap();
+        assert_eq!(t.layout, want);
+        ok(&[&"verify", &orig, &comp]);
+        ok(&[&"decompress", &comp, &"-o", &back]);
+        assert_eq!(read_st(&back).0, tensors, "{layout} layout");
+    }
+    let out = run(&[&"compress", &orig, &"-o", &dir.path().join("bad.st"), &"--layout", &"rows"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--layout"));
+}
