@@ -73,6 +73,12 @@ pub fn container_version(container: &[u8]) -> Option<u16> {
     (container.len() >= 6 && &container[..4] == b"DF11").then(|| u16::from_le_bytes([container[4], container[5]]))
 }
 
+/// The layout of a single-tensor container's record, if the bytes go that far
+/// and name one.
+pub fn container_layout(container: &[u8]) -> Option<df11::Layout> {
+    container.get(16 + 22).copied().and_then(df11::Layout::from_code)
+}
+
 /// Views little-endian 16-bit data as `u16`s, copying only if it is unaligned
 /// (safetensors data offsets are not guaranteed to be even) or the host is big-endian.
 pub fn bytes_to_u16(bytes: &[u8]) -> Cow<'_, [u16]> {

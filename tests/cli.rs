@@ -249,6 +249,7 @@ fn inspect_reports_sizes_and_bound() {
     let up = rows.iter().find(|r| r["name"] == "model.layers.0.mlp.up_proj.weight").unwrap();
     assert_eq!(up["shape"], serde_json::json!([96, 64]));
     assert_eq!(up["storage"], "df11");
+    assert_eq!(up["layout"], "warp");
     let (bpw, bound) = (up["bits_per_weight"].as_f64().unwrap(), up["bound_bits_per_weight"].as_f64().unwrap());
     assert!(bound > 8.0 && bound < 12.0 && bpw >= bound - 0.01, "bpw {bpw} bound {bound}");
     assert_eq!(v["totals"]["tensors"], 7);
@@ -388,6 +389,13 @@ fn layout_option_is_stored_and_decodes() {
         ok(&[&"verify", &orig, &comp]);
         ok(&[&"decompress", &comp, &"-o", &back]);
         assert_eq!(read_st(&back).0, tensors, "{layout} layout");
+        let v: serde_json::Value = serde_json::from_slice(&ok(&[&"inspect", &comp, &"--json"]).stdout).unwrap();
+        let want_version = if want == df11::Layout::Warp { 1 } else { 2 };
+        assert_eq!(v["container_version"], want_version);
+        let rows = v["tensors"].as_array().unwrap();
+        assert!(rows.iter().filter(|r| r["storage"] == "df11").all(|r| r["layout"] == layout), "{rows:?}");
+        let text = String::from_utf8(ok(&[&"inspect", &comp]).stdout).unwrap();
+        assert!(text.contains(&format!("df11 ({layout})")), "{text}");
     }
     let out = run(&[&"compress", &orig, &"-o", &dir.path().join("bad.st"), &"--layout", &"rows"]);
     assert_eq!(out.status.code(), Some(2));

@@ -18,6 +18,8 @@ struct Row {
     shape: Vec<u64>,
     /// `df11`, `dfloat11` or `raw`.
     storage: &'static str,
+    /// For `df11` storage: the record layout, `warp` or `lanes`.
+    layout: Option<&'static str>,
     original_bytes: u64,
     stored_bytes: u64,
     /// For BF16 tensors: stored bits per weight.
@@ -68,6 +70,10 @@ pub fn run(path: &Path, shapes: Option<&Path>, json: bool, dec: &dyn Decoder, co
                         Payload::Df11(_) => "df11",
                         Payload::Dfloat11(_) => "dfloat11",
                     };
+                    let layout = match &item.payload {
+                        Payload::Df11(t) => codec::container_layout(f.file.bytes(t)).map(df11::Layout::name),
+                        _ => None,
+                    };
                     let any_bf16 = item.outputs.iter().any(|o| o.dtype == "BF16");
                     let plain = if any_bf16 { Some(materialize(f, item, dec)?) } else { None };
                     let item_plain = item.plain_bytes().max(1);
@@ -93,6 +99,7 @@ pub fn run(path: &Path, shapes: Option<&Path>, json: bool, dec: &dyn Decoder, co
                             dtype: o.dtype.clone(),
                             shape: o.shape.clone(),
                             storage,
+                            layout,
                             original_bytes: original,
                             stored_bytes: stored,
                             bits_per_weight: bpw,
@@ -161,17 +168,21 @@ fn table(r: &Report) -> String {
     let w = r.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
     let _ = writeln!(
         s,
-        "{:w$}  {:5}  {:18}  {:8}  {:>10}  {:>10}  {:>7}  {:>7}",
+        "{:w$}  {:5}  {:18}  {:12}  {:>10}  {:>10}  {:>7}  {:>7}",
         "name", "dtype", "shape", "storage", "original", "stored", "bits/w", "8+H"
     );
     for t in &r.tensors {
+        let storage = match t.layout {
+            Some(l) => format!("{} ({l})", t.storage),
+            None => t.storage.to_owned(),
+        };
         let _ = writeln!(
             s,
-            "{:w$}  {:5}  {:18}  {:8}  {:>10}  {:>10}  {:>7}  {:>7}",
+            "{:w$}  {:5}  {:18}  {:12}  {:>10}  {:>10}  {:>7}  {:>7}",
             t.name,
             t.dtype,
             format!("{:?}", t.shape),
-            t.storage,
+            storage,
             human(t.original_bytes),
             human(t.stored_bytes),
             opt(t.bits_per_weight),
