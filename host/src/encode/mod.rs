@@ -191,23 +191,35 @@ fn encode_segment_lanes_impl(
     lens: &mut Vec<u32>,
 ) {
     let rows = seg.len().div_ceil(ROW_ELEMS);
-    // A lane's bytes are at most rows·max_len; a flush stores 8 from the
-    // last, partial one. Whole u64s, so that each slot is aligned for words.
-    let cap = (rows * max_len as usize).div_ceil(8) + 1;
+    // A lane's bytes are at most rows·max_len; a block's writes reach at
+    // most `WINDOW` bytes past its first. Whole u64s, so that each slot is
+    // aligned for words.
+    let cap = (rows * max_len as usize + WINDOW).div_ceil(8);
     if sc.lane_slots.len() < cap * LANES {
         sc.lane_slots.resize(cap * LANES, 0);
     }
     let slots = bytemuck::cast_slice_mut::<u64, u8>(&mut sc.lane_slots[..cap * LANES]);
     let mut lanes = [BitWriter::default(); LANES];
-    for block in seg.chunks(ROW_ELEMS * LANE_BLOCK_ROWS) {
+    let blocks = seg.chunks(ROW_ELEMS * LANE_BLOCK_ROWS);
+    for (block, next) in blocks.clone().zip(blocks.skip(1).map(Some).chain([None])) {
+        // The lanes read a block in strides of a row: without this, lines
+        // would come from memory one at a time as the first lane reads them.
+        if let Some(next) = next {
+            prefetch(next);
+        }
         // Only a tensor's last row can be partial (`tail`).
         let (full, tail) = block.as_chunks::<ROW_ELEMS>();
         for (j, (w, out)) in lanes.iter_mut().zip(slots.chunks_exact_mut(8 * cap)).enumerate() {
             let mut st = *w;
+            // A fixed-size window, so that the stores need no bounds checks.
+            let base = st.byte;
+            st.byte = 0;
+            let out: &mut [u8; WINDOW] = (&mut out[base..base + WINDOW]).try_into().unwrap();
             for row in full {
-                let run = &row[j * LANE_RUN..][..LANE_RUN];
-                st.put4(enc.quad(std::array::from_fn(|k| enc.get(run[k]))), out);
-                st.put4(enc.quad(std::array::from_fn(|k| enc.get(run[4 + k]))), out);
+                for q in row.as_chunks::<LANE_RUN>().0[j].as_chunks::<4>().0 {
+                    let w = quad_word(q);
+                    st.put4(enc.quad(std::array::from_fn(|k| enc.get((w >> (16 * k)) as u16))), out);
+                }
             }
             if !tail.is_empty() {
                 // Missing elements code nothing (a zero entry).
@@ -216,6 +228,7 @@ fn encode_segment_lanes_impl(
                 st.put4(enc.quad(std::array::from_fn(|k| run[k])), out);
                 st.put4(enc.quad(std::array::from_fn(|k| run[4 + k])), out);
             }
+            st.byte += base;
             *w = st;
         }
     }
@@ -233,8 +246,35 @@ fn encode_segment_lanes_impl(
     }
 }
 
-/// Rows coded lane by lane at a time in the lanes layout: 16 KiB of input.
-const LANE_BLOCK_ROWS: usize = 32;
+/// Rows coded lane by lane at a time in the lanes layout: 4 KiB of input, so
+/// that it, the next block (prefetched) and the lanes' windows share the L1
+/// cache (measured 7 % faster than 16 KiB).
+const LANE_BLOCK_ROWS: usize = 8;
+
+/// The bytes a lane's writes in a block reach: its codes, at most
+/// `MAX_CODE_LEN` bytes a row, and the 8 of the last store.
+const WINDOW: usize = LANE_BLOCK_ROWS * MAX_CODE_LEN as usize + 8;
+
+/// Asks for `data` to be brought into the cache, where the CPU can be asked.
+#[inline(always)]
+fn prefetch(data: &[u16]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in data.chunks(32) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is part of the x86-64 baseline, and a prefetch is a
+        // hint that reads nothing and never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
+/// Four elements as the bit fields of one u64, element k at bit 16k: one
+/// load, where four would be vectorised with costly extractions.
+#[inline(always)]
+fn quad_word(q: &[u16; 4]) -> u64 {
+    if cfg!(target_endian = "little") { bytemuck::cast(*q) } else { q.iter().rev().fold(0, |w, &x| w << 16 | x as u64) }
+}
 
 /// The lanes layout's code table, per 9-bit index `bits >> 7` (sign and
 /// exponent, so that no mask is needed): the code left-aligned in the top
@@ -289,10 +329,13 @@ impl BitWriter {
     /// stores the 8 bytes from the partial one: at most 55 bits, so these
     /// hold them all and zeros after them.
     #[inline(always)]
-    fn put4(&mut self, (bits, len): (u64, u32), out: &mut [u8]) {
+    fn put4<const N: usize>(&mut self, (bits, len): (u64, u32), out: &mut [u8; N]) {
         self.acc |= bits.wrapping_shr(self.pos);
         self.pos += len;
-        out[self.byte..self.byte + 8].copy_from_slice(&self.acc.to_be_bytes());
+        // The window leaves room, so the clamp never acts; it proves the
+        // store in bounds without a bounds-check branch.
+        let at = self.byte.min(N - 8);
+        out[at..at + 8].copy_from_slice(&self.acc.to_be_bytes());
         self.byte += (self.pos / 8) as usize;
         self.acc = self.acc.wrapping_shl(self.pos & !7);
         self.pos %= 8;
