@@ -65,7 +65,11 @@ pub fn compress_with(bits: &[u16], opts: &EncodeOptions) -> CompressedTensor {
         _ => 0,
     };
 
-    let (stream_offsets, words) = encode_segments(bits, rows, &code_lengths, max_len as u32, opts.layout);
+    // Each stream pads its bits to whole words: at most one word more each.
+    let code_bits: u64 = hist.iter().zip(&code_lengths).map(|(&n, &l)| n * l as u64).sum();
+    let streams = segments_for(n, rows) as usize * opts.layout.streams_per_segment() as usize;
+    let max_words = (code_bits / 32) as usize + streams;
+    let (stream_offsets, words) = encode_segments(bits, rows, &code_lengths, max_len as u32, opts.layout, max_words);
 
     CompressedTensor {
         num_elements: n,
@@ -88,6 +92,7 @@ fn encode_segments(
     code_lengths: &[u8; SYMBOLS],
     max_len: u32,
     layout: Layout,
+    max_words: usize,
 ) -> (Vec<u32>, Vec<u32>) {
     let num_streams = segments_for(bits.len() as u64, rows) as usize * layout.streams_per_segment() as usize;
     if max_len == 0 {
@@ -109,18 +114,24 @@ fn encode_segments(
         }
         Layout::Lanes => {
             let enc = LaneTable::new(code_lengths, &codes);
-            // Consecutive segments append to one vector, so that a single
-            // thread leaves few parts to concatenate.
-            bits.par_chunks(seg_elems)
-                .fold(
-                    || (LaneScratch::new(), Vec::new(), Vec::new()),
-                    |(mut sc, mut words, mut lens), seg| {
-                        encode_segment_lanes(seg, &enc, max_len, &mut sc, &mut words, &mut lens);
-                        (sc, words, lens)
-                    },
-                )
-                .map(|(_, words, lens)| (words, lens))
-                .collect()
+            let step = |(mut sc, mut words, mut lens): (LaneScratch, Vec<u32>, Vec<u32>), seg| {
+                encode_segment_lanes(seg, &enc, max_len, &mut sc, &mut words, &mut lens);
+                (sc, words, lens)
+            };
+            let strip = |(_, words, lens)| (words, lens);
+            if rayon::current_num_threads() == 1 {
+                // One vector, sized once: nothing to concatenate.
+                let streams = Vec::with_capacity(num_streams);
+                let init = (LaneScratch::new(), Vec::with_capacity(max_words), streams);
+                vec![strip(bits.chunks(seg_elems).fold(init, step))]
+            } else {
+                // Consecutive segments append to one vector, so that few
+                // parts are left to concatenate.
+                bits.par_chunks(seg_elems)
+                    .fold(|| (LaneScratch::new(), Vec::new(), Vec::new()), step)
+                    .map(strip)
+                    .collect()
+            }
         }
     };
     let total: usize = parts.iter().map(|s| s.0.len()).sum();
@@ -251,9 +262,13 @@ fn encode_segment_lanes_impl(
 /// cache (measured 7 % faster than 16 KiB).
 const LANE_BLOCK_ROWS: usize = 8;
 
-/// The bytes a lane's writes in a block reach: its codes, at most
-/// `MAX_CODE_LEN` bytes a row, and the 8 of the last store.
-const WINDOW: usize = LANE_BLOCK_ROWS * MAX_CODE_LEN as usize + 8;
+/// A power of two above the bytes a lane's codes fill in a block (at most
+/// `MAX_CODE_LEN` a row), so that masking a store's offset with `SPAN - 1`
+/// never changes it but proves it in bounds.
+const SPAN: usize = (LANE_BLOCK_ROWS * MAX_CODE_LEN as usize + 8).next_power_of_two();
+
+/// The bytes a lane's writes in a block may reach: `SPAN` and the 8 of a store.
+const WINDOW: usize = SPAN + 8;
 
 /// Asks for `data` to be brought into the cache, where the CPU can be asked.
 #[inline(always)]
@@ -329,12 +344,12 @@ impl BitWriter {
     /// stores the 8 bytes from the partial one: at most 55 bits, so these
     /// hold them all and zeros after them.
     #[inline(always)]
-    fn put4<const N: usize>(&mut self, (bits, len): (u64, u32), out: &mut [u8; N]) {
+    fn put4(&mut self, (bits, len): (u64, u32), out: &mut [u8; WINDOW]) {
         self.acc |= bits.wrapping_shr(self.pos);
         self.pos += len;
-        // The window leaves room, so the clamp never acts; it proves the
-        // store in bounds without a bounds-check branch.
-        let at = self.byte.min(N - 8);
+        // See `SPAN`: the mask never acts (one instruction, where a clamp or
+        // a bounds check take three).
+        let at = self.byte & (SPAN - 1);
         out[at..at + 8].copy_from_slice(&self.acc.to_be_bytes());
         self.byte += (self.pos / 8) as usize;
         self.acc = self.acc.wrapping_shl(self.pos & !7);
