@@ -189,9 +189,10 @@ fn encode_segment_lanes_bmi2(
 
 /// [`encode_segment_lanes`]'s body, compiled for each CPU feature set.
 ///
-/// Block by block of rows (the block's table indices stay in the L1 cache),
-/// lane by lane within a block (its writer state stays in registers), each
-/// lane into its own byte slot of the scratch; then the slots are copied out.
+/// Block by block of rows (the block stays in the L1 cache while every lane
+/// reads its part), lane by lane within a block (its writer state stays in
+/// registers), each lane into its own byte slot of the scratch; then the
+/// slots are copied out.
 #[inline(always)]
 fn encode_segment_lanes_impl(
     seg: &[u16],
