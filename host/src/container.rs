@@ -523,10 +523,15 @@ fn read_u32s(b: &[u8]) -> Vec<u32> {
 
 /// CRC32C of bf16 bit patterns as little-endian `u16`s: the `data_crc` field.
 pub fn data_crc(bits: &[u16]) -> u32 {
+    data_crc_append(0, bits)
+}
+
+/// Continues `crc`, the [`data_crc`] of some elements, with those in `bits`.
+pub fn data_crc_append(crc: u32, bits: &[u16]) -> u32 {
     if cfg!(target_endian = "little") {
-        crc32c::crc32c(bytemuck::cast_slice(bits))
+        crc32c::crc32c_append(crc, bytemuck::cast_slice(bits))
     } else {
-        let mut crc = 0;
+        let mut crc = crc;
         for chunk in bits.chunks(4096) {
             let le: Vec<u8> = chunk.iter().flat_map(|b| b.to_le_bytes()).collect();
             crc = crc32c::crc32c_append(crc, &le);

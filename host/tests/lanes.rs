@@ -231,3 +231,26 @@ proptest! {
         judge_alike(&t);
     }
 }
+
+/// The encoder's output does not depend on the thread count: one thread takes
+/// a sequential path, several split the first pass (histogram, CRC, sign and
+/// mantissa bytes) and the segments between them. Lengths around the first
+/// pass's block (4096) and task (65,536) sizes.
+#[test]
+fn same_output_whatever_the_thread_count() {
+    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    let (one, three) = (pool(1), pool(3));
+    for n in [4095, 4096, 4097, 65_535, 65_536, 65_537, 3 * 65_536 + 4101] {
+        let bits = synth::realistic_weights(1, n, 0.02, n as u64);
+        for layout in [Layout::Lanes, Layout::Warp] {
+            for rows in [1, 3, 256] {
+                let opts = EncodeOptions { segment_rows: rows, layout };
+                let a = one.install(|| compress_with(&bits, &opts));
+                let b = three.install(|| compress_with(&bits, &opts));
+                assert!(a == b, "{n} elements, R = {rows}, {layout:?}");
+                assert_eq!(a.data_crc, df11_host::container::data_crc(&bits));
+                assert_eq!(decode_reference(&a).as_deref(), Ok(&bits[..]), "{n} elements, R = {rows}, {layout:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! The encoder's first pass: exponent histogram, sign+mantissa bytes and data
+//! CRC in one sweep, so that the input is read from memory once for all three.
+
+use crate::container::data_crc_append;
+use df11_gpu::bits;
+use df11_gpu::format::SYMBOLS;
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// Elements per parallel task: small enough to balance, large enough that
+/// merging its sub-histograms is cheap.
+const TASK: usize = 1 << 16;
+
+/// Elements per pass of the steps: 8 KiB of input, so that it stays in the
+/// L1 cache from one to the next, beside the 16 KiB of sub-histograms.
+const BLOCK: usize = 1 << 12;
+
+/// What the first pass yields.
+pub(crate) struct Scan {
+    pub hist: [u64; SYMBOLS],
+    pub crc: u32,
+    pub sign_mantissa: Vec<u8>,
+}
+
+/// Histogram and CRC of a contiguous run of elements.
+struct Part {
+    hist: [u64; SYMBOLS],
+    crc: u32,
+    len: usize,
+}
+
+impl Part {
+    const EMPTY: Part = Part { hist: [0; SYMBOLS], crc: 0, len: 0 };
+
+    /// `self` followed by `next`: CRCs of consecutive runs combine exactly,
+    /// so the result does not depend on how rayon splits the input.
+    fn join(mut self, next: Part) -> Part {
+        // Combining costs microseconds; rayon joins with empty parts often.
+        if next.len == 0 {
+            return self;
+        }
+        if self.len == 0 {
+            return next;
+        }
+        self.hist.iter_mut().zip(next.hist).for_each(|(a, b)| *a += b);
+        self.crc = crc32c::crc32c_combine(self.crc, next.crc, 2 * next.len);
+        self.len += next.len;
+        self
+    }
+
+    /// Appends one task's elements, writing their sign+mantissa bytes to `sm`.
+    fn push(mut self, inp: &[u16], sm: &mut [MaybeUninit<u8>]) -> Part {
+        // Eight sub-histograms: consecutive equal exponents (most of them, in
+        // real weights) would otherwise wait on each other's store-to-load
+        // round trip. Indexed by sign and exponent, so that no mask is needed;
+        // the halves add up below. A task is under 2^32 elements, so u32
+        // counts suffice.
+        let mut h = [[0u32; 2 * SYMBOLS]; 8];
+        for (inp, sm) in inp.chunks(BLOCK).zip(sm.chunks_mut(BLOCK)) {
+            // The histogram's loop has the work to hide the memory reads;
+            // the split, vectorised on its own, then reads the cache.
+            self.crc = crc_histogram(self.crc, inp, &mut h);
+            for (o, &b) in sm.iter_mut().zip(inp) {
+                o.write(bits::sign_mantissa(b));
+            }
+        }
+        for (s, t) in self.hist.iter_mut().enumerate() {
+            *t += h.iter().map(|sub| (sub[s] + sub[s + SYMBOLS]) as u64).sum::<u64>();
+        }
+        self.len += inp.len();
+        self
+    }
+}
+
+/// Adds `inp` to the sub-histograms `h` and returns `crc` continued with it.
+fn crc_histogram(crc: u32, inp: &[u16], h: &mut [[u32; 2 * SYMBOLS]; 8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE4.2, the only feature the function enables.
+        return unsafe { crc_histogram_sse42(crc, inp, h) };
+    }
+    histogram(inp, h);
+    data_crc_append(crc, inp)
+}
+
+fn histogram(inp: &[u16], h: &mut [[u32; 2 * SYMBOLS]; 8]) {
+    let (octets, rest) = inp.as_chunks::<8>();
+    for o in octets {
+        for (sub, &b) in h.iter_mut().zip(o) {
+            sub[(b >> 7) as usize] += 1;
+        }
+    }
+    for &b in rest {
+        h[0][(b >> 7) as usize] += 1;
+    }
+}
+
+/// [`crc_histogram`] with the CRC32C instruction in the histogram's loop: the
+/// histogram is bound by its stores, the CRC by the instruction's throughput,
+/// so interleaved they take little more time than the histogram alone.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn crc_histogram_sse42(crc: u32, inp: &[u16], h: &mut [[u32; 2 * SYMBOLS]; 8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u16, _mm_crc32_u64};
+    let mut c = u64::from(!crc);
+    let (octets, rest) = inp.as_chunks::<8>();
+    for o in octets {
+        // x86 is little-endian: the u64s hold the elements' bytes in order.
+        let [lo, hi]: [u64; 2] = bytemuck::cast(*o);
+        c = _mm_crc32_u64(_mm_crc32_u64(c, lo), hi);
+        for (sub, &b) in h.iter_mut().zip(o) {
+            sub[(b >> 7) as usize] += 1;
+        }
+    }
+    let mut c = c as u32;
+    for &b in rest {
+        c = _mm_crc32_u16(c, b);
+        h[0][(b >> 7) as usize] += 1;
+    }
+    !c
+}
+
+/// Histogram, CRC and sign+mantissa bytes of `bits`, the same whatever the
+/// thread count.
+pub(crate) fn scan(bits: &[u16]) -> Scan {
+    // Written once, not zeroed first: zeroing would cost a pass of its own
+    // where the allocator reuses memory.
+    let mut sign_mantissa = Vec::with_capacity(bits.len());
+    let part = sign_mantissa.spare_capacity_mut()[..bits.len()]
+        .par_chunks_mut(TASK)
+        .zip(bits.par_chunks(TASK))
+        .fold(|| Part::EMPTY, |p, (sm, inp)| p.push(inp, sm))
+        .reduce(|| Part::EMPTY, Part::join);
+    assert_eq!(part.len, bits.len());
+    // SAFETY: the tasks cover `0..bits.len()` (checked above: `len` sums their
+    // lengths), and each wrote every byte of its range.
+    unsafe { sign_mantissa.set_len(bits.len()) };
+    Scan { hist: part.hist, crc: part.crc, sign_mantissa }
+}
