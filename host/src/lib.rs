@@ -8,6 +8,7 @@ pub mod encode;
 pub mod error;
 pub mod fast;
 pub mod gpu;
+mod hint;
 pub mod reference;
 pub mod stats;
 pub mod synth;

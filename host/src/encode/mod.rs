@@ -217,7 +217,7 @@ fn encode_segment_lanes_impl(
         // The lanes read a block in strides of a row: without this, lines
         // would come from memory one at a time as the first lane reads them.
         if let Some(next) = next {
-            prefetch(next);
+            crate::hint::prefetch(bytemuck::cast_slice(next));
         }
         // Only a tensor's last row can be partial (`tail`).
         let (full, tail) = block.as_chunks::<ROW_ELEMS>();
@@ -270,20 +270,6 @@ const SPAN: usize = (LANE_BLOCK_ROWS * MAX_CODE_LEN as usize + 8).next_power_of_
 
 /// The bytes a lane's writes in a block may reach: `SPAN` and the 8 of a store.
 const WINDOW: usize = SPAN + 8;
-
-/// Asks for `data` to be brought into the cache, where the CPU can be asked.
-#[inline(always)]
-fn prefetch(data: &[u16]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in data.chunks(32) {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: SSE is part of the x86-64 baseline, and a prefetch is a
-        // hint that reads nothing and never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
-}
 
 /// Four elements as the bit fields of one u64, element k at bit 16k: one
 /// load, where four would be vectorised with costly extractions.

@@ -283,7 +283,7 @@ unsafe fn rounds4(
     let mut lines = ahead.chunks(64);
     for _ in 0..rounds {
         if let Some(line) = lines.next() {
-            prefetch(line);
+            crate::hint::prefetch(line);
         }
         for i in 0..4 {
             pos[i] += buf[i].trailing_zeros() as usize - 7;
@@ -310,19 +310,6 @@ unsafe fn rounds4(
         let have = unsafe { out[i].offset_from(starts[i]) } as usize;
         lanes[i] = Lane { buf: buf[i], at: pos[i] << HAVE_BITS | have };
     }
-}
-
-/// Asks the CPU to bring `line` into the cache (a hint: it never faults).
-#[inline(always)]
-fn prefetch(line: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch has no architectural effect, whatever the address;
-    // this one is a valid slice besides.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line.as_ptr().cast())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = line;
 }
 
 /// Decodes one segment of the lanes layout into `out` (its `seg_len`
