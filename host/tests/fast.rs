@@ -2,6 +2,9 @@
 //! original bits and the reference decoder, on every kind of input; corrupted
 //! streams and offsets give an error or the exact original, never a panic.
 
+mod common;
+
+use common::fast_both;
 use df11_host::fast::{self, DecodeOptions};
 use df11_host::synth::{self, SplitMix64};
 use df11_host::{CompressedTensor, EncodeOptions, Error, compress_with, decode_reference};
@@ -9,16 +12,6 @@ use proptest::prelude::*;
 
 fn enc(bits: &[u16], rows: u32) -> CompressedTensor {
     compress_with(bits, &EncodeOptions { segment_rows: rows, ..Default::default() })
-}
-
-/// Both fast decoders, into buffers of the right size.
-fn fast_both(t: &CompressedTensor, opts: &DecodeOptions) -> [Result<Vec<u16>, Error>; 2] {
-    let n = t.num_elements as usize;
-    let (mut a, mut b) = (vec![0u16; n], vec![0u16; n]);
-    [
-        fast::decode_fast_into_with(t, &mut a, opts).map(|_| a),
-        fast::decode_parallel_into_with(t, &mut b, opts).map(|_| b),
-    ]
 }
 
 fn check(bits: &[u16], rows: u32) {

@@ -3,6 +3,9 @@
 //! container round-trips as version 2; corrupt lane streams are rejected by
 //! both decoders alike, never with a panic.
 
+mod common;
+
+use common::fast_both;
 use df11_host::fast::{self, DecodeOptions};
 use df11_host::format::{LANE_RUN, LANES, ROW_ELEMS};
 use df11_host::synth::{self, SplitMix64};
@@ -11,16 +14,6 @@ use proptest::prelude::*;
 
 fn enc(bits: &[u16], rows: u32) -> CompressedTensor {
     compress_with(bits, &EncodeOptions { segment_rows: rows, layout: Layout::Lanes })
-}
-
-/// Both fast decoders, into buffers of the right size.
-fn fast_both(t: &CompressedTensor, opts: &DecodeOptions) -> [Result<Vec<u16>, Error>; 2] {
-    let n = t.num_elements as usize;
-    let (mut a, mut b) = (vec![0u16; n], vec![0u16; n]);
-    [
-        fast::decode_fast_into_with(t, &mut a, opts).map(|_| a),
-        fast::decode_parallel_into_with(t, &mut b, opts).map(|_| b),
-    ]
 }
 
 /// Compresses, checks the reference and both fast decoders bit-exact, and the
