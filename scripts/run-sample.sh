@@ -3,7 +3,8 @@
 # builds df11, writes a small synthetic Llama-style checkpoint (sharded, with
 # config.json and an index), compresses it, verifies it bit for bit, shows
 # the per-tensor ratio against the entropy bound, restores it, verifies the
-# restored copy against the original, and runs the benchmark.
+# restored copy against the original, does the same with the CPU decoding
+# layout, and runs the benchmark for both layouts.
 #
 # Usage: scripts/run-sample.sh [WORK_DIR]   (default: target/sample)
 set -euo pipefail
@@ -23,4 +24,10 @@ target/release/examples/make_checkpoint "$work/original" 2 1024 2
 "$df11" inspect "$work/compressed"
 "$df11" decompress "$work/compressed" -o "$work/restored"
 "$df11" verify "$work/original" "$work/restored"
-"$df11" bench --synthetic
+# The layout for CPU decoding: each lane's stream whole.
+"$df11" compress "$work/original" -o "$work/compressed-lanes" --layout lanes
+"$df11" verify "$work/original" "$work/compressed-lanes"
+"$df11" decompress "$work/compressed-lanes" -o "$work/restored-lanes"
+"$df11" verify "$work/original" "$work/restored-lanes"
+"$df11" bench --synthetic --layout lanes
+"$df11" bench --synthetic --layout warp
