@@ -13,7 +13,7 @@
 
 use super::lanes::{self, LaneBufs, MultiTable, Stream};
 use crate::CompressedTensor;
-use crate::container::Layout;
+use crate::container::{Layout, data_crc_append};
 use crate::error::{Error, Result};
 use df11_gpu::format::{LANE_RUN, LANES, ROW_ELEMS, TABLE_SIZE};
 use df11_gpu::table::{self, Entry, entry_len, entry_symbol};
@@ -181,25 +181,10 @@ fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut 
         }
         // Checksum the segment while it is still in cache.
         if want_crc {
-            crc = crc_append_u16(crc, seg_out);
+            crc = data_crc_append(crc, seg_out);
         }
     }
     Ok(crc)
-}
-
-/// CRC32C of `data` as little-endian bytes, continuing `crc`.
-fn crc_append_u16(crc: u32, data: &[u16]) -> u32 {
-    if cfg!(target_endian = "little") {
-        crc32c::crc32c_append(crc, bytemuck::cast_slice(data))
-    } else {
-        data.chunks(512).fold(crc, |crc, c| {
-            let mut bytes = [0u8; 1024];
-            for (b, v) in bytes.chunks_exact_mut(2).zip(c) {
-                b.copy_from_slice(&v.to_le_bytes());
-            }
-            crc32c::crc32c_append(crc, &bytes[..2 * c.len()])
-        })
-    }
 }
 
 #[inline(always)]
