@@ -29,14 +29,14 @@ fn tweak(g: &mut Group, kind: u8, value: u32, index: u8) {
     match kind % 12 {
         0 => {}
         1 => {
-            let len = t.segment_offsets.len();
-            if let Some(o) = t.segment_offsets.get_mut(i % len.max(1)) {
+            let len = t.stream_offsets.len();
+            if let Some(o) = t.stream_offsets.get_mut(i % len.max(1)) {
                 *o = value;
             }
         }
-        2 => t.segment_offsets.push(value),
+        2 => t.stream_offsets.push(value),
         3 => {
-            t.segment_offsets.pop();
+            t.stream_offsets.pop();
         }
         4 => t.words.truncate(value as usize),
         5 => t.words.push(value),
