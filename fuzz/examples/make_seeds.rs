@@ -4,7 +4,7 @@
 //! writes `<dir>/<target>/<name>` for the container and round-trip targets;
 //! `fuzz/make_file_seeds.py` derives the checkpoint and DFloat11 seeds.
 
-use df11_host::{CompressedTensor, EncodeOptions, Group, compress_with};
+use df11_host::{CompressedTensor, EncodeOptions, Group, Layout, compress_with};
 use std::path::Path;
 
 /// Deterministic bf16-like values: a few exponents around 1.0 with random
@@ -27,6 +27,11 @@ fn tensor(n: usize, rows: u32, seed: u64) -> CompressedTensor {
     compress_with(&weights(n, seed), &EncodeOptions { segment_rows: rows, ..Default::default() })
 }
 
+/// The same in the lanes layout (container version 2).
+fn lanes(n: usize, rows: u32, seed: u64) -> CompressedTensor {
+    compress_with(&weights(n, seed), &EncodeOptions { segment_rows: rows, layout: Layout::Lanes })
+}
+
 fn main() {
     let dir = std::env::args().nth(1).expect("usage: make_seeds <dir>");
     let dir = Path::new(&dir);
@@ -38,11 +43,14 @@ fn main() {
         ("rows1_300", tensor(300, 1, 3)),
         ("rows2_777", tensor(777, 2, 4)),
         ("rows3_1000", tensor(1000, 3, 5)),
+        ("lanes_rows2_777", lanes(777, 2, 10)),
+        ("lanes_rows1_300", lanes(300, 1, 11)),
     ];
     let groups: Vec<(&str, Group)> = vec![
         ("group3", Group { tensors: vec![tensor(13, 1, 6), tensor(260, 1, 7), tensor(5, 2, 8)] }),
         ("group_empty_mix", Group { tensors: vec![tensor(0, 1, 0), tensor(9, 1, 9)] }),
         ("group_none", Group { tensors: vec![] }),
+        ("group_layouts", Group { tensors: vec![tensor(40, 1, 12), lanes(300, 1, 13)] }),
     ];
     let mut containers: Vec<(&str, Vec<u8>)> = singles.iter().map(|(n, t)| (*n, t.to_bytes())).collect();
     containers.extend(groups.iter().map(|(n, g)| (*n, g.to_bytes())));
