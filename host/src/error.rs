@@ -71,7 +71,7 @@ pub enum Error {
     Gpu(String),
 }
 
-/// `Result` with [`Error`].
+/// `Result` with [`Error`](enum@Error).
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {

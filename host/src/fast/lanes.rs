@@ -7,10 +7,13 @@
 //! exponents land in per-lane buffers; a second pass joins them with the
 //! sign+mantissa bytes, 16 elements per step with SSE2 on x86-64.
 //!
-//! Safety against corrupt input: stream reads are clamped to the tensor's
-//! stream bytes (past the end they read zeros), lane buffers are fixed-size
-//! arrays indexed through masks, and a lane that does not end exactly in its
-//! last word, followed by zero bits, makes the segment `CorruptStream`.
+//! Safety against corrupt input: the round loop (`rounds4`, the one `unsafe`
+//! loop) runs only as many rounds as its lane buffers and the stream can take
+//! whatever the codes, a bound checked before each batch of rounds; outside
+//! it, stream reads are clamped to the tensor's stream bytes (past the end
+//! they read zeros) and lane buffers are indexed through masks. A lane that
+//! does not end exactly in its last word, followed by zero bits, makes the
+//! segment `CorruptStream`.
 
 use crate::container::lane_slots;
 use df11_gpu::format::{LANE_RUN, LANES, MAX_CODE_LEN, ROW_ELEMS, TABLE_SIZE};
@@ -45,7 +48,8 @@ const LANE_BUF: usize = LANE_MASK + 1 + 64;
 /// The multi-symbol decode table: for each 12-bit window, the exponents of
 /// the whole codes it starts with (at most four), their count and their bits.
 pub(crate) struct MultiTable {
-    /// Up to four exponents, the first in the low byte.
+    /// Up to four exponents as the lane buffers store them ([`stored`]), the
+    /// first in the low byte.
     symbols: [u32; TABLE_SIZE],
     /// Bits 0..4: bits the codes take (a shift count, read modulo 64);
     /// bits 6..8: their count minus one.
