@@ -76,7 +76,8 @@ pub fn container_version(container: &[u8]) -> Option<u16> {
 /// The layout of a single-tensor container's record, if the bytes go that far
 /// and name one.
 pub fn container_layout(container: &[u8]) -> Option<df11::Layout> {
-    container.get(16 + 22).copied().and_then(df11::Layout::from_code)
+    let at = df11::format::CONTAINER_HEADER_BYTES + df11::format::RECORD_LAYOUT_BYTE;
+    container.get(at).copied().and_then(df11::Layout::from_code)
 }
 
 /// Views little-endian 16-bit data as `u16`s, copying only if it is unaligned

@@ -15,6 +15,10 @@ pub const VERSION: u16 = 2;
 /// Oldest container version still read: every record has the warp layout.
 pub const FIRST_VERSION: u16 = 1;
 
+/// Offset of a record's `layout` byte from the record's start (reserved and
+/// zero in version 1).
+pub const RECORD_LAYOUT_BYTE: usize = 22;
+
 /// Record layout 0: the 32 lane streams of a segment interleaved word by word
 /// in the order a warp asks for them (FORMAT.md section 7), so a GPU warp reads
 /// its segment with coalesced loads. The only layout of version 1.

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use df11_gpu::format::{
     CODE_LENGTH_BYTES, CONTAINER_HEADER_BYTES, FIRST_VERSION, LANE_RUN, LANES, LAYOUT_LANES, LAYOUT_WARP, MAGIC,
-    MAX_CODE_LEN, MAX_SEGMENT_ROWS, ROW_ELEMS, SYMBOLS, TENSOR_HEADER_BYTES, VERSION, WORD_BITS,
+    MAX_CODE_LEN, MAX_SEGMENT_ROWS, RECORD_LAYOUT_BYTE, ROW_ELEMS, SYMBOLS, TENSOR_HEADER_BYTES, VERSION, WORD_BITS,
 };
 
 /// Exclusive upper bound on elements per tensor (FORMAT.md section 9).
@@ -319,12 +319,14 @@ impl CompressedTensor {
             return Err(Error::invalid("num_segments", format!("{s}, expected {expected_s} for {n} elements")));
         }
         // Version 1 had no layout byte: it was reserved, so zero (warp).
-        let layout = match Layout::from_code(rest[22]) {
+        let layout = match Layout::from_code(rest[RECORD_LAYOUT_BYTE]) {
             Some(Layout::Lanes) if version < 2 => {
                 return Err(Error::invalid("reserved", "reserved header bytes are not zero"));
             }
             Some(l) => l,
-            None => return Err(Error::invalid("layout", format!("unknown layout {}", rest[22]))),
+            None => {
+                return Err(Error::invalid("layout", format!("unknown layout {}", rest[RECORD_LAYOUT_BYTE])));
+            }
         };
         let len = record_len(n, s, w, layout);
         need(rest, len)?;
@@ -336,7 +338,7 @@ impl CompressedTensor {
         if stored != computed {
             return Err(Error::Checksum { what: "record", stored, computed });
         }
-        if rest[23] != 0 || rest[28..32] != [0; 4] {
+        if rest[RECORD_LAYOUT_BYTE + 1] != 0 || rest[28..32] != [0; 4] {
             return Err(Error::invalid("reserved", "reserved header bytes are not zero"));
         }
         let mut code_lengths = [0u8; SYMBOLS];
@@ -489,7 +491,7 @@ pub fn reseal_crcs(b: &mut [u8]) {
             return;
         }
         let n = u64_at(rest, 0);
-        let layout = Layout::from_code(rest[22]).unwrap_or_default();
+        let layout = Layout::from_code(rest[RECORD_LAYOUT_BYTE]).unwrap_or_default();
         let len = record_len(n, u32_at(rest, 12) as u64, u32_at(rest, 16) as u64, layout);
         if n >= MAX_ELEMENTS || len > rest.len() as u64 {
             return;

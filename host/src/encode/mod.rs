@@ -554,12 +554,7 @@ struct LaneState {
 
 impl LaneState {
     fn new(max_len: u32) -> Self {
-        Self::at_bit(max_len - 1)
-    }
-
-    /// A lane whose stream starts at bit `bit` of its bytes (after `HEAD`).
-    fn at_bit(bit: u32) -> Self {
-        LaneState { acc: 0, due: bit, block: u32::MAX }
+        LaneState { acc: 0, due: max_len - 1, block: u32::MAX }
     }
 
     /// Encodes a lane's run of one row (steps k = 0.., one element each) into

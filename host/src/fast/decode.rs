@@ -151,9 +151,8 @@ fn check_crc(t: &CompressedTensor, actual: u32, opts: &DecodeOptions) -> Result<
 
 /// Decodes consecutive segments starting at `first_seg` into `out` (their
 /// whole output, the last one possibly short) and returns the CRC32C of it
-/// if `crc` is set (else 0).
-fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut [u16], crc: bool) -> Result<u32> {
-    let want_crc = crc;
+/// if `want_crc` (else 0).
+fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut [u16], want_crc: bool) -> Result<u32> {
     // Outputs beyond the caches go around them, unless the CRC pass reads
     // them back right away.
     let stream_out = !want_crc && t.num_elements.saturating_mul(2) >= STREAM_OUT_BYTES;
