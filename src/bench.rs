@@ -151,16 +151,27 @@ fn synthetic(elements: usize) -> Vec<(String, Vec<u16>)> {
 }
 
 /// Median of the timings of `reps` runs of `f`, in seconds.
-fn time<F: FnMut()>(reps: usize, mut f: F) -> f64 {
+fn time<F: FnMut()>(reps: usize, f: F) -> f64 {
+    time_result(reps, f).0
+}
+
+/// [`time`] for a function that returns what it made, and that result of the
+/// last run: each run's result is dropped after its timer stops, so that no
+/// run pays for freeing the one before.
+fn time_result<T, F: FnMut() -> T>(reps: usize, mut f: F) -> (f64, T) {
+    assert!(reps > 0);
+    let mut last = None;
     let mut v: Vec<f64> = (0..reps)
         .map(|_| {
             let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
+            let r = f();
+            let secs = t.elapsed().as_secs_f64();
+            last = Some(r);
+            secs
         })
         .collect();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    (v[v.len() / 2], last.expect("reps > 0"))
 }
 
 const REPS: usize = 5;
@@ -179,8 +190,8 @@ fn measure(
     };
 
     // df11: encode (tensors in parallel; the encoder parallelises inside too).
-    let mut compressed = Vec::new();
-    let encode = time(REPS, || compressed = tensors.par_iter().map(|t| codec::compress(&t.1, layout)).collect());
+    let (encode, compressed): (f64, Vec<_>) =
+        time_result(REPS, || tensors.par_iter().map(|t| codec::compress(&t.1, layout)).collect());
     let mut outs: Vec<Vec<u16>> = tensors.iter().map(|t| vec![0u16; t.1.len()]).collect();
     let decode_all = |outs: &mut [Vec<u16>], verify: bool| -> Result<(), BenchError> {
         for (c, o) in compressed.iter().zip(outs.iter_mut()) {

@@ -122,7 +122,9 @@ fn encode_segments(
             if rayon::current_num_threads() == 1 {
                 // One vector, sized once: nothing to concatenate.
                 let streams = Vec::with_capacity(num_streams);
-                let init = (LaneScratch::new(), Vec::with_capacity(max_words), streams);
+                let mut words = Vec::with_capacity(max_words);
+                crate::hint::huge_pages(&mut words);
+                let init = (LaneScratch::new(), words, streams);
                 vec![strip(bits.chunks(seg_elems).fold(init, step))]
             } else {
                 // Consecutive segments append to one vector, so that few
@@ -221,24 +223,33 @@ fn encode_segment_lanes_impl(
         }
         // Only a tensor's last row can be partial (`tail`).
         let (full, tail) = block.as_chunks::<ROW_ELEMS>();
+        // The block's exponent bytes, in one vectorised pass, so that the
+        // lanes below load pair indices directly.
+        let exps = &mut sc.exps[..full.len() * ROW_ELEMS];
+        for (e, &b) in exps.iter_mut().zip(full.as_flattened()) {
+            *e = bits::exponent(b);
+        }
+        let exps = &*exps;
         for (j, (w, out)) in lanes.iter_mut().zip(slots.chunks_exact_mut(8 * cap)).enumerate() {
             let mut st = *w;
             // A fixed-size window, so that the stores need no bounds checks.
             let base = st.byte;
             st.byte = 0;
             let out: &mut [u8; WINDOW] = (&mut out[base..base + WINDOW]).try_into().unwrap();
-            for row in full {
-                for q in row.as_chunks::<LANE_RUN>().0[j].as_chunks::<4>().0 {
-                    let w = quad_word(q);
-                    st.put4(enc.quad(std::array::from_fn(|k| enc.get((w >> (16 * k)) as u16))), out);
-                }
+            for exps in exps.as_chunks::<ROW_ELEMS>().0 {
+                // Two exponents a lookup: their bytes, read as a u16, index the pair table.
+                let e = exps.as_chunks::<LANE_RUN>().0[j];
+                let pair = |k: usize| enc.pair(u16::from_le_bytes([e[2 * k], e[2 * k + 1]]));
+                st.put4(quad(pair(0), pair(1)), out);
+                st.put4(quad(pair(2), pair(3)), out);
             }
             if !tail.is_empty() {
                 // Missing elements code nothing (a zero entry).
                 let run: [u64; LANE_RUN] =
                     std::array::from_fn(|k| tail.get(j * LANE_RUN + k).map_or(0, |&x| enc.get(x)));
-                st.put4(enc.quad(std::array::from_fn(|k| run[k])), out);
-                st.put4(enc.quad(std::array::from_fn(|k| run[4 + k])), out);
+                let four = |q: &[u64]| quad(concat(q[0], q[1]), concat(q[2], q[3]));
+                st.put4(four(&run[..4]), out);
+                st.put4(four(&run[4..]), out);
             }
             st.byte += base;
             *w = st;
@@ -271,48 +282,66 @@ const SPAN: usize = (LANE_BLOCK_ROWS * MAX_CODE_LEN as usize + 8).next_power_of_
 /// The bytes a lane's writes in a block may reach: `SPAN` and the 8 of a store.
 const WINDOW: usize = SPAN + 8;
 
-/// Four elements as the bit fields of one u64, element k at bit 16k: one
-/// load, where four would be vectorised with costly extractions.
-#[inline(always)]
-fn quad_word(q: &[u16; 4]) -> u64 {
-    if cfg!(target_endian = "little") { bytemuck::cast(*q) } else { q.iter().rev().fold(0, |w, &x| w << 16 | x as u64) }
+/// The lanes layout's code tables. An entry holds a code, or several codes
+/// concatenated, left-aligned in the top bits with zeros after them, and its
+/// length in bits in the low 6 bits (codes are at most 12 bits, so the two
+/// never overlap while the entry holds at most 58 bits).
+struct LaneTable {
+    /// Per 9-bit index `bits >> 7` (sign and exponent, so that no mask is
+    /// needed): one code.
+    single: [u64; 2 * SYMBOLS],
+    /// Per two exponent bytes read as a little-endian u16 (first element's in
+    /// the low byte): both codes, first element's first. Only pairs of
+    /// exponents the tensor holds are filled; the rest stay zero, untouched
+    /// pages of a zeroed allocation.
+    pair: Box<[u64; 1 << 16]>,
 }
-
-/// The lanes layout's code table, per 9-bit index `bits >> 7` (sign and
-/// exponent, so that no mask is needed): the code left-aligned in the top
-/// bits, its length in the low 6 bits (codes are at most 12 bits, so the two
-/// never overlap).
-struct LaneTable([u64; 2 * SYMBOLS]);
 
 impl LaneTable {
     fn new(lengths: &[u8; SYMBOLS], codes: &[u32; SYMBOLS]) -> Self {
-        LaneTable(std::array::from_fn(|i| {
-            let (len, code) = (lengths[i % SYMBOLS] as u32, codes[i % SYMBOLS] as u64);
+        let single: [u64; SYMBOLS] = std::array::from_fn(|i| {
+            let (len, code) = (lengths[i] as u32, codes[i] as u64);
             if len == 0 { 0 } else { code << (64 - len) | len as u64 }
-        }))
+        });
+        let mut pair: Box<[u64; 1 << 16]> = vec![0; 1 << 16].into_boxed_slice().try_into().expect("2^16 entries");
+        let used: Vec<usize> = (0..SYMBOLS).filter(|&s| lengths[s] > 0).collect();
+        for &second in &used {
+            for &first in &used {
+                pair[first | second << 8] = concat(single[first], single[second]);
+            }
+        }
+        LaneTable { single: std::array::from_fn(|i| single[i % SYMBOLS]), pair }
     }
 
+    /// The entry of the element with bit pattern `b`.
     #[inline(always)]
     fn get(&self, b: u16) -> u64 {
-        self.0[(b >> 7) as usize]
+        self.single[(b >> 7) as usize]
     }
 
-    /// Four codes' entries concatenated: the codes left-aligned with zeros
-    /// after them, and their total length.
-    ///
-    /// Built as a tree so that the dependency chain through the writer is one
-    /// step per four codes. A shift by a whole entry shifts by its low 6 bits,
-    /// its length; the sum of entries has the sum of lengths in its low 32
-    /// bits, as codes sit above bit 51. The lengths left in the low bits of
-    /// the concatenation are cleared at the end (the codes end above bit 15).
+    /// The entry of two elements, from their exponent bytes `first | second << 8`.
     #[inline(always)]
-    fn quad(&self, [a, b, c, d]: [u64; 4]) -> (u64, u32) {
-        let ab = a | b.wrapping_shr(a as u32);
-        let cd = c | d.wrapping_shr(c as u32);
-        let lab = a.wrapping_add(b);
-        let abcd = ab | cd.wrapping_shr(lab as u32);
-        (abcd & !63, lab.wrapping_add(c).wrapping_add(d) as u32)
+    fn pair(&self, exps: u16) -> u64 {
+        self.pair[exps as usize]
     }
+}
+
+/// Entry `a` followed by entry `b` (together at most 58 bits).
+#[inline(always)]
+fn concat(a: u64, b: u64) -> u64 {
+    // A shift by a whole entry shifts by its low 6 bits, its length.
+    ((a | b.wrapping_shr(a as u32)) & !63) | ((a & 63) + (b & 63))
+}
+
+/// Two entries of at most 24 bits each (as the pair table's) concatenated, as
+/// [`BitWriter::put4`] takes them: the bits, zeros after them, and their length.
+///
+/// Cheaper than [`concat`]: such entries are zero from bit 6 to bit 39, so the
+/// sum of the two has the sum of the lengths in its low 32 bits, and the
+/// lengths left in the low bits of the concatenation are simply cleared.
+#[inline(always)]
+fn quad(a: u64, b: u64) -> (u64, u32) {
+    ((a | b.wrapping_shr(a as u32)) & !63, a.wrapping_add(b) as u32)
 }
 
 /// One lane's MSB-first bit writer.
@@ -380,11 +409,14 @@ struct LaneScratch {
     /// Lane of each refill, in the order the decoder performs them, plus
     /// slack for the 8-byte stores of `push_refills`.
     refills: Vec<u8>,
+    /// The exponent bytes of a block of the lanes layout's rows.
+    exps: Box<[u8; ROW_ELEMS * LANE_BLOCK_ROWS]>,
 }
 
 impl LaneScratch {
     fn new() -> Self {
-        LaneScratch { lane_bytes: Vec::new(), lane_slots: Vec::new(), refills: Vec::new() }
+        let exps = Box::new([0; ROW_ELEMS * LANE_BLOCK_ROWS]);
+        LaneScratch { lane_bytes: Vec::new(), lane_slots: Vec::new(), refills: Vec::new(), exps }
     }
 }
 

@@ -126,6 +126,7 @@ pub(crate) fn scan(bits: &[u16]) -> Scan {
     // Written once, not zeroed first: zeroing would cost a pass of its own
     // where the allocator reuses memory.
     let mut sign_mantissa = Vec::with_capacity(bits.len());
+    crate::hint::huge_pages(&mut sign_mantissa);
     let part = sign_mantissa.spare_capacity_mut()[..bits.len()]
         .par_chunks_mut(TASK)
         .zip(bits.par_chunks(TASK))

@@ -130,6 +130,7 @@ pub fn decode_fast(t: &CompressedTensor) -> Result<Vec<u16>> {
     // Validate before allocating: N is then backed by N sign+mantissa bytes.
     t.validate()?;
     let mut out = vec![0u16; t.num_elements as usize];
+    crate::hint::huge_pages(&mut out);
     decode_fast_into(t, &mut out)?;
     Ok(out)
 }
@@ -138,6 +139,7 @@ pub fn decode_fast(t: &CompressedTensor) -> Result<Vec<u16>> {
 pub fn decode_parallel(t: &CompressedTensor) -> Result<Vec<u16>> {
     t.validate()?;
     let mut out = vec![0u16; t.num_elements as usize];
+    crate::hint::huge_pages(&mut out);
     decode_parallel_into(t, &mut out)?;
     Ok(out)
 }
