@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod container;
+mod crc;
 pub mod emu;
 pub mod encode;
 pub mod error;

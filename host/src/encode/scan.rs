@@ -43,7 +43,7 @@ impl Part {
             return next;
         }
         self.hist.iter_mut().zip(next.hist).for_each(|(a, b)| *a += b);
-        self.crc = crc32c::crc32c_combine(self.crc, next.crc, 2 * next.len);
+        self.crc = crate::crc::combine(self.crc, next.crc, 2 * next.len as u64);
         self.len += next.len;
         self
     }
