@@ -18,7 +18,7 @@ pub(crate) fn prefetch(data: &[u8]) {
 
 /// Below this many bytes an allocation is not worth 2 MiB pages.
 #[cfg(target_os = "linux")]
-const HUGE_MIN: usize = 8 << 20;
+const HUGE_MIN: usize = 4 << 20;
 
 /// Asks Linux to back the whole 2 MiB pages inside `v`'s allocation with
 /// transparent huge pages, where the system leaves that to the program

@@ -205,6 +205,25 @@ proptest! {
         check(&bits, rows);
     }
 
+    /// Segments of long codes alternate with segments whose lanes end in a
+    /// store of nearly 64 bits: a lane's last word can then reach past that
+    /// store, into bytes the long segment left in the encoder's scratch (a
+    /// bug once; they must be the stream's zero padding).
+    #[test]
+    fn stream_ends_after_long_segments(seed in any::<u64>(), segments in 1usize..40, rows in 2u32..4, common_pct in 0u64..40) {
+        let mut rng = SplitMix64::new(seed);
+        let seg = 256 * rows as usize;
+        let bits: Vec<u16> = (0..segments * seg)
+            .map(|i| {
+                let r = rng.next_u64();
+                let rare = 64 + (r % 64) as u16;
+                let e = if (i / seg) % 2 == 1 && (r >> 32) % 100 < common_pct { 126 } else { rare };
+                e << 7 | (r >> 16) as u16 & 0x807f
+            })
+            .collect();
+        check(&bits, rows);
+    }
+
     #[test]
     fn damaged_streams_are_judged_alike(
         seed in any::<u64>(),

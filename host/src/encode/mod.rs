@@ -238,26 +238,37 @@ fn encode_segment_lanes_impl(
             let out: &mut [u8; WINDOW] = (&mut out[base..base + WINDOW]).try_into().unwrap();
             for exps in exps.as_chunks::<ROW_ELEMS>().0 {
                 // Two exponents a lookup: their bytes, read as a u16, index the pair table.
-                let e = exps.as_chunks::<LANE_RUN>().0[j];
-                let pair = |k: usize| enc.pair(u16::from_le_bytes([e[2 * k], e[2 * k + 1]]));
-                st.put4(quad(pair(0), pair(1)), out);
-                st.put4(quad(pair(2), pair(3)), out);
+                // One load; each u16 of it is a pair index as it stands
+                // (indexing with bytes, the compiler rebuilt each from two).
+                let e = u64::from_le_bytes(exps.as_chunks::<LANE_RUN>().0[j]);
+                let pair = |k: usize| enc.pair((e >> (16 * k)) as u16);
+                let ((b0, l0), (b1, l1)) = (quad(pair(0), pair(1)), quad(pair(2), pair(3)));
+                // Real weights' codes average about 3 bits: all eight codes
+                // nearly always fit one store.
+                if l0 + l1 <= PUT_MAX {
+                    st.put((b0 | b1.wrapping_shr(l0), l0 + l1), out);
+                } else {
+                    st.put((b0, l0), out);
+                    st.put((b1, l1), out);
+                }
             }
             if !tail.is_empty() {
                 // Missing elements code nothing (a zero entry).
                 let run: [u64; LANE_RUN] =
                     std::array::from_fn(|k| tail.get(j * LANE_RUN + k).map_or(0, |&x| enc.get(x)));
                 let four = |q: &[u64]| quad(concat(q[0], q[1]), concat(q[2], q[3]));
-                st.put4(four(&run[..4]), out);
-                st.put4(four(&run[4..]), out);
+                st.put(four(&run[..4]), out);
+                st.put(four(&run[4..]), out);
             }
             st.byte += base;
             *w = st;
         }
     }
-    for (st, out) in lanes.iter().zip(sc.lane_slots.chunks_exact(cap)) {
-        // The last flush stored zeros after the stream's last bit, up to 7
-        // bytes on: past the end of its last word.
+    for (st, out) in lanes.iter().zip(sc.lane_slots.chunks_exact_mut(cap)) {
+        // The pending bits and zeros after them, to 8 bytes: past the end of
+        // the last word, which the puts' stores may fall short of (the slot
+        // holds stale bytes of earlier segments). `cap` leaves room.
+        bytemuck::cast_slice_mut::<u64, u8>(out)[st.byte..st.byte + 8].copy_from_slice(&st.acc.to_be_bytes());
         let nwords = (8 * st.byte + st.pos as usize).div_ceil(32);
         let stream = &bytemuck::cast_slice::<u64, u32>(out)[..nwords];
         if cfg!(target_endian = "little") {
@@ -334,7 +345,7 @@ fn concat(a: u64, b: u64) -> u64 {
 }
 
 /// Two entries of at most 24 bits each (as the pair table's) concatenated, as
-/// [`BitWriter::put4`] takes them: the bits, zeros after them, and their length.
+/// [`BitWriter::put`] takes them: the bits, zeros after them, and their length.
 ///
 /// Cheaper than [`concat`]: such entries are zero from bit 6 to bit 39, so the
 /// sum of the two has the sum of the lengths in its low 32 bits, and the
@@ -343,6 +354,10 @@ fn concat(a: u64, b: u64) -> u64 {
 fn quad(a: u64, b: u64) -> (u64, u32) {
     ((a | b.wrapping_shr(a as u32)) & !63, a.wrapping_add(b) as u32)
 }
+
+/// The most bits one [`BitWriter::put`] takes: 7 pending bits and these fill
+/// at most 63 of the 64 bits it stores.
+const PUT_MAX: u32 = 56;
 
 /// One lane's MSB-first bit writer.
 #[derive(Clone, Copy, Default)]
@@ -356,11 +371,13 @@ struct BitWriter {
 }
 
 impl BitWriter {
-    /// Appends up to 48 bits (left-aligned in `bits`, zeros after them), then
-    /// stores the 8 bytes from the partial one: at most 55 bits, so these
-    /// hold them all and zeros after them.
+    /// Appends up to `PUT_MAX` bits (left-aligned in `bits`, zeros after
+    /// them), then stores the 8 bytes from the partial one: at most 63 bits,
+    /// so these hold them all and zeros after them, and the shift below stays
+    /// under 64.
     #[inline(always)]
-    fn put4(&mut self, (bits, len): (u64, u32), out: &mut [u8; WINDOW]) {
+    fn put(&mut self, (bits, len): (u64, u32), out: &mut [u8; WINDOW]) {
+        debug_assert!(len <= PUT_MAX);
         self.acc |= bits.wrapping_shr(self.pos);
         self.pos += len;
         // See `SPAN`: the mask never acts (one instruction, where a clamp or
