@@ -5,15 +5,25 @@
 /// the CPU can be asked (x86-64); elsewhere nothing.
 #[inline(always)]
 pub(crate) fn prefetch(data: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
     for line in data.chunks(64) {
+        prefetch_line(line.as_ptr());
+    }
+}
+
+/// Asks the CPU to bring the 64-byte line holding `p` into the cache. Any
+/// address will do, inside an allocation or not: a prefetch reads nothing
+/// and never faults.
+#[inline(always)]
+pub(crate) fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         // SAFETY: SSE is part of the x86-64 baseline, and a prefetch is a
         // hint that reads nothing and never faults.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
+    let _ = p;
 }
 
 /// Below this many bytes an allocation is not worth 2 MiB pages.

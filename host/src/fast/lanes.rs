@@ -141,9 +141,12 @@ const HAVE_BITS: u32 = 16;
 /// A lane's decoder state, two registers.
 #[derive(Clone, Copy)]
 struct Lane {
-    /// The next bits, MSB-aligned, then a single 1 (the sentinel) below the
-    /// valid bits, then zeros: the bits consumed since the last refill are
-    /// the sentinel's rise, `trailing_zeros - 7`.
+    /// The next bits, MSB-aligned, and a single 1 (the sentinel) that
+    /// starts at bit 0 at a refill and rises with every bit consumed, zeros
+    /// below it: the bits consumed since the last refill are its
+    /// `trailing_zeros`. A refill leaves at least 57 valid bits (a load
+    /// shifted by under 8), and at most 48 are consumed before the next, so
+    /// the sentinel never reaches them.
     buf: u64,
     /// `pos << 16 | have`: the stream position of `buf`'s top bit at the last
     /// refill, and the exponents in the lane's buffer (below 2^13), packed so
@@ -154,7 +157,7 @@ struct Lane {
 impl Lane {
     fn new(start_bit: usize) -> Self {
         // Only the sentinel: the first refill starts at `start_bit`.
-        Lane { buf: 1 << 7, at: start_bit << HAVE_BITS }
+        Lane { buf: 1, at: start_bit << HAVE_BITS }
     }
 
     /// Exponents in the lane's buffer.
@@ -166,24 +169,24 @@ impl Lane {
     /// The stream position of the next unread bit.
     #[inline(always)]
     fn bit(&self) -> usize {
-        (self.at >> HAVE_BITS) + self.buf.trailing_zeros() as usize - 7
+        (self.at >> HAVE_BITS) + self.buf.trailing_zeros() as usize
     }
 
     /// Moves the position to the next unread bit and returns it.
     #[inline(always)]
     fn advance(&mut self) -> usize {
-        // The sentinel is at bit 55 at most (7 + 48), so `| 1 << 63` changes
-        // nothing but tells the compiler the count is below 64.
-        let consumed = (self.buf | 1 << 63).trailing_zeros() as usize - 7;
+        // The sentinel is at bit 48 at most, so `| 1 << 63` changes nothing
+        // but tells the compiler the count is below 64.
+        let consumed = (self.buf | 1 << 63).trailing_zeros() as usize;
         self.at += consumed << HAVE_BITS;
         self.at >> HAVE_BITS
     }
 
-    /// Reloads `buf` from the next unread bit: 56 valid bits, then the sentinel.
+    /// Reloads `buf` from the next unread bit, the sentinel at bit 0.
     #[inline(always)]
     fn refill(&mut self, s: &Stream) {
         let pos = self.advance();
-        self.buf = (s.bits_at(pos) & !0xff) | 1 << 7;
+        self.buf = s.bits_at(pos) | 1;
     }
 
     /// One multi-symbol lookup: up to four exponents into `out` at `have`.
@@ -228,7 +231,7 @@ impl Lane {
 /// Rounds of one refill and four lookups per lane run while even the
 /// furthest-behind lane can take a whole round without passing its target (a
 /// round yields at most 16 exponents a lane; 4 lookups take at most 48 of
-/// the 56 bits a refill provides), and while every refill's 8 bytes are
+/// the 57 or more bits a refill provides), and while every refill's 8 bytes are
 /// inside the stream. Then each lane finishes on its own.
 #[inline(always)]
 fn decode4(
@@ -263,7 +266,7 @@ fn decode4(
 }
 
 /// `rounds` rounds of one refill and four lookups for each of four lanes;
-/// each round also prefetches the next cache line of `ahead`.
+/// round `r` also prefetches the cache line `64·r` bytes after `ahead`'s start.
 ///
 /// # Safety
 /// Each lane's buffer must have room for `16 · rounds + 4` more bytes after
@@ -284,16 +287,16 @@ unsafe fn rounds4(
     let starts: [*mut u8; 4] = std::array::from_fn(|i| bufs[i].as_mut_ptr());
     // SAFETY: `have` is within the buffer (the caller's bound).
     let mut out: [*mut u8; 4] = std::array::from_fn(|i| unsafe { starts[i].add(lanes[i].have()) });
-    let mut lines = ahead.chunks(64);
-    for _ in 0..rounds {
-        if let Some(line) = lines.next() {
-            crate::hint::prefetch(line);
-        }
+    let ahead = ahead.as_ptr();
+    for r in 0..rounds {
+        // Past `ahead`'s end this fetches the next group's bytes, or harmlessly
+        // nothing: not bounding it keeps a register free for the lanes.
+        crate::hint::prefetch_line(ahead.wrapping_add(64 * r));
         for i in 0..4 {
-            pos[i] += buf[i].trailing_zeros() as usize - 7;
+            pos[i] += buf[i].trailing_zeros() as usize;
             // SAFETY: in the stream, by the caller's bound on `rounds`.
             let x = u64::from_be(unsafe { stream.add(pos[i] >> 3).cast::<u64>().read_unaligned() });
-            buf[i] = ((x << (pos[i] & 7)) & !0xff) | 1 << 7;
+            buf[i] = x << (pos[i] & 7) | 1;
         }
         for _ in 0..4 {
             for i in 0..4 {
