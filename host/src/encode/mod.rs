@@ -129,10 +129,15 @@ fn encode_segments(
             } else {
                 // Consecutive segments append to one vector, so that few
                 // parts are left to concatenate.
-                bits.par_chunks(seg_elems)
-                    .fold(|| (LaneScratch::new(), Vec::new(), Vec::new()), step)
-                    .map(strip)
-                    .collect()
+                // Each part starts with room for its thread's share of the
+                // words (address space only, until written), in 2 MiB pages.
+                let share = max_words / rayon::current_num_threads();
+                let init = || {
+                    let mut words = Vec::with_capacity(share);
+                    crate::hint::huge_pages(&mut words);
+                    (LaneScratch::new(), words, Vec::new())
+                };
+                bits.par_chunks(seg_elems).fold(init, step).map(strip).collect()
             }
         }
     };
@@ -147,12 +152,21 @@ fn encode_segments(
             at
         }));
     }
-    let mut parts = parts.into_iter();
-    let mut words = parts.next().map(|p| p.0).unwrap_or_default();
-    words.reserve_exact(total - words.len());
-    for (w, _) in parts {
-        words.extend_from_slice(&w);
+    if parts.len() == 1 {
+        return (offsets, parts.into_iter().next().map(|p| p.0).unwrap_or_default());
     }
+    // The parts are copied in parallel into one zeroed allocation (fresh
+    // pages: nothing is written twice).
+    let mut words = vec![0u32; total];
+    crate::hint::huge_pages(&mut words);
+    let mut dests = Vec::with_capacity(parts.len());
+    let mut rest = words.as_mut_slice();
+    for (w, _) in &parts {
+        let (d, r) = rest.split_at_mut(w.len());
+        dests.push(d);
+        rest = r;
+    }
+    dests.into_par_iter().zip(&parts).for_each(|(d, (w, _))| d.copy_from_slice(w));
     (offsets, words)
 }
 
