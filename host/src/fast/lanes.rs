@@ -338,18 +338,22 @@ pub(crate) fn decode_segment(
     stream_out: bool,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("bmi2") && std::is_x86_feature_detected!("movbe") {
-        // SAFETY: the CPU has BMI2 and MOVBE, the features the function enables.
+    if std::is_x86_feature_detected!("bmi1")
+        && std::is_x86_feature_detected!("bmi2")
+        && std::is_x86_feature_detected!("movbe")
+    {
+        // SAFETY: the CPU has BMI1, BMI2 and MOVBE, the features the function enables.
         return unsafe { decode_segment_bmi2(t, s, starts, sm, out, bufs, stream_out) };
     }
     decode_segment_impl(t, s, starts, sm, out, bufs, stream_out)
 }
 
 /// [`decode_segment`] with BMI2's shifts (any register holds the count, where
-/// the baseline x86-64 shifts need it in `cl`) and MOVBE's byte-swapping
+/// the baseline x86-64 shifts need it in `cl`), BMI1's `tzcnt` (defined for
+/// zero, where `bsf` needs a default loaded first) and MOVBE's byte-swapping
 /// loads of the big-endian stream.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "bmi2,movbe")]
+#[target_feature(enable = "bmi1,bmi2,movbe")]
 fn decode_segment_bmi2(
     t: &MultiTable,
     s: &Stream,
