@@ -39,6 +39,22 @@ fn all_65536_patterns() {
     }
 }
 
+/// Tensors of 64 Ki elements and more, with 8 or more per pair of exponents
+/// they hold, are coded two exponents a lookup: here all 256 exponents (each
+/// pattern 8 times, scrambled), so every pair entry, 12-bit codes included,
+/// is used.
+#[test]
+fn pair_table_all_patterns() {
+    let mut rng = SplitMix64::new(7);
+    let mut bits: Vec<u16> = (0..8 << 16).map(|i| i as u16).collect();
+    for i in (1..bits.len()).rev() {
+        bits.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    for rows in [1, 1024] {
+        check(&bits, rows);
+    }
+}
+
 #[test]
 fn lengths_zero_one_odd() {
     for n in [0, 1, 2, 7, 8, 9, 255, 256, 257, 8191, 70_001] {
@@ -195,6 +211,12 @@ proptest! {
 
     #[test]
     fn realistic_any_length(seed in any::<u64>(), n in 0usize..70_000, rows in prop::sample::select(vec![1u32, 2, 5, 16, 64, 1024])) {
+        check(&synth::realistic_weights(1, n, 0.02, seed), rows);
+    }
+
+    /// Around the size from which the encoder uses its pair table.
+    #[test]
+    fn realistic_around_the_pair_table(seed in any::<u64>(), n in 60_000usize..140_000, rows in prop::sample::select(vec![1u32, 3, 256])) {
         check(&synth::realistic_weights(1, n, 0.02, seed), rows);
     }
 

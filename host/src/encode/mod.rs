@@ -113,7 +113,7 @@ fn encode_segments(
                 .collect()
         }
         Layout::Lanes => {
-            let enc = LaneTable::new(code_lengths, &codes);
+            let enc = LaneTable::new(code_lengths, &codes, bits.len());
             let step = |(mut sc, mut words, mut lens): (LaneScratch, Vec<u32>, Vec<u32>), seg| {
                 encode_segment_lanes(seg, &enc, max_len, &mut sc, &mut words, &mut lens);
                 (sc, words, lens)
@@ -181,19 +181,32 @@ fn encode_segment_lanes(
     words: &mut Vec<u32>,
     lens: &mut Vec<u32>,
 ) {
+    // One compiled loop for each way of looking codes up, so that neither
+    // carries the other's registers.
+    let pairs = enc.pair.is_some();
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("bmi2") && std::is_x86_feature_detected!("movbe") {
         // SAFETY: the CPU has BMI2 and MOVBE, the features the function enables.
-        return unsafe { encode_segment_lanes_bmi2(seg, enc, max_len, sc, words, lens) };
+        return unsafe {
+            if pairs {
+                encode_segment_lanes_bmi2::<true>(seg, enc, max_len, sc, words, lens)
+            } else {
+                encode_segment_lanes_bmi2::<false>(seg, enc, max_len, sc, words, lens)
+            }
+        };
     }
-    encode_segment_lanes_impl(seg, enc, max_len, sc, words, lens)
+    if pairs {
+        encode_segment_lanes_impl::<true>(seg, enc, max_len, sc, words, lens)
+    } else {
+        encode_segment_lanes_impl::<false>(seg, enc, max_len, sc, words, lens)
+    }
 }
 
 /// [`encode_segment_lanes`] with BMI2's shifts (see [`encode_segment_bmi2`])
 /// and MOVBE's byte-swapping stores of the big-endian stream.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "bmi2,movbe")]
-fn encode_segment_lanes_bmi2(
+fn encode_segment_lanes_bmi2<const PAIRS: bool>(
     seg: &[u16],
     enc: &LaneTable,
     max_len: u32,
@@ -201,17 +214,18 @@ fn encode_segment_lanes_bmi2(
     words: &mut Vec<u32>,
     lens: &mut Vec<u32>,
 ) {
-    encode_segment_lanes_impl(seg, enc, max_len, sc, words, lens)
+    encode_segment_lanes_impl::<PAIRS>(seg, enc, max_len, sc, words, lens)
 }
 
-/// [`encode_segment_lanes`]'s body, compiled for each CPU feature set.
+/// [`encode_segment_lanes`]'s body, compiled for each CPU feature set, with
+/// the pair table (`PAIRS`, which `enc` must then hold) or the single one.
 ///
 /// Block by block of rows (the block stays in the L1 cache while every lane
 /// reads its part), lane by lane within a block (its writer state stays in
 /// registers), each lane into its own byte slot of the scratch; then the
 /// slots are copied out.
 #[inline(always)]
-fn encode_segment_lanes_impl(
+fn encode_segment_lanes_impl<const PAIRS: bool>(
     seg: &[u16],
     enc: &LaneTable,
     max_len: u32,
@@ -238,40 +252,43 @@ fn encode_segment_lanes_impl(
         }
         // Only a tensor's last row can be partial (`tail`).
         let (full, tail) = block.as_chunks::<ROW_ELEMS>();
-        // The block's exponent bytes, in one vectorised pass, so that the
-        // lanes below load pair indices directly.
-        let exps = &mut bytemuck::cast_slice_mut::<u16, u8>(&mut sc.exps[..])[..full.len() * ROW_ELEMS];
-        for (e, &b) in exps.iter_mut().zip(full.as_flattened()) {
-            *e = bits::exponent(b);
+        // With the pair table, the block's exponent bytes first, in one
+        // vectorised pass, so that the lanes load pair indices directly.
+        let table = enc.pair.as_deref().filter(|_| PAIRS).unwrap_or(&EMPTY_PAIRS);
+        if PAIRS {
+            let exps = &mut bytemuck::cast_slice_mut::<u16, u8>(&mut sc.exps[..])[..full.len() * ROW_ELEMS];
+            for (e, &b) in exps.iter_mut().zip(full.as_flattened()) {
+                *e = bits::exponent(b);
+            }
         }
-        let pairs = &sc.exps[..full.len() * ROW_ELEMS / 2];
+        let pairs = &sc.exps[..if PAIRS { full.len() * ROW_ELEMS / 2 } else { 0 }];
         for (j, (w, out)) in lanes.iter_mut().zip(slots.chunks_exact_mut(8 * cap)).enumerate() {
             let mut st = *w;
             // A fixed-size window, so that the stores need no bounds checks.
             let base = st.byte;
             st.byte = 0;
             let out: &mut [u8; WINDOW] = (&mut out[base..base + WINDOW]).try_into().unwrap();
-            for pairs in pairs.as_chunks::<{ ROW_ELEMS / 2 }>().0 {
-                // Two exponents a lookup: their bytes, one u16 load, index
-                // the pair table (loads, where one u64 split by shifts took
-                // seven more instructions a row).
-                let p = pairs.as_chunks::<{ LANE_RUN / 2 }>().0[j];
-                let pair = |k: usize| enc.pair(u16::from_le(p[k]));
-                let ((b0, l0), (b1, l1)) = (quad(pair(0), pair(1)), quad(pair(2), pair(3)));
-                // Real weights' codes average about 3 bits: all eight codes
-                // nearly always fit one store.
-                if l0 + l1 <= PUT_MAX {
-                    st.put((b0 | b1.wrapping_shr(l0), l0 + l1), out);
-                } else {
-                    st.put((b0, l0), out);
-                    st.put((b1, l1), out);
-                }
+            if PAIRS {
+                let rows = pairs.as_chunks::<{ ROW_ELEMS / 2 }>().0.iter().map(|row| {
+                    // Two exponents a lookup: their bytes, one u16 load,
+                    // index the pair table (loads, where one u64 split by
+                    // shifts took seven more instructions a row).
+                    let p = row.as_chunks::<{ LANE_RUN / 2 }>().0[j];
+                    let pair = |k: usize| table[u16::from_le(p[k]) as usize];
+                    (quad(pair(0), pair(1)), quad(pair(2), pair(3)))
+                });
+                put_rows(&mut st, out, rows);
+            } else {
+                let rows = full.iter().map(|row| {
+                    let e: [u64; LANE_RUN] = std::array::from_fn(|k| enc.get(row[j * LANE_RUN + k]));
+                    (four(&e[..4]), four(&e[4..]))
+                });
+                put_rows(&mut st, out, rows);
             }
             if !tail.is_empty() {
                 // Missing elements code nothing (a zero entry).
                 let run: [u64; LANE_RUN] =
                     std::array::from_fn(|k| tail.get(j * LANE_RUN + k).map_or(0, |&x| enc.get(x)));
-                let four = |q: &[u64]| quad(concat(q[0], q[1]), concat(q[2], q[3]));
                 st.put(four(&run[..4]), out);
                 st.put(four(&run[4..]), out);
             }
@@ -316,26 +333,38 @@ struct LaneTable {
     /// Per 9-bit index `bits >> 7` (sign and exponent, so that no mask is
     /// needed): one code.
     single: [u64; 2 * SYMBOLS],
-    /// Per two exponent bytes read as a little-endian u16 (first element's in
-    /// the low byte): both codes, first element's first. Only pairs of
-    /// exponents the tensor holds are filled; the rest stay zero, untouched
-    /// pages of a zeroed allocation.
-    pair: Box<[u64; 1 << 16]>,
+    /// For tensors large enough to pay for it: per two exponent bytes read
+    /// as a little-endian u16 (first element's in the low byte), both codes,
+    /// first element's first. Only pairs of exponents the tensor holds are
+    /// filled; the rest stay zero, untouched pages of a zeroed allocation.
+    pair: Option<Box<[u64; 1 << 16]>>,
 }
 
+/// A stand-in for the pair table where the single one is used: never read.
+static EMPTY_PAIRS: [u64; 1 << 16] = [0; 1 << 16];
+
+/// The pair table's setup (filling an entry for each pair of exponents the
+/// tensor holds, and the pages they are on) is paid back from about 8
+/// elements per entry, and 64 Ki elements in all (measured: 4,096 elements
+/// took 30 µs with it, 16 without).
+const PAIR_TABLE_MIN_ELEMENTS: usize = 1 << 16;
+
 impl LaneTable {
-    fn new(lengths: &[u8; SYMBOLS], codes: &[u32; SYMBOLS]) -> Self {
+    fn new(lengths: &[u8; SYMBOLS], codes: &[u32; SYMBOLS], elements: usize) -> Self {
         let single: [u64; SYMBOLS] = std::array::from_fn(|i| {
             let (len, code) = (lengths[i] as u32, codes[i] as u64);
             if len == 0 { 0 } else { code << (64 - len) | len as u64 }
         });
-        let mut pair: Box<[u64; 1 << 16]> = vec![0; 1 << 16].into_boxed_slice().try_into().expect("2^16 entries");
         let used: Vec<usize> = (0..SYMBOLS).filter(|&s| lengths[s] > 0).collect();
-        for &second in &used {
-            for &first in &used {
-                pair[first | second << 8] = concat(single[first], single[second]);
+        let pair = (elements >= PAIR_TABLE_MIN_ELEMENTS.max(8 * used.len() * used.len())).then(|| {
+            let mut pair: Box<[u64; 1 << 16]> = vec![0; 1 << 16].into_boxed_slice().try_into().expect("2^16 entries");
+            for &second in &used {
+                for &first in &used {
+                    pair[first | second << 8] = concat(single[first], single[second]);
+                }
             }
-        }
+            pair
+        });
         LaneTable { single: std::array::from_fn(|i| single[i % SYMBOLS]), pair }
     }
 
@@ -344,12 +373,36 @@ impl LaneTable {
     fn get(&self, b: u16) -> u64 {
         self.single[(b >> 7) as usize]
     }
+}
 
-    /// The entry of two elements, from their exponent bytes `first | second << 8`.
-    #[inline(always)]
-    fn pair(&self, exps: u16) -> u64 {
-        self.pair[exps as usize]
+/// Puts rows' codes, each row's eight as two halves from [`quad`] or
+/// [`four`]: with one store when they fit it, as real weights' codes
+/// (about 3 bits on average) nearly always do.
+#[inline(always)]
+fn put_rows(st: &mut BitWriter, out: &mut [u8; WINDOW], rows: impl Iterator<Item = ((u64, u32), (u64, u32))>) {
+    for ((b0, l0), (b1, l1)) in rows {
+        if l0 + l1 <= PUT_MAX {
+            st.put((b0 | b1.wrapping_shr(l0), l0 + l1), out);
+        } else {
+            st.put((b0, l0), out);
+            st.put((b1, l1), out);
+        }
     }
+}
+
+/// Four single-code entries concatenated, as [`BitWriter::put`] takes them.
+///
+/// Built as a tree, so that the dependency chain is short. Codes sit above
+/// bit 51, so the sum of entries has the sum of lengths in its low 32 bits;
+/// the lengths left in the low bits of the concatenation are cleared at the
+/// end (the codes end above bit 15).
+#[inline(always)]
+fn four(e: &[u64]) -> (u64, u32) {
+    let (a, b, c, d) = (e[0], e[1], e[2], e[3]);
+    let ab = a | b.wrapping_shr(a as u32);
+    let cd = c | d.wrapping_shr(c as u32);
+    let lab = a.wrapping_add(b);
+    ((ab | cd.wrapping_shr(lab as u32)) & !63, lab.wrapping_add(c).wrapping_add(d) as u32)
 }
 
 /// Entry `a` followed by entry `b` (together at most 58 bits).
