@@ -415,7 +415,7 @@ fn concat(a: u64, b: u64) -> u64 {
 /// Two entries of at most 24 bits each (as the pair table's) concatenated, as
 /// [`BitWriter::put`] takes them: the bits, zeros after them, and their length.
 ///
-/// Cheaper than [`concat`]: such entries are zero from bit 6 to bit 39, so the
+/// Cheaper than [`concat()`]: such entries are zero from bit 6 to bit 39, so the
 /// sum of the two has the sum of the lengths in its low 32 bits, and the
 /// lengths left in the low bits of the concatenation are simply cleared.
 #[inline(always)]
