@@ -77,8 +77,8 @@ fn segments_spanning_decode_chunks() {
     }
 }
 
-/// Outputs of 8 MiB and more, decoded without the CRC pass, are written with
-/// non-temporal stores: bit-exact too, into aligned and unaligned buffers.
+/// Outputs of 8 MiB and more are written with non-temporal stores: bit-exact
+/// too, into aligned and unaligned buffers, with and without the CRC check.
 #[test]
 fn large_output_streamed_past_the_caches() {
     let bits = synth::realistic_weights(1, (4 << 20) + 777, 0.02, 9);
@@ -92,6 +92,19 @@ fn large_output_streamed_past_the_caches() {
     let out = &mut buf[1..];
     fast::decode_fast_into_with(&t, out, &opts).unwrap();
     assert!(out == &bits[..], "unaligned output");
+    // With the CRC checked too (computed from the joined values before they
+    // are stored): right, and a wrong stored CRC is caught.
+    let verify = DecodeOptions::default();
+    for r in fast_both(&t, &verify) {
+        assert!(r.as_deref() == Ok(&bits[..]), "checked output");
+    }
+    fast::decode_fast_into_with(&t, out, &verify).unwrap();
+    assert!(out == &bits[..], "checked unaligned output");
+    let mut wrong = t.clone();
+    wrong.data_crc ^= 1;
+    for r in fast_both(&wrong, &verify) {
+        assert!(matches!(r, Err(df11_host::Error::Checksum { .. })), "wrong data CRC");
+    }
 }
 
 /// Long runs of the longest codes: a lookup yields one exponent, and a

@@ -155,9 +155,9 @@ fn check_crc(t: &CompressedTensor, actual: u32, opts: &DecodeOptions) -> Result<
 /// whole output, the last one possibly short) and returns the CRC32C of it
 /// if `want_crc` (else 0).
 fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut [u16], want_crc: bool) -> Result<u32> {
-    // Outputs beyond the caches go around them, unless the CRC pass reads
-    // them back right away.
-    let stream_out = !want_crc && t.num_elements.saturating_mul(2) >= STREAM_OUT_BYTES;
+    // Outputs beyond the caches go around them, unless a CRC pass reads them
+    // back right away (the lanes decoder checksums its output before storing it).
+    let large = t.num_elements.saturating_mul(2) >= STREAM_OUT_BYTES;
     let mut crc = 0;
     for (i, seg_out) in out.chunks_mut(p.seg_elems).enumerate() {
         let s = first_seg + i;
@@ -166,23 +166,30 @@ fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut 
         let ok = if p.max_len == 0 {
             // The tensor has no words at all (validated).
             join_const(p.only_symbol, sm, seg_out);
+            if want_crc {
+                crc = data_crc_append(crc, seg_out);
+            }
             true
         } else if let Some((multi, bytes)) = &p.lanes {
             let starts = &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
-            LANE_BUFS.with_borrow_mut(|bufs| {
+            let mut how = lanes::Output { stream_out: large, crc: want_crc.then_some(crc) };
+            let ok = LANE_BUFS.with_borrow_mut(|bufs| {
                 let bufs = bufs.get_or_insert_with(LaneBufs::new);
-                lanes::decode_segment(multi, &Stream::new(bytes), starts, sm, seg_out, bufs, stream_out)
-            })
+                lanes::decode_segment(multi, &Stream::new(bytes), starts, sm, seg_out, bufs, &mut how)
+            });
+            crc = how.crc.unwrap_or(0);
+            ok
         } else {
             let words = &t.words[t.stream_offsets[s] as usize..t.stream_offsets[s + 1] as usize];
-            decode_segment(&p.table, p.max_len, words, sm, seg_out)
+            let ok = decode_segment(&p.table, p.max_len, words, sm, seg_out);
+            // Checksum the segment while it is still in cache.
+            if ok && want_crc {
+                crc = data_crc_append(crc, seg_out);
+            }
+            ok
         };
         if !ok {
             return Err(Error::CorruptStream { segment: s as u64 });
-        }
-        // Checksum the segment while it is still in cache.
-        if want_crc {
-            crc = data_crc_append(crc, seg_out);
         }
     }
     Ok(crc)

@@ -15,7 +15,7 @@
 //! does not end exactly in its last word, followed by zero bits, makes the
 //! segment `CorruptStream`.
 
-use crate::container::lane_slots;
+use crate::container::{data_crc_append, lane_slots};
 use df11_gpu::format::{LANE_RUN, LANES, MAX_CODE_LEN, ROW_ELEMS, TABLE_SIZE};
 use df11_gpu::table::{Entry, entry_len, entry_symbol};
 
@@ -319,15 +319,24 @@ unsafe fn rounds4(
     }
 }
 
+/// How the decoder writes a segment's output.
+pub(crate) struct Output {
+    /// With non-temporal stores, which bypass the caches: for outputs far
+    /// larger than the caches, where the ordinary stores' read-for-ownership
+    /// of every output line would double the memory traffic of the writes.
+    pub stream_out: bool,
+    /// The CRC32C of the output so far, continued with the segment's, from
+    /// the joined values while they are still in registers: none when the
+    /// CRC is not wanted.
+    pub crc: Option<u32>,
+}
+
 /// Decodes one segment of the lanes layout into `out` (its `seg_len`
 /// elements). `starts` holds the segment's 32 lane start words and the next
 /// segment's first one. Returns `false` if a lane's stream does not end
 /// exactly in its last word, followed only by zero bits.
 ///
-/// With `stream_out` the output is written with non-temporal stores, which
-/// bypass the caches: for outputs far larger than the caches, where the
-/// ordinary stores' read-for-ownership of every output line would double the
-/// memory traffic of the writes.
+/// `how` says how the output is written (see [`Output`]).
 pub(crate) fn decode_segment(
     t: &MultiTable,
     s: &Stream,
@@ -335,7 +344,7 @@ pub(crate) fn decode_segment(
     sm: &[u8],
     out: &mut [u16],
     bufs: &mut LaneBufs,
-    stream_out: bool,
+    how: &mut Output,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("bmi1")
@@ -343,9 +352,9 @@ pub(crate) fn decode_segment(
         && std::is_x86_feature_detected!("movbe")
     {
         // SAFETY: the CPU has BMI1, BMI2 and MOVBE, the features the function enables.
-        return unsafe { decode_segment_bmi2(t, s, starts, sm, out, bufs, stream_out) };
+        return unsafe { decode_segment_bmi2(t, s, starts, sm, out, bufs, how) };
     }
-    decode_segment_impl(t, s, starts, sm, out, bufs, stream_out)
+    decode_segment_impl(t, s, starts, sm, out, bufs, how)
 }
 
 /// [`decode_segment`] with BMI2's shifts (any register holds the count, where
@@ -361,9 +370,9 @@ fn decode_segment_bmi2(
     sm: &[u8],
     out: &mut [u16],
     bufs: &mut LaneBufs,
-    stream_out: bool,
+    how: &mut Output,
 ) -> bool {
-    decode_segment_impl(t, s, starts, sm, out, bufs, stream_out)
+    decode_segment_impl(t, s, starts, sm, out, bufs, how)
 }
 
 #[inline(always)]
@@ -374,7 +383,7 @@ fn decode_segment_impl(
     sm: &[u8],
     out: &mut [u16],
     bufs: &mut LaneBufs,
-    stream_out: bool,
+    how: &mut Output,
 ) -> bool {
     let seg_len = out.len();
     let slots: [usize; LANES] = std::array::from_fn(|j| lane_slots(seg_len, j));
@@ -395,7 +404,7 @@ fn decode_segment_impl(
             let ahead = sm.get(elems.start + g * share..elems.end.min(elems.start + (g + 1) * share)).unwrap_or(&[]);
             decode4(t, s, l4, group, target, limit, ahead);
         }
-        join_rows(&bufs.0, &sm[elems.clone()], &mut out[elems], stream_out);
+        join_rows(&bufs.0, &sm[elems.clone()], &mut out[elems], how);
         if !last_chunk {
             // Up to 3 exponents past the chunk move to the buffer's start.
             for (lane, buf) in lanes.iter_mut().zip(bufs.0.iter_mut()) {
@@ -414,27 +423,43 @@ fn decode_segment_impl(
 }
 
 /// Joins a chunk's exponents (lane `j`'s for row `r` at `bufs[j][8r..8r + 8]`)
-/// with its sign+mantissa bytes into bf16 bit patterns.
+/// with its sign+mantissa bytes into bf16 bit patterns, continuing `how.crc`.
 #[inline(always)]
-fn join_rows(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u8], out: &mut [u16], stream_out: bool) {
+fn join_rows(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u8], out: &mut [u16], how: &mut Output) {
     let (out_rows, out_tail) = out.as_chunks_mut::<ROW_ELEMS>();
     let (sm_rows, sm_tail) = sm.as_chunks::<ROW_ELEMS>();
     #[cfg(target_arch = "x86_64")]
     {
         // Non-temporal stores need 16-byte aligned rows (512-byte rows are
         // aligned if the first is).
-        let stream_out = stream_out && out_rows.as_ptr().cast::<u8>().align_offset(16) == 0;
-        // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
-        unsafe { join_rows_sse2(bufs, sm_rows, out_rows, stream_out) };
+        let stream_out = how.stream_out && out_rows.as_ptr().cast::<u8>().align_offset(16) == 0;
+        match &mut how.crc {
+            Some(crc) if std::is_x86_feature_detected!("sse4.2") => {
+                // SAFETY: the CPU has SSE4.2, the only feature the function enables.
+                *crc = unsafe { join_rows_sse42_crc(bufs, sm_rows, out_rows, stream_out, *crc) };
+            }
+            crc => {
+                // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
+                unsafe { join_rows_sse2(bufs, sm_rows, out_rows, stream_out) };
+                if let Some(crc) = crc {
+                    *crc = data_crc_append(*crc, out_rows.as_flattened());
+                }
+            }
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = stream_out;
         join_rows_portable(bufs, sm_rows, out_rows);
+        if let Some(crc) = &mut how.crc {
+            *crc = data_crc_append(*crc, out_rows.as_flattened());
+        }
     }
     let r = out_rows.len();
     for (i, (o, &s)) in out_tail.iter_mut().zip(sm_tail).enumerate() {
         *o = df11_gpu::bits::join(exponent(bufs[i / LANE_RUN][LANE_RUN * r + i % LANE_RUN]), s);
+    }
+    if let Some(crc) = &mut how.crc {
+        *crc = data_crc_append(*crc, out_tail);
     }
 }
 
@@ -460,8 +485,42 @@ fn join_rows_sse2(
     out: &mut [[u16; ROW_ELEMS]],
     stream_out: bool,
 ) {
+    join_rows_x86::<false>(bufs, sm, out, stream_out, 0);
+}
+
+/// [`join_rows_sse2`] that also continues `crc`, the CRC32C of the output
+/// before these rows, with theirs, and returns it. The CRC32C instruction
+/// takes the values from the registers the join built them in, so the
+/// output is never read back and may bypass the caches.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn join_rows_sse42_crc(
+    bufs: &[[u8; LANE_BUF]; LANES],
+    sm: &[[u8; ROW_ELEMS]],
+    out: &mut [[u16; ROW_ELEMS]],
+    stream_out: bool,
+    crc: u32,
+) -> u32 {
+    join_rows_x86::<true>(bufs, sm, out, stream_out, crc)
+}
+
+/// The join of [`join_rows_sse2`] and [`join_rows_sse42_crc`]; with `CRC`
+/// it must be inlined where SSE4.2 is enabled.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn join_rows_x86<const CRC: bool>(
+    bufs: &[[u8; LANE_BUF]; LANES],
+    sm: &[[u8; ROW_ELEMS]],
+    out: &mut [[u16; ROW_ELEMS]],
+    stream_out: bool,
+    crc: u32,
+) -> u32 {
     use std::arch::x86_64::*;
-    let high = _mm_set1_epi8(0x80u8 as i8);
+    // SAFETY (each block below): SSE2 is part of the x86-64 baseline; the
+    // CRC32C instruction runs only with `CRC`, inlined into a function that
+    // enables SSE4.2, which its caller checked the CPU has.
+    let high = unsafe { _mm_set1_epi8(0x80u8 as i8) };
+    let mut c = u64::from(!crc);
     for (r, (out, sm)) in out.iter_mut().zip(sm).enumerate() {
         let exps = |j: usize| i64::from_le_bytes(bufs[j][LANE_RUN * r..LANE_RUN * r + 8].try_into().unwrap());
         let out: &mut [u8; 2 * ROW_ELEMS] = bytemuck::cast_mut(out);
@@ -470,11 +529,22 @@ fn join_rows_sse2(
             // (exponent & 1) << 7 | mantissa: with the stored exponent byte
             // `e`, each takes bit 7 from one of `e` and `s` and the rest from
             // the other. `d` holds the bit 7s that differ.
-            let e = _mm_set_epi64x(exps(2 * p + 1), exps(2 * p));
             let s: __m128i = bytemuck::pod_read_unaligned(&sm[16 * p..16 * p + 16]);
-            let d = _mm_and_si128(_mm_xor_si128(s, e), high);
-            let (hi, lo) = (_mm_xor_si128(e, d), _mm_xor_si128(s, d));
-            let (a, b) = (_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi));
+            let (a, b) = unsafe {
+                let e = _mm_set_epi64x(exps(2 * p + 1), exps(2 * p));
+                let d = _mm_and_si128(_mm_xor_si128(s, e), high);
+                let (hi, lo) = (_mm_xor_si128(e, d), _mm_xor_si128(s, d));
+                (_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi))
+            };
+            if CRC {
+                // x86 is little-endian: the u64s are the output's bytes in order.
+                for v in [a, b] {
+                    unsafe {
+                        c = _mm_crc32_u64(c, _mm_cvtsi128_si64(v) as u64);
+                        c = _mm_crc32_u64(c, _mm_cvtsi128_si64(_mm_unpackhi_epi64(v, v)) as u64);
+                    }
+                }
+            }
             let dst = &mut out[32 * p..32 * p + 32];
             if stream_out {
                 // SAFETY: the 32 bytes are in `dst`, borrowed mutably, and
@@ -492,16 +562,17 @@ fn join_rows_sse2(
     if stream_out {
         // Non-temporal stores are weakly ordered: fence them before the
         // output is handed to another thread.
-        _mm_sfence();
+        unsafe { _mm_sfence() };
     }
+    !(c as u32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The SSE2 join, with both kinds of stores, agrees with the portable one
-    /// on every exponent and sign+mantissa byte.
+    /// The SSE2 join, with both kinds of stores and with or without the CRC,
+    /// agrees with the portable one on every exponent and sign+mantissa byte.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn sse2_join_matches_portable() {
@@ -527,6 +598,16 @@ mod tests {
             // SAFETY: SSE2 is part of the x86-64 baseline.
             unsafe { join_rows_sse2(&bufs.0, &sm, &mut got, stream_out && aligned) };
             assert!(got == want, "stream_out = {stream_out}");
+            // The join that checksums as it goes: the same output, and the
+            // CRC of it continued from an arbitrary one.
+            if std::is_x86_feature_detected!("sse4.2") {
+                let mut got: Vec<[u16; ROW_ELEMS]> = vec![[0; ROW_ELEMS]; rows];
+                let aligned = got.as_ptr().cast::<u8>().align_offset(16) == 0;
+                // SAFETY: the CPU has SSE4.2.
+                let crc = unsafe { join_rows_sse42_crc(&bufs.0, &sm, &mut got, stream_out && aligned, 0x1234_5678) };
+                assert!(got == want, "with CRC, stream_out = {stream_out}");
+                assert_eq!(crc, data_crc_append(0x1234_5678, want.as_flattened()));
+            }
         }
         // Every (exponent, byte) pair joins to the bf16 it came from.
         for bits in 0..=u16::MAX {
