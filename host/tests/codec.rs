@@ -7,6 +7,9 @@ use df11_host::synth::{self, Dist, SplitMix64, SynthParams};
 use df11_host::{CompressedTensor, EncodeOptions, Error, Group, compress_with, decode_reference};
 use proptest::prelude::*;
 
+mod common;
+use common::shuffled;
+
 fn enc(bits: &[u16], rows: u32) -> CompressedTensor {
     compress_with(bits, &EncodeOptions { segment_rows: rows, ..Default::default() })
 }
@@ -22,15 +25,6 @@ fn round_trip(bits: &[u16], rows: u32) -> CompressedTensor {
     assert_eq!(back, t);
     assert_eq!(back.to_bytes(), bytes);
     t
-}
-
-/// Splits a slice into tensors of the given lengths.
-fn shuffled(mut v: Vec<u16>, seed: u64) -> Vec<u16> {
-    let mut rng = SplitMix64::new(seed);
-    for i in (1..v.len()).rev() {
-        v.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-    }
-    v
 }
 
 fn skewed(n: usize, seed: u64, dist: Dist) -> Vec<u16> {

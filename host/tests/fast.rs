@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::fast_both;
+use common::{fast_both, shuffled};
 use df11_host::fast::{self, DecodeOptions};
 use df11_host::synth::{self, SplitMix64};
 use df11_host::{CompressedTensor, EncodeOptions, Error, compress_with, decode_reference};
@@ -57,10 +57,7 @@ fn worst_case_12_bit_codes() {
     for e in 0..21u16 {
         bits.extend(std::iter::repeat_n(e << 7 | (e & 0x7f), 1 << (20 - e).min(18)));
     }
-    let mut rng = SplitMix64::new(3);
-    for i in (1..bits.len()).rev() {
-        bits.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-    }
+    let bits = shuffled(bits, 3);
     let t = enc(&bits, 3);
     assert_eq!(t.max_len, 12);
     check(&bits, 3);

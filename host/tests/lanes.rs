@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::fast_both;
+use common::{fast_both, shuffled};
 use df11_host::fast::{self, DecodeOptions};
 use df11_host::format::{LANE_RUN, LANES, ROW_ELEMS};
 use df11_host::synth::{self, SplitMix64};
@@ -45,11 +45,7 @@ fn all_65536_patterns() {
 /// is used.
 #[test]
 fn pair_table_all_patterns() {
-    let mut rng = SplitMix64::new(7);
-    let mut bits: Vec<u16> = (0..8 << 16).map(|i| i as u16).collect();
-    for i in (1..bits.len()).rev() {
-        bits.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-    }
+    let bits = shuffled((0..8 << 16).map(|i| i as u16).collect(), 7);
     for rows in [1, 1024] {
         check(&bits, rows);
     }

@@ -1,6 +1,10 @@
 //! Helpers shared by the integration tests of `df11-host`.
 
+// Each test crate compiles this module and uses only some of it.
+#![allow(dead_code)]
+
 use df11_host::fast::{self, DecodeOptions};
+use df11_host::synth::SplitMix64;
 use df11_host::{CompressedTensor, Error};
 
 /// Both fast decoders (one thread and parallel), into buffers of the right size.
@@ -11,4 +15,13 @@ pub fn fast_both(t: &CompressedTensor, opts: &DecodeOptions) -> [Result<Vec<u16>
         fast::decode_fast_into_with(t, &mut a, opts).map(|_| a),
         fast::decode_parallel_into_with(t, &mut b, opts).map(|_| b),
     ]
+}
+
+/// `v` in an order drawn from `seed` (Fisher-Yates).
+pub fn shuffled(mut v: Vec<u16>, seed: u64) -> Vec<u16> {
+    let mut rng = SplitMix64::new(seed);
+    for i in (1..v.len()).rev() {
+        v.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    v
 }
