@@ -155,8 +155,8 @@ fn check_crc(t: &CompressedTensor, actual: u32, opts: &DecodeOptions) -> Result<
 /// whole output, the last one possibly short) and returns the CRC32C of it
 /// if `want_crc` (else 0).
 fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut [u16], want_crc: bool) -> Result<u32> {
-    // Outputs beyond the caches go around them, unless a CRC pass reads them
-    // back right away (the lanes decoder checksums its output before storing it).
+    // The lanes decoder writes outputs beyond the caches around them (it
+    // checksums what it joins before storing it, so nothing is read back).
     let large = t.num_elements.saturating_mul(2) >= STREAM_OUT_BYTES;
     let mut crc = 0;
     for (i, seg_out) in out.chunks_mut(p.seg_elems).enumerate() {
@@ -166,9 +166,6 @@ fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut 
         let ok = if p.max_len == 0 {
             // The tensor has no words at all (validated).
             join_const(p.only_symbol, sm, seg_out);
-            if want_crc {
-                crc = data_crc_append(crc, seg_out);
-            }
             true
         } else if let Some((multi, bytes)) = &p.lanes {
             let starts = &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
@@ -181,15 +178,15 @@ fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut 
             ok
         } else {
             let words = &t.words[t.stream_offsets[s] as usize..t.stream_offsets[s + 1] as usize];
-            let ok = decode_segment(&p.table, p.max_len, words, sm, seg_out);
-            // Checksum the segment while it is still in cache.
-            if ok && want_crc {
-                crc = data_crc_append(crc, seg_out);
-            }
-            ok
+            decode_segment(&p.table, p.max_len, words, sm, seg_out)
         };
         if !ok {
             return Err(Error::CorruptStream { segment: s as u64 });
+        }
+        // The lanes decoder continued the CRC as it joined; other segments
+        // are checksummed here, while still in cache.
+        if want_crc && p.lanes.is_none() {
+            crc = data_crc_append(crc, seg_out);
         }
     }
     Ok(crc)

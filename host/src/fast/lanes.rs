@@ -353,15 +353,17 @@ pub(crate) fn decode_segment(
     {
         // SAFETY: the CPU has BMI1, BMI2 and MOVBE, the features the function enables.
         return unsafe {
-            match &mut how.crc {
-                None => decode_segment_bmi2::<false>(t, s, starts, sm, out, bufs, how.stream_out, &mut 0),
-                Some(crc) => decode_segment_bmi2::<true>(t, s, starts, sm, out, bufs, how.stream_out, crc),
+            if how.crc.is_some() {
+                decode_segment_bmi2::<true>(t, s, starts, sm, out, bufs, how)
+            } else {
+                decode_segment_bmi2::<false>(t, s, starts, sm, out, bufs, how)
             }
         };
     }
-    match &mut how.crc {
-        None => decode_segment_impl::<false>(t, s, starts, sm, out, bufs, how.stream_out, &mut 0),
-        Some(crc) => decode_segment_impl::<true>(t, s, starts, sm, out, bufs, how.stream_out, crc),
+    if how.crc.is_some() {
+        decode_segment_impl::<true>(t, s, starts, sm, out, bufs, how)
+    } else {
+        decode_segment_impl::<false>(t, s, starts, sm, out, bufs, how)
     }
 }
 
@@ -371,7 +373,6 @@ pub(crate) fn decode_segment(
 /// loads of the big-endian stream.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "bmi1,bmi2,movbe")]
-#[allow(clippy::too_many_arguments)]
 fn decode_segment_bmi2<const CRC: bool>(
     t: &MultiTable,
     s: &Stream,
@@ -379,17 +380,15 @@ fn decode_segment_bmi2<const CRC: bool>(
     sm: &[u8],
     out: &mut [u16],
     bufs: &mut LaneBufs,
-    stream_out: bool,
-    crc: &mut u32,
+    how: &mut Output,
 ) -> bool {
-    decode_segment_impl::<CRC>(t, s, starts, sm, out, bufs, stream_out, crc)
+    decode_segment_impl::<CRC>(t, s, starts, sm, out, bufs, how)
 }
 
-/// [`decode_segment`]'s body, compiled for each CPU feature set, with the
-/// CRC continued in `crc` (`CRC`) or not: one loop each, so that the one
+/// [`decode_segment`]'s body, compiled for each CPU feature set, and with
+/// `CRC` (`how.crc` is some) or without: one loop each, so that the one
 /// without keeps exactly the code it has alone.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn decode_segment_impl<const CRC: bool>(
     t: &MultiTable,
     s: &Stream,
@@ -397,8 +396,7 @@ fn decode_segment_impl<const CRC: bool>(
     sm: &[u8],
     out: &mut [u16],
     bufs: &mut LaneBufs,
-    stream_out: bool,
-    crc: &mut u32,
+    how: &mut Output,
 ) -> bool {
     let seg_len = out.len();
     let slots: [usize; LANES] = std::array::from_fn(|j| lane_slots(seg_len, j));
@@ -419,7 +417,7 @@ fn decode_segment_impl<const CRC: bool>(
             let ahead = sm.get(elems.start + g * share..elems.end.min(elems.start + (g + 1) * share)).unwrap_or(&[]);
             decode4(t, s, l4, group, target, limit, ahead);
         }
-        join_rows::<CRC>(&bufs.0, &sm[elems.clone()], &mut out[elems], stream_out, crc);
+        join_rows::<CRC>(&bufs.0, &sm[elems.clone()], &mut out[elems], how);
         if !last_chunk {
             // Up to 3 exponents past the chunk move to the buffer's start.
             for (lane, buf) in lanes.iter_mut().zip(bufs.0.iter_mut()) {
@@ -438,39 +436,36 @@ fn decode_segment_impl<const CRC: bool>(
 }
 
 /// Joins a chunk's exponents (lane `j`'s for row `r` at `bufs[j][8r..8r + 8]`)
-/// with its sign+mantissa bytes into bf16 bit patterns; with `CRC`, continues
-/// `crc` with them.
+/// with its sign+mantissa bytes into bf16 bit patterns, as `how` says;
+/// `CRC` must be whether `how.crc` is some.
 #[inline(always)]
-fn join_rows<const CRC: bool>(
-    bufs: &[[u8; LANE_BUF]; LANES],
-    sm: &[u8],
-    out: &mut [u16],
-    stream_out: bool,
-    crc: &mut u32,
-) {
+fn join_rows<const CRC: bool>(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u8], out: &mut [u16], how: &mut Output) {
     let (out_rows, out_tail) = out.as_chunks_mut::<ROW_ELEMS>();
     let (sm_rows, sm_tail) = sm.as_chunks::<ROW_ELEMS>();
+    let mut crc = how.crc.filter(|_| CRC);
     #[cfg(target_arch = "x86_64")]
     {
         // Non-temporal stores need 16-byte aligned rows (512-byte rows are
         // aligned if the first is).
-        let stream_out = stream_out && out_rows.as_ptr().cast::<u8>().align_offset(16) == 0;
-        if CRC && std::is_x86_feature_detected!("sse4.2") {
-            // SAFETY: the CPU has SSE4.2, the only feature the function enables.
-            *crc = unsafe { join_rows_sse42_crc(bufs, sm_rows, out_rows, stream_out, *crc) };
-        } else {
-            // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
-            unsafe { join_rows_sse2(bufs, sm_rows, out_rows, stream_out) };
-            if CRC {
-                *crc = data_crc_append(*crc, out_rows.as_flattened());
+        let stream_out = how.stream_out && out_rows.as_ptr().cast::<u8>().align_offset(16) == 0;
+        match &mut crc {
+            Some(crc) if std::is_x86_feature_detected!("sse4.2") => {
+                // SAFETY: the CPU has SSE4.2, the only feature the function enables.
+                *crc = unsafe { join_rows_sse42_crc(bufs, sm_rows, out_rows, stream_out, *crc) };
+            }
+            crc => {
+                // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
+                unsafe { join_rows_sse2(bufs, sm_rows, out_rows, stream_out) };
+                if let Some(crc) = crc {
+                    *crc = data_crc_append(*crc, out_rows.as_flattened());
+                }
             }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = stream_out;
         join_rows_portable(bufs, sm_rows, out_rows);
-        if CRC {
+        if let Some(crc) = &mut crc {
             *crc = data_crc_append(*crc, out_rows.as_flattened());
         }
     }
@@ -478,8 +473,8 @@ fn join_rows<const CRC: bool>(
     for (i, (o, &s)) in out_tail.iter_mut().zip(sm_tail).enumerate() {
         *o = df11_gpu::bits::join(exponent(bufs[i / LANE_RUN][LANE_RUN * r + i % LANE_RUN]), s);
     }
-    if CRC {
-        *crc = data_crc_append(*crc, out_tail);
+    if let Some(crc) = crc {
+        how.crc = Some(data_crc_append(crc, out_tail));
     }
 }
 
