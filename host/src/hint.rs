@@ -26,6 +26,14 @@ pub(crate) fn prefetch_line(p: *const u8) {
     let _ = p;
 }
 
+/// An empty vector with room for `capacity` elements, in 2 MiB pages where
+/// it is large enough (see [`huge_pages`]).
+pub(crate) fn huge_vec<T>(capacity: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(capacity);
+    huge_pages(&mut v);
+    v
+}
+
 /// Below this many bytes an allocation is not worth 2 MiB pages.
 #[cfg(target_os = "linux")]
 const HUGE_MIN: usize = 4 << 20;

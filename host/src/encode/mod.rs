@@ -122,9 +122,7 @@ fn encode_segments(
             if rayon::current_num_threads() == 1 {
                 // One vector, sized once: nothing to concatenate.
                 let streams = Vec::with_capacity(num_streams);
-                let mut words = Vec::with_capacity(max_words);
-                crate::hint::huge_pages(&mut words);
-                let init = (LaneScratch::new(), words, streams);
+                let init = (LaneScratch::new(), crate::hint::huge_vec(max_words), streams);
                 vec![strip(bits.chunks(seg_elems).fold(init, step))]
             } else {
                 // Consecutive segments append to one vector, so that few
@@ -132,11 +130,7 @@ fn encode_segments(
                 // Each part starts with room for its thread's share of the
                 // words (address space only, until written), in 2 MiB pages.
                 let share = max_words / rayon::current_num_threads();
-                let init = || {
-                    let mut words = Vec::with_capacity(share);
-                    crate::hint::huge_pages(&mut words);
-                    (LaneScratch::new(), words, Vec::new())
-                };
+                let init = || (LaneScratch::new(), crate::hint::huge_vec(share), Vec::new());
                 bits.par_chunks(seg_elems).fold(init, step).map(strip).collect()
             }
         }

@@ -125,8 +125,7 @@ fn crc_histogram_sse42(crc: u32, inp: &[u16], h: &mut [[u32; 2 * SYMBOLS]; 8]) -
 pub(crate) fn scan(bits: &[u16]) -> Scan {
     // Written once, not zeroed first: zeroing would cost a pass of its own
     // where the allocator reuses memory.
-    let mut sign_mantissa = Vec::with_capacity(bits.len());
-    crate::hint::huge_pages(&mut sign_mantissa);
+    let mut sign_mantissa = crate::hint::huge_vec(bits.len());
     let part = sign_mantissa.spare_capacity_mut()[..bits.len()]
         .par_chunks_mut(TASK)
         .zip(bits.par_chunks(TASK))
