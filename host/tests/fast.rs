@@ -6,7 +6,7 @@ mod common;
 
 use common::{fast_both, shuffled};
 use df11_host::fast::{self, DecodeOptions};
-use df11_host::synth::{self, SplitMix64};
+use df11_host::synth;
 use df11_host::{CompressedTensor, EncodeOptions, Error, compress_with, decode_reference};
 use proptest::prelude::*;
 
