@@ -1,4 +1,19 @@
-//! Builds the `gpu/` crate into the PTX module that the `df11` crate embeds.
+//! Provides the PTX module that the `df11` crate embeds (`df11::PTX`).
+//!
+//! Building the kernels from `gpu/` needs the pinned nightly with the
+//! `rust-src` and `llvm-tools` components; depending on df11 must not. So the
+//! PTX is committed (`gpu/df11_kernels.ptx`, shipped inside `df11-gpu` as
+//! `df11_gpu::PTX`) and this script:
+//!
+//! * rebuilds it from `gpu/src` when that pipeline is available (a nightly
+//!   rustc with both components, and the `gpu/` sources next to us, which a
+//!   published `df11` package does not have), so a kernel change is live in
+//!   the next build;
+//! * otherwise embeds the committed file.
+//!
+//! It tells the crate which one it did in `DF11_PTX_ORIGIN` (`built` or
+//! `committed`); `tests/ptx_check.rs` fails in CI when the PTX was not rebuilt
+//! or differs from the committed file by a byte.
 //!
 //! rustc's `nvptx64-nvidia-cuda` target normally links through the rustup
 //! component `llvm-bitcode-linker`, which cannot be installed everywhere. For
@@ -11,7 +26,12 @@
 //!    `compiler_builtins` it needs;
 //! 3. `opt` internalizes everything but the kernel entry points and optimizes;
 //! 4. `llc` emits PTX.
+//!
+//! The PTX must be the same bytes wherever it is built: it holds no path (no
+//! debug info, and panics abort in place, so no panic location is kept) and
+//! no symbol but the kernels (whose names do not depend on the build).
 
+use serde_json::Value;
 use std::env;
 use std::ffi::OsString;
 use std::fs;
@@ -29,55 +49,83 @@ const NVPTX_TARGET: &str = "nvptx64-nvidia-cuda";
 fn main() {
     let root = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    println!("cargo:rerun-if-changed=gpu/src");
-    println!("cargo:rerun-if-changed=gpu/Cargo.toml");
     println!("cargo:rerun-if-changed=build.rs");
-
-    let tools = LlvmTools::find();
-    let rlibs = build_gpu_crate(&root, &out_dir);
-    let ptx = link_to_ptx(&tools, &rlibs, &out_dir);
+    let (ptx, origin) = match Pipeline::detect(&root) {
+        Ok(tools) => {
+            // Only watched when they exist: cargo reruns on every build for a
+            // watched path that is missing.
+            println!("cargo:rerun-if-changed=gpu/src");
+            println!("cargo:rerun-if-changed=gpu/Cargo.toml");
+            let rlibs = build_gpu_crate(&root, &out_dir);
+            (link_to_ptx(&tools, &rlibs, &out_dir), "built")
+        }
+        Err(why) => {
+            // Silent for consumers; a warning only where a developer on the
+            // pinned nightly would expect their kernel changes to be built.
+            if root.join("gpu/src").is_dir() && rustc_is_nightly() {
+                println!(
+                    "cargo:warning=df11: embedding the committed PTX, not one built from gpu/src: {why}. \
+                     Run `rustup toolchain install` in the repository to build it."
+                );
+            }
+            (df11_gpu::PTX.to_owned(), "committed")
+        }
+    };
     for name in df11_gpu::KERNEL_NAMES {
         if !ptx.contains(&format!(".entry {name}(")) {
-            fail(&format!("the PTX module lacks the kernel entry point `{name}`"));
+            fail(&format!("the {origin} PTX module lacks the kernel entry point `{name}`"));
         }
     }
     fs::write(out_dir.join("df11_kernels.ptx"), ptx).expect("write PTX into OUT_DIR");
+    println!("cargo:rustc-env=DF11_PTX_ORIGIN={origin}");
 }
 
 fn fail(msg: &str) -> ! {
     panic!("\n\ndf11 build.rs: {msg}\n\n");
 }
 
-struct LlvmTools {
+fn rustc() -> OsString {
+    env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"))
+}
+
+fn rustc_is_nightly() -> bool {
+    Command::new(rustc()).arg("-vV").output().is_ok_and(|o| {
+        String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("release:") && l.contains("nightly"))
+    })
+}
+
+/// The `llvm-tools` binaries the link step runs.
+struct Pipeline {
     link: PathBuf,
     opt: PathBuf,
     llc: PathBuf,
     ar: PathBuf,
 }
 
-impl LlvmTools {
-    fn find() -> Self {
-        let rustc = env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
-        let out = Command::new(&rustc)
+impl Pipeline {
+    /// The tools, or why the PTX cannot be built here.
+    fn detect(root: &Path) -> Result<Self, String> {
+        if !root.join("gpu/src/lib.rs").is_file() {
+            return Err("the gpu/ sources are not here".into());
+        }
+        if !rustc_is_nightly() {
+            return Err("rustc is not a nightly".into());
+        }
+        let out = Command::new(rustc())
             .args(["--print", "sysroot"])
             .output()
-            .unwrap_or_else(|e| fail(&format!("cannot run rustc to find its sysroot: {e}")));
+            .map_err(|e| format!("cannot run rustc to find its sysroot: {e}"))?;
         let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        let host = env::var("HOST").expect("cargo sets HOST");
-        let bin = sysroot.join("lib/rustlib").join(host).join("bin");
+        let rustlib = sysroot.join("lib/rustlib");
+        if !rustlib.join("src/rust/library/core/Cargo.toml").is_file() {
+            return Err("the `rust-src` component is missing".into());
+        }
+        let bin = rustlib.join(env::var("HOST").expect("cargo sets HOST")).join("bin");
         let tool = |name: &str| {
             let p = bin.join(format!("{name}{}", env::consts::EXE_SUFFIX));
-            if !p.exists() {
-                fail(&format!(
-                    "`{}` is missing. The GPU kernel is linked with the `llvm-tools` rustup component; \
-                     run `rustup toolchain install` in the repository (rust-toolchain.toml lists it) \
-                     or `rustup component add llvm-tools`.",
-                    p.display()
-                ));
-            }
-            p
+            if p.is_file() { Ok(p) } else { Err("the `llvm-tools` component is missing".to_string()) }
         };
-        LlvmTools { link: tool("llvm-link"), opt: tool("opt"), llc: tool("llc"), ar: tool("llvm-ar") }
+        Ok(Pipeline { link: tool("llvm-link")?, opt: tool("opt")?, llc: tool("llc")?, ar: tool("llvm-ar")? })
     }
 }
 
@@ -99,30 +147,30 @@ fn build_gpu_crate(root: &Path, out_dir: &Path) -> Vec<PathBuf> {
     {
         cmd.env_remove(var);
     }
-    cmd.env("CARGO_ENCODED_RUSTFLAGS", format!("-Ctarget-cpu={PTX_SM}"))
+    // `immediate-abort`: a panic is a trap in place, so no panic function of
+    // `core` (whose symbol names hash the sysroot's path) and no panic
+    // location (a path) reach the PTX.
+    let flags = [format!("-Ctarget-cpu={PTX_SM}"), "-Zunstable-options".into(), "-Cpanic=immediate-abort".into()];
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"))
         .env("CARGO_PROFILE_RELEASE_PANIC", "abort")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
         .env("CARGO_PROFILE_RELEASE_LTO", "false")
         .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3");
     let out = cmd.output().unwrap_or_else(|e| fail(&format!("cannot run cargo for the nvptx build: {e}")));
     if !out.status.success() {
-        fail(
-            "building gpu/ for nvptx64-nvidia-cuda failed (see the errors above). It needs the pinned \
-             nightly with the `rust-src` component: run `rustup toolchain install` in the repository.",
-        );
+        fail("building gpu/ for nvptx64-nvidia-cuda failed (see the errors above)");
     }
     let mut ours = Vec::new();
     let mut deps = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if !line.contains("\"reason\":\"compiler-artifact\"") {
+        let Ok(msg) = serde_json::from_str::<Value>(line) else { continue };
+        if msg["reason"] != "compiler-artifact" {
             continue;
         }
-        for path in json_filenames(line).into_iter().filter(|p| p.ends_with(".rlib")) {
-            if line.contains("\"name\":\"df11_gpu\"") {
-                ours.push(PathBuf::from(path));
-            } else {
-                deps.push(PathBuf::from(path));
-            }
+        let is_ours = msg["target"]["name"] == "df11_gpu";
+        let files = msg["filenames"].as_array().into_iter().flatten().filter_map(Value::as_str);
+        for rlib in files.filter(|f| f.ends_with(".rlib")).map(PathBuf::from) {
+            if is_ours { ours.push(rlib) } else { deps.push(rlib) }
         }
     }
     if ours.len() != 1 {
@@ -130,19 +178,6 @@ fn build_gpu_crate(root: &Path, out_dir: &Path) -> Vec<PathBuf> {
     }
     ours.extend(deps);
     ours
-}
-
-/// The `"filenames":[...]` entries of one cargo JSON message. The paths are
-/// ones cargo wrote under our target directory; only `\\` and `\"` need undoing.
-fn json_filenames(line: &str) -> Vec<String> {
-    let Some(start) = line.find("\"filenames\":[") else { return Vec::new() };
-    let rest = &line[start + "\"filenames\":[".len()..];
-    let end = rest.find(']').unwrap_or(rest.len());
-    rest[..end]
-        .split("\",\"")
-        .map(|s| s.trim_matches('"').replace("\\\\", "\\").replace("\\\"", "\""))
-        .filter(|s| !s.is_empty())
-        .collect()
 }
 
 fn run(cmd: &mut Command, what: &str) {
@@ -153,7 +188,7 @@ fn run(cmd: &mut Command, what: &str) {
 }
 
 /// Bitcode members of an rlib, extracted into `dir`.
-fn extract_bitcode(tools: &LlvmTools, rlib: &Path, dir: &Path) -> Vec<PathBuf> {
+fn extract_bitcode(tools: &Pipeline, rlib: &Path, dir: &Path) -> Vec<PathBuf> {
     let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(dir).expect("create bitcode dir");
     run(Command::new(&tools.ar).current_dir(dir).arg("x").arg(rlib), "llvm-ar");
@@ -166,7 +201,7 @@ fn extract_bitcode(tools: &LlvmTools, rlib: &Path, dir: &Path) -> Vec<PathBuf> {
     objs
 }
 
-fn link_to_ptx(tools: &LlvmTools, rlibs: &[PathBuf], out_dir: &Path) -> String {
+fn link_to_ptx(tools: &Pipeline, rlibs: &[PathBuf], out_dir: &Path) -> String {
     let work = out_dir.join("ptx-link");
     fs::create_dir_all(&work).expect("create link dir");
     let mut per_lib = Vec::new();
@@ -186,7 +221,7 @@ fn link_to_ptx(tools: &LlvmTools, rlibs: &[PathBuf], out_dir: &Path) -> String {
     let optimized = work.join("optimized.bc");
     run(
         Command::new(&tools.opt)
-            .arg("-passes=internalize,default<O3>")
+            .args(["-passes=internalize,default<O3>", "--discard-value-names"])
             .arg(format!("-internalize-public-api-list={}", df11_gpu::KERNEL_NAMES.join(",")))
             .arg(&linked)
             .arg("-o")
@@ -198,6 +233,7 @@ fn link_to_ptx(tools: &LlvmTools, rlibs: &[PathBuf], out_dir: &Path) -> String {
         Command::new(&tools.llc)
             .args([
                 "-O3",
+                "--discard-value-names",
                 &format!("-mtriple={NVPTX_TARGET}"),
                 &format!("-mcpu={PTX_SM}"),
                 &format!("-mattr={PTX_ISA}"),

@@ -3,14 +3,18 @@
 #  * the pinned nightly from rust-toolchain.toml (with rust-src, llvm-tools,
 #    clippy, rustfmt), because the GPU kernel is built for nvptx64 with
 #    -Zbuild-std and linked with the llvm-tools binaries;
+#  * the oldest Rust df11 supports (Cargo.toml's `rust-version`), minimal
+#    profile, which the test script builds a dependent crate with;
 #  * NVIDIA's PTX assembler, ptxas, taken from the `nvidia-cuda-nvcc` wheel on
 #    PyPI (no CUDA installation needed), cached outside the repository. The
 #    tests use it to check the PTX for spills and stack use.
-# Prints the export line for DF11_PTXAS on its last line of stdout.
+# Prints export lines for DF11_PTXAS and DF11_MSRV (that toolchain) on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup toolchain install >&2
+msrv="$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)"
+rustup toolchain install "$msrv" --profile minimal >&2
 
 cache="${DF11_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/df11}"
 ptxas="$cache/ptxas"
@@ -35,3 +39,4 @@ PY
 fi
 "$ptxas" --version | tail -n 1 >&2
 echo "export DF11_PTXAS=$ptxas"
+echo "export DF11_MSRV=$msrv"

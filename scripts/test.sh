@@ -1,11 +1,30 @@
 #!/usr/bin/env bash
-# The full test suite, as CI runs it: set-up, formatting, lints, every test.
+# The full test suite, as CI runs it: set-up, formatting, lints, every test,
+# df11 as a dependency on its oldest supported Rust, and the packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(bash scripts/setup.sh)"
 export DF11_REQUIRE_PTXAS=1
+# build.rs must build the PTX from gpu/src, and it must match the committed file.
+export DF11_REQUIRE_PTX_BUILD=1
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The kernels' nvptx-only code (entry points, intrinsics) as well.
+cargo clippy -p df11-gpu --lib --locked --target nvptx64-nvidia-cuda -Zbuild-std=core \
+    --target-dir target/nvptx-clippy -- -D warnings
 cargo test --workspace --locked -- --skip ptx_assembles_without_spills_or_stack
 # Run on its own so its ptxas report (registers, spills, stack per kernel) is shown.
 cargo test --locked --test ptx_check -- --nocapture
+
+# A crate that depends on df11 by path, built with the `rust-version` toolchain
+# (no nightly, llvm-tools or CUDA). It starts from the workspace's lock file, so
+# it builds the dependency versions tested above.
+cp Cargo.lock tests/consumer/Cargo.lock
+if ! command -v nvidia-smi >/dev/null; then
+    export DF11_CONSUMER_GPU=absent
+fi
+cargo "+$DF11_MSRV" run --manifest-path tests/consumer/Cargo.toml --target-dir target/consumer
+
+# The packages as they would be published, each built from its own contents:
+# df11's has no gpu/ sources, so it embeds the committed PTX from df11-gpu's.
+cargo package --workspace --locked --allow-dirty

@@ -10,7 +10,12 @@ pub mod bench;
 pub mod dfloat11;
 pub mod gpu;
 
-/// The decode kernels as PTX text, built from the `gpu/` crate by `build.rs`.
+/// The decode kernels as PTX text.
+///
+/// Built from the `gpu/` crate by `build.rs` where the pinned nightly with
+/// `rust-src` and `llvm-tools` is at hand; elsewhere (stable Rust, a published
+/// package) the committed build, [`df11_gpu::PTX`]. CI checks the two are the
+/// same bytes.
 pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/df11_kernels.ptx"));
 
 /// Entry-point names inside [`PTX`].

@@ -1,29 +1,13 @@
 //! The real decode kernel from the embedded PTX against the CPU reference
 //! decoder, on fresh random and realistic inputs, with poisoned outputs, from
 //! one element to a few hundred MB. Without a CUDA driver or device it reports
-//! a skip and passes: the emulated-kernel tests in `df11-host` cover the logic.
+//! a skip and passes, unless `DF11_REQUIRE_GPU` is set (see `gpu_common`).
+
+mod gpu_common;
 
 use df11::gpu::GpuDecoder;
 use df11::synth::{SplitMix64, realistic_weights};
 use df11::{EncodeOptions, Error, Group, compress_with, decode_reference};
-
-/// The decoder on device 0, or `None` (a reported skip) when the machine has
-/// no CUDA driver or no device. With a device present, failing to load the
-/// kernel is a test failure, not a skip.
-fn decoder() -> Option<GpuDecoder> {
-    // SAFETY: probing for the driver library only loads and drops it.
-    if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        eprintln!("SKIPPED: no CUDA driver library on this machine");
-        return None;
-    }
-    match cudarc::driver::CudaContext::device_count() {
-        Ok(n) if n > 0 => Some(df11::gpu::decoder(0).expect("a CUDA device is present: the decoder must load")),
-        other => {
-            eprintln!("SKIPPED: CUDA driver present but no usable device ({other:?})");
-            None
-        }
-    }
-}
 
 /// A seed that differs between runs, printed so a failure can be replayed.
 fn fresh_seed() -> u64 {
@@ -58,7 +42,7 @@ fn check(dec: &GpuDecoder, group: &Group, what: &str) {
 
 #[test]
 fn gpu_matches_cpu_reference() {
-    let Some(dec) = decoder() else { return };
+    let Some(dec) = gpu_common::decoder() else { return };
     let seed = fresh_seed();
     let mut rng = SplitMix64::new(seed);
     let sizes = [1usize, 7, 8, 255, 256, 257, 4_097, 65_537, (1 << 20) + 3, 25_000_001, 150_000_000];
@@ -77,7 +61,7 @@ fn gpu_matches_cpu_reference() {
 
 #[test]
 fn gpu_decodes_groups_with_odd_boundaries() {
-    let Some(dec) = decoder() else { return };
+    let Some(dec) = gpu_common::decoder() else { return };
     let seed = fresh_seed();
     let mut rng = SplitMix64::new(seed);
     let parts = [
@@ -94,7 +78,7 @@ fn gpu_decodes_groups_with_odd_boundaries() {
 
 #[test]
 fn gpu_reports_corrupt_streams() {
-    let Some(dec) = decoder() else { return };
+    let Some(dec) = gpu_common::decoder() else { return };
     let bits = realistic_weights(16, 65_536, 0.02, 5);
     let mut t = compress_with(&bits, &EncodeOptions { segment_rows: 4, ..Default::default() });
     t.stream_offsets[3] += 1;

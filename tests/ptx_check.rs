@@ -1,12 +1,19 @@
-//! Assembles the embedded PTX with NVIDIA's `ptxas` for the architectures we
-//! target and fails on any error, any spill or any stack frame: local memory in
-//! a decode kernel costs bandwidth we cannot spare.
+//! Checks of the embedded PTX.
 //!
-//! `ptxas` comes from `DF11_PTXAS` or `PATH` (`scripts/setup.sh` installs it).
-//! Without it the test says it skipped, unless `DF11_REQUIRE_PTXAS` is set, as
-//! the test script does for CI.
+//! * The committed PTX (`gpu/df11_kernels.ptx`, what stable builds and the
+//!   published packages embed) must be, byte for byte, what `build.rs` builds
+//!   from `gpu/src`. Where the build used the committed file (no pinned
+//!   nightly) the check says it skipped, unless `DF11_REQUIRE_PTX_BUILD` is
+//!   set, as the test script does for CI. `DF11_UPDATE_PTX=1` rewrites the
+//!   committed file instead of failing.
+//! * The PTX holds nothing that depends on where it was built.
+//! * NVIDIA's `ptxas` assembles it for the architectures we target without
+//!   an error, a spill or a stack frame: local memory in a decode kernel
+//!   costs bandwidth we cannot spare. `ptxas` comes from `DF11_PTXAS` or
+//!   `PATH` (`scripts/setup.sh` installs it); without it the check says it
+//!   skipped, unless `DF11_REQUIRE_PTXAS` is set, as the test script does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn ptxas() -> Option<PathBuf> {
@@ -52,6 +59,57 @@ fn parse(report: &str) -> Vec<Function> {
         }
     }
     funcs
+}
+
+#[test]
+fn committed_ptx_is_current() {
+    // `built` or `committed`: set by build.rs.
+    if env!("DF11_PTX_ORIGIN") != "built" {
+        assert!(
+            std::env::var_os("DF11_REQUIRE_PTX_BUILD").is_none(),
+            "DF11_REQUIRE_PTX_BUILD is set but build.rs embedded the committed PTX: it needs the pinned \
+             nightly with rust-src and llvm-tools (`rustup toolchain install` in the repository)"
+        );
+        eprintln!("SKIPPED: the PTX was not built from gpu/src here (no pinned nightly), so it cannot be compared");
+        return;
+    }
+    if df11::PTX == df11_gpu::PTX {
+        return;
+    }
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("gpu/df11_kernels.ptx");
+    if std::env::var_os("DF11_UPDATE_PTX").is_some_and(|v| v == "1") {
+        std::fs::write(&committed, df11::PTX).expect("write the committed PTX");
+        eprintln!("updated {}; commit it", committed.display());
+        return;
+    }
+    let line = df11::PTX.lines().zip(df11_gpu::PTX.lines()).position(|(a, b)| a != b).map_or_else(
+        || format!("the files differ in length ({} and {} bytes)", df11::PTX.len(), df11_gpu::PTX.len()),
+        |i| format!("first difference at line {}", i + 1),
+    );
+    panic!(
+        "gpu/df11_kernels.ptx is not the PTX built from gpu/src ({line}). Refresh it with\n    \
+         DF11_UPDATE_PTX=1 cargo test --test ptx_check committed_ptx_is_current\nand commit it."
+    );
+}
+
+/// Byte-reproducible wherever it is built: no data (a panic location would
+/// be a path) and no function but the kernels (the names of `core`'s
+/// functions hash the sysroot's path). Both PTX texts are checked: the
+/// committed one may be all this build has.
+#[test]
+fn ptx_holds_nothing_build_specific() {
+    for (what, ptx) in [("built", df11::PTX), ("committed", df11_gpu::PTX)] {
+        let code: Vec<&str> = ptx.lines().map(|l| l.split("//").next().unwrap_or_default().trim()).collect();
+        for l in &code {
+            let symbol = l.starts_with(".func") || l.contains(".entry") || l.starts_with(".visible");
+            assert!(!l.starts_with(".global") && !l.starts_with(".const"), "{what} PTX holds data: {l}");
+            assert!(!symbol || l.starts_with(".visible .entry "), "{what} PTX holds a non-kernel symbol: {l}");
+        }
+        let entries: Vec<&str> =
+            code.iter().filter_map(|l| l.strip_prefix(".visible .entry ")?.split('(').next()).collect();
+        assert_eq!(entries, df11::KERNEL_NAMES, "{what} PTX's kernels");
+        assert!(!ptx.contains("_R"), "{what} PTX names a mangled Rust symbol");
+    }
 }
 
 #[test]

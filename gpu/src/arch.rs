@@ -73,6 +73,19 @@ pub fn prmt(a: u32, b: u32, sel: u32) -> u32 {
     d
 }
 
+/// `shl.b64`: `x << s`, 0 for `s >= 64` (PTX clamps the shift). A Rust shift
+/// must be proven in range or masked, which costs an instruction.
+#[inline(always)]
+pub fn shl_b64(x: u64, s: u32) -> u64 {
+    let d: u64;
+    // SAFETY: a register-only shift, defined for every `s`.
+    unsafe {
+        asm!("shl.b64 {d}, {x}, {s};", d = out(reg64) d, x = in(reg64) x, s = in(reg32) s,
+            options(pure, nomem, nostack))
+    };
+    d
+}
+
 // Warp intrinsics are declared as LLVM intrinsics rather than inline asm: LLVM
 // knows they are `convergent`, so no optimisation moves them into divergent
 // control flow, which the `*.sync` full-mask forms forbid.

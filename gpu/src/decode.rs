@@ -445,16 +445,14 @@ impl<'a> LaneStream<'a> {
         // its entry is not used: it looks up at shift 0 (a constant `live`
         // on full rows makes that free).
         let shift = if live { self.consumed } else { 0 };
-        // SAFETY: `shift < 64`. For a live slot `nbits >= max_len` here (just
-        // refilled if it was less), so `consumed <= 64 - max_len`, and
-        // `max_len == 0` starts (and stays) at 0. That holds whatever the
-        // words are, because the host builds every table from the tensor's
-        // validated code lengths: no entry is longer than `max_len`, so no
-        // lane consumes past its `nbits`. (The bound saves the shift's
-        // `% 64`, one instruction a step.)
-        unsafe { core::hint::assert_unchecked(shift < 64) };
         let bits = u64::from(self.prev) << WORD_BITS | u64::from(self.last);
-        let entry = t.shared_load_u16((bits << shift >> (u64::BITS - TABLE_BITS)) as usize);
+        // `shift < 64` for a table the host built from the tensor's validated
+        // code lengths: no entry is longer than `max_len`, so a live slot has
+        // `nbits >= max_len` here (just refilled if it was less) and
+        // `consumed <= 64 - max_len`. The tables are the caller's data,
+        // though, so a longer shift must stay defined: it gives index 0 (a
+        // garbage entry, and the word count reports the segment).
+        let entry = t.shared_load_u16((shl_or_zero(bits, shift) >> (u64::BITS - TABLE_BITS)) as usize);
         if live {
             // A valid table never consumes past `nbits`: `consumed <= 64`
             // (wrapping: a corrupt descriptor must not panic the emulator).
@@ -464,6 +462,20 @@ impl<'a> LaneStream<'a> {
         } else {
             0
         }
+    }
+}
+
+/// `x << s`, or 0 for `s >= 64`: one `shl.b64` on the GPU, whose shift
+/// clamps, where a Rust shift needs a mask or a compare for the same.
+#[inline(always)]
+fn shl_or_zero(x: u64, s: u32) -> u64 {
+    #[cfg(target_arch = "nvptx64")]
+    {
+        crate::arch::shl_b64(x, s)
+    }
+    #[cfg(not(target_arch = "nvptx64"))]
+    {
+        x.checked_shl(s).unwrap_or(0)
     }
 }
 

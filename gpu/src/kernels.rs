@@ -105,7 +105,7 @@ impl GlobalRuns for DeviceOut<u16> {
     fn runs(&self, start: usize, count: u32) -> Option<DeviceRuns> {
         let end = (count as usize).checked_mul(LANE_RUN)?.checked_add(start)?;
         let ptr = self.ptr.wrapping_add(start);
-        if !start.is_multiple_of(LANE_RUN) || end > self.len || ptr as usize % align_of::<Run>() != 0 {
+        if !start.is_multiple_of(LANE_RUN) || end > self.len || !(ptr as usize).is_multiple_of(align_of::<Run>()) {
             return None;
         }
         Some(DeviceRuns { ptr: ptr.cast(), count })
@@ -147,18 +147,6 @@ unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
         // SAFETY: see the function contract.
         unsafe { core::slice::from_raw_parts(ptr, len) }
     }
-}
-
-/// Demo kernel: see [`crate::demo::reverse_tiles`].
-///
-/// # Safety
-/// `input` and `output` point to `len` device `u32`s; the block has
-/// `blockDim.x * 4` bytes of dynamic shared memory.
-#[unsafe(no_mangle)]
-pub unsafe extern "ptx-kernel" fn df11_demo_reverse_tiles(input: *const u32, output: *mut u32, len: usize) {
-    // SAFETY: guaranteed by the launcher (see above).
-    let input = unsafe { slice(input, len) };
-    crate::demo::reverse_tiles(&Gpu, input, &DeviceOut { ptr: output, len });
 }
 
 /// Group decode kernel: see [`crate::decode::decode_group`].

@@ -7,6 +7,11 @@
 //! * for `nvptx64-nvidia-cuda` by the workspace's `build.rs`, which turns it
 //!   into the PTX module embedded in the `df11` crate.
 //!
+//! That PTX is also committed, as `df11_kernels.ptx` next to this crate's
+//! manifest, and exported as [`PTX`]: building it needs a pinned nightly with
+//! `rust-src` and `llvm-tools`, while depending on df11 must work on stable.
+//! CI rebuilds it and fails if the committed file differs by a byte.
+//!
 //! Kernel logic is written against the [`thread::Thread`] trait. On the GPU it
 //! is backed by the intrinsics in `arch` (the only module with raw asm); on the
 //! host, `df11-host`'s block emulator backs it with one OS thread per GPU thread.
@@ -17,7 +22,6 @@
 
 pub mod bits;
 pub mod decode;
-pub mod demo;
 pub mod format;
 pub mod mem;
 pub mod table;
@@ -32,7 +36,12 @@ mod kernels;
 ///
 /// `build.rs` keeps exactly these symbols visible when it links the module;
 /// the host launcher looks them up by the same names.
-pub const KERNEL_NAMES: &[&str] = &[demo::KERNEL_NAME, decode::KERNEL_NAME];
+pub const KERNEL_NAMES: &[&str] = &[decode::KERNEL_NAME];
+
+/// The kernels as PTX text: the committed build of this crate for
+/// `nvptx64-nvidia-cuda` (sm_80, PTX ISA 7.0).
+#[cfg(not(target_arch = "nvptx64"))]
+pub const PTX: &str = include_str!("../df11_kernels.ptx");
 
 #[cfg(target_arch = "nvptx64")]
 #[panic_handler]

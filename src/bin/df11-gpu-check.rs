@@ -6,8 +6,10 @@
 //!
 //! Usage: `df11-gpu-check [--quick] [OUT_DIR]` (the log directory defaults to
 //! `$OUT`, then `./gpu-check-out`), or `df11-gpu-check --sanitize-one` to
-//! decode one small group (what compute-sanitizer runs).
+//! decode one small group (what compute-sanitizer runs). Without a driver or
+//! device it fails: there is nothing to skip to.
 
+use clap::Parser;
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaSlice, CudaStream};
 use df11::format::DEFAULT_SEGMENT_ROWS;
@@ -285,16 +287,29 @@ fn sanitizers(out: &Path, c: &mut Check) {
     }
 }
 
+/// Device check of the GPU decoder: bit-exact against the CPU reference,
+/// throughput next to a device-to-device copy, compute-sanitizer.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Smaller inputs: the largest sizes are left out.
+    #[arg(long)]
+    quick: bool,
+    /// Decode one small group and exit (what compute-sanitizer runs).
+    #[arg(long, conflicts_with_all = ["quick", "out_dir"])]
+    sanitize_one: bool,
+    /// Where the logs go [default: $OUT, then ./gpu-check-out].
+    out_dir: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--sanitize-one") {
+    let args = Args::parse();
+    if args.sanitize_one {
         return sanitize_one();
     }
-    let quick = args.iter().any(|a| a == "--quick");
+    let quick = args.quick;
     let out = args
-        .iter()
-        .find(|a| !a.starts_with("--"))
-        .map(PathBuf::from)
+        .out_dir
         .or_else(|| std::env::var_os("OUT").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("gpu-check-out"));
     if let Err(e) = std::fs::create_dir_all(&out) {
