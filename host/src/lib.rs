@@ -4,6 +4,7 @@
 
 pub mod container;
 mod crc;
+#[cfg(any(test, feature = "emulator"))]
 pub mod emu;
 pub mod encode;
 pub mod error;
