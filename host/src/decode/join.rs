@@ -1,5 +1,5 @@
 //! The join pass of the lanes decoder: a chunk's exponents, which
-//! [`super::lanes`] left in per-lane buffers, merged with the sign+mantissa
+//! `super::lanes` left in per-lane buffers, merged with the sign+mantissa
 //! bytes into bf16 bit patterns.
 //!
 //! The lane buffers store each exponent pre-rotated ([`stored`]) so that a

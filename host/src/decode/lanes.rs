@@ -5,7 +5,7 @@
 //! 12-bit table yields up to four exponents (a multi-symbol table), and a
 //! lane's bit buffer is refilled once per four lookups without a branch. The
 //! exponents land in per-lane buffers, a chunk of rows at a time, small
-//! enough to stay in the L2 cache; [`super::join`] then merges them with the
+//! enough to stay in the L2 cache; `super::join` then merges them with the
 //! sign+mantissa bytes.
 //!
 //! Safety against corrupt input: the round loop (`rounds4`, the one `unsafe`

@@ -9,12 +9,12 @@
 //!   calling thread or to the current rayon pool ([`DecodeOptions::parallel`]),
 //!   and combines the runs' CRCs into the tensor's.
 //! * Each segment goes to the decoder of its layout:
-//!   - [`warp`]: the warp layout (section 7), whose 32 lane streams are
+//!   - `warp`: the warp layout (section 7), whose 32 lane streams are
 //!     interleaved word by word as a GPU warp reads them. The 32 lanes are
 //!     decoded in one loop, sharing one word cursor.
-//!   - [`lanes`]: the lanes layout (section 8), whose lane streams are stored
+//!   - `lanes`: the lanes layout (section 8), whose lane streams are stored
 //!     whole. Four lanes are decoded at a time with a multi-symbol table into
-//!     per-lane exponent buffers, and [`join`] then merges those with the
+//!     per-lane exponent buffers, and `join` then merges those with the
 //!     sign+mantissa bytes (SSE2 on x86-64), checksumming as it stores.
 //!
 //! Contract: any `CompressedTensor` is safe to pass. Corrupt stream words

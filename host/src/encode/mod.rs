@@ -1,13 +1,13 @@
 //! The df11 encoder.
 //!
-//! One pass over the input ([`scan`]) gathers the exponent histogram, the
+//! One pass over the input (`scan`) gathers the exponent histogram, the
 //! data CRC and the sign+mantissa bytes; [`huffman`] turns the histogram into
 //! a length-limited canonical code; then the segments, independent of each
 //! other, are coded in parallel by the encoder of the chosen layout:
 //!
-//! * [`warp`]: the 32 lane streams interleaved word by word as a GPU warp
+//! * `warp`: the 32 lane streams interleaved word by word as a GPU warp
 //!   reads them (`docs/FORMAT.md` section 7).
-//! * [`lanes`]: each lane's stream stored whole, for the CPU decoder
+//! * `lanes`: each lane's stream stored whole, for the CPU decoder
 //!   (section 8).
 //!
 //! This module concatenates the segments' words and records the stream

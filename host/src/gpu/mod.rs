@@ -16,7 +16,7 @@
 //! panicking.
 //!
 //! With the `emulator` feature (and in this crate's tests), `decode_emulated`
-//! runs the kernel's own code on the CPU block emulator ([`crate::emu`]).
+//! runs the kernel's own code on the CPU block emulator (`crate::emu`).
 
 #[cfg(feature = "cuda")]
 mod cuda;
