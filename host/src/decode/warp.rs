@@ -5,7 +5,7 @@
 //! share one word cursor. [`SegmentDecoder`] steps all 32 lanes in one loop,
 //! so their independent bit buffers give the core instruction-level
 //! parallelism, with branchless refills and a single 12-bit table lookup per
-//! symbol, exactly as the GPU kernel does.
+//! symbol, in the order the format prescribes.
 //!
 //! Safety against corrupt input: word reads are clamped to the segment's
 //! words, except in the paired steps of full rows, which run only while
@@ -96,7 +96,9 @@ impl SegmentDecoder {
         // one they take (a word they then drop).
         if valid == ROW_ELEMS && self.cursor + MAX_ROW_WORDS < stream.len() {
             for k in (0..LANE_RUN).step_by(2) {
-                self.step_pair(table, max_len, stream, exps, k);
+                // SAFETY: a full row, started with more than `MAX_ROW_WORDS`
+                // words left (checked above), stepped in pairs from k = 0.
+                unsafe { self.step_pair(table, max_len, stream, exps, k) };
             }
         } else {
             self.row_checked(table, max_len, stream, exps, valid)
@@ -114,11 +116,14 @@ impl SegmentDecoder {
     /// own state only, so the cursors are one-cycle add chains, not chains
     /// through the table lookups.
     ///
-    /// Requires `cursor + MAX_ROW_WORDS < stream.len()` at the row start: a row
-    /// takes at most `MAX_ROW_WORDS` words, and a cursor is read (its word then
-    /// dropped) even when its lane does not refill.
+    /// # Safety
+    /// The pair must be steps `k`, `k + 1` of a full row whose earlier steps
+    /// were taken by `step_pair`, with `cursor + MAX_ROW_WORDS < stream.len()`
+    /// at the row start: a row takes at most `MAX_ROW_WORDS` words, and a
+    /// cursor is read (its word then dropped) even when its lane does not
+    /// refill. Words are read unchecked.
     #[inline(always)]
-    fn step_pair(
+    unsafe fn step_pair(
         &mut self,
         table: &[Entry; TABLE_SIZE],
         max_len: u32,
@@ -132,8 +137,8 @@ impl SegmentDecoder {
         let word = |p: usize| {
             debug_assert!(p < stream.len());
             // SAFETY: a cursor is ≤ the words taken so far in this row, at
-            // most MAX_ROW_WORDS past its first value, and the caller checked
-            // that that many words plus one remain.
+            // most MAX_ROW_WORDS past its first value, and that many words
+            // plus one remain (the function's contract).
             unsafe { *stream.get_unchecked(p) }
         };
         for j in 0..LANES {
