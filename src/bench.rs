@@ -312,7 +312,7 @@ pub fn to_table(r: &BenchReport) -> String {
 /// The df11 calls the benchmark makes, in one place.
 mod codec {
     use super::BenchError;
-    use df11_host::{CompressedTensor, EncodeOptions, Layout, fast, stats, synth};
+    use df11_host::{CompressedTensor, DecodeOptions, EncodeOptions, Layout, decode, stats, synth};
 
     pub fn synth(rows: usize, cols: usize, scale: f32, seed: u64) -> Vec<u16> {
         synth::realistic_weights(rows, cols, scale, seed)
@@ -323,7 +323,7 @@ mod codec {
     }
 
     pub fn decompress_into(t: &CompressedTensor, out: &mut [u16], verify_crc: bool) -> Result<(), BenchError> {
-        fast::decode_parallel_into_with(t, out, &fast::DecodeOptions { verify_crc })
+        decode::decode_into(t, out, &DecodeOptions { verify_crc, parallel: true })
             .map_err(|e| BenchError::Codec(e.to_string()))
     }
 

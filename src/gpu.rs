@@ -12,5 +12,7 @@ use df11_host::Result;
 /// Returns an error, never panics, when the machine has no CUDA driver or no
 /// such device.
 pub fn decoder(ordinal: usize) -> Result<GpuDecoder> {
-    GpuDecoder::new(ordinal, crate::PTX)
+    // SAFETY: `PTX` is this crate's build of `df11-gpu`'s kernels, the very
+    // version `df11-host` launches (both are workspace path dependencies).
+    unsafe { GpuDecoder::with_ptx(ordinal, crate::PTX) }
 }

@@ -5,7 +5,7 @@
 #![no_main]
 
 use df11_fuzz::{fix_crcs, reference_bits};
-use df11_host::fast::{DecodeOptions, decode_fast, decode_fast_into_with, decode_parallel};
+use df11_host::decode::{DecodeOptions, decode, decode_into};
 use df11_host::{Group, decode_reference};
 use libfuzzer_sys::fuzz_target;
 
@@ -13,8 +13,8 @@ fn check(bytes: &[u8]) {
     let Ok(g) = Group::from_bytes(bytes) else { return };
     for t in &g.tensors {
         let reference = decode_reference(t);
-        let fast = decode_fast(t);
-        let parallel = decode_parallel(t);
+        let fast = decode(t, &DecodeOptions { parallel: false, ..Default::default() });
+        let parallel = decode(t, &DecodeOptions::default());
         match (&reference, &fast) {
             (Ok(r), Ok(f)) => assert!(r == f, "fast decoder differs from the reference"),
             (Err(_), Err(_)) => {}
@@ -26,7 +26,7 @@ fn check(bytes: &[u8]) {
         }
         let unchecked = {
             let mut out = vec![0u16; t.num_elements as usize];
-            decode_fast_into_with(t, &mut out, &DecodeOptions { verify_crc: false }).map(|()| out)
+            decode_into(t, &mut out, &DecodeOptions { verify_crc: false, parallel: false }).map(|()| out)
         };
         match (reference_bits(t), unchecked) {
             (Ok(r), Ok(u)) => assert!(r == u, "fast decoder (no CRC check) differs from the reference"),

@@ -2,7 +2,7 @@
 //! record layout, at one thread and at all threads, in bf16 bytes per second.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use df11_host::{EncodeOptions, Layout, fast};
+use df11_host::{DecodeOptions, EncodeOptions, Layout, decode};
 use std::hint::black_box;
 
 const ELEMENTS: usize = 8 << 20;
@@ -23,11 +23,13 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| pool.install(|| black_box(df11_host::compress_with(black_box(&bits), &opts))))
             });
             g.bench_function(format!("{name}/decode/{threads}t"), |b| {
-                b.iter(|| pool.install(|| fast::decode_parallel_into(black_box(&t), &mut out).unwrap()))
+                b.iter(|| {
+                    pool.install(|| decode::decode_into(black_box(&t), &mut out, &DecodeOptions::default()).unwrap())
+                })
             });
             g.bench_function(format!("{name}/decode-nocrc/{threads}t"), |b| {
-                let opts = fast::DecodeOptions { verify_crc: false };
-                b.iter(|| pool.install(|| fast::decode_parallel_into_with(black_box(&t), &mut out, &opts).unwrap()))
+                let opts = DecodeOptions { verify_crc: false, ..Default::default() };
+                b.iter(|| pool.install(|| decode::decode_into(black_box(&t), &mut out, &opts).unwrap()))
             });
         }
         assert_eq!(out, bits);

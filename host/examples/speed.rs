@@ -4,7 +4,7 @@
 //! The all-threads figures are wall time (and so only meaningful on an idle
 //! machine); `df11 bench` is the end-to-end measurement.
 
-use df11_host::fast;
+use df11_host::decode::{self, DecodeOptions};
 use std::time::Instant;
 
 /// CPU time of the calling thread, in seconds.
@@ -70,9 +70,10 @@ fn main() {
         assert_eq!(out, bits);
         report(name, v);
     };
-    let no_crc = fast::DecodeOptions { verify_crc: false };
-    cpu("decode, 1 thread (cpu time)", &mut |o| fast::decode_fast_into(&t, o).unwrap());
-    cpu("decode no crc, 1 thread (cpu time)", &mut |o| fast::decode_fast_into_with(&t, o, &no_crc).unwrap());
+    let one = DecodeOptions { parallel: false, ..Default::default() };
+    let no_crc = DecodeOptions { verify_crc: false, ..one };
+    cpu("decode, 1 thread (cpu time)", &mut |o| decode::decode_into(&t, o, &one).unwrap());
+    cpu("decode no crc, 1 thread (cpu time)", &mut |o| decode::decode_into(&t, o, &no_crc).unwrap());
     cpu("encode, 1 thread (cpu time)", &mut |o| {
         let e = df11_host::compress_with(&bits, &opts);
         assert!(e == t);
@@ -91,7 +92,9 @@ fn main() {
         assert_eq!(out, bits);
         report(name, v);
     };
-    wall(&format!("decode, {threads} threads (wall)"), &mut |o| fast::decode_parallel_into(&t, o).unwrap());
+    wall(&format!("decode, {threads} threads (wall)"), &mut |o| {
+        decode::decode_into(&t, o, &DecodeOptions::default()).unwrap()
+    });
     wall(&format!("encode, {threads} threads (wall)"), &mut |o| {
         assert!(df11_host::compress_with(&bits, &opts) == t);
         o.copy_from_slice(&bits);

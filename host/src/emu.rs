@@ -207,23 +207,3 @@ impl Runs for EmuRuns<'_> {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The demo kernel's logic, run under emulation, against a plain reversal.
-    #[test]
-    fn demo_reverse_tiles_matches_plain_rust() {
-        for (len, grid, block) in [(0usize, 1u32, 32u32), (1, 1, 32), (100, 2, 32), (257, 3, 64), (64, 4, 64)] {
-            let input: Vec<u32> = (0..len as u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
-            let out = EmuOut::new(len);
-            let launch = Launch { grid_dim: grid, block_dim: block, shared_words: block as usize };
-            run(launch, |t| df11_gpu::demo::reverse_tiles(t, &input, &out));
-            let got = out.into_vec();
-            let want: Vec<Option<u32>> =
-                input.chunks(block as usize).flat_map(|c| c.iter().rev().copied().map(Some)).collect();
-            assert_eq!(got, want, "len {len} grid {grid} block {block}");
-        }
-    }
-}

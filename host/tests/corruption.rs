@@ -10,7 +10,7 @@
 //! data CRC underneath them.
 
 use df11_host::container::reseal_crcs;
-use df11_host::fast::{decode_fast, decode_parallel};
+use df11_host::decode::{DecodeOptions, decode};
 use df11_host::synth::realistic_weights;
 use df11_host::{CompressedTensor, EncodeOptions, Group, Layout, compress_with, decode_reference};
 
@@ -44,8 +44,8 @@ fn encode(tensors: &[(Vec<u16>, u32)], layout: Layout) -> Group {
 /// `Ok` with the same bits), and the verdict is returned.
 fn decode_all(t: &CompressedTensor, what: &str) -> Option<Vec<u16>> {
     let reference = decode_reference(t).ok();
-    let fast = decode_fast(t).ok();
-    let parallel = decode_parallel(t).ok();
+    let fast = decode(t, &DecodeOptions { parallel: false, ..Default::default() }).ok();
+    let parallel = decode(t, &DecodeOptions::default()).ok();
     assert!(fast == reference, "{what}: fast decoder disagrees with the reference");
     assert!(parallel == reference, "{what}: parallel decoder disagrees with the reference");
     reference

@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{fast_both, shuffled};
-use df11_host::fast::{self, DecodeOptions};
+use common::{decode_both, shuffled};
+use df11_host::decode::{self, DecodeOptions};
 use df11_host::format::{LANE_RUN, LANES, ROW_ELEMS};
 use df11_host::synth::{self, SplitMix64};
 use df11_host::{CompressedTensor, EncodeOptions, Error, Layout, compress_with, decode_reference};
@@ -22,7 +22,7 @@ fn check(bits: &[u16], rows: u32) -> CompressedTensor {
     let t = enc(bits, rows);
     assert_eq!(t.layout, Layout::Lanes);
     assert_eq!(decode_reference(&t).as_deref(), Ok(bits), "reference, {} elements, R = {rows}", bits.len());
-    for r in fast_both(&t, &DecodeOptions::default()) {
+    for r in decode_both(&t, &DecodeOptions::default()) {
         assert_eq!(r.as_deref(), Ok(bits), "fast, {} elements, R = {rows}", bits.len());
     }
     let bytes = t.to_bytes();
@@ -79,26 +79,26 @@ fn segments_spanning_decode_chunks() {
 fn large_output_streamed_past_the_caches() {
     let bits = synth::realistic_weights(1, (4 << 20) + 777, 0.02, 9);
     let t = enc(&bits, 1024);
-    let opts = DecodeOptions { verify_crc: false };
-    for r in fast_both(&t, &opts) {
+    let opts = DecodeOptions { verify_crc: false, ..Default::default() };
+    for r in decode_both(&t, &opts) {
         assert!(r.as_deref() == Ok(&bits[..]), "aligned output");
     }
     // One element in: the output starts 2 bytes past a 16-byte boundary.
     let mut buf = vec![0u16; bits.len() + 1];
     let out = &mut buf[1..];
-    fast::decode_fast_into_with(&t, out, &opts).unwrap();
+    decode::decode_into(&t, out, &DecodeOptions { parallel: false, ..opts }).unwrap();
     assert!(out == &bits[..], "unaligned output");
     // With the CRC checked too (computed from the joined values before they
     // are stored): right, and a wrong stored CRC is caught.
     let verify = DecodeOptions::default();
-    for r in fast_both(&t, &verify) {
+    for r in decode_both(&t, &verify) {
         assert!(r.as_deref() == Ok(&bits[..]), "checked output");
     }
-    fast::decode_fast_into_with(&t, out, &verify).unwrap();
+    decode::decode_into(&t, out, &DecodeOptions { parallel: false, ..verify }).unwrap();
     assert!(out == &bits[..], "checked unaligned output");
     let mut wrong = t.clone();
     wrong.data_crc ^= 1;
-    for r in fast_both(&wrong, &verify) {
+    for r in decode_both(&wrong, &verify) {
         assert!(matches!(r, Err(df11_host::Error::Checksum { .. })), "wrong data CRC");
     }
 }
@@ -197,7 +197,7 @@ fn lane_longer_than_its_codes_can_be_is_invalid() {
 fn judge_alike(t: &CompressedTensor) {
     let reference = decode_reference(t);
     for verify_crc in [true, false] {
-        for r in fast_both(t, &DecodeOptions { verify_crc }) {
+        for r in decode_both(t, &DecodeOptions { verify_crc, ..Default::default() }) {
             match (&reference, &r) {
                 (Ok(a), Ok(b)) => assert_eq!(a, b),
                 (Err(_), Err(_)) => {}

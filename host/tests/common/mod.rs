@@ -3,17 +3,21 @@
 // Each test crate compiles this module and uses only some of it.
 #![allow(dead_code)]
 
-use df11_host::fast::{self, DecodeOptions};
+use df11_host::decode::{self, DecodeOptions};
 use df11_host::synth::SplitMix64;
 use df11_host::{CompressedTensor, Error};
 
-/// Both fast decoders (one thread and parallel), into buffers of the right size.
-pub fn fast_both(t: &CompressedTensor, opts: &DecodeOptions) -> [Result<Vec<u16>, Error>; 2] {
+/// The default options on the calling thread only.
+pub const ONE_THREAD: DecodeOptions = DecodeOptions { verify_crc: true, parallel: false };
+
+/// [`decode::decode_into`] with `opts` on one thread and in parallel
+/// (whatever `opts.parallel` says), into buffers of the right size.
+pub fn decode_both(t: &CompressedTensor, opts: &DecodeOptions) -> [Result<Vec<u16>, Error>; 2] {
     let n = t.num_elements as usize;
     let (mut a, mut b) = (vec![0u16; n], vec![0u16; n]);
     [
-        fast::decode_fast_into_with(t, &mut a, opts).map(|_| a),
-        fast::decode_parallel_into_with(t, &mut b, opts).map(|_| b),
+        decode::decode_into(t, &mut a, &DecodeOptions { parallel: false, ..*opts }).map(|_| a),
+        decode::decode_into(t, &mut b, &DecodeOptions { parallel: true, ..*opts }).map(|_| b),
     ]
 }
 

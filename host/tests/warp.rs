@@ -1,11 +1,11 @@
-//! The fast decoders (single-threaded and parallel) bit-exact against the
-//! original bits and the reference decoder, on every kind of input; corrupted
+//! The warp layout's CPU decoder (on one thread and in parallel) bit-exact
+//! against the original bits and the reference decoder, on every kind of input; corrupted
 //! streams and offsets give an error or the exact original, never a panic.
 
 mod common;
 
-use common::{fast_both, shuffled};
-use df11_host::fast::{self, DecodeOptions};
+use common::{ONE_THREAD, decode_both, shuffled};
+use df11_host::decode::{self, DecodeOptions};
 use df11_host::synth;
 use df11_host::{CompressedTensor, EncodeOptions, Error, compress_with, decode_reference};
 use proptest::prelude::*;
@@ -18,11 +18,11 @@ fn check(bits: &[u16], rows: u32) {
     let t = enc(bits, rows);
     let reference = decode_reference(&t).expect("reference decodes");
     assert_eq!(reference, bits);
-    for r in fast_both(&t, &DecodeOptions::default()) {
+    for r in decode_both(&t, &DecodeOptions::default()) {
         assert_eq!(r.as_deref(), Ok(bits), "{} elements, R = {rows}", bits.len());
     }
-    assert_eq!(fast::decode_fast(&t).as_deref(), Ok(bits));
-    assert_eq!(fast::decode_parallel(&t).as_deref(), Ok(bits));
+    assert_eq!(decode::decode(&t, &ONE_THREAD).as_deref(), Ok(bits));
+    assert_eq!(decode::decode(&t, &DecodeOptions::default()).as_deref(), Ok(bits));
 }
 
 #[test]
@@ -68,8 +68,11 @@ fn worst_case_12_bit_codes() {
 fn wrong_output_length() {
     let t = enc(&[1, 2, 3], 1);
     let mut out = vec![0u16; 4];
-    assert!(matches!(fast::decode_fast_into(&t, &mut out), Err(Error::OutputLength { expected: 3, actual: 4 })));
-    assert!(matches!(fast::decode_parallel_into(&t, &mut out), Err(Error::OutputLength { .. })));
+    assert!(matches!(
+        decode::decode_into(&t, &mut out, &ONE_THREAD),
+        Err(Error::OutputLength { expected: 3, actual: 4 })
+    ));
+    assert!(matches!(decode::decode_into(&t, &mut out, &DecodeOptions::default()), Err(Error::OutputLength { .. })));
 }
 
 #[test]
@@ -77,10 +80,10 @@ fn crc_is_checked_unless_opted_out() {
     let bits = synth::realistic_weights(10, 256, 0.02, 1);
     let mut t = enc(&bits, 1);
     t.data_crc ^= 1;
-    for r in fast_both(&t, &DecodeOptions::default()) {
+    for r in decode_both(&t, &DecodeOptions::default()) {
         assert!(matches!(r, Err(Error::Checksum { what: "data", .. })));
     }
-    for r in fast_both(&t, &DecodeOptions { verify_crc: false }) {
+    for r in decode_both(&t, &DecodeOptions { verify_crc: false, ..Default::default() }) {
         assert_eq!(r.as_deref(), Ok(&bits[..]));
     }
 }
@@ -88,11 +91,11 @@ fn crc_is_checked_unless_opted_out() {
 /// With the CRC checked, a corrupted tensor decodes to an error or to exactly
 /// the original; without it, the two fast decoders at least agree.
 fn corrupt_outcome(t: &CompressedTensor, bits: &[u16]) -> Result<(), TestCaseError> {
-    let [a, b] = fast_both(t, &DecodeOptions::default());
+    let [a, b] = decode_both(t, &DecodeOptions::default());
     prop_assert!(a.as_deref().map_or(true, |v| v == bits));
     prop_assert!(b.as_deref().map_or(true, |v| v == bits));
     prop_assert_eq!(a.is_ok(), b.is_ok());
-    let [a, b] = fast_both(t, &DecodeOptions { verify_crc: false });
+    let [a, b] = decode_both(t, &DecodeOptions { verify_crc: false, ..Default::default() });
     prop_assert_eq!(a.ok(), b.ok());
     Ok(())
 }
@@ -147,7 +150,7 @@ proptest! {
         let bits = synth::realistic_weights(4, 256, 0.02, seed);
         let mut t = enc(&bits, 1);
         t.code_lengths[i] = l;
-        let [a, b] = fast_both(&t, &DecodeOptions::default());
+        let [a, b] = decode_both(&t, &DecodeOptions::default());
         prop_assert!(a.as_deref().map_or(true, |v| v == bits));
         prop_assert_eq!(a.is_ok(), b.is_ok());
     }

@@ -1,11 +1,12 @@
-//! The fast CPU decoder for the lanes layout (`docs/FORMAT.md` section 8).
+//! The CPU decoder for the lanes layout (`docs/FORMAT.md` section 8).
 //!
 //! Each lane's stream is stored whole, so lanes are independent: four are
 //! decoded in one loop for instruction-level parallelism, each lookup of the
 //! 12-bit table yields up to four exponents (a multi-symbol table), and a
 //! lane's bit buffer is refilled once per four lookups without a branch. The
-//! exponents land in per-lane buffers; a second pass joins them with the
-//! sign+mantissa bytes, 16 elements per step with SSE2 on x86-64.
+//! exponents land in per-lane buffers, a chunk of rows at a time, small
+//! enough to stay in the L2 cache; `super::join` then merges them with the
+//! sign+mantissa bytes.
 //!
 //! Safety against corrupt input: the round loop (`rounds4`, the one `unsafe`
 //! loop) runs only as many rounds as its lane buffers and the stream can take
@@ -15,7 +16,8 @@
 //! does not end exactly in its last word, followed by zero bits, makes the
 //! segment `CorruptStream`.
 
-use crate::container::{data_crc_append, lane_slots};
+use super::join::{Output, join_rows, stored};
+use crate::container::lane_slots;
 use df11_gpu::format::{LANE_RUN, LANES, MAX_CODE_LEN, ROW_ELEMS, TABLE_SIZE};
 use df11_gpu::table::{Entry, entry_len, entry_symbol};
 
@@ -43,11 +45,11 @@ const LANE_MASK: usize = 2 * CHUNK_SYMS - 1;
 /// modulo 4 KiB. With a multiple of 4 KiB they would all map to the same L1
 /// cache sets, and the join pass, which reads all 32 lanes' bytes of a row,
 /// would evict its own lines (measured: 5% slower decoding).
-const LANE_BUF: usize = LANE_MASK + 1 + 64;
+pub(super) const LANE_BUF: usize = LANE_MASK + 1 + 64;
 
 /// The multi-symbol decode table: for each 12-bit window, the exponents of
 /// the whole codes it starts with (at most four), their count and their bits.
-pub(crate) struct MultiTable {
+pub(super) struct MultiTable {
     /// Up to four exponents as the lane buffers store them ([`stored`]), the
     /// first in the low byte.
     symbols: [u32; TABLE_SIZE],
@@ -61,7 +63,7 @@ pub(crate) struct MultiTable {
 impl MultiTable {
     /// Builds the table from the single-symbol table of a code with
     /// `max_len` ≥ 1 (every entry decodes a code of 1..=12 bits).
-    pub(crate) fn new(single: &[Entry; TABLE_SIZE]) -> Box<Self> {
+    pub(super) fn new(single: &[Entry; TABLE_SIZE]) -> Box<Self> {
         let mut t = Box::new(MultiTable { symbols: [0; TABLE_SIZE], meta: [0; TABLE_SIZE], single: *single });
         for idx in 0..TABLE_SIZE {
             let (mut used, mut count, mut symbols) = (0u32, 0usize, 0u32);
@@ -84,33 +86,18 @@ impl MultiTable {
     }
 }
 
-/// An exponent as the lane buffers store it: rotated right by one bit, so
-/// that bit 7 is the exponent's low bit and bits 0..7 its high seven, the
-/// bits of a bf16's low and high byte. Joining with the sign+mantissa byte
-/// then needs no shifts.
-#[inline(always)]
-fn stored(exponent: u8) -> u8 {
-    exponent.rotate_right(1)
-}
-
-/// The exponent of a lane buffer byte (inverse of [`stored`]).
-#[inline(always)]
-fn exponent(stored: u8) -> u8 {
-    stored.rotate_left(1)
-}
-
 /// Per-lane exponent buffers, reused across segments and calls.
-pub(crate) struct LaneBufs(Box<[[u8; LANE_BUF]; LANES]>);
+pub(super) struct LaneBufs(pub(super) Box<[[u8; LANE_BUF]; LANES]>);
 
 impl LaneBufs {
-    pub(crate) fn new() -> Self {
+    pub(super) fn new() -> Self {
         LaneBufs(vec![[0u8; LANE_BUF]; LANES].into_boxed_slice().try_into().expect("LANES buffers"))
     }
 }
 
 /// The tensor's stream bytes, readable 8 at a time anywhere: past the end
 /// they read as zeros.
-pub(crate) struct Stream<'a> {
+pub(super) struct Stream<'a> {
     bytes: &'a [u8],
     /// `bytes.len() - 8`: the last position an 8-byte load may start at.
     last: usize,
@@ -118,7 +105,7 @@ pub(crate) struct Stream<'a> {
 
 impl<'a> Stream<'a> {
     /// `bytes` must hold at least 8 bytes.
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
         assert!(bytes.len() >= 8, "stream buffers are padded to 8 bytes");
         Stream { bytes, last: bytes.len() - 8 }
     }
@@ -319,25 +306,13 @@ unsafe fn rounds4(
     }
 }
 
-/// How the decoder writes a segment's output.
-pub(crate) struct Output {
-    /// With non-temporal stores, which bypass the caches: for outputs far
-    /// larger than the caches, where the ordinary stores' read-for-ownership
-    /// of every output line would double the memory traffic of the writes.
-    pub stream_out: bool,
-    /// The CRC32C of the output so far, continued with the segment's, from
-    /// the joined values while they are still in registers: none when the
-    /// CRC is not wanted.
-    pub crc: Option<u32>,
-}
-
 /// Decodes one segment of the lanes layout into `out` (its `seg_len`
 /// elements). `starts` holds the segment's 32 lane start words and the next
 /// segment's first one. Returns `false` if a lane's stream does not end
 /// exactly in its last word, followed only by zero bits.
 ///
 /// `how` says how the output is written (see [`Output`]).
-pub(crate) fn decode_segment(
+pub(super) fn decode_segment(
     t: &MultiTable,
     s: &Stream,
     starts: &[u32],
@@ -433,201 +408,4 @@ fn decode_segment_impl<const CRC: bool>(
         let pad = to.wrapping_sub(end);
         end >= from && end <= to && pad < 32 && (pad == 0 || s.bits_at(end) >> (64 - pad) == 0)
     })
-}
-
-/// Joins a chunk's exponents (lane `j`'s for row `r` at `bufs[j][8r..8r + 8]`)
-/// with its sign+mantissa bytes into bf16 bit patterns, as `how` says;
-/// `CRC` must be whether `how.crc` is some.
-#[inline(always)]
-fn join_rows<const CRC: bool>(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u8], out: &mut [u16], how: &mut Output) {
-    let (out_rows, out_tail) = out.as_chunks_mut::<ROW_ELEMS>();
-    let (sm_rows, sm_tail) = sm.as_chunks::<ROW_ELEMS>();
-    let mut crc = how.crc.filter(|_| CRC);
-    #[cfg(target_arch = "x86_64")]
-    {
-        // Non-temporal stores need 16-byte aligned rows (512-byte rows are
-        // aligned if the first is).
-        let stream_out = how.stream_out && out_rows.as_ptr().cast::<u8>().align_offset(16) == 0;
-        match &mut crc {
-            Some(crc) if std::is_x86_feature_detected!("sse4.2") => {
-                // SAFETY: the CPU has SSE4.2, the only feature the function enables.
-                *crc = unsafe { join_rows_sse42_crc(bufs, sm_rows, out_rows, stream_out, *crc) };
-            }
-            crc => {
-                // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
-                unsafe { join_rows_sse2(bufs, sm_rows, out_rows, stream_out) };
-                if let Some(crc) = crc {
-                    *crc = data_crc_append(*crc, out_rows.as_flattened());
-                }
-            }
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        join_rows_portable(bufs, sm_rows, out_rows);
-        if let Some(crc) = &mut crc {
-            *crc = data_crc_append(*crc, out_rows.as_flattened());
-        }
-    }
-    let r = out_rows.len();
-    for (i, (o, &s)) in out_tail.iter_mut().zip(sm_tail).enumerate() {
-        *o = df11_gpu::bits::join(exponent(bufs[i / LANE_RUN][LANE_RUN * r + i % LANE_RUN]), s);
-    }
-    if let Some(crc) = crc {
-        how.crc = Some(data_crc_append(crc, out_tail));
-    }
-}
-
-/// Full rows, one element at a time: the join for other targets (and the
-/// check of the SSE2 one).
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn join_rows_portable(bufs: &[[u8; LANE_BUF]; LANES], sm: &[[u8; ROW_ELEMS]], out: &mut [[u16; ROW_ELEMS]]) {
-    for (r, (o, s)) in out.iter_mut().zip(sm).enumerate() {
-        for (j, (o, s)) in o.chunks_exact_mut(LANE_RUN).zip(s.chunks_exact(LANE_RUN)).enumerate() {
-            for ((o, &s), &e) in o.iter_mut().zip(s).zip(&bufs[j][LANE_RUN * r..LANE_RUN * r + LANE_RUN]) {
-                *o = df11_gpu::bits::join(exponent(e), s);
-            }
-        }
-    }
-}
-
-/// Full rows, two lanes (16 elements) a step with SSE2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse2")]
-fn join_rows_sse2(
-    bufs: &[[u8; LANE_BUF]; LANES],
-    sm: &[[u8; ROW_ELEMS]],
-    out: &mut [[u16; ROW_ELEMS]],
-    stream_out: bool,
-) {
-    join_rows_x86::<false>(bufs, sm, out, stream_out, 0);
-}
-
-/// [`join_rows_sse2`] that also continues `crc`, the CRC32C of the output
-/// before these rows, with theirs, and returns it. The CRC32C instruction
-/// takes the values from the registers the join built them in, so the
-/// output is never read back and may bypass the caches.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse4.2")]
-fn join_rows_sse42_crc(
-    bufs: &[[u8; LANE_BUF]; LANES],
-    sm: &[[u8; ROW_ELEMS]],
-    out: &mut [[u16; ROW_ELEMS]],
-    stream_out: bool,
-    crc: u32,
-) -> u32 {
-    join_rows_x86::<true>(bufs, sm, out, stream_out, crc)
-}
-
-/// The join of [`join_rows_sse2`] and [`join_rows_sse42_crc`]; with `CRC`
-/// it must be inlined where SSE4.2 is enabled.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn join_rows_x86<const CRC: bool>(
-    bufs: &[[u8; LANE_BUF]; LANES],
-    sm: &[[u8; ROW_ELEMS]],
-    out: &mut [[u16; ROW_ELEMS]],
-    stream_out: bool,
-    crc: u32,
-) -> u32 {
-    use std::arch::x86_64::*;
-    // SAFETY (each block below): SSE2 is part of the x86-64 baseline; the
-    // CRC32C instruction runs only with `CRC`, inlined into a function that
-    // enables SSE4.2, which its caller checked the CPU has.
-    let high = unsafe { _mm_set1_epi8(0x80u8 as i8) };
-    let mut c = u64::from(!crc);
-    for (r, (out, sm)) in out.iter_mut().zip(sm).enumerate() {
-        let exps = |j: usize| i64::from_le_bytes(bufs[j][LANE_RUN * r..LANE_RUN * r + 8].try_into().unwrap());
-        let out: &mut [u8; 2 * ROW_ELEMS] = bytemuck::cast_mut(out);
-        for p in 0..LANES / 2 {
-            // The high byte of a bf16 is sign | exponent >> 1, the low byte
-            // (exponent & 1) << 7 | mantissa: with the stored exponent byte
-            // `e`, each takes bit 7 from one of `e` and `s` and the rest from
-            // the other. `d` holds the bit 7s that differ.
-            let s: __m128i = bytemuck::pod_read_unaligned(&sm[16 * p..16 * p + 16]);
-            let (a, b) = unsafe {
-                let e = _mm_set_epi64x(exps(2 * p + 1), exps(2 * p));
-                let d = _mm_and_si128(_mm_xor_si128(s, e), high);
-                let (hi, lo) = (_mm_xor_si128(e, d), _mm_xor_si128(s, d));
-                (_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi))
-            };
-            if CRC {
-                // x86 is little-endian: the u64s are the output's bytes in order.
-                for v in [a, b] {
-                    unsafe {
-                        c = _mm_crc32_u64(c, _mm_cvtsi128_si64(v) as u64);
-                        c = _mm_crc32_u64(c, _mm_cvtsi128_si64(_mm_unpackhi_epi64(v, v)) as u64);
-                    }
-                }
-            }
-            let dst = &mut out[32 * p..32 * p + 32];
-            if stream_out {
-                // SAFETY: the 32 bytes are in `dst`, borrowed mutably, and
-                // 16-byte aligned (the caller checked the first row).
-                unsafe {
-                    _mm_stream_si128(dst.as_mut_ptr().cast(), a);
-                    _mm_stream_si128(dst.as_mut_ptr().add(16).cast(), b);
-                }
-            } else {
-                dst[..16].copy_from_slice(bytemuck::bytes_of(&a));
-                dst[16..].copy_from_slice(bytemuck::bytes_of(&b));
-            }
-        }
-    }
-    if stream_out {
-        // Non-temporal stores are weakly ordered: fence them before the
-        // output is handed to another thread.
-        unsafe { _mm_sfence() };
-    }
-    !(c as u32)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The SSE2 join, with both kinds of stores and with or without the CRC,
-    /// agrees with the portable one on every exponent and sign+mantissa byte.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn sse2_join_matches_portable() {
-        let mut bufs = LaneBufs::new();
-        let rows = 8;
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        };
-        for b in bufs.0.iter_mut() {
-            b[..LANE_RUN * rows].iter_mut().for_each(|v| *v = next());
-        }
-        let sm: Vec<[u8; ROW_ELEMS]> = (0..rows).map(|_| std::array::from_fn(|_| next())).collect();
-        let mut want = vec![[0u16; ROW_ELEMS]; rows];
-        join_rows_portable(&bufs.0, &sm, &mut want);
-        for stream_out in [false, true] {
-            // A fresh Vec of 16-byte-aligned rows keeps the streaming stores legal.
-            let mut got: Vec<[u16; ROW_ELEMS]> = vec![[0; ROW_ELEMS]; rows];
-            let aligned = got.as_ptr().cast::<u8>().align_offset(16) == 0;
-            // SAFETY: SSE2 is part of the x86-64 baseline.
-            unsafe { join_rows_sse2(&bufs.0, &sm, &mut got, stream_out && aligned) };
-            assert!(got == want, "stream_out = {stream_out}");
-            // The join that checksums as it goes: the same output, and the
-            // CRC of it continued from an arbitrary one.
-            if std::is_x86_feature_detected!("sse4.2") {
-                let mut got: Vec<[u16; ROW_ELEMS]> = vec![[0; ROW_ELEMS]; rows];
-                let aligned = got.as_ptr().cast::<u8>().align_offset(16) == 0;
-                // SAFETY: the CPU has SSE4.2.
-                let crc = unsafe { join_rows_sse42_crc(&bufs.0, &sm, &mut got, stream_out && aligned, 0x1234_5678) };
-                assert!(got == want, "with CRC, stream_out = {stream_out}");
-                assert_eq!(crc, data_crc_append(0x1234_5678, want.as_flattened()));
-            }
-        }
-        // Every (exponent, byte) pair joins to the bf16 it came from.
-        for bits in 0..=u16::MAX {
-            let (e, s) = (df11_gpu::bits::exponent(bits), df11_gpu::bits::sign_mantissa(bits));
-            assert_eq!(df11_gpu::bits::join(exponent(stored(e)), s), bits);
-        }
-    }
 }

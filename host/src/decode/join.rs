@@ -1,0 +1,245 @@
+//! The join pass of the lanes decoder: a chunk's exponents, which
+//! `super::lanes` left in per-lane buffers, merged with the sign+mantissa
+//! bytes into bf16 bit patterns.
+//!
+//! The lane buffers store each exponent pre-rotated ([`stored`]) so that a
+//! bf16's two bytes each take bit 7 from one input byte and the other seven
+//! bits from the other: on x86-64 two lanes (16 elements) are joined per step
+//! with four SSE2 operations and two byte interleaves. The CRC32C of the output
+//! is continued from the joined registers (SSE4.2), so that large outputs can
+//! be written with non-temporal stores and never read back. Other targets use
+//! a portable loop, which also serves as the SIMD join's reference in tests.
+
+use super::lanes::LANE_BUF;
+use crate::container::data_crc_append;
+use df11_gpu::format::{LANE_RUN, LANES, ROW_ELEMS};
+
+/// An exponent as the lane buffers store it: rotated right by one bit, so
+/// that bit 7 is the exponent's low bit and bits 0..7 its high seven, the
+/// bits of a bf16's low and high byte. Joining with the sign+mantissa byte
+/// then needs no shifts.
+#[inline(always)]
+pub(super) fn stored(exponent: u8) -> u8 {
+    exponent.rotate_right(1)
+}
+
+/// The exponent of a lane buffer byte (inverse of [`stored`]).
+#[inline(always)]
+fn exponent(stored: u8) -> u8 {
+    stored.rotate_left(1)
+}
+
+/// How the decoder writes a segment's output.
+pub(super) struct Output {
+    /// With non-temporal stores, which bypass the caches: for outputs far
+    /// larger than the caches, where the ordinary stores' read-for-ownership
+    /// of every output line would double the memory traffic of the writes.
+    pub(super) stream_out: bool,
+    /// The CRC32C of the output so far, continued with the segment's, from
+    /// the joined values while they are still in registers: none when the
+    /// CRC is not wanted.
+    pub(super) crc: Option<u32>,
+}
+
+/// Joins a chunk's exponents (lane `j`'s for row `r` at `bufs[j][8r..8r + 8]`)
+/// with its sign+mantissa bytes into bf16 bit patterns, as `how` says;
+/// `CRC` must be whether `how.crc` is some.
+#[inline(always)]
+pub(super) fn join_rows<const CRC: bool>(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u8], out: &mut [u16], how: &mut Output) {
+    let (out_rows, out_tail) = out.as_chunks_mut::<ROW_ELEMS>();
+    let (sm_rows, sm_tail) = sm.as_chunks::<ROW_ELEMS>();
+    let mut crc = how.crc.filter(|_| CRC);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let stream_out = how.stream_out;
+        match &mut crc {
+            Some(crc) if std::is_x86_feature_detected!("sse4.2") => {
+                // SAFETY: the CPU has SSE4.2, the only feature the function enables.
+                *crc = unsafe { join_rows_sse42_crc(bufs, sm_rows, out_rows, stream_out, *crc) };
+            }
+            crc => {
+                // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
+                unsafe { join_rows_sse2(bufs, sm_rows, out_rows, stream_out) };
+                if let Some(crc) = crc {
+                    *crc = data_crc_append(*crc, out_rows.as_flattened());
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        join_rows_portable(bufs, sm_rows, out_rows);
+        if let Some(crc) = &mut crc {
+            *crc = data_crc_append(*crc, out_rows.as_flattened());
+        }
+    }
+    let r = out_rows.len();
+    for (i, (o, &s)) in out_tail.iter_mut().zip(sm_tail).enumerate() {
+        *o = df11_gpu::bits::join(exponent(bufs[i / LANE_RUN][LANE_RUN * r + i % LANE_RUN]), s);
+    }
+    if let Some(crc) = crc {
+        how.crc = Some(data_crc_append(crc, out_tail));
+    }
+}
+
+/// Full rows, one element at a time: the join for other targets (and the
+/// check of the SSE2 one).
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn join_rows_portable(bufs: &[[u8; LANE_BUF]; LANES], sm: &[[u8; ROW_ELEMS]], out: &mut [[u16; ROW_ELEMS]]) {
+    for (r, (o, s)) in out.iter_mut().zip(sm).enumerate() {
+        for (j, (o, s)) in o.chunks_exact_mut(LANE_RUN).zip(s.chunks_exact(LANE_RUN)).enumerate() {
+            for ((o, &s), &e) in o.iter_mut().zip(s).zip(&bufs[j][LANE_RUN * r..LANE_RUN * r + LANE_RUN]) {
+                *o = df11_gpu::bits::join(exponent(e), s);
+            }
+        }
+    }
+}
+
+/// Full rows, two lanes (16 elements) a step with SSE2; with non-temporal
+/// stores if `stream_out` and `out` is 16-byte aligned.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn join_rows_sse2(
+    bufs: &[[u8; LANE_BUF]; LANES],
+    sm: &[[u8; ROW_ELEMS]],
+    out: &mut [[u16; ROW_ELEMS]],
+    stream_out: bool,
+) {
+    // SAFETY: without `CRC` the join needs only SSE2, which this function enables.
+    unsafe { join_rows_x86::<false>(bufs, sm, out, stream_out, 0) };
+}
+
+/// [`join_rows_sse2`] that also continues `crc`, the CRC32C of the output
+/// before these rows, with theirs, and returns it. The CRC32C instruction
+/// takes the values from the registers the join built them in, so the
+/// output is never read back and may bypass the caches.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn join_rows_sse42_crc(
+    bufs: &[[u8; LANE_BUF]; LANES],
+    sm: &[[u8; ROW_ELEMS]],
+    out: &mut [[u16; ROW_ELEMS]],
+    stream_out: bool,
+    crc: u32,
+) -> u32 {
+    // SAFETY: this function enables SSE4.2, which the join with `CRC` needs.
+    unsafe { join_rows_x86::<true>(bufs, sm, out, stream_out, crc) }
+}
+
+/// The join of [`join_rows_sse2`] and [`join_rows_sse42_crc`].
+///
+/// # Safety
+/// With `CRC` the CPU must have SSE4.2 (it runs the CRC32C instruction);
+/// the function is then inlined into one that enables it.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn join_rows_x86<const CRC: bool>(
+    bufs: &[[u8; LANE_BUF]; LANES],
+    sm: &[[u8; ROW_ELEMS]],
+    out: &mut [[u16; ROW_ELEMS]],
+    stream_out: bool,
+    crc: u32,
+) -> u32 {
+    use std::arch::x86_64::*;
+    // Non-temporal stores need 16-byte aligned rows (512-byte rows are
+    // aligned if the first is).
+    let stream_out = stream_out && out.as_ptr().cast::<u8>().align_offset(16) == 0;
+    // SAFETY: SSE2 is part of the x86-64 baseline.
+    let high = unsafe { _mm_set1_epi8(0x80u8 as i8) };
+    let mut c = u64::from(!crc);
+    for (r, (out, sm)) in out.iter_mut().zip(sm).enumerate() {
+        let exps = |j: usize| i64::from_le_bytes(bufs[j][LANE_RUN * r..LANE_RUN * r + 8].try_into().unwrap());
+        let out: &mut [u8; 2 * ROW_ELEMS] = bytemuck::cast_mut(out);
+        for p in 0..LANES / 2 {
+            // The high byte of a bf16 is sign | exponent >> 1, the low byte
+            // (exponent & 1) << 7 | mantissa: with the stored exponent byte
+            // `e`, each takes bit 7 from one of `e` and `s` and the rest from
+            // the other. `d` holds the bit 7s that differ.
+            let s: __m128i = bytemuck::pod_read_unaligned(&sm[16 * p..16 * p + 16]);
+            // SAFETY: SSE2 is part of the x86-64 baseline.
+            let (a, b) = unsafe {
+                let e = _mm_set_epi64x(exps(2 * p + 1), exps(2 * p));
+                let d = _mm_and_si128(_mm_xor_si128(s, e), high);
+                let (hi, lo) = (_mm_xor_si128(e, d), _mm_xor_si128(s, d));
+                (_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi))
+            };
+            if CRC {
+                // x86 is little-endian: the u64s are the output's bytes in order.
+                for v in [a, b] {
+                    // SAFETY: with `CRC` the CPU has SSE4.2 (the caller's contract).
+                    unsafe {
+                        c = _mm_crc32_u64(c, _mm_cvtsi128_si64(v) as u64);
+                        c = _mm_crc32_u64(c, _mm_cvtsi128_si64(_mm_unpackhi_epi64(v, v)) as u64);
+                    }
+                }
+            }
+            let dst = &mut out[32 * p..32 * p + 32];
+            if stream_out {
+                // SAFETY: the 32 bytes are in `dst`, borrowed mutably, and
+                // 16-byte aligned (checked above for the first row).
+                unsafe {
+                    _mm_stream_si128(dst.as_mut_ptr().cast(), a);
+                    _mm_stream_si128(dst.as_mut_ptr().add(16).cast(), b);
+                }
+            } else {
+                dst[..16].copy_from_slice(bytemuck::bytes_of(&a));
+                dst[16..].copy_from_slice(bytemuck::bytes_of(&b));
+            }
+        }
+    }
+    if stream_out {
+        // Non-temporal stores are weakly ordered: fence them before the
+        // output is handed to another thread.
+        // SAFETY: SSE is part of the x86-64 baseline.
+        unsafe { _mm_sfence() };
+    }
+    !(c as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::lanes::LaneBufs;
+
+    /// The SSE2 join, with both kinds of stores and with or without the CRC,
+    /// agrees with the portable one on every exponent and sign+mantissa byte.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sse2_join_matches_portable() {
+        let mut bufs = LaneBufs::new();
+        let rows = 8;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        };
+        for b in bufs.0.iter_mut() {
+            b[..LANE_RUN * rows].iter_mut().for_each(|v| *v = next());
+        }
+        let sm: Vec<[u8; ROW_ELEMS]> = (0..rows).map(|_| std::array::from_fn(|_| next())).collect();
+        let mut want = vec![[0u16; ROW_ELEMS]; rows];
+        join_rows_portable(&bufs.0, &sm, &mut want);
+        for stream_out in [false, true] {
+            let mut got: Vec<[u16; ROW_ELEMS]> = vec![[0; ROW_ELEMS]; rows];
+            // SAFETY: SSE2 is part of the x86-64 baseline.
+            unsafe { join_rows_sse2(&bufs.0, &sm, &mut got, stream_out) };
+            assert!(got == want, "stream_out = {stream_out}");
+            // The join that checksums as it goes: the same output, and the
+            // CRC of it continued from an arbitrary one.
+            if std::is_x86_feature_detected!("sse4.2") {
+                let mut got: Vec<[u16; ROW_ELEMS]> = vec![[0; ROW_ELEMS]; rows];
+                // SAFETY: the CPU has SSE4.2.
+                let crc = unsafe { join_rows_sse42_crc(&bufs.0, &sm, &mut got, stream_out, 0x1234_5678) };
+                assert!(got == want, "with CRC, stream_out = {stream_out}");
+                assert_eq!(crc, data_crc_append(0x1234_5678, want.as_flattened()));
+            }
+        }
+        // Every (exponent, byte) pair joins to the bf16 it came from.
+        for bits in 0..=u16::MAX {
+            let (e, s) = (df11_gpu::bits::exponent(bits), df11_gpu::bits::sign_mantissa(bits));
+            assert_eq!(df11_gpu::bits::join(exponent(stored(e)), s), bits);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The CPU decoders: one entry point, [`decode_into`] (and the allocating
+//! [`decode`]), for both layouts of `docs/FORMAT.md`.
+//!
+//! A tensor is a sequence of independent segments, so the work is split in
+//! two levels:
+//!
+//! * This module checks the tensor once ([`CompressedTensor::validate`], the
+//!   output length, the code table), then hands runs of whole segments to the
+//!   calling thread or to the current rayon pool ([`DecodeOptions::parallel`]),
+//!   and combines the runs' CRCs into the tensor's.
+//! * Each segment goes to the decoder of its layout:
+//!   - `warp`: the warp layout (section 7), whose 32 lane streams are
+//!     interleaved word by word as a GPU warp reads them. The 32 lanes are
+//!     decoded in one loop, sharing one word cursor.
+//!   - `lanes`: the lanes layout (section 8), whose lane streams are stored
+//!     whole. Four lanes are decoded at a time with a multi-symbol table into
+//!     per-lane exponent buffers, and `join` then merges those with the
+//!     sign+mantissa bytes (SSE2 on x86-64), checksumming as it stores.
+//!
+//! Contract: any `CompressedTensor` is safe to pass. Corrupt stream words
+//! cannot make a decoder panic or read out of bounds; a segment whose streams
+//! do not end where its offsets say is reported as `CorruptStream`. The data
+//! CRC is checked unless [`DecodeOptions::verify_crc`] is off.
+
+mod join;
+mod lanes;
+mod warp;
+
+use crate::CompressedTensor;
+use crate::container::{Layout, data_crc_append};
+use crate::error::{Error, Result};
+use df11_gpu::format::{LANES, TABLE_SIZE};
+use df11_gpu::table::{self, Entry};
+use lanes::{LaneBufs, MultiTable, Stream};
+use rayon::prelude::*;
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+/// How [`decode_into`] decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Check the CRC32C of the decoded output against `data_crc` (default on).
+    pub verify_crc: bool,
+    /// Spread the segments over the current rayon pool (default on); run the
+    /// call inside `ThreadPool::install` to choose the thread count. Off, the
+    /// calling thread decodes everything.
+    pub parallel: bool,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions { verify_crc: true, parallel: true }
+    }
+}
+
+/// Decodes `t` into `out`, which must hold exactly its element count, as
+/// `opts` says.
+pub fn decode_into(t: &CompressedTensor, out: &mut [u16], opts: &DecodeOptions) -> Result<()> {
+    let p = prepare(t, out.len())?;
+    let crc = if opts.parallel {
+        let segs_per_task = (TASK_ELEMS / p.seg_elems).max(1);
+        let task_elems = p.seg_elems * segs_per_task;
+        let crcs = out
+            .par_chunks_mut(task_elems)
+            .enumerate()
+            .map(|(i, chunk)| {
+                decode_range(&p, t, i * segs_per_task, chunk, opts.verify_crc).map(|crc| (crc, chunk.len()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // CRCs of consecutive chunks combine exactly into the CRC of the whole.
+        crcs.iter().fold(0, |acc, &(crc, len)| crate::crc::combine(acc, crc, 2 * len as u64))
+    } else {
+        decode_range(&p, t, 0, out, opts.verify_crc)?
+    };
+    if opts.verify_crc && crc != t.data_crc {
+        return Err(Error::Checksum { what: "data", stored: t.data_crc, computed: crc });
+    }
+    Ok(())
+}
+
+/// Allocating form of [`decode_into`].
+pub fn decode(t: &CompressedTensor, opts: &DecodeOptions) -> Result<Vec<u16>> {
+    // Validate before allocating: N is then backed by N sign+mantissa bytes.
+    t.validate()?;
+    let mut out = vec![0u16; t.num_elements as usize];
+    crate::hint::huge_pages(&mut out);
+    decode_into(t, &mut out, opts)?;
+    Ok(out)
+}
+
+/// Output size from which the lanes decoder writes with non-temporal stores
+/// (larger than this machine class's last-level cache share of a core).
+const STREAM_OUT_BYTES: u64 = 8 << 20;
+
+/// Elements one parallel task decodes at least, so that tiny segments
+/// (`segment_rows` = 1) do not drown in scheduling overhead.
+const TASK_ELEMS: usize = 1 << 18;
+
+/// What decoding needs besides the tensor: the decode table and the code shape.
+struct Prepared<'a> {
+    table: Box<[Entry; TABLE_SIZE]>,
+    max_len: u32,
+    only_symbol: u8,
+    seg_elems: usize,
+    /// Lanes layout: the multi-symbol table and the stream bytes.
+    lanes: Option<(Box<MultiTable>, Cow<'a, [u8]>)>,
+}
+
+thread_local! {
+    /// Each thread's lane buffers for the lanes layout, allocated once.
+    static LANE_BUFS: RefCell<Option<LaneBufs>> = const { RefCell::new(None) };
+}
+
+/// Checks everything the decoders rely on and builds the table.
+fn prepare(t: &CompressedTensor, out_len: usize) -> Result<Prepared<'_>> {
+    // O(segments): offsets, sizes and the code's completeness. After this every
+    // slice taken below is in bounds and every table entry is meaningful.
+    t.validate()?;
+    if t.num_elements != out_len as u64 {
+        return Err(Error::OutputLength { expected: t.num_elements, actual: out_len as u64 });
+    }
+    let mut table = Box::new([0 as Entry; TABLE_SIZE]);
+    table::build(&t.code_lengths, t.only_symbol, &mut table)
+        .map_err(|e| Error::Invalid { field: "code_lengths", reason: format!("{e:?}") })?;
+    let lanes = (t.layout == Layout::Lanes && t.max_len > 0).then(|| (MultiTable::new(&table), stream_bytes(&t.words)));
+    Ok(Prepared {
+        table,
+        max_len: t.max_len as u32,
+        only_symbol: t.only_symbol,
+        seg_elems: t.segment_elems() as usize,
+        lanes,
+    })
+}
+
+/// The lanes layout's stream bytes in stream order (the words' little-endian
+/// bytes), at least 8 of them: a view where possible, else a padded copy.
+fn stream_bytes(words: &[u32]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") && words.len() >= 2 {
+        return Cow::Borrowed(bytemuck::cast_slice(words));
+    }
+    let mut v: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    v.resize(v.len().max(8), 0);
+    Cow::Owned(v)
+}
+
+/// Decodes consecutive segments starting at `first_seg` into `out` (their
+/// whole output, the last one possibly short) and returns the CRC32C of it
+/// if `want_crc` (else 0).
+fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut [u16], want_crc: bool) -> Result<u32> {
+    // The lanes decoder writes outputs beyond the caches around them (it
+    // checksums what it joins before storing it, so nothing is read back).
+    let large = t.num_elements.saturating_mul(2) >= STREAM_OUT_BYTES;
+    let mut crc = 0;
+    for (i, seg_out) in out.chunks_mut(p.seg_elems).enumerate() {
+        let s = first_seg + i;
+        let base = s * p.seg_elems;
+        let sm = &t.sign_mantissa[base..base + seg_out.len()];
+        let ok = if p.max_len == 0 {
+            // The tensor has no words at all (validated).
+            join_const(p.only_symbol, sm, seg_out);
+            true
+        } else if let Some((multi, bytes)) = &p.lanes {
+            let starts = &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
+            let mut how = join::Output { stream_out: large, crc: want_crc.then_some(crc) };
+            let ok = LANE_BUFS.with_borrow_mut(|bufs| {
+                let bufs = bufs.get_or_insert_with(LaneBufs::new);
+                lanes::decode_segment(multi, &Stream::new(bytes), starts, sm, seg_out, bufs, &mut how)
+            });
+            crc = how.crc.unwrap_or(0);
+            ok
+        } else {
+            let words = &t.words[t.stream_offsets[s] as usize..t.stream_offsets[s + 1] as usize];
+            warp::decode_segment(&p.table, p.max_len, words, sm, seg_out)
+        };
+        if !ok {
+            return Err(Error::CorruptStream { segment: s as u64 });
+        }
+        // The lanes decoder continued the CRC as it joined; other segments
+        // are checksummed here, while still in cache.
+        if want_crc && p.lanes.is_none() {
+            crc = data_crc_append(crc, seg_out);
+        }
+    }
+    Ok(crc)
+}
+
+/// A tensor with a single exponent: every element has it.
+fn join_const(e: u8, sm: &[u8], out: &mut [u16]) {
+    for (o, &s) in out.iter_mut().zip(sm) {
+        *o = df11_gpu::bits::join(e, s);
+    }
+}

@@ -1,0 +1,303 @@
+//! The launcher: the decode kernel loaded on a device through the CUDA
+//! driver API (`cudarc`), groups uploaded once, and launches that allocate
+//! nothing.
+
+use super::{ERROR_CLEAR, Geometry, GroupLayout, check_report, gpu_err};
+use crate::container::Group;
+use crate::error::{Error, Result};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr,
+};
+use cudarc::nvrtc::Ptx;
+use df11_gpu::decode::KERNEL_NAME;
+use df11_gpu::format::TABLE_WORDS;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// Threads per block: 8 warps, each decoding its own segment. A block shares
+/// one 8 KiB table, so larger blocks spend less shared memory and fewer table
+/// loads per warp; smaller ones idle fewer warps on a tensor's last, partly
+/// filled item and at table switches. 256 threads also divide the thread limit
+/// of every SM generation since sm_80 (2048 or 1536).
+const BLOCK_THREADS: u32 = 256;
+
+/// The decoder's shared memory: one decode table.
+const SHARED_BYTES: u32 = (TABLE_WORDS * 4) as u32;
+
+/// Dynamic shared memory a kernel may use without opting in.
+const DEFAULT_MAX_DYNAMIC_SHARED: u32 = 48 * 1024;
+
+/// Device buffers [`GpuDecoder::decode_into`] writes to: cudarc's own
+/// (`CudaSlice<u16>`, `CudaViewMut<u16>`). Sealed, because the kernel is
+/// trusted with the pointer and length the buffer states, and `DevicePtrMut`
+/// is a safe trait that any type could implement with other values.
+pub trait DeviceOutput: DevicePtrMut<u16> + sealed::Sealed {}
+
+impl DeviceOutput for CudaSlice<u16> {}
+impl DeviceOutput for CudaViewMut<'_, u16> {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for cudarc::driver::CudaSlice<u16> {}
+    impl Sealed for cudarc::driver::CudaViewMut<'_, u16> {}
+}
+
+/// The decode kernel, loaded on one device.
+pub struct GpuDecoder {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    // Keeps the module (and so `func`) loaded.
+    _module: Arc<CudaModule>,
+    func: CudaFunction,
+    geometry: Geometry,
+    name: String,
+}
+
+/// A group resident in device memory, ready for [`GpuDecoder::decode_into`].
+pub struct DeviceGroup {
+    descs: CudaSlice<u64>,
+    words: CudaSlice<u32>,
+    offsets: CudaSlice<u32>,
+    sign_mantissa: CudaSlice<u64>,
+    tables: CudaSlice<u32>,
+    error: CudaSlice<u32>,
+    /// True element counts of the five input buffers (an empty one is
+    /// allocated with one element: the driver rejects zero-byte allocations).
+    lens: [usize; 5],
+    total_elements: usize,
+    num_tensors: usize,
+    payload_bytes: u64,
+    grid: u32,
+}
+
+impl DeviceGroup {
+    /// Elements of the decoded group: the length `decode_into` needs.
+    pub fn num_elements(&self) -> usize {
+        self.total_elements
+    }
+
+    /// Number of tensors.
+    pub fn num_tensors(&self) -> usize {
+        self.num_tensors
+    }
+
+    /// Compressed bytes one decode reads (code words plus sign+mantissa bytes).
+    pub fn payload_bytes(&self) -> u64 {
+        self.payload_bytes
+    }
+
+    /// Blocks one decode launches (0 for a group without elements).
+    pub fn grid(&self) -> u32 {
+        self.grid
+    }
+}
+
+impl GpuDecoder {
+    /// Loads `ptx` on device `ordinal`.
+    ///
+    /// Fails cleanly when there is no CUDA driver, no such device, the device
+    /// is older than sm_80 or the driver rejects the module.
+    ///
+    /// # Safety
+    /// `ptx` must be the kernels of `df11-gpu` of this very version, compiled
+    /// to PTX (as the `df11` crate embeds them: `df11::PTX`, loaded by
+    /// `df11::gpu::decoder`). The decoder launches the module's
+    /// `KERNEL_NAME` function with the arguments and launch shape that
+    /// kernel expects and trusts it to stay within the buffers it is given;
+    /// any other code under that name could read or write any device memory.
+    pub unsafe fn with_ptx(ordinal: usize, ptx: &str) -> Result<Self> {
+        // SAFETY: probing only loads and unloads the driver library.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(gpu_err("no CUDA driver library found"));
+        }
+        let count = CudaContext::device_count().map_err(|e| gpu_err(format!("CUDA driver unusable: {e}")))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(gpu_err(format!("no CUDA device {ordinal} ({count} present)")));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| gpu_err(format!("cannot open CUDA device {ordinal}: {e}")))?;
+        let (major, minor) = ctx.compute_capability().map_err(gpu_err)?;
+        let name = ctx.name().map_err(gpu_err)?;
+        if major < 8 {
+            return Err(gpu_err(format!("{name} is sm_{major}{minor}; the decoder needs sm_80 or newer")));
+        }
+        let module = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| gpu_err(format!("loading the PTX: {e}")))?;
+        let func = module.load_function(KERNEL_NAME).map_err(|e| gpu_err(format!("kernel {KERNEL_NAME}: {e}")))?;
+        if SHARED_BYTES > DEFAULT_MAX_DYNAMIC_SHARED {
+            // Only needed if the table ever grows past 48 KiB; kept so the
+            // limit cannot silently bite.
+            func.set_attribute(
+                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                SHARED_BYTES as i32,
+            )
+            .map_err(gpu_err)?;
+        }
+        let attr = |a| ctx.attribute(a).map_err(gpu_err);
+        let sm_count = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
+        let max_threads_per_sm = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)? as u32;
+        let smem_per_sm = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)? as u32;
+        // The occupancy calculator also knows the kernel's register count; the
+        // thread and shared-memory bounds are the fallback if it answers 0.
+        let by_limits = (max_threads_per_sm / BLOCK_THREADS).min(smem_per_sm / SHARED_BYTES).max(1);
+        let blocks_per_sm = func
+            .occupancy_max_active_blocks_per_multiprocessor(BLOCK_THREADS, SHARED_BYTES as usize, None)
+            .map_err(gpu_err)?;
+        let blocks_per_sm = if blocks_per_sm == 0 { by_limits } else { blocks_per_sm.min(by_limits) };
+        let geometry = Geometry { block_threads: BLOCK_THREADS, shared_bytes: SHARED_BYTES, sm_count, blocks_per_sm };
+        let stream = ctx.default_stream();
+        Ok(GpuDecoder { ctx, stream, _module: module, func, geometry, name })
+    }
+
+    /// The device's context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream [`GpuDecoder::upload`] and [`GpuDecoder::decode`] use.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// The device's name.
+    pub fn device_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The launch geometry chosen for this device.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// Validates `group` and copies it to the device.
+    pub fn upload(&self, group: &Group) -> Result<DeviceGroup> {
+        let layout = GroupLayout::new(group)?;
+        self.upload_layout(&layout)
+    }
+
+    /// Copies a layout to the device. Private: only layouts built by
+    /// `GroupLayout::new` from a group (hence validated) reach the kernel.
+    fn upload_layout(&self, l: &GroupLayout) -> Result<DeviceGroup> {
+        let s = &self.stream;
+        fn put<T: DeviceRepr + Default>(s: &Arc<CudaStream>, v: &[T]) -> Result<CudaSlice<T>> {
+            let r = if v.is_empty() { s.clone_htod(&[T::default()]) } else { s.clone_htod(v) };
+            r.map_err(|e| gpu_err(format!("upload: {e}")))
+        }
+        let warps = u64::from(self.geometry.warps_per_block());
+        let items: u64 = (0..l.num_tensors())
+            .map(|i| u64::from(df11_gpu::decode::TensorDesc::read(&l.descs, i).num_segments).div_ceil(warps))
+            .sum();
+        Ok(DeviceGroup {
+            descs: put(s, &l.descs)?,
+            words: put(s, &l.words)?,
+            offsets: put(s, &l.offsets)?,
+            sign_mantissa: put(s, &l.sign_mantissa)?,
+            tables: put(s, &l.tables)?,
+            error: put(s, &ERROR_CLEAR)?,
+            lens: [l.descs.len(), l.words.len(), l.offsets.len(), l.sign_mantissa.len(), l.tables.len()],
+            total_elements: l.total_elements as usize,
+            num_tensors: l.num_tensors(),
+            payload_bytes: l.payload_bytes,
+            grid: self.geometry.grid_for(items),
+        })
+    }
+
+    /// Enqueues the decode of `g` into the first `g.num_elements()` elements
+    /// of `out` on `stream`; returns without waiting.
+    ///
+    /// Allocates nothing. A corrupt stream cannot make the kernel read or
+    /// write out of bounds; it sets `g`'s error report, which stays set until
+    /// [`GpuDecoder::decode_checked`] resets and reads it.
+    pub fn decode_into<O: DeviceOutput>(&self, g: &DeviceGroup, out: &mut O, stream: &CudaStream) -> Result<()> {
+        if out.len() < g.total_elements {
+            return Err(Error::OutputLength { expected: g.total_elements as u64, actual: out.len() as u64 });
+        }
+        let ours = |c: &Arc<CudaContext>| Arc::ptr_eq(c, &self.ctx);
+        if !ours(stream.context()) || !ours(g.descs.context()) || !ours(out.stream().context()) {
+            return Err(gpu_err("the stream, group or output belongs to another device context"));
+        }
+        if g.grid == 0 {
+            return Ok(());
+        }
+        let [descs_len, words_len, offsets_len, sm_len, tables_len] = g.lens;
+        let out_len = g.total_elements;
+        let (descs, _r0) = g.descs.device_ptr(stream);
+        let (words, _r1) = g.words.device_ptr(stream);
+        let (offsets, _r2) = g.offsets.device_ptr(stream);
+        let (sm, _r3) = g.sign_mantissa.device_ptr(stream);
+        let (tables, _r4) = g.tables.device_ptr(stream);
+        // The report is only ever updated atomically, so launches that share it
+        // (even concurrently) do not race; reading it is `decode_checked`'s job.
+        let (error, _r5) = g.error.device_ptr(stream);
+        let (out_ptr, _w) = out.device_ptr_mut(stream);
+        if out_ptr % 16 != 0 {
+            return Err(gpu_err("the output buffer is not 16-byte aligned"));
+        }
+        let mut args: [*mut c_void; 13] = [
+            arg(&descs),
+            arg(&descs_len),
+            arg(&words),
+            arg(&words_len),
+            arg(&offsets),
+            arg(&offsets_len),
+            arg(&sm),
+            arg(&sm_len),
+            arg(&tables),
+            arg(&tables_len),
+            arg(&out_ptr),
+            arg(&out_len),
+            arg(&error),
+        ];
+        self.ctx.bind_to_thread().map_err(gpu_err)?;
+        // SAFETY: the module is df11's kernels (the contract of `with_ptx`),
+        // so the arguments match `df11_decode_group`'s parameters in
+        // order and type (device pointers and `usize` lengths, all 8 bytes).
+        // Every input buffer holds at least its stated length, `out` (one of
+        // cudarc's own buffers: `DeviceOutput` is sealed) holds `out_len`
+        // elements and is 16-byte aligned (checked above), and the
+        // layout was validated by `GroupLayout::new`, so the kernel's accesses
+        // stay in bounds. `args` outlives the call, which copies the values.
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                self.func.cu_function(),
+                (g.grid, 1, 1),
+                (self.geometry.block_threads, 1, 1),
+                self.geometry.shared_bytes,
+                stream.cu_stream(),
+                &mut args,
+            )
+        }
+        .map_err(|e| gpu_err(format!("launch: {e}")))
+    }
+
+    /// [`GpuDecoder::decode_into`], then waits for the result and checks the
+    /// kernel's error report: [`Error::CorruptStream`] (with the first bad
+    /// segment, numbered across the group) if any segment's stream was corrupt.
+    pub fn decode_checked<O: DeviceOutput>(
+        &self,
+        g: &mut DeviceGroup,
+        out: &mut O,
+        stream: &Arc<CudaStream>,
+    ) -> Result<()> {
+        stream.memcpy_htod(&ERROR_CLEAR, &mut g.error).map_err(gpu_err)?;
+        self.decode_into(g, out, stream)?;
+        let mut report = ERROR_CLEAR;
+        stream.memcpy_dtoh(&g.error, &mut report).map_err(gpu_err)?;
+        stream.synchronize().map_err(gpu_err)?;
+        check_report(report[0], report[1])
+    }
+
+    /// Decodes `g` into a new host vector (allocates; for tests and tools).
+    pub fn decode(&self, g: &mut DeviceGroup) -> Result<Vec<u16>> {
+        let s = self.stream.clone();
+        let mut out = s.alloc_zeros::<u16>(g.total_elements.max(1)).map_err(gpu_err)?;
+        self.decode_checked(g, &mut out, &s)?;
+        let mut v = s.clone_dtoh(&out).map_err(gpu_err)?;
+        v.truncate(g.total_elements);
+        Ok(v)
+    }
+}
+
+/// Kernel argument slot: a pointer to the argument's value.
+fn arg<T>(v: &T) -> *mut c_void {
+    (v as *const T).cast_mut().cast()
+}
