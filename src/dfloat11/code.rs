@@ -135,7 +135,8 @@ impl Code {
             let level = ((len - 1) / 8) as usize;
             // Pointers along the way: table of level k-1 -> table of level k.
             for k in 1..=level {
-                let parent = row_of(k - 1, code >> (len - 8 * (k as u32 - 1)));
+                // (u64: a 32-bit code's level-0 "prefix" is a shift by 32.)
+                let parent = row_of(k - 1, ((code as u64) >> (len - 8 * (k as u32 - 1))) as u32);
                 let prefix = code >> (len - 8 * k as u32);
                 let child = row_of(k, prefix);
                 put(&mut luts, parent * 256 + (prefix & 0xFF) as usize, (256 - child) as u8);
@@ -265,15 +266,15 @@ mod tests {
         // One dominant exponent and 200 rare ones: the unconstrained code needs
         // dozens of sub-tables (FORMAT.md §9 counts 72 for DFloat11's).
         let mut h = [0u64; SYMBOLS];
-        h[120] = 1 << 30;
         for s in 0..200 {
             h[s + 1] = 3;
         }
+        h[230] = 1 << 30;
         let optimal = Code::from_lengths(&code_lengths(&h, 32));
         assert!(optimal.subtables() > MAX_SUBTABLES);
         let code = Code::for_histogram(&h);
         assert!(code.fits());
-        assert_eq!(code.lengths[120], 1, "the dominant symbol keeps its 1-bit code");
+        assert_eq!(code.lengths[230], 1, "the dominant symbol keeps its 1-bit code");
         assert!(kraft(&code.lengths) <= 1u128 << 64);
         let rows = code.luts().len() / 256;
         assert!(rows <= MAX_SUBTABLES + 2);
@@ -295,8 +296,7 @@ mod tests {
 
     #[test]
     fn luts_layout() {
-        // Lengths 1, 2, 9, 9 + 10 more... a hand-checkable code: 0 -> 1 bit,
-        // 1 -> 2 bits, then two 3-bit codes.
+        // A hand-checkable code: 5 -> `0`, 6 -> `10`, 7 -> `110`, 8 -> `111`.
         let mut l = [0u8; SYMBOLS];
         l[5] = 1;
         l[6] = 2;
@@ -313,17 +313,16 @@ mod tests {
         // A 9-bit code goes to a level-1 table behind pointer 255.
         let mut l = [0u8; SYMBOLS];
         l[1] = 1;
-        for s in 2..=127 {
-            l[s] = 8;
-        }
-        l[128] = 9;
+        l[2..=128].fill(8);
         l[129] = 9;
+        l[130] = 9;
         let c = Code::from_lengths(&l);
         assert_eq!(kraft(&l), 1u128 << 64);
         let luts = c.luts();
         assert_eq!(luts.len(), 3 * 256);
         assert_eq!(luts[255], 255);
-        assert!(luts[256..384].iter().all(|&v| v == 128));
-        assert!(luts[384..512].iter().all(|&v| v == 129));
+        assert!(luts[256..384].iter().all(|&v| v == 129));
+        assert!(luts[384..512].iter().all(|&v| v == 130));
+        assert_eq!(&luts[512 + 128..512 + 131], &[8, 9, 9]);
     }
 }

@@ -319,7 +319,8 @@ pub struct WriteOptions {
     /// Which modules to compress; `None`: the built-in dict for config.json's model.
     pub pattern_dict: Option<PatternDict>,
     /// Largest shard (bytes of tensor data) before starting a new file; a
-    /// single tensor larger than this gets a shard of its own.
+    /// module's arrays are never split, and one larger than this gets a shard
+    /// of its own.
     pub max_shard_bytes: u64,
     /// Modules with exponents DFloat11 cannot store.
     pub unencodable: Unencodable,
@@ -586,16 +587,18 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
             if matches!(item, Item::Module(_)) && out[0].compressed {
                 report.compressed_modules += 1;
             }
+            // A module's arrays stay together in one shard: readers may look
+            // for all six in the file that holds its `luts`.
+            let len: u64 = out.iter().map(|t| t.data.len() as u64).sum();
+            if shard_bytes > 0 && shard_bytes + len > opts.max_shard_bytes {
+                flush(&mut shard, &mut shard_bytes)?;
+            }
+            shard_bytes += len;
+            report.output_bytes += len;
             for t in out {
                 if let Some(k) = &t.kept {
                     report.kept_modules.push(k.clone());
                 }
-                let len = t.data.len() as u64;
-                if shard_bytes > 0 && shard_bytes + len > opts.max_shard_bytes {
-                    flush(&mut shard, &mut shard_bytes)?;
-                }
-                shard_bytes += len;
-                report.output_bytes += len;
                 shard.push(t);
             }
         }
