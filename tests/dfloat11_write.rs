@@ -23,7 +23,7 @@ fn round_trip(weights: &[(&str, Vec<u16>)]) -> EncodedModule {
     let ws: Vec<Weight> = weights.iter().map(|(n, b)| Weight { name: n, bits: b }).collect();
     let e = encode_module(&ws).unwrap();
     let rows = e.luts.len() / 256;
-    assert!(e.luts.len() % 256 == 0 && (2..=MAX_SUBTABLES + 2).contains(&rows), "{rows} LUT rows");
+    assert!(e.luts.len().is_multiple_of(256) && (2..=MAX_SUBTABLES + 2).contains(&rows), "{rows} LUT rows");
     assert!(e.luts[..(rows - 1) * 256].iter().all(|&v| v < 240 || 256 - v as usize <= rows - 2), "dangling pointer");
     assert!(e.luts[(rows - 1) * 256..].iter().all(|&l| l <= 32));
     let n: usize = weights.iter().map(|w| w.1.len()).sum();
@@ -47,7 +47,10 @@ fn fixtures() -> PathBuf {
 }
 
 /// A fixture's reference weights (in concatenation order) and its JSON.
-fn fixture(case: &str) -> (Vec<(String, Vec<u64>, Vec<u16>)>, Value) {
+/// (name, shape, bf16 bits) of one weight.
+type FixtureWeight = (String, Vec<u64>, Vec<u16>);
+
+fn fixture(case: &str) -> (Vec<FixtureWeight>, Value) {
     let j: Value = serde_json::from_slice(&std::fs::read(fixtures().join(format!("{case}.json"))).unwrap()).unwrap();
     let plain = fixtures().join(format!("{case}.bf16.safetensors"));
     let tmp = tempfile::NamedTempFile::new().unwrap();
@@ -121,7 +124,7 @@ fn empty_and_tiny_modules() {
 
 #[test]
 fn every_encodable_bit_pattern() {
-    let all: Vec<u16> = (0..=u16::MAX).filter(|&b| (b >> 7) as u8 & 0xFF < 240).collect();
+    let all: Vec<u16> = (0..=u16::MAX).filter(|&b| ((b >> 7) as u8) < 240).collect();
     assert_eq!(all.len(), 65536 - 2 * 16 * 128);
     let mut shuffled = all.clone();
     let mut s = 7u64;
@@ -267,8 +270,8 @@ proptest! {
         prop_assert!(code.fits());
         let kraft: u128 = code.lengths.iter().filter(|&&l| l > 0).map(|&l| 1u128 << (64 - l)).sum();
         prop_assert!(kraft <= 1u128 << 64);
-        for s in 0..256 {
-            prop_assert_eq!(code.lengths[s] > 0, h[s] > 0);
+        for (&l, &c) in code.lengths.iter().zip(&h) {
+            prop_assert_eq!(l > 0, c > 0);
         }
         let _ = code.luts();
     }

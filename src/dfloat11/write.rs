@@ -170,15 +170,14 @@ pub fn encode_module(weights: &[Weight]) -> Result<EncodedModule, EncodeError> {
     // windows after the one holding the previous chunk's last code start, up
     // to the one holding its own last code start.
     let last_start = |i: usize| -> Option<u64> { chunks[i].last().map(|&b| starts[i + 1] - len_of(b)) };
-    let mut first_window = vec![0usize; chunks.len() + 1];
+    let after = |p: Option<u64>| p.map_or(0, |p| (p / WINDOW_BITS) as usize + 1);
+    let mut first_window = Vec::with_capacity(chunks.len() + 1);
     let mut prev_last: Option<u64> = None;
     for i in 0..chunks.len() {
-        first_window[i] = prev_last.map_or(0, |p| (p / WINDOW_BITS) as usize + 1);
-        if let Some(l) = last_start(i) {
-            prev_last = Some(l);
-        }
+        first_window.push(after(prev_last));
+        prev_last = last_start(i).or(prev_last);
     }
-    first_window[chunks.len()] = prev_last.map_or(0, |p| (p / WINDOW_BITS) as usize + 1);
+    first_window.push(after(prev_last));
     let mut stream = vec![0u8; stream_len];
     let mut gaps_unpacked = vec![0u8; windows];
     let mut jobs = Vec::with_capacity(chunks.len());
@@ -265,7 +264,8 @@ fn encode_chunk(
     let mut o = 0usize;
     let mut p = start;
     let mut next_window = first_window as u64;
-    let mut next_block = (first_window / THREADS_PER_BLOCK) as u64 + u64::from(first_window % THREADS_PER_BLOCK != 0);
+    let mut next_block =
+        (first_window / THREADS_PER_BLOCK) as u64 + u64::from(!first_window.is_multiple_of(THREADS_PER_BLOCK));
     let mut blocks = Vec::new();
     for (k, &b) in chunk.iter().enumerate() {
         let w = p / WINDOW_BITS;
@@ -330,7 +330,7 @@ pub struct WriteOptions {
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { pattern_dict: None, max_shard_bytes: 5 << 30, unencodable: Unencodable::Error, force: false }
+        WriteOptions { pattern_dict: None, max_shard_bytes: 2 << 30, unencodable: Unencodable::Error, force: false }
     }
 }
 
@@ -605,7 +605,6 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
         start = end;
     }
     flush(&mut shard, &mut shard_bytes)?;
-    drop(flush);
     report.input_bytes = sources.iter().map(|s| s.range.len() as u64).sum();
 
     // Final names: model.safetensors, or HF-style numbered shards with an index.
