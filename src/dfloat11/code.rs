@@ -31,29 +31,49 @@ pub const MAX_SUBTABLES: usize = 16;
 /// The smallest exponent that cannot be stored: LUT values from here on are pointers.
 pub const FIRST_UNENCODABLE: u8 = super::POINTER_MIN;
 
-/// A prefix code over exponents `0..240`: per symbol its length (0 = absent)
-/// and its code value (the low `length` bits, sent most significant first).
+/// A canonical prefix code over exponents `0..240`: per symbol its length
+/// (0 = absent) and its code value (the low `length` bits, sent most
+/// significant first). Valid by construction: lengths of at most 32 bits
+/// whose Kraft sum is at most 1, so the code is prefix-free.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Code {
-    /// Code length in bits per symbol; 0 for symbols that do not occur.
-    pub lengths: [u8; SYMBOLS],
-    /// Code value per symbol (right-aligned).
-    pub codes: [u32; SYMBOLS],
+    lengths: [u8; SYMBOLS],
+    codes: [u32; SYMBOLS],
 }
 
 impl Code {
-    /// The code for an exponent histogram. Symbols `>= 240` must have count 0
-    /// (the caller reports them as unencodable first).
-    ///
-    /// # Panics
-    /// If a count of a symbol `>= 240` is non-zero.
-    pub fn for_histogram(hist: &[u64; SYMBOLS]) -> Code {
-        assert!(hist[FIRST_UNENCODABLE as usize..].iter().all(|&c| c == 0), "exponents >= 240 cannot be coded");
-        Code::from_lengths(&fitting_lengths(hist))
+    /// The code for an exponent histogram, within DFloat11's limits
+    /// ([`Code::fits`] holds). `None` if a symbol `>= 240` occurs: DFloat11
+    /// cannot store those exponents.
+    pub fn for_histogram(hist: &[u64; SYMBOLS]) -> Option<Code> {
+        if hist[FIRST_UNENCODABLE as usize..].iter().any(|&c| c > 0) {
+            return None;
+        }
+        Some(Code::canonical(&fitting_lengths(hist)))
     }
 
-    /// Canonical code values for `lengths`, which must satisfy Kraft's inequality.
-    pub fn from_lengths(lengths: &[u8; SYMBOLS]) -> Code {
+    /// The canonical code with these lengths. `None` if a length exceeds 32
+    /// bits, a symbol `>= 240` has one, or the lengths break Kraft's inequality.
+    pub fn from_lengths(lengths: &[u8; SYMBOLS]) -> Option<Code> {
+        let kraft: u128 = lengths.iter().filter(|&&l| l > 0).map(|&l| 1u128 << (64 - l.min(64))).sum();
+        let ok = lengths.iter().all(|&l| l <= MAX_CODE_LEN)
+            && lengths[FIRST_UNENCODABLE as usize..].iter().all(|&l| l == 0)
+            && kraft <= 1u128 << 64;
+        ok.then(|| Code::canonical(lengths))
+    }
+
+    /// Code length in bits per symbol; 0 for symbols that do not occur.
+    pub fn lengths(&self) -> &[u8; SYMBOLS] {
+        &self.lengths
+    }
+
+    /// Code value per symbol (right-aligned).
+    pub fn codes(&self) -> &[u32; SYMBOLS] {
+        &self.codes
+    }
+
+    /// Canonical code values (shortest first, then by symbol) for valid lengths.
+    fn canonical(lengths: &[u8; SYMBOLS]) -> Code {
         let mut codes = [0u32; SYMBOLS];
         // u64: after the last 32-bit code of a complete code the counter reaches 2^32.
         let mut next: u64 = 0;
@@ -104,12 +124,12 @@ impl Code {
     ///
     /// Entries no code reaches (padding and garbage past the end only) hold
     /// the shortest code's symbol, so even a decoder running off the end of
-    /// the data reads a symbol, never a dangling pointer.
-    ///
-    /// # Panics
-    /// If the code does not [fit](Code::fits) or is not prefix-free.
-    pub fn luts(&self) -> Vec<u8> {
-        assert!(self.fits(), "the code needs more LUTs than DFloat11 allows");
+    /// the data reads a symbol, never a dangling pointer. `None` if the code
+    /// does not [fit](Code::fits).
+    pub fn luts(&self) -> Option<Vec<u8>> {
+        if !self.fits() {
+            return None;
+        }
         let prefixes = self.prefixes();
         let subtables: usize = prefixes.iter().map(Vec::len).sum();
         let rows = subtables + 2;
@@ -123,7 +143,7 @@ impl Code {
         let mut luts = vec![0u8; rows * 256];
         let mut set = vec![false; rows * 256];
         let mut put = |luts: &mut [u8], idx: usize, v: u8| {
-            assert!(!set[idx] || luts[idx] == v, "the code is not prefix-free");
+            debug_assert!(!set[idx] || luts[idx] == v, "canonical codes are prefix-free");
             set[idx] = true;
             luts[idx] = v;
         };
@@ -157,7 +177,7 @@ impl Code {
             }
         }
         luts[(rows - 1) * 256..].copy_from_slice(&self.lengths);
-        luts
+        Some(luts)
     }
 }
 
@@ -178,7 +198,7 @@ fn fitting_lengths(hist: &[u64; SYMBOLS]) -> [u8; SYMBOLS] {
     if present.is_empty() {
         return lengths;
     }
-    let fits = |l: &[u8; SYMBOLS]| Code::from_lengths(l).fits();
+    let fits = |l: &[u8; SYMBOLS]| Code::canonical(l).fits();
     let best = code_lengths(hist, MAX_CODE_LEN as u32);
     if fits(&best) {
         return best;
@@ -256,8 +276,10 @@ mod tests {
         for (s, c) in [(120, 1000u64), (121, 500), (119, 250), (122, 10), (3, 1)] {
             h[s] = c;
         }
-        let code = Code::for_histogram(&h);
+        let code = Code::for_histogram(&h).unwrap();
         assert_eq!(code.lengths, code_lengths(&h, 32));
+        h[240] = 1;
+        assert!(Code::for_histogram(&h).is_none());
         assert_eq!(code.subtables(), 0);
     }
 
@@ -270,13 +292,14 @@ mod tests {
             h[s + 1] = 3;
         }
         h[230] = 1 << 30;
-        let optimal = Code::from_lengths(&code_lengths(&h, 32));
+        let optimal = Code::from_lengths(&code_lengths(&h, 32)).unwrap();
         assert!(optimal.subtables() > MAX_SUBTABLES);
-        let code = Code::for_histogram(&h);
+        assert!(optimal.luts().is_none());
+        let code = Code::for_histogram(&h).unwrap();
         assert!(code.fits());
         assert_eq!(code.lengths[230], 1, "the dominant symbol keeps its 1-bit code");
         assert!(kraft(&code.lengths) <= 1u128 << 64);
-        let rows = code.luts().len() / 256;
+        let rows = code.luts().unwrap().len() / 256;
         assert!(rows <= MAX_SUBTABLES + 2);
     }
 
@@ -289,9 +312,10 @@ mod tests {
             h[80 + s] = a;
             (a, b) = (b, a + b);
         }
-        let code = Code::for_histogram(&h);
+        let code = Code::for_histogram(&h).unwrap();
         assert!(code.fits());
         assert_eq!(code.lengths.iter().max(), Some(&32));
+        assert!(code.luts().is_some());
     }
 
     #[test]
@@ -302,8 +326,8 @@ mod tests {
         l[6] = 2;
         l[7] = 3;
         l[8] = 3;
-        let c = Code::from_lengths(&l);
-        let luts = c.luts();
+        let c = Code::from_lengths(&l).unwrap();
+        let luts = c.luts().unwrap();
         assert_eq!(luts.len(), 512);
         assert!(luts[..128].iter().all(|&v| v == 5));
         assert!(luts[128..192].iter().all(|&v| v == 6));
@@ -316,13 +340,22 @@ mod tests {
         l[2..=128].fill(8);
         l[129] = 9;
         l[130] = 9;
-        let c = Code::from_lengths(&l);
+        let c = Code::from_lengths(&l).unwrap();
         assert_eq!(kraft(&l), 1u128 << 64);
-        let luts = c.luts();
+        let luts = c.luts().unwrap();
         assert_eq!(luts.len(), 3 * 256);
         assert_eq!(luts[255], 255);
         assert!(luts[256..384].iter().all(|&v| v == 129));
         assert!(luts[384..512].iter().all(|&v| v == 130));
         assert_eq!(&luts[512 + 128..512 + 131], &[8, 9, 9]);
+        // Invalid lengths are refused, not turned into a broken code.
+        l[131] = 9;
+        assert!(Code::from_lengths(&l).is_none(), "Kraft sum above 1");
+        let mut l = [0u8; SYMBOLS];
+        l[0] = 33;
+        assert!(Code::from_lengths(&l).is_none());
+        l[0] = 1;
+        l[245] = 1;
+        assert!(Code::from_lengths(&l).is_none());
     }
 }

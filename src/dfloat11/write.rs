@@ -126,7 +126,7 @@ pub fn encode_module(weights: &[Weight]) -> Result<EncodedModule, EncodeError> {
         }
         hist.iter_mut().zip(h).for_each(|(a, b)| *a += b);
     }
-    let code = Code::for_histogram(&hist);
+    let code = Code::for_histogram(&hist).expect("exponents >= 240 were refused above");
     let mut split = Vec::new();
     let mut acc = 0i64;
     for w in &weights[..weights.len().saturating_sub(1)] {
@@ -151,7 +151,7 @@ pub fn encode_module(weights: &[Weight]) -> Result<EncodedModule, EncodeError> {
         });
         sm
     };
-    let len_of = |b: u16| code.lengths[bits::exponent(b) as usize] as u64;
+    let len_of = |b: u16| code.lengths()[bits::exponent(b) as usize] as u64;
     let chunk_bits: Vec<u64> = chunks.par_iter().map(|c| c.iter().map(|&b| len_of(b)).sum()).collect();
     let mut starts = Vec::with_capacity(chunks.len() + 1);
     let mut total = 0u64;
@@ -232,7 +232,7 @@ pub fn encode_module(weights: &[Weight]) -> Result<EncodedModule, EncodeError> {
         out.copy_from_slice(&v.to_be_bytes()[3..]);
     });
     Ok(EncodedModule {
-        luts: code.luts(),
+        luts: code.luts().expect("Code::for_histogram builds codes that fit"),
         encoded_exponent: stream,
         sign_mantissa,
         output_positions: positions.iter().flat_map(|p| p.to_le_bytes()).collect(),
@@ -256,7 +256,7 @@ fn encode_chunk(
     out: &mut [u8],
     gaps: &mut [u8],
 ) -> (u8, Vec<(usize, u32)>) {
-    let table: Vec<(u64, u32)> = (0..256).map(|s| (code.codes[s] as u64, code.lengths[s] as u32)).collect();
+    let table: Vec<(u64, u32)> = code.codes().iter().zip(code.lengths()).map(|(&c, &l)| (c as u64, l as u32)).collect();
     // `acc` holds `fill` pending bits in its low end; the first `start % 8`
     // belong to the previous chunk and are zero here (ORed in by the caller).
     let mut acc: u64 = 0;
