@@ -34,6 +34,27 @@ fn round_trip(weights: &[(&str, Vec<u16>)]) -> EncodedModule {
     assert_eq!(e.split_positions.len(), 8 * (weights.len().max(1) - 1));
     let d = decode_module(&e.arrays()).unwrap();
     let all: Vec<u16> = weights.iter().flat_map(|w| w.1.iter().copied()).collect();
+    // The per-thread layout the CUDA kernel relies on (decode_module only
+    // reads each block's first gap): every window's gap is the offset of the
+    // first code starting in it, every block's position the first element
+    // whose code starts in it (FORMAT.md §6), found here by walking the codes.
+    let lens = &e.luts[(rows - 1) * 256..];
+    let (mut gaps, mut pos) = (vec![None; 512 * n_blocks], vec![None; n_blocks + 1]);
+    let mut p = 0u64;
+    for (i, &b) in all.iter().enumerate() {
+        gaps[(p / 64) as usize].get_or_insert(p % 64);
+        pos[(p / BLOCK_BITS) as usize].get_or_insert(i as u32);
+        p += lens[(b >> 7 & 0xFF) as usize] as u64;
+    }
+    assert_eq!(p.div_ceil(8), e.encoded_exponent.len() as u64);
+    for (t, want) in gaps.iter().enumerate() {
+        let bit = 5 * t;
+        let pair = u16::from_be_bytes([e.gaps[bit / 8], e.gaps.get(bit / 8 + 1).copied().unwrap_or(0)]);
+        assert_eq!((pair >> (11 - bit % 8)) as u64 & 31, want.unwrap_or(0), "gap of window {t}");
+    }
+    let stored: Vec<u32> = e.output_positions.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    let want: Vec<u32> = pos.iter().map(|p| p.unwrap_or(n as u32)).collect();
+    assert_eq!(stored, want, "output_positions");
     assert!(d.bits == all, "bits differ");
     assert_eq!(d.pieces.len(), weights.len().max(1));
     for (p, w) in d.pieces.iter().zip(weights) {
@@ -371,6 +392,12 @@ fn llama_checkpoint_reads_back_through_df11_verify() {
     // No temporary directories left next to the output.
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left.len(), 2, "{left:?}");
+    // The output may not be the input or lie inside it, even with `force`.
+    let force = WriteOptions { force: true, ..WriteOptions::default() };
+    for bad in [input.clone(), input.join("sub")] {
+        assert!(matches!(write_checkpoint(&input, &bad, &force), Err(WriteError::Input(_))), "{}", bad.display());
+    }
+    assert!(input.join("model-00001-of-00002.safetensors").exists());
     // An existing output is not replaced without `force`.
     assert!(matches!(write_checkpoint(&input, &out, &opts), Err(WriteError::Exists(_))));
     write_checkpoint(&input, &out, &WriteOptions { force: true, ..WriteOptions::default() }).unwrap();

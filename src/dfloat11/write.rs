@@ -408,6 +408,22 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
     if fs::symlink_metadata(output).is_ok() && !opts.force {
         return Err(WriteError::Exists(output.to_path_buf()));
     }
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // `force` replaces the output: it must be neither the input, nor inside it, nor around it.
+    let in_abs = io(input, fs::canonicalize(input))?;
+    let name =
+        output.file_name().ok_or_else(|| WriteError::Input(format!("{}: not a directory name", output.display())))?;
+    let out_abs = io(&parent, fs::canonicalize(&parent))?.join(name);
+    if out_abs.starts_with(&in_abs) || in_abs.starts_with(&out_abs) {
+        return Err(WriteError::Input(format!(
+            "{}: the output must not be, contain or lie inside the input {}",
+            output.display(),
+            input.display()
+        )));
+    }
     let mut st_files = Vec::new();
     let mut others = Vec::new();
     for entry in io(input, fs::read_dir(input))? {
@@ -503,10 +519,6 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
         }
     }
 
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
     let prefix = format!(".{}.tmp-", output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
     let tmp = io(&parent, tempfile::Builder::new().prefix(&prefix).tempdir_in(&parent))?;
     let mut report = WriteReport::default();
