@@ -6,8 +6,11 @@
 //! back into the bf16 bit patterns, bit-exactly, rejecting anything malformed.
 //! [`config`] maps modules to weight names and shapes.
 
+pub mod code;
 pub mod config;
+pub mod patterns;
 mod regex;
+pub mod write;
 
 use rayon::prelude::*;
 
@@ -42,11 +45,11 @@ fn fail<T>(msg: impl Into<String>) -> Result<T, DecodeError> {
 }
 
 /// Bits per block: 512 threads × 8 bytes. Fixed by the DFloat11 kernel.
-const BLOCK_BITS: u64 = 512 * 64;
-const BLOCK_BYTES: usize = 4096;
-const THREADS_PER_BLOCK: usize = 512;
+pub(crate) const BLOCK_BITS: u64 = 512 * 64;
+pub(crate) const BLOCK_BYTES: usize = 4096;
+pub(crate) const THREADS_PER_BLOCK: usize = 512;
 /// LUT entries at or above this are pointers to sub-tables.
-const POINTER_MIN: u8 = 240;
+pub(crate) const POINTER_MIN: u8 = 240;
 
 /// A decoded module: the concatenated bf16 bit patterns and where each weight ends.
 #[derive(Debug)]

@@ -1,0 +1,449 @@
+//! Writing DFloat11: every encoded module must decode bit-exactly through
+//! df11's DFloat11 reader (`decode_module`), within DFloat11's kernel limits,
+//! and whole checkpoint directories must read back through `df11 verify`.
+
+mod common;
+
+use common::*;
+use df11::dfloat11::code::{Code, MAX_SUBTABLES};
+use df11::dfloat11::decode_module;
+use df11::dfloat11::patterns::PatternDict;
+use df11::dfloat11::write::{
+    EncodeError, EncodedModule, Unencodable, Weight, WriteError, WriteOptions, encode_module, write_checkpoint,
+};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const BLOCK_BITS: u64 = 32768;
+
+/// Encodes, checks the kernel limits and the array shapes, decodes, compares.
+fn round_trip(weights: &[(&str, Vec<u16>)]) -> EncodedModule {
+    let ws: Vec<Weight> = weights.iter().map(|(n, b)| Weight { name: n, bits: b }).collect();
+    let e = encode_module(&ws).unwrap();
+    let rows = e.luts.len() / 256;
+    assert!(e.luts.len().is_multiple_of(256) && (2..=MAX_SUBTABLES + 2).contains(&rows), "{rows} LUT rows");
+    assert!(e.luts[..(rows - 1) * 256].iter().all(|&v| v < 240 || 256 - v as usize <= rows - 2), "dangling pointer");
+    assert!(e.luts[(rows - 1) * 256..].iter().all(|&l| l <= 32));
+    let n: usize = weights.iter().map(|w| w.1.len()).sum();
+    let n_blocks = e.encoded_exponent.len().div_ceil(4096);
+    assert_eq!(e.sign_mantissa.len(), n);
+    assert_eq!(e.gaps.len(), 320 * n_blocks);
+    assert_eq!(e.output_positions.len(), 4 * (n_blocks + 1));
+    assert_eq!(e.split_positions.len(), 8 * (weights.len().max(1) - 1));
+    let d = decode_module(&e.arrays()).unwrap();
+    let all: Vec<u16> = weights.iter().flat_map(|w| w.1.iter().copied()).collect();
+    // The per-thread layout the CUDA kernel relies on (decode_module only
+    // reads each block's first gap): every window's gap is the offset of the
+    // first code starting in it, every block's position the first element
+    // whose code starts in it (FORMAT.md §6), found here by walking the codes.
+    let lens = &e.luts[(rows - 1) * 256..];
+    let (mut gaps, mut pos) = (vec![None; 512 * n_blocks], vec![None; n_blocks + 1]);
+    let mut p = 0u64;
+    for (i, &b) in all.iter().enumerate() {
+        gaps[(p / 64) as usize].get_or_insert(p % 64);
+        pos[(p / BLOCK_BITS) as usize].get_or_insert(i as u32);
+        p += lens[(b >> 7 & 0xFF) as usize] as u64;
+    }
+    assert_eq!(p.div_ceil(8), e.encoded_exponent.len() as u64);
+    for (t, want) in gaps.iter().enumerate() {
+        let bit = 5 * t;
+        let pair = u16::from_be_bytes([e.gaps[bit / 8], e.gaps.get(bit / 8 + 1).copied().unwrap_or(0)]);
+        assert_eq!((pair >> (11 - bit % 8)) as u64 & 31, want.unwrap_or(0), "gap of window {t}");
+    }
+    let stored: Vec<u32> = e.output_positions.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    let want: Vec<u32> = pos.iter().map(|p| p.unwrap_or(n as u32)).collect();
+    assert_eq!(stored, want, "output_positions");
+    assert!(d.bits == all, "bits differ");
+    assert_eq!(d.pieces.len(), weights.len().max(1));
+    for (p, w) in d.pieces.iter().zip(weights) {
+        assert_eq!(p.len(), w.1.len());
+    }
+    e
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dfloat11")
+}
+
+/// A fixture's reference weights (in concatenation order) and its JSON.
+/// (name, shape, bf16 bits) of one weight.
+type FixtureWeight = (String, Vec<u64>, Vec<u16>);
+
+fn fixture(case: &str) -> (Vec<FixtureWeight>, Value) {
+    let j: Value = serde_json::from_slice(&std::fs::read(fixtures().join(format!("{case}.json"))).unwrap()).unwrap();
+    let plain = fixtures().join(format!("{case}.bf16.safetensors"));
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    let path = if plain.exists() {
+        plain
+    } else {
+        let gz = std::fs::read(fixtures().join(format!("{case}.bf16.safetensors.gz"))).unwrap();
+        // A gzip member: 10-byte header, maybe a file name, DEFLATE, 8-byte trailer.
+        assert_eq!((gz[0], gz[1], gz[2], gz[3] & !8), (0x1f, 0x8b, 8, 0), "unexpected gzip header");
+        let start = if gz[3] & 8 != 0 { 10 + gz[10..].iter().position(|&b| b == 0).unwrap() + 1 } else { 10 };
+        std::fs::write(tmp.path(), miniz_oxide::inflate::decompress_to_vec(&gz[start..gz.len() - 8]).unwrap()).unwrap();
+        tmp.path().to_path_buf()
+    };
+    let (tensors, _) = read_st(&path);
+    let weights = j["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let name = w["name"].as_str().unwrap().to_string();
+            let t = &tensors[&name];
+            let bits = t.data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+            (name, serde_json::from_value(w["shape"].clone()).unwrap(), bits)
+        })
+        .collect();
+    (weights, j)
+}
+
+const CASES: [&str; 7] = [
+    "gaussian_small",
+    "realistic_multi",
+    "deep_code",
+    "odd_length",
+    "deep_code_cap",
+    "edge_last_code_crosses_block_aligned",
+    "edge_last_code_crosses_block_padded",
+];
+
+#[test]
+fn fixture_originals_round_trip() {
+    for case in CASES {
+        let (weights, j) = fixture(case);
+        let w: Vec<(&str, Vec<u16>)> = weights.iter().map(|(n, _, b)| (n.as_str(), b.clone())).collect();
+        let e = round_trip(&w);
+        // Never worse than DFloat11's own (unconstrained Huffman plus EOF) stream.
+        let theirs = j["stats"]["encoded_exponent_bytes"].as_u64().unwrap();
+        assert!(e.encoded_exponent.len() as u64 <= theirs, "{case}: {} > {theirs} bytes", e.encoded_exponent.len());
+        assert_eq!(
+            e.split_positions.chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect::<Vec<_>>(),
+            serde_json::from_value::<Vec<i64>>(j["split_positions"].clone()).unwrap(),
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn empty_and_tiny_modules() {
+    round_trip(&[]);
+    round_trip(&[("a", vec![])]);
+    round_trip(&[("a", vec![]), ("b", vec![])]);
+    round_trip(&[("a", vec![0x3F80])]);
+    round_trip(&[("a", vec![]), ("b", vec![0x3F80, 0xBF80]), ("c", vec![])]);
+    for n in [2usize, 7, 8, 9, 63, 64, 65] {
+        let bits: Vec<u16> = (0..n as u16).map(|i| 0x3C00 + i * 0x81).collect();
+        round_trip(&[("a", bits.clone()), ("b", bits)]);
+    }
+    // One symbol only: a 1-bit code, an all-zero stream.
+    let e = round_trip(&[("a", vec![0x4000; 40_000])]);
+    assert_eq!(e.encoded_exponent.len(), 5000);
+}
+
+#[test]
+fn every_encodable_bit_pattern() {
+    let all: Vec<u16> = (0..=u16::MAX).filter(|&b| ((b >> 7) as u8) < 240).collect();
+    assert_eq!(all.len(), 65536 - 2 * 16 * 128);
+    let mut shuffled = all.clone();
+    let mut s = 7u64;
+    for i in (1..shuffled.len()).rev() {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        shuffled.swap(i, (s >> 33) as usize % (i + 1));
+    }
+    round_trip(&[("sorted", all), ("shuffled", shuffled)]);
+}
+
+#[test]
+fn unencodable_exponents_are_refused_with_the_tensor_name() {
+    for e in 240u16..=255 {
+        for sign in [0u16, 0x8000] {
+            let mut bad = vec![0x3F80u16; 100];
+            bad[37] = sign | e << 7 | 5;
+            let ok = vec![0x3F80u16; 10];
+            let ws = [Weight { name: "fine", bits: &ok }, Weight { name: "layer.bad.weight", bits: &bad }];
+            match encode_module(&ws) {
+                Err(err @ EncodeError::Unencodable { .. }) => {
+                    let EncodeError::Unencodable { ref tensor, index, exponent } = err else { unreachable!() };
+                    assert_eq!((tensor.as_str(), index, exponent), ("layer.bad.weight", 37, e as u8));
+                    assert!(err.to_string().contains("layer.bad.weight"));
+                }
+                other => panic!("exponent {e}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// Data with exactly `counts[s]` elements of exponent `s`, in a seeded order.
+fn data_for(counts: &[(u8, usize)], seed: u64) -> Vec<u16> {
+    let mut v: Vec<u16> = Vec::new();
+    let mut s = seed;
+    for &(e, c) in counts {
+        for _ in 0..c {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            v.push(((s >> 40) as u16 & 0x807F) | (e as u16) << 7);
+        }
+    }
+    for i in (1..v.len()).rev() {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        v.swap(i, (s >> 33) as usize % (i + 1));
+    }
+    v
+}
+
+#[test]
+fn codes_that_cross_the_last_block_boundary() {
+    // Rare symbols get long codes; the dominant one 1 bit. Put a long-coded
+    // element last and slide it across the block boundary bit by bit: that
+    // produces both DFloat11 end cases (E2: ends on a byte boundary, E3: not).
+    // Doubling counts make a unique chain: exponent 100 (the last element's)
+    // gets the longest code, 11 bits.
+    let mut counts = vec![(127u8, 20_000usize), (100, 1)];
+    counts.extend((1..10).map(|k| (100 + k as u8, 2usize << k)));
+    let base = data_for(&counts, 3);
+    let make = |extra: usize| {
+        let mut bits = base.clone();
+        bits.extend(std::iter::repeat_n(0x3F80u16, extra));
+        bits.push(100 << 7);
+        bits
+    };
+    let total_bits = |e: &EncodedModule, bits: &[u16]| -> (u64, u64) {
+        let rows = e.luts.len() / 256;
+        let len = |b: u16| e.luts[(rows - 1) * 256 + (b >> 7 & 0xFF) as usize] as u64;
+        let total: u64 = bits.iter().map(|&b| len(b)).sum();
+        (total, len(*bits.last().unwrap()))
+    };
+    let (t0, last_len) = total_bits(&round_trip(&[("w", make(0))]), &make(0));
+    assert!(last_len > 8, "the last code must be able to end on a byte boundary past the block");
+    // The dominant exponent has a 1-bit code: each extra element moves the end by one bit.
+    let first = (BLOCK_BITS - t0) as usize - 40;
+    let (mut e2, mut e3) = (0, 0);
+    for extra in first..first + 80 {
+        let bits = make(extra);
+        let e = round_trip(&[("w", bits.clone())]);
+        let (total, last) = total_bits(&e, &bits);
+        let last_start = total - last;
+        if last_start < BLOCK_BITS && total > BLOCK_BITS {
+            if total % 8 == 0 {
+                e2 += 1
+            } else {
+                e3 += 1
+            }
+            // The final block holds no code start: its position is N.
+            let pos: Vec<u32> =
+                e.output_positions.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+            assert_eq!(pos, [0, bits.len() as u32, bits.len() as u32]);
+        }
+    }
+    assert!(e2 > 0 && e3 > 0, "E2 hit {e2} times, E3 {e3} times");
+}
+
+#[test]
+fn many_rare_exponents_fit_the_lut_limits() {
+    // FORMAT.md §9: DFloat11's own encoder writes 72 sub-tables for this.
+    let mut counts: Vec<(u8, usize)> = (1..201).map(|e| (e, 2)).collect();
+    counts.push((230, 400_000));
+    let bits = data_for(&counts, 9);
+    let e = round_trip(&[("w", bits)]);
+    assert!(e.luts.len() / 256 <= MAX_SUBTABLES + 2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Random histograms: a few common exponents with geometric counts, many
+    /// rare ones, Fibonacci-like chains; lengths across block boundaries.
+    #[test]
+    fn random_histograms_round_trip(
+        common in prop::collection::vec((0u8..240, 1usize..40_000), 1..8),
+        rare in prop::collection::vec((0u8..240, 1usize..4), 0..240),
+        chain in 0usize..26,
+        chain_base in 0u8..200,
+        seed in any::<u64>(),
+        split in any::<prop::sample::Index>(),
+    ) {
+        let mut counts = common.clone();
+        counts.extend(rare);
+        let (mut a, mut b) = (1usize, 1usize);
+        for i in 0..chain {
+            counts.push((chain_base + i as u8 % 40, a));
+            (a, b) = (b, a + b);
+        }
+        let bits = data_for(&counts, seed);
+        let cut = split.index(bits.len() + 1);
+        let e = round_trip(&[("a", bits[..cut].to_vec()), ("b", bits[cut..].to_vec())]);
+        prop_assert!(e.luts.len() / 256 <= MAX_SUBTABLES + 2);
+    }
+
+    /// The code builder alone, on arbitrary histograms (no data): always within
+    /// the limits and a valid prefix code.
+    #[test]
+    fn any_histogram_gets_a_fitting_code(
+        counts in prop::collection::vec((0u8..240, prop_oneof![1u64..4, 1u64..1_000_000, 1u64..(1 << 40)]), 0..240),
+    ) {
+        let mut h = [0u64; 256];
+        for (s, c) in counts {
+            h[s as usize] += c;
+        }
+        let code = Code::for_histogram(&h).unwrap();
+        prop_assert!(code.fits());
+        let kraft: u128 = code.lengths().iter().filter(|&&l| l > 0).map(|&l| 1u128 << (64 - l)).sum();
+        prop_assert!(kraft <= 1u128 << 64);
+        for (&l, &c) in code.lengths().iter().zip(&h) {
+            prop_assert_eq!(l > 0, c > 0);
+        }
+        prop_assert!(code.luts().is_some());
+    }
+}
+
+/// A small Llama-shaped bf16 checkpoint directory, in two shards with an index.
+fn llama_dir(dir: &Path, hidden: usize, layers: usize) -> PathBuf {
+    let root = dir.join("llama");
+    std::fs::create_dir_all(&root).unwrap();
+    let inter = hidden * 2;
+    let vocab = 96;
+    let mut shards: Vec<BTreeMap<String, T>> = vec![BTreeMap::new(), BTreeMap::new()];
+    let mut seed = 1;
+    let mut add = |shard: usize, name: String, shape: &[u64], scale: f32| {
+        let bits =
+            df11::synth::realistic_weights(shape[0] as usize, shape[1..].iter().product::<u64>() as usize, scale, seed);
+        seed += 1;
+        shards[shard].insert(name, t("BF16", shape, bits.iter().flat_map(|b| b.to_le_bytes()).collect()));
+    };
+    let h = hidden as u64;
+    add(0, "model.embed_tokens.weight".into(), &[vocab, h], 0.03);
+    for l in 0..layers {
+        let p = format!("model.layers.{l}");
+        let s = l * 2 / layers;
+        add(s, format!("{p}.input_layernorm.weight"), &[h], 0.5);
+        add(s, format!("{p}.self_attn.q_proj.weight"), &[h, h], 0.02);
+        add(s, format!("{p}.self_attn.k_proj.weight"), &[h / 2, h], 0.02);
+        add(s, format!("{p}.self_attn.v_proj.weight"), &[h / 2, h], 0.01);
+        add(s, format!("{p}.self_attn.o_proj.weight"), &[h, h], 0.01);
+        add(s, format!("{p}.post_attention_layernorm.weight"), &[h], 0.5);
+        add(s, format!("{p}.mlp.gate_proj.weight"), &[inter as u64, h], 0.02);
+        add(s, format!("{p}.mlp.up_proj.weight"), &[inter as u64, h], 0.02);
+        add(s, format!("{p}.mlp.down_proj.weight"), &[h, inter as u64], 0.01);
+    }
+    add(1, "model.norm.weight".into(), &[h], 0.5);
+    add(1, "lm_head.weight".into(), &[vocab, h], 0.02);
+    shards[1]
+        .insert("model.layers.0.self_attn.rotary.inv_freq".into(), t("F32", &[2], vec![0, 0, 128, 63, 0, 0, 0, 64]));
+    let mut weight_map = serde_json::Map::new();
+    for (i, s) in shards.iter().enumerate() {
+        let name = format!("model-{:05}-of-00002.safetensors", i + 1);
+        write_st(&root.join(&name), s, None);
+        for k in s.keys() {
+            weight_map.insert(k.clone(), name.clone().into());
+        }
+    }
+    std::fs::write(root.join("model.safetensors.index.json"), json!({"weight_map": weight_map}).to_string()).unwrap();
+    let config = json!({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": hidden,
+        "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "vocab_size": vocab, "tie_word_embeddings": false});
+    std::fs::write(root.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(root.join("tokenizer.json"), "{\"tok\": 1}").unwrap();
+    root
+}
+
+#[test]
+fn llama_checkpoint_reads_back_through_df11_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = llama_dir(dir.path(), 64, 3);
+    let out = dir.path().join("llama-df11");
+    let opts = WriteOptions { max_shard_bytes: 40_000, ..WriteOptions::default() };
+    let r = write_checkpoint(&input, &out, &opts).unwrap();
+    // 3 attention + 3 MLP units, the embedding and the head.
+    assert_eq!(r.compressed_modules, 8);
+    assert!(r.kept_modules.is_empty());
+    assert!(r.shards.len() > 1 && r.output_bytes < r.input_bytes);
+    let cfg: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["hidden_size"], 64);
+    let d = &cfg["dfloat11_config"];
+    assert_eq!(
+        (d["version"].as_str(), d["threads_per_block"].clone(), d["bytes_per_thread"].as_u64()),
+        (Some("0.5.0"), json!([512]), Some(8))
+    );
+    assert_eq!(d["pattern_dict"]["model\\.layers\\.\\d+\\.mlp"], json!(["gate_proj", "up_proj", "down_proj"]));
+    assert_eq!(std::fs::read(out.join("tokenizer.json")).unwrap(), b"{\"tok\": 1}");
+    // The index names every stored tensor, and the module arrays replace the weights.
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(out.join("model.safetensors.index.json")).unwrap()).unwrap();
+    let map = index["weight_map"].as_object().unwrap();
+    assert!(map.contains_key("model.layers.1.mlp.luts"));
+    assert!(!map.contains_key("model.layers.1.mlp.gate_proj.weight"));
+    assert!(map.contains_key("model.norm.weight") && map.contains_key("model.layers.0.self_attn.rotary.inv_freq"));
+    let mut stored = BTreeMap::new();
+    for shard in &r.shards {
+        let (tensors, _) = read_st(&out.join(shard));
+        for (k, v) in tensors {
+            assert_eq!(map[&k].as_str(), Some(shard.as_str()));
+            stored.insert(k, v);
+        }
+    }
+    assert_eq!(stored.len(), map.len());
+    assert_eq!(stored["lm_head.split_positions"].dtype, "I64");
+    assert_eq!(stored["model.layers.0.self_attn.luts"].shape[1], 256);
+    // df11's own DFloat11 reader, through the binary: every tensor bit-exact.
+    let o = ok(&[&"verify", &input, &out]);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("OK"));
+    // No temporary directories left next to the output.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    // The output may not be the input or lie inside it, even with `force`.
+    let force = WriteOptions { force: true, ..WriteOptions::default() };
+    for bad in [input.clone(), input.join("sub")] {
+        assert!(matches!(write_checkpoint(&input, &bad, &force), Err(WriteError::Input(_))), "{}", bad.display());
+    }
+    assert!(input.join("model-00001-of-00002.safetensors").exists());
+    // An existing output is not replaced without `force`.
+    assert!(matches!(write_checkpoint(&input, &out, &opts), Err(WriteError::Exists(_))));
+    write_checkpoint(&input, &out, &WriteOptions { force: true, ..WriteOptions::default() }).unwrap();
+    assert!(out.join("model.safetensors").exists());
+    ok(&[&"verify", &input, &out]);
+}
+
+#[test]
+fn unencodable_modules_fail_or_stay_uncompressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = llama_dir(dir.path(), 32, 2);
+    // An infinity in one MLP weight.
+    let shard = input.join("model-00002-of-00002.safetensors");
+    let (mut tensors, _) = read_st(&shard);
+    let w = tensors.get_mut("model.layers.1.mlp.up_proj.weight").unwrap();
+    w.data[10..12].copy_from_slice(&0x7F80u16.to_le_bytes());
+    write_st(&shard, &tensors, None);
+    let out = dir.path().join("out");
+    let e = write_checkpoint(&input, &out, &WriteOptions::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("model.layers.1.mlp.up_proj.weight") && msg.contains("255"), "{msg}");
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a temporary was left behind");
+    let opts = WriteOptions { unencodable: Unencodable::KeepUncompressed, ..WriteOptions::default() };
+    let r = write_checkpoint(&input, &out, &opts).unwrap();
+    assert_eq!(r.kept_modules.len(), 1);
+    assert_eq!(r.kept_modules[0].0, "model.layers.1.mlp");
+    let (stored, _) = read_st(&out.join("model.safetensors"));
+    assert!(stored.contains_key("model.layers.1.mlp.up_proj.weight"));
+    assert!(!stored.contains_key("model.layers.1.mlp.luts"));
+    assert!(stored.contains_key("model.layers.0.mlp.luts"));
+    ok(&[&"verify", &input, &out]);
+}
+
+#[test]
+fn user_pattern_dict_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = llama_dir(dir.path(), 32, 2);
+    let dict = dir.path().join("dict.json");
+    std::fs::write(&dict, r#"{"model\\.layers\\.\\d+\\.mlp\\.down_proj": [], "lm_head": []}"#).unwrap();
+    let opts = WriteOptions { pattern_dict: Some(PatternDict::from_file(&dict).unwrap()), ..WriteOptions::default() };
+    let out = dir.path().join("out");
+    let r = write_checkpoint(&input, &out, &opts).unwrap();
+    assert_eq!(r.compressed_modules, 3);
+    let (stored, _) = read_st(&out.join("model.safetensors"));
+    assert!(stored.contains_key("model.layers.1.mlp.down_proj.gaps"));
+    assert!(stored.contains_key("model.layers.1.mlp.up_proj.weight"));
+    ok(&[&"verify", &input, &out]);
+}
