@@ -106,9 +106,9 @@ impl Default for WriteOptions<'static> {
 /// temporary next to it, fsynced, then renamed over `path`). With `encode`,
 /// every BF16 tensor is stored df11-compressed and recorded in
 /// `__metadata__["df11"]`; `metadata` is the file's other metadata.
-pub fn write_file(
+pub fn write_file<S: TensorSource + ?Sized>(
     path: &Path,
-    source: &dyn TensorSource,
+    source: &S,
     encode: Option<EncodeOptions>,
     metadata: Option<Metadata>,
 ) -> Result<WriteSummary> {
