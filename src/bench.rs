@@ -230,10 +230,12 @@ fn measure(
     })
 }
 
-/// zstd level 3 per tensor, tensors in parallel: the compressed tensors and
-/// the median decode time in seconds.
+/// zstd's compressed tensors and median decode time in seconds.
+type Zstd3 = Option<(Vec<Vec<u8>>, f64)>;
+
+/// zstd level 3 per tensor, tensors in parallel.
 #[cfg(feature = "zstd")]
-fn zstd3(tensors: &[(String, Vec<u16>)]) -> Result<Option<(Vec<Vec<u8>>, f64)>, BenchError> {
+fn zstd3(tensors: &[(String, Vec<u16>)]) -> Result<Zstd3, BenchError> {
     let raw: Vec<Vec<u8>> = tensors.iter().map(|t| bytemuck::cast_slice(&t.1).to_vec()).collect();
     let z: Vec<Vec<u8>> = raw
         .par_iter()
@@ -255,7 +257,7 @@ fn zstd3(tensors: &[(String, Vec<u16>)]) -> Result<Option<(Vec<Vec<u8>>, f64)>, 
 
 /// Without the `zstd` feature there is no zstd column.
 #[cfg(not(feature = "zstd"))]
-fn zstd3(_: &[(String, Vec<u16>)]) -> Result<Option<(Vec<Vec<u8>>, f64)>, BenchError> {
+fn zstd3(_: &[(String, Vec<u16>)]) -> Result<Zstd3, BenchError> {
     Ok(None)
 }
 
@@ -297,9 +299,9 @@ pub fn to_table(r: &BenchReport) -> String {
         (Some(b), Some(g)) => Some((b, g)),
         _ => None,
     };
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "| bits/weight | entropy bound | encode GB/s | decode GB/s | decode+CRC GB/s | memcpy GB/s |{}\n",
+        "| bits/weight | entropy bound | encode GB/s | decode GB/s | decode+CRC GB/s | memcpy GB/s |{}",
         if zstd.is_some() { " zstd-3 bits/weight | zstd-3 decode GB/s |" } else { "" }
     );
     let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|{}", if zstd.is_some() { "---:|---:|" } else { "" });

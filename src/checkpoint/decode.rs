@@ -126,7 +126,9 @@ fn decode_dfloat11(f: &Shard, a: &[super::TensorInfo; 6]) -> Result<crate::dfloa
 /// decoded size): one task per unit, in parallel, so a DFloat11 module is
 /// decoded once for all its weights asked for.
 pub(crate) fn decode_members(ck: &Checkpoint, members: Vec<(Loc, &mut [u8])>, dec: &dyn Decoder) -> Result<()> {
-    let mut by_unit: BTreeMap<(usize, usize), Vec<(usize, &mut [u8])>> = BTreeMap::new();
+    // (shard, unit) -> (output, its slice).
+    type Outs<'o> = Vec<(usize, &'o mut [u8])>;
+    let mut by_unit: BTreeMap<(usize, usize), Outs> = BTreeMap::new();
     for (loc, out) in members {
         by_unit.entry((loc.shard, loc.unit)).or_default().push((loc.output, out));
     }

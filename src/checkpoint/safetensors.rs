@@ -44,6 +44,11 @@ impl TensorInfo {
     pub fn len(&self) -> u64 {
         self.end - self.start
     }
+
+    /// True for a tensor of no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
 }
 
 /// Bytes per element of a safetensors dtype, where that is a whole number.
@@ -103,9 +108,10 @@ impl SafetensorsFile {
         let start = (self.data_start + t.start as usize).div_ceil(page) * page;
         let end = (self.data_start + t.end as usize) / page * page;
         if end > start {
-            // SAFETY: the map is a read-only private file mapping and nothing
-            // holds a slice of this range any more (the tensor is done); after
-            // MADV_DONTNEED a later access simply reads the file again.
+            // SAFETY: the map is a read-only file mapping that is never
+            // written, so its pages are clean copies of the file: MADV_DONTNEED
+            // only drops them, and any later access (through a slice still
+            // held, too) reads the same bytes from the file again.
             let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
         }
     }
