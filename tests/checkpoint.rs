@@ -77,6 +77,12 @@ fn the_parser_rejects_overlaps_gaps_and_out_of_file_offsets() {
     let ck = Checkpoint::open(&p).unwrap();
     assert_eq!(ck.tensors().len(), 3);
     assert_eq!(ck.decode("b").unwrap(), [7, 7]);
+    // A dtype of no whole byte size is listed; sizes that cannot be known are an error, not a panic.
+    raw_file(&p, &[("q", "F4", &[8], [0, 4]), ("huge", "F4", &[u64::MAX, 3], [4, 4])], &[1; 4]);
+    let ck = Checkpoint::open(&p).unwrap();
+    assert!(ck.decode("q").unwrap_err().to_string().contains("tensor q"));
+    assert!(ck.decode("huge").is_err());
+    assert!(ck.decode_group(&ck.block_groups().rest).is_err());
 }
 
 /// A small Llama-style model: embeddings, `layers` blocks, norm and head, in

@@ -149,8 +149,17 @@ pub(crate) fn decode_members(ck: &Checkpoint, members: Vec<(Loc, &mut [u8])>, de
         }
         match &unit.payload {
             Payload::Raw(t) => {
+                let bytes = shard.file.bytes(t);
                 for (_, out) in outs {
-                    out.copy_from_slice(shard.file.bytes(t));
+                    // Differs only for a dtype of no whole byte size.
+                    if bytes.len() != out.len() {
+                        return Err(tensor_err(
+                            path,
+                            &t.name,
+                            format!("stores {} bytes, the buffer has {}", bytes.len(), out.len()),
+                        ));
+                    }
+                    out.copy_from_slice(bytes);
                 }
             }
             Payload::Df11(t) => {

@@ -84,8 +84,9 @@ impl TensorGroup {
         let mut g = TensorGroup { block, ..Default::default() };
         for (name, elements, bytes) in members {
             g.members.push(GroupMember { name, offset: g.bytes, elements, bytes });
-            g.bytes += bytes;
-            g.elements += elements;
+            // Saturating: an absurd shape must give an unallocatable size, not a panic.
+            g.bytes = g.bytes.saturating_add(bytes);
+            g.elements = g.elements.saturating_add(elements);
         }
         g
     }

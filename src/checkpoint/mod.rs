@@ -157,14 +157,16 @@ pub struct TensorMeta {
 }
 
 impl TensorMeta {
-    /// Number of elements.
+    /// Number of elements (saturating at `u64::MAX` for an absurd shape,
+    /// which no allocation can then satisfy).
     pub fn num_elements(&self) -> u64 {
-        self.shape.iter().product()
+        numel(&self.shape)
     }
 
-    /// Bytes in decoded form (dtypes of no whole byte size count one byte per element).
+    /// Bytes in decoded form (dtypes of no whole byte size count one byte
+    /// per element; saturating like [`TensorMeta::num_elements`]).
     pub fn num_bytes(&self) -> u64 {
-        self.num_elements() * safetensors::dtype_size(&self.dtype).unwrap_or(1)
+        self.num_elements().saturating_mul(safetensors::dtype_size(&self.dtype).unwrap_or(1))
     }
 }
 
@@ -201,7 +203,7 @@ impl Unit {
 
     /// Bytes of the tensors it decodes to.
     pub fn plain_bytes(&self) -> u64 {
-        self.outputs.iter().map(TensorMeta::num_bytes).sum()
+        self.outputs.iter().fold(0u64, |a, o| a.saturating_add(o.num_bytes()))
     }
 }
 
@@ -296,10 +298,14 @@ pub struct TensorEntry {
 }
 
 impl TensorEntry {
-    /// Number of elements.
+    /// Number of elements (saturating, like [`TensorMeta::num_elements`]).
     pub fn num_elements(&self) -> u64 {
-        self.shape.iter().product()
+        numel(&self.shape)
     }
+}
+
+fn numel(shape: &[u64]) -> u64 {
+    shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).unwrap_or(u64::MAX)
 }
 
 /// Where a tensor is: shard, unit, output.

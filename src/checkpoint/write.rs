@@ -166,7 +166,8 @@ impl Job<'_> {
                 .insert(META_KEY.into(), serde_json::to_string(&meta).expect("metadata serializes"));
         }
         let mut writer = StreamWriter::new(self.path, file, planned, &dims, metadata)?;
-        let plain_bytes = |u: usize| self.metas[self.units[u].clone()].iter().map(TensorMeta::num_bytes).sum::<u64>();
+        let plain_bytes =
+            |u: usize| self.metas[self.units[u].clone()].iter().fold(0u64, |a, m| a.saturating_add(m.num_bytes()));
         let all: Vec<usize> = (0..self.units.len()).collect();
         let threads = rayon::current_num_threads();
         for batch in batches(&all, threads, BATCH_BYTES, |&u| plain_bytes(u)) {
@@ -224,8 +225,8 @@ pub fn batches<T>(items: &[T], threads: usize, budget: u64, size: impl Fn(&T) ->
     while start < items.len() {
         let mut end = start + 1;
         let mut bytes = size(&items[start]);
-        while end < items.len() && end - start < threads && bytes + size(&items[end]) <= budget {
-            bytes += size(&items[end]);
+        while end < items.len() && end - start < threads && bytes.saturating_add(size(&items[end])) <= budget {
+            bytes = bytes.saturating_add(size(&items[end]));
             end += 1;
         }
         out.push(&items[start..end]);

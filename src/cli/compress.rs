@@ -23,7 +23,7 @@ pub fn run(
     if ckpt.kind() == Kind::Df11 {
         bail!("{}: is already a df11 checkpoint", input.display());
     }
-    let total: u64 = ckpt.units().map(|(_, u)| u.plain_bytes()).sum();
+    let total: u64 = ckpt.units().fold(0u64, |a, (_, u)| a.saturating_add(u.plain_bytes()));
     let bar = common.progress(total);
     let t =
         ckpt.write_to(output, &WriteOptions { encode: Some(opts), decoder: &CpuDecoder, progress: &|n| bar.inc(n) })?;

@@ -23,7 +23,7 @@ pub fn run(
         common.warn(&format!("warning: {}: holds no compressed tensors; copying it", input.display()));
     }
     let stored: u64 = ckpt.units().map(|(_, u)| u.stored_bytes()).sum();
-    let total: u64 = ckpt.units().map(|(_, u)| u.plain_bytes()).sum();
+    let total: u64 = ckpt.units().fold(0u64, |a, (_, u)| a.saturating_add(u.plain_bytes()));
     let bar = common.progress(total);
     let t = ckpt.write_to(output, &WriteOptions { encode: None, decoder: dec, progress: &|n| bar.inc(n) })?;
     bar.finish_and_clear();

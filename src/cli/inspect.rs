@@ -108,7 +108,7 @@ pub fn run(path: &Path, shapes: Option<&Path>, json: bool, dec: &dyn Decoder, co
     let mut t = Totals { tensors: rows.len(), ..Default::default() };
     let mut bound_sum = 0.0;
     for r in &rows {
-        t.original_bytes += r.original_bytes;
+        t.original_bytes = t.original_bytes.saturating_add(r.original_bytes);
         t.stored_bytes += r.stored_bytes;
         if let (Some(_), Some(b)) = (r.bits_per_weight, r.bound_bits_per_weight) {
             let n = r.original_bytes / 2;

@@ -25,7 +25,7 @@ pub fn run(original: &Path, compressed: &Path, shapes: Option<&Path>, dec: &dyn 
             }
         }
     }
-    let total: u64 = comp.units().map(|(_, i)| i.plain_bytes()).sum();
+    let total: u64 = comp.units().fold(0u64, |a, (_, i)| a.saturating_add(i.plain_bytes()));
     let bar = common.progress(total);
     let problems = Mutex::new(Vec::<String>::new());
     let seen = Mutex::new(BTreeSet::<String>::new());
