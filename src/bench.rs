@@ -1,7 +1,8 @@
 //! `df11 bench`: compression ratio and CPU encode/decode throughput of df11
 //! on a bf16 safetensors checkpoint (or synthetic realistic weights), next to
 //! the two numbers that put them in context: `memcpy` of the same bytes (the
-//! physical limit of any decoder writing them) and zstd level 3.
+//! physical limit of any decoder writing them) and, with the `zstd` cargo
+//! feature (on by default), zstd level 3.
 //!
 //! Everything happens in memory; the decoded weights are checked bit-exact
 //! against the input before any number is reported.
@@ -29,17 +30,9 @@ pub struct BenchOptions {
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    /// The checkpoint could not be read.
-    #[error("reading {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The checkpoint is not valid safetensors.
-    #[error("parsing safetensors: {0}")]
-    SafeTensors(String),
+    /// The checkpoint could not be read or is not valid safetensors.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::Error),
     /// The checkpoint holds no bf16 tensor.
     #[error("no bf16 tensors in the checkpoint")]
     NoBf16,
@@ -84,10 +77,12 @@ pub struct BenchReport {
     pub decode_verified_gbps: f64,
     /// Parallel memcpy of the same bytes / 1e9 per second.
     pub memcpy_gbps: f64,
-    /// zstd level 3 size (per tensor) in bits per weight.
-    pub zstd3_bits_per_weight: f64,
-    /// zstd level 3 decode throughput (tensors decoded in parallel) / 1e9.
-    pub zstd3_decode_gbps: f64,
+    /// zstd level 3 size (per tensor) in bits per weight; `None` without
+    /// the `zstd` feature.
+    pub zstd3_bits_per_weight: Option<f64>,
+    /// zstd level 3 decode throughput (tensors decoded in parallel) / 1e9;
+    /// `None` without the `zstd` feature.
+    pub zstd3_decode_gbps: Option<f64>,
 }
 
 /// Runs the benchmark and returns the text to print.
@@ -108,21 +103,15 @@ pub fn run_with(opts: &BenchOptions, synthetic_elements: usize) -> Result<BenchR
     pool.install(|| measure(source, &tensors, opts.layout))
 }
 
-/// Reads every bf16 tensor of a safetensors file (other dtypes are skipped).
+/// Reads every bf16 tensor of a safetensors file (other dtypes are skipped),
+/// with the checkpoint reader's strict parser.
 fn load_safetensors(path: &std::path::Path) -> Result<Vec<(String, Vec<u16>)>, BenchError> {
-    let io = |source| BenchError::Io { path: path.to_owned(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
-    // SAFETY: the map is only read, and only while this function runs; a file
-    // changed underneath us can give wrong numbers but not unsoundness in
-    // safetensors' parsing of plain bytes.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-    let st = safetensors::SafeTensors::deserialize(&map).map_err(|e| BenchError::SafeTensors(e.to_string()))?;
+    let st = crate::checkpoint::safetensors::SafetensorsFile::open(path)?;
     let mut out: Vec<(String, Vec<u16>)> = st
+        .tensors
         .iter()
-        .filter(|(_, v)| v.dtype() == safetensors::Dtype::BF16)
-        .map(|(name, v)| {
-            (name.to_owned(), v.data().chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect())
-        })
+        .filter(|t| t.dtype == "BF16")
+        .map(|t| (t.name.clone(), st.bytes(t).chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()))
         .collect();
     if out.is_empty() {
         return Err(BenchError::NoBf16);
@@ -220,23 +209,7 @@ fn measure(
         }
     });
 
-    // zstd level 3 per tensor, tensors in parallel.
-    let raw: Vec<Vec<u8>> = tensors.iter().map(|t| bytemuck::cast_slice(&t.1).to_vec()).collect();
-    let z: Vec<Vec<u8>> = raw
-        .par_iter()
-        .map(|r| zstd::bulk::compress(r, 3))
-        .collect::<Result<_, _>>()
-        .map_err(|e| BenchError::Codec(format!("zstd: {e}")))?;
-    let mut zout: Vec<Vec<u8>> = raw.iter().map(|r| vec![0u8; r.len()]).collect();
-    let zstd_decode = time(REPS, || {
-        zout.par_iter_mut().zip(&z).for_each(|(o, c)| {
-            // The size is known, so a failure here is a zstd bug; the check below sees it.
-            let _ = zstd::bulk::decompress_to_buffer(c, o);
-        })
-    });
-    if zout != raw {
-        return Err(BenchError::Mismatch("zstd".into()));
-    }
+    let zstd = zstd3(tensors)?;
 
     Ok(BenchReport {
         source,
@@ -250,9 +223,42 @@ fn measure(
         decode_gbps: gbps(decode),
         decode_verified_gbps: gbps(decode_verified),
         memcpy_gbps: gbps(memcpy),
-        zstd3_bits_per_weight: weighted(&|i| 8.0 * z[i].len() as f64 / tensors[i].1.len().max(1) as f64),
-        zstd3_decode_gbps: gbps(zstd_decode),
+        zstd3_bits_per_weight: zstd
+            .as_ref()
+            .map(|(z, _)| weighted(&|i| 8.0 * z[i].len() as f64 / tensors[i].1.len().max(1) as f64)),
+        zstd3_decode_gbps: zstd.map(|(_, secs)| gbps(secs)),
     })
+}
+
+/// zstd's compressed tensors and median decode time in seconds.
+type Zstd3 = Option<(Vec<Vec<u8>>, f64)>;
+
+/// zstd level 3 per tensor, tensors in parallel.
+#[cfg(feature = "zstd")]
+fn zstd3(tensors: &[(String, Vec<u16>)]) -> Result<Zstd3, BenchError> {
+    let raw: Vec<Vec<u8>> = tensors.iter().map(|t| bytemuck::cast_slice(&t.1).to_vec()).collect();
+    let z: Vec<Vec<u8>> = raw
+        .par_iter()
+        .map(|r| zstd::bulk::compress(r, 3))
+        .collect::<Result<_, _>>()
+        .map_err(|e| BenchError::Codec(format!("zstd: {e}")))?;
+    let mut zout: Vec<Vec<u8>> = raw.iter().map(|r| vec![0u8; r.len()]).collect();
+    let secs = time(REPS, || {
+        zout.par_iter_mut().zip(&z).for_each(|(o, c)| {
+            // The size is known, so a failure here is a zstd bug; the check below sees it.
+            let _ = zstd::bulk::decompress_to_buffer(c, o);
+        })
+    });
+    if zout != raw {
+        return Err(BenchError::Mismatch("zstd".into()));
+    }
+    Ok(Some((z, secs)))
+}
+
+/// Without the `zstd` feature there is no zstd column.
+#[cfg(not(feature = "zstd"))]
+fn zstd3(_: &[(String, Vec<u16>)]) -> Result<Zstd3, BenchError> {
+    Ok(None)
 }
 
 /// The report as one JSON object.
@@ -289,23 +295,25 @@ pub fn to_table(r: &BenchReport) -> String {
         if r.threads == 1 { "" } else { "s" },
         r.layout.name()
     );
+    let zstd = match (r.zstd3_bits_per_weight, r.zstd3_decode_gbps) {
+        (Some(b), Some(g)) => Some((b, g)),
+        _ => None,
+    };
     let _ = writeln!(
         s,
-        "| bits/weight | entropy bound | encode GB/s | decode GB/s | decode+CRC GB/s | memcpy GB/s | zstd-3 bits/weight | zstd-3 decode GB/s |"
+        "| bits/weight | entropy bound | encode GB/s | decode GB/s | decode+CRC GB/s | memcpy GB/s |{}",
+        if zstd.is_some() { " zstd-3 bits/weight | zstd-3 decode GB/s |" } else { "" }
     );
-    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let _ = writeln!(
+    let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|{}", if zstd.is_some() { "---:|---:|" } else { "" });
+    let _ = write!(
         s,
-        "| {:.4} | {:.4} | {:.2} | {:.2} | {:.2} | {:.2} | {:.4} | {:.2} |",
-        r.bits_per_weight,
-        r.entropy_bound,
-        r.encode_gbps,
-        r.decode_gbps,
-        r.decode_verified_gbps,
-        r.memcpy_gbps,
-        r.zstd3_bits_per_weight,
-        r.zstd3_decode_gbps
+        "| {:.4} | {:.4} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        r.bits_per_weight, r.entropy_bound, r.encode_gbps, r.decode_gbps, r.decode_verified_gbps, r.memcpy_gbps,
     );
+    if let Some((b, g)) = zstd {
+        let _ = write!(s, " {b:.4} | {g:.2} |");
+    }
+    s.push('\n');
     s
 }
 
@@ -351,17 +359,22 @@ mod tests {
         let opts = BenchOptions { file: None, synthetic: true, threads: Some(2), json: true, layout };
         let r = run_with(&opts, 100_000).unwrap();
         let v: serde_json::Value = serde_json::from_str(&to_json(&r)).unwrap();
-        for key in [
+        let zstd: &[&str] = if cfg!(feature = "zstd") { &["zstd3_bits_per_weight", "zstd3_decode_gbps"] } else { &[] };
+        if !cfg!(feature = "zstd") {
+            assert!(v["zstd3_bits_per_weight"].is_null() && !to_table(&r).contains("zstd"));
+        }
+        for &key in [
             "bits_per_weight",
             "entropy_bound",
             "encode_gbps",
             "decode_gbps",
             "decode_verified_gbps",
             "memcpy_gbps",
-            "zstd3_bits_per_weight",
-            "zstd3_decode_gbps",
             "threads",
-        ] {
+        ]
+        .iter()
+        .chain(zstd)
+        {
             let x = v[key].as_f64().unwrap_or_else(|| panic!("{key} missing"));
             assert!(x.is_finite() && x > 0.0, "{key} = {x}");
         }

@@ -1,6 +1,6 @@
 //! The CLI's error: one human-readable line, already naming the file (and the
-//! tensor) it is about. Library errors are converted at the call site, where
-//! that context is known.
+//! tensor) it is about. The checkpoint API's errors carry that context
+//! themselves and convert as they are.
 
 use std::fmt;
 
@@ -31,23 +31,8 @@ macro_rules! bail {
 
 pub(crate) use {bail, err};
 
-/// Adds the path to an I/O error: "reading x.safetensors: Permission denied".
-pub trait IoContext<T> {
-    /// Wraps the error with `what` and the path.
-    fn ctx(self, what: &str, path: &std::path::Path) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn ctx(self, what: &str, path: &std::path::Path) -> Result<T> {
-        self.map_err(|e| Error(format!("{what} {}: {}", path.display(), plain_io_message(&e))))
-    }
-}
-
-/// The OS message without Rust's " (os error N)" suffix, which means nothing to users.
-fn plain_io_message(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.rfind(" (os error ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
+impl From<df11::checkpoint::Error> for Error {
+    fn from(e: df11::checkpoint::Error) -> Self {
+        Error(e.to_string())
     }
 }

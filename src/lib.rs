@@ -1,13 +1,18 @@
 //! df11: lossless BF16 weight compression with a GPU decoder written in Rust.
 //!
 //! This crate is the user-facing front: it re-exports the host library
-//! ([`df11_host`]) and embeds the PTX module built from `gpu/`.
+//! ([`df11_host`]: the codec, container format, CPU and GPU decoders), embeds
+//! the PTX module built from `gpu/`, and reads and writes checkpoints
+//! ([`checkpoint`]: df11, plain safetensors and DFloat11; decoding by tensor
+//! or by transformer block).
 #![warn(missing_docs)]
 
 pub use df11_host::*;
 
 pub mod bench;
+pub mod checkpoint;
 pub mod dfloat11;
+#[cfg(feature = "cuda")]
 pub mod gpu;
 
 /// The decode kernels as PTX text.

@@ -1,8 +1,6 @@
 //! The `df11` command-line tool.
 
-mod checkpoint;
 mod cli;
-mod codec;
 mod error;
 
 use clap::{Parser, Subcommand};
@@ -200,7 +198,7 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command, threads: Option<usize>, common: cli::Common) -> error::Result<()> {
-    let decoder = |gpu: bool| codec::decoder(gpu).map_err(error::Error);
+    let decoder = |gpu: bool| cli::decoder(gpu);
     match command {
         Command::Compress { input, output, force, shapes, segment_rows, layout } => {
             let opts = df11::EncodeOptions { segment_rows, layout: layout.into() };

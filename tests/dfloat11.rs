@@ -174,3 +174,80 @@ fn corrupt_modules_are_rejected() {
         assert!(e.contains("model.layers.0.mlp") && e.contains("model.safetensors"), "{array}: {e}");
     }
 }
+
+#[test]
+fn the_checkpoint_api_reads_every_fixture() {
+    use df11::checkpoint::{Checkpoint, Kind, OpenOptions, Storage};
+    let dir = tempfile::tempdir().unwrap();
+    for case in CASES {
+        let (ckpt, reference) = checkpoint(dir.path(), case, json!({}));
+        let shapes = shapes_file(dir.path(), case);
+        let ck = Checkpoint::open_with(&ckpt, &OpenOptions { shapes_file: Some(&shapes), warn: None }).unwrap();
+        assert_eq!(ck.kind(), Kind::Dfloat11, "{case}");
+        let (want, _) = read_st(&reference);
+        let listed = ck.tensors();
+        let names: Vec<&str> = listed.iter().map(|t| t.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(sorted, want.keys().map(String::as_str).collect::<Vec<_>>(), "{case}");
+        let module = case_json(case)["module"].as_str().unwrap().to_string();
+        for t in &listed {
+            let w = &want[&t.name];
+            assert_eq!((t.dtype.as_str(), &t.shape), ("BF16", &w.shape), "{case} {}", t.name);
+            assert_eq!(t.storage, Storage::Dfloat11 { module: module.clone() }, "{case} {}", t.name);
+            assert_eq!(t.decoded_bytes, w.data.len() as u64);
+            assert!(ck.decode(&t.name).unwrap() == w.data, "{case} {}: bits differ", t.name);
+        }
+        // Stored bytes are shared out over the module's weights.
+        let stored: u64 = listed.iter().map(|t| t.stored_bytes).sum();
+        let module_bytes: u64 = ck.units().map(|(_, u)| u.stored_bytes()).sum();
+        assert!(stored <= module_bytes && stored + listed.len() as u64 >= module_bytes, "{case}");
+        // Grouped by block: each fixture is one module, in block 0 or (an
+        // embedding or head) in the rest group.
+        let g = ck.block_groups();
+        let total: u64 = want.values().map(|w| w.data.len() as u64).sum();
+        let group = match df11::checkpoint::block_of(&format!("{module}.x")) {
+            Some(b) => {
+                assert_eq!(g.blocks.len(), 1, "{case}");
+                assert_eq!(g.blocks[0].block.as_ref(), Some(&b));
+                assert!(g.rest.members.is_empty());
+                assert_eq!(g.max_block_bytes(), total, "{case}");
+                assert_eq!(g.max_block_elements(), total / 2, "{case}");
+                &g.blocks[0]
+            }
+            None => {
+                assert!(g.blocks.is_empty() && g.max_block_bytes() == 0, "{case}");
+                assert_eq!(g.rest.bytes, total, "{case}");
+                &g.rest
+            }
+        };
+        let out = ck.decode_group(group).unwrap();
+        let expect: Vec<u8> = group.members.iter().flat_map(|m| want[&m.name].data.clone()).collect();
+        assert!(out == expect, "{case}: group bits differ");
+        // DFloat11 tensors are not df11 containers: the GPU group refuses them by name.
+        let e = ck.compressed_group(&[names[0]]).unwrap_err().to_string();
+        assert!(e.contains(names[0]), "{e}");
+    }
+}
+
+#[test]
+fn the_checkpoint_api_reports_corrupt_modules_by_name() {
+    use df11::checkpoint::{Checkpoint, Error, OpenOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let (ckpt, _) = checkpoint(dir.path(), "gaussian_small", json!({}));
+    let file = ckpt.join("model.safetensors");
+    let (mut t, meta) = read_st(&file);
+    let module = case_json("gaussian_small")["module"].as_str().unwrap().to_string();
+    let gaps = t.get_mut(&format!("{module}.gaps")).unwrap();
+    gaps.data[0] ^= 0x80;
+    write_st(&file, &t, meta.as_ref());
+    let ck = Checkpoint::open_with(&ckpt, &OpenOptions::default()).unwrap();
+    let name = ck.tensors()[0].name.clone();
+    match ck.decode(&name) {
+        Err(e @ Error::Module { .. }) => {
+            let s = e.to_string();
+            assert!(s.contains(&module) && s.contains("model.safetensors"), "{s}");
+        }
+        other => panic!("expected a module error, got {other:?}"),
+    }
+}

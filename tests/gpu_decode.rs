@@ -2,6 +2,7 @@
 //! decoder, on fresh random and realistic inputs, with poisoned outputs, from
 //! one element to a few hundred MB. Without a CUDA driver or device it reports
 //! a skip and passes, unless `DF11_REQUIRE_GPU` is set (see `gpu_common`).
+#![cfg(feature = "cuda")]
 
 mod gpu_common;
 

@@ -2,6 +2,7 @@
 //! and decodes one tiny group with the real decode kernel, bit-exact. Without
 //! a CUDA driver or device it reports a skip and passes, unless
 //! `DF11_REQUIRE_GPU` is set (see `gpu_common`).
+#![cfg(feature = "cuda")]
 
 mod gpu_common;
 

@@ -1,25 +1,10 @@
-//! The CLI's checkpoint reader on an arbitrary single file: the safetensors
-//! header parser, df11's `__metadata__`, and decoding every item with the CPU
+//! The checkpoint reader (`df11::checkpoint`) on an arbitrary single file:
+//! the strict safetensors parser, df11's `__metadata__`, listing, and
+//! decoding every unit, every tensor and every block group with the CPU
 //! decoder. Errors are fine; panics, aborts and huge allocations are not.
-//!
-//! The reader lives in the `df11` binary, not the library, so its modules are
-//! compiled into this target from their sources, at the crate paths they
-//! use (`crate::error`, `crate::codec`, `crate::checkpoint`).
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../src/checkpoint/mod.rs"]
-mod checkpoint;
-#[allow(dead_code)]
-#[path = "../../src/codec.rs"]
-mod codec;
-#[allow(dead_code, unused_imports)]
-#[path = "../../src/error.rs"]
-mod error;
-#[allow(dead_code)]
-#[path = "../../src/cli/load.rs"]
-mod load;
-
+use df11::checkpoint::{Checkpoint, CpuDecoder};
 use libfuzzer_sys::fuzz_target;
 use std::io::Write;
 
@@ -35,10 +20,16 @@ fuzz_target!(|data: &[u8]| {
         let mut f = std::fs::File::create(&path).expect("create the input file");
         f.write_all(data).expect("write the input file");
     }
-    let Ok(loaded) = load::Loaded::open(&path, None, &|_| {}) else { return };
-    for (file, item) in loaded.items() {
-        let _ = item.stored_bytes();
-        let _ = item.plain_bytes();
-        let _ = load::materialize(file, item, &codec::CpuDecoder);
+    let Ok(ckpt) = Checkpoint::open(&path) else { return };
+    for (shard, unit) in ckpt.units() {
+        let _ = unit.stored_bytes();
+        let _ = unit.plain_bytes();
+        let _ = shard.decode_unit(unit, &CpuDecoder);
+    }
+    for t in ckpt.tensors() {
+        let _ = ckpt.decode(&t.name);
+    }
+    for g in ckpt.block_groups().iter() {
+        let _ = ckpt.decode_group(g);
     }
 });

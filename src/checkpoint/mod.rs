@@ -1,256 +1,533 @@
-//! Checkpoints on disk: a single `.safetensors` file or a directory (possibly
-//! sharded with a `*.safetensors.index.json`), and atomic creation of outputs.
+//! Checkpoints on disk: reading df11, plain safetensors and DFloat11
+//! checkpoints, decoding their tensors, grouping them by transformer block,
+//! and writing df11 checkpoints.
+//!
+//! # What a checkpoint is
+//!
+//! A checkpoint is one `.safetensors` file or a directory of them (sharded,
+//! with a `*.safetensors.index.json`, plus config and tokenizer files that are
+//! carried along). Three kinds are read ([`Kind`]):
+//!
+//! - **plain** safetensors: every tensor stored as is;
+//! - **df11**, as written by [`write_file`] or `df11 compress`: each BF16
+//!   tensor is a `U8` vector holding a df11 container, and the file's
+//!   `__metadata__["df11"]` ([`META_KEY`]) records its original dtype and
+//!   shape (docs/FORMAT.md section 11); other tensors are stored as is;
+//! - **DFloat11**, written by the DFloat11 reference implementation: a
+//!   directory whose `config.json` has `dfloat11_config`, each compressed
+//!   module stored as six arrays. DFloat11 stores no shapes: they come from
+//!   [`OpenOptions::shapes_file`], else from `config.json` for Llama-like
+//!   models, else weights are vectors.
+//!
+//! # Design
+//!
+//! [`Checkpoint::open`] maps every file and validates its header with one
+//! strict parser ([`safetensors`]), but reads no tensor data. Each file is cut
+//! into [`Unit`]s, the pieces that decode independently: a stored tensor, or
+//! a DFloat11 module (which decodes to several tensors at once). Everything
+//! else is built on units: [`Checkpoint::tensors`] lists what they decode to,
+//! [`Checkpoint::decode`] and [`Checkpoint::decode_group`] decode them on the
+//! CPU (or with any [`Decoder`]), [`groups::BlockGroups`] gathers them by
+//! transformer block, and [`Checkpoint::write_to`] rewrites a checkpoint one
+//! batch of units at a time, in parallel, so memory stays at a few tensors.
+//! The GPU side lives in [`gpu`].
+//!
+//! Outputs are atomic: a file or directory is built under a hidden temporary
+//! name next to its destination, fsynced and renamed into place, so a failed
+//! or killed run never leaves a partial file under the final name.
+//!
+//! Bad input is an [`Error`] naming the file and tensor, never a panic.
+//!
+//! # Example
+//!
+//! ```
+//! use df11::checkpoint::{Checkpoint, OwnedTensor, Storage, write_file};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("model.safetensors");
+//! // Two BF16 weights (compressed) and an F32 bias (stored as is).
+//! let weights: Vec<u16> = (0..4096u32).map(|i| 0x3c00 + (i * 7919 % 512) as u16).collect();
+//! let weight_bytes: Vec<u8> = weights.iter().flat_map(|w| w.to_le_bytes()).collect();
+//! let tensors = vec![
+//!     OwnedTensor::new("model.layers.0.mlp.up_proj.weight", "BF16", vec![64, 64], weight_bytes.clone()),
+//!     OwnedTensor::new("model.layers.1.mlp.up_proj.weight", "BF16", vec![64, 64], weight_bytes.clone()),
+//!     OwnedTensor::new("lm_head.bias", "F32", vec![2], vec![0; 8]),
+//! ];
+//! write_file(&path, &tensors, Some(df11::EncodeOptions::default()), None)?;
+//!
+//! let ckpt = Checkpoint::open(&path)?;
+//! for t in ckpt.tensors() {
+//!     println!("{} {} {:?} {:?} {} -> {} bytes", t.name, t.dtype, t.shape, t.storage, t.decoded_bytes, t.stored_bytes);
+//! }
+//! let up = ckpt.tensor("model.layers.0.mlp.up_proj.weight").unwrap();
+//! assert!(matches!(up.storage, Storage::Df11 { .. }));
+//! assert_eq!(ckpt.decode("model.layers.0.mlp.up_proj.weight")?, weight_bytes);
+//!
+//! // One group per block, plus the rest; one buffer fits any block.
+//! let groups = ckpt.block_groups();
+//! assert_eq!(groups.blocks.len(), 2);
+//! let mut buf = vec![0u8; groups.max_block_bytes() as usize];
+//! let block = &groups.blocks[1];
+//! ckpt.decode_group_into(block, &mut buf[..block.bytes as usize])?;
+//! assert_eq!(&buf[..block.bytes as usize], &weight_bytes[..]);
+//! # Ok(())
+//! # }
+//! ```
 
+mod decode;
+pub mod error;
+mod files;
+#[cfg(feature = "cuda")]
+pub mod gpu;
+pub mod groups;
+mod open;
+pub mod output;
 pub mod safetensors;
+mod write;
 
-use crate::error::{IoContext, Result, bail, err};
-use serde_json::Value;
-use std::fs;
+pub use decode::container_version;
+pub use decode::{CpuDecoder, Decoder};
+pub use error::{Error, Result};
+pub use files::{DirInput, Input};
+pub use groups::{Block, BlockGroups, GroupMember, TensorGroup, block_of};
+pub use open::OpenOptions;
+pub use write::{BATCH_BYTES, OwnedTensor, TensorSource, WriteOptions, WriteSummary, batches, write_file};
+
+use crate::Layout;
+use safetensors::{Metadata, SafetensorsFile, TensorInfo};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-/// What an input path turned out to be.
-pub enum Input {
-    /// One safetensors file.
-    File(PathBuf),
-    /// A checkpoint directory.
-    Dir(DirInput),
+/// The `__metadata__` key under which df11 records what it compressed.
+pub const META_KEY: &str = "df11";
+/// Version of the embedding described in docs/FORMAT.md section 11.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// The value of `__metadata__["df11"]` (a JSON string, since safetensors
+/// metadata values are strings).
+#[derive(Serialize, Deserialize, Debug, Default)]
+pub struct Df11Meta {
+    /// [`CHECKPOINT_VERSION`].
+    pub format_version: u32,
+    /// Compressed tensors: name → original dtype and shape.
+    pub tensors: BTreeMap<String, OrigTensor>,
 }
 
-/// A checkpoint directory, split into what df11 rewrites and what it copies.
-pub struct DirInput {
-    /// The directory.
-    pub root: PathBuf,
-    /// Safetensors files, relative to `root`, sorted.
-    pub shards: Vec<String>,
-    /// The shard index (file name relative to `root`, parsed JSON), if any.
-    pub index: Option<(String, Value)>,
-    /// Every other file, relative to `root` (config, tokenizer, ...), copied as is.
-    pub others: Vec<PathBuf>,
+/// The original dtype and shape of a compressed tensor.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct OrigTensor {
+    /// Always `BF16` in version 1.
+    pub dtype: String,
+    /// The original shape.
+    pub shape: Vec<u64>,
 }
 
-impl Input {
-    /// Classifies `path`.
-    pub fn open(path: &Path) -> Result<Input> {
-        let meta = fs::metadata(path).ctx("cannot read", path)?;
-        if !meta.is_dir() {
-            return Ok(Input::File(path.to_path_buf()));
-        }
-        let mut shards = Vec::new();
-        let mut index = None;
-        let mut others = Vec::new();
-        for entry in fs::read_dir(path).ctx("cannot list", path)? {
-            let entry = entry.ctx("cannot list", path)?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let ft = entry.file_type().ctx("cannot read", &entry.path())?;
-            if ft.is_file() && name.ends_with(".safetensors") {
-                shards.push(name);
-            } else if ft.is_file() && name.ends_with(".safetensors.index.json") {
-                if index.is_some() {
-                    bail!(
-                        "{}: more than one *.safetensors.index.json; df11 handles one checkpoint per directory",
-                        path.display()
-                    );
-                }
-                let p = entry.path();
-                let v: Value = serde_json::from_slice(&fs::read(&p).ctx("cannot read", &p)?)
-                    .map_err(|e| err!("{}: not valid JSON: {e}", p.display()))?;
-                index = Some((name, v));
-            } else {
-                collect_files(path, Path::new(&name), &mut others)?;
-            }
-        }
-        if let Some((name, v)) = &index {
-            let map = v.get("weight_map").and_then(Value::as_object);
-            let map = map.ok_or_else(|| err!("{}: no weight_map object", path.join(name).display()))?;
-            for shard in map.values() {
-                let shard = shard.as_str().ok_or_else(|| err!("{}: weight_map values must be file names", name))?;
-                if !shards.iter().any(|s| s == shard) {
-                    bail!("{}: lists shard {shard}, which is not in the directory", path.join(name).display());
-                }
-            }
-        }
-        shards.sort();
-        others.sort();
-        if shards.is_empty() {
-            bail!("{}: no .safetensors files in this directory", path.display());
-        }
-        Ok(Input::Dir(DirInput { root: path.to_path_buf(), shards, index, others }))
-    }
+/// What kind of checkpoint was opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Plain safetensors.
+    Plain,
+    /// Written by df11.
+    Df11,
+    /// Written by the DFloat11 reference implementation.
+    Dfloat11,
+}
 
-    /// The safetensors files to process, as (absolute path, name relative to the input).
-    pub fn files(&self) -> Vec<(PathBuf, String)> {
+impl Kind {
+    /// `plain`, `df11` or `dfloat11`.
+    pub fn name(self) -> &'static str {
         match self {
-            Input::File(p) => vec![(p.clone(), String::new())],
-            Input::Dir(d) => d.shards.iter().map(|s| (d.root.join(s), s.clone())).collect(),
+            Kind::Plain => "plain",
+            Kind::Df11 => "df11",
+            Kind::Dfloat11 => "dfloat11",
         }
     }
 }
 
-fn collect_files(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let full = root.join(rel);
-    let meta = fs::metadata(&full).ctx("cannot read", &full)?;
-    if meta.is_dir() {
-        for entry in fs::read_dir(&full).ctx("cannot list", &full)? {
-            let entry = entry.ctx("cannot list", &full)?;
-            collect_files(root, &rel.join(entry.file_name()), out)?;
-        }
-    } else {
-        out.push(rel.to_path_buf());
-    }
-    Ok(())
+/// A decoded tensor's name, dtype and shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorMeta {
+    /// Tensor name.
+    pub name: String,
+    /// Safetensors dtype (`BF16`, `F32`, ...).
+    pub dtype: String,
+    /// Shape (empty for a scalar).
+    pub shape: Vec<u64>,
 }
 
-/// Copies `rel` files from `from` into `to`, creating subdirectories.
-pub fn copy_others(from: &Path, to: &Path, rel: &[PathBuf]) -> Result<()> {
-    for r in rel {
-        let dst = to.join(r);
-        if let Some(parent) = dst.parent() {
-            fs::create_dir_all(parent).ctx("cannot create", parent)?;
-        }
-        fs::copy(from.join(r), &dst).ctx("cannot copy to", &dst)?;
+impl TensorMeta {
+    /// Number of elements (saturating at `u64::MAX` for an absurd shape,
+    /// which no allocation can then satisfy).
+    pub fn num_elements(&self) -> u64 {
+        numel(&self.shape)
     }
-    Ok(())
+
+    /// Bytes in decoded form (dtypes of no whole byte size count one byte
+    /// per element; saturating like [`TensorMeta::num_elements`]).
+    pub fn num_bytes(&self) -> u64 {
+        self.num_elements().saturating_mul(safetensors::dtype_size(&self.dtype).unwrap_or(1))
+    }
 }
 
-/// Checks that `output` may be written: it is none of the inputs, does not
-/// contain them, and exists only with `force`.
-pub fn check_output(output: &Path, inputs: &[&Path], force: bool) -> Result<()> {
-    let out_abs = absolute(output)?;
-    for input in inputs {
-        let in_abs = fs::canonicalize(input).ctx("cannot read", input)?;
-        if out_abs == in_abs {
-            bail!("{}: refusing to overwrite the input", output.display());
-        }
-        if in_abs.starts_with(&out_abs) {
-            bail!("{}: refusing to replace a directory that contains the input {}", output.display(), input.display());
-        }
-        if in_abs.is_dir() && out_abs.starts_with(&in_abs) {
-            bail!("{}: the output must not be inside the input directory {}", output.display(), input.display());
-        }
-    }
-    if fs::symlink_metadata(output).is_ok() && !force {
-        bail!("{}: already exists (use --force to replace it)", output.display());
-    }
-    Ok(())
+/// How a unit's bytes are stored.
+#[derive(Clone, Debug)]
+pub enum Payload {
+    /// Stored as is.
+    Raw(TensorInfo),
+    /// A df11 container in a U8 tensor.
+    Df11(TensorInfo),
+    /// The six arrays of a DFloat11 module, in the order of
+    /// [`crate::dfloat11::ARRAY_NAMES`].
+    Dfloat11(Box<[TensorInfo; 6]>),
 }
 
-/// The absolute, symlink-resolved form of a path that may not exist yet.
-fn absolute(p: &Path) -> Result<PathBuf> {
-    if let Ok(c) = fs::canonicalize(p) {
-        return Ok(c);
+/// A piece of a file that decodes on its own: one stored tensor, or one
+/// DFloat11 module (several tensors).
+#[derive(Clone, Debug)]
+pub struct Unit {
+    /// The tensors it decodes to, in order.
+    pub outputs: Vec<TensorMeta>,
+    /// Where its bytes are.
+    pub payload: Payload,
+}
+
+impl Unit {
+    /// Bytes this unit occupies in the file.
+    pub fn stored_bytes(&self) -> u64 {
+        match &self.payload {
+            Payload::Raw(t) | Payload::Df11(t) => t.len(),
+            Payload::Dfloat11(a) => a.iter().map(TensorInfo::len).sum(),
+        }
     }
-    let parent = match p.parent() {
-        Some(x) if !x.as_os_str().is_empty() => x,
-        _ => Path::new("."),
+
+    /// Bytes of the tensors it decodes to.
+    pub fn plain_bytes(&self) -> u64 {
+        self.outputs.iter().fold(0u64, |a, o| a.saturating_add(o.num_bytes()))
+    }
+}
+
+/// One safetensors file of a checkpoint.
+pub struct Shard {
+    /// The mapped file.
+    pub file: SafetensorsFile,
+    /// Name relative to the checkpoint directory (empty for a single file).
+    pub rel: String,
+    /// Units, in file order.
+    pub units: Vec<Unit>,
+    /// The file's `__metadata__` without df11's key.
+    pub user_metadata: Option<Metadata>,
+}
+
+impl Shard {
+    /// Decodes a unit of this shard to its tensors' little-endian bytes
+    /// (borrowed from the map for raw tensors).
+    pub fn decode_unit<'a>(&'a self, unit: &Unit, dec: &dyn Decoder) -> Result<Vec<std::borrow::Cow<'a, [u8]>>> {
+        decode::materialize(self, unit, dec)
+    }
+
+    /// The tensors a unit of this shard decodes to, as [`Checkpoint::tensors`] lists them.
+    pub fn entries(&self, unit: &Unit) -> Vec<TensorEntry> {
+        (0..unit.outputs.len()).map(|o| entry(self, unit, o)).collect()
+    }
+
+    /// The container version of a df11 unit (`None` for other storage).
+    pub fn container_version(&self, unit: &Unit) -> Option<u16> {
+        match &unit.payload {
+            Payload::Df11(t) => container_version(self.file.bytes(t)),
+            _ => None,
+        }
+    }
+
+    /// Tells the kernel a unit's pages are no longer needed, so that streaming
+    /// through a large checkpoint does not keep all of it resident.
+    pub fn release(&self, unit: &Unit) {
+        match &unit.payload {
+            Payload::Raw(t) | Payload::Df11(t) => self.file.release(t),
+            Payload::Dfloat11(a) => a.iter().for_each(|t| self.file.release(t)),
+        }
+    }
+}
+
+/// How a listed tensor is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// As is.
+    Raw,
+    /// A df11 container, with its record layout (`None` if the bytes do not name one).
+    Df11 {
+        /// The record layout.
+        layout: Option<Layout>,
+    },
+    /// Part of a DFloat11 module.
+    Dfloat11 {
+        /// The module name.
+        module: String,
+    },
+}
+
+impl Storage {
+    /// `raw`, `df11` or `dfloat11`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Storage::Raw => "raw",
+            Storage::Df11 { .. } => "df11",
+            Storage::Dfloat11 { .. } => "dfloat11",
+        }
+    }
+}
+
+/// A tensor of a checkpoint as [`Checkpoint::tensors`] lists it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorEntry {
+    /// Tensor name.
+    pub name: String,
+    /// Dtype once decoded.
+    pub dtype: String,
+    /// Shape once decoded.
+    pub shape: Vec<u64>,
+    /// How it is stored.
+    pub storage: Storage,
+    /// Bytes once decoded.
+    pub decoded_bytes: u64,
+    /// Bytes stored. A DFloat11 module stores its weights together: each gets
+    /// the module's bytes in proportion to its decoded size.
+    pub stored_bytes: u64,
+    /// The file holding it, relative to the checkpoint directory (empty for a single file).
+    pub file: String,
+}
+
+impl TensorEntry {
+    /// Number of elements (saturating, like [`TensorMeta::num_elements`]).
+    pub fn num_elements(&self) -> u64 {
+        numel(&self.shape)
+    }
+}
+
+fn numel(shape: &[u64]) -> u64 {
+    shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).unwrap_or(u64::MAX)
+}
+
+/// Where a tensor is: shard, unit, output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Loc {
+    shard: usize,
+    unit: usize,
+    output: usize,
+}
+
+/// An opened checkpoint.
+pub struct Checkpoint {
+    path: PathBuf,
+    kind: Kind,
+    input: Input,
+    shards: Vec<Shard>,
+    config: Option<serde_json::Value>,
+    /// First location of each name.
+    index: HashMap<String, Loc>,
+}
+
+impl Checkpoint {
+    fn new(path: &Path, kind: Kind, input: Input, shards: Vec<Shard>, config: Option<serde_json::Value>) -> Self {
+        let mut index = HashMap::new();
+        for (s, shard) in shards.iter().enumerate() {
+            for (u, unit) in shard.units.iter().enumerate() {
+                for (o, out) in unit.outputs.iter().enumerate() {
+                    index.entry(out.name.clone()).or_insert(Loc { shard: s, unit: u, output: o });
+                }
+            }
+        }
+        Checkpoint { path: path.to_path_buf(), kind, input, shards, config, index }
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What kind of checkpoint it is.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// A file or a directory, and for a directory its other files.
+    pub fn input(&self) -> &Input {
+        &self.input
+    }
+
+    /// Its safetensors files, in order.
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// `config.json`, for a directory that has one.
+    pub fn config(&self) -> Option<&serde_json::Value> {
+        self.config.as_ref()
+    }
+
+    /// All units with their shard, in order.
+    pub fn units(&self) -> impl Iterator<Item = (&Shard, &Unit)> {
+        self.shards.iter().flat_map(|f| f.units.iter().map(move |i| (f, i)))
+    }
+
+    /// Every tensor, in file order (shards in name order, tensors by position).
+    pub fn tensors(&self) -> Vec<TensorEntry> {
+        self.units().flat_map(|(s, u)| (0..u.outputs.len()).map(move |o| entry(s, u, o))).collect()
+    }
+
+    /// The tensor named `name`, if the checkpoint holds one.
+    pub fn tensor(&self, name: &str) -> Option<TensorEntry> {
+        let loc = self.index.get(name)?;
+        let shard = &self.shards[loc.shard];
+        Some(entry(shard, &shard.units[loc.unit], loc.output))
+    }
+
+    fn locate(&self, name: &str) -> Result<Loc> {
+        self.index.get(name).copied().ok_or_else(|| Error::NotFound { path: self.path.clone(), tensor: name.into() })
+    }
+
+    fn meta(&self, loc: Loc) -> &TensorMeta {
+        &self.shards[loc.shard].units[loc.unit].outputs[loc.output]
+    }
+
+    /// Decodes tensor `name` into a new buffer (little-endian bytes, as
+    /// safetensors stores them) with the CPU decoder.
+    pub fn decode(&self, name: &str) -> Result<Vec<u8>> {
+        let loc = self.locate(name)?;
+        let mut out = alloc_bytes(&self.path, name, self.meta(loc).num_bytes())?;
+        self.decode_into(name, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes tensor `name` into `out`, which must hold exactly its decoded bytes.
+    pub fn decode_into(&self, name: &str, out: &mut [u8]) -> Result<()> {
+        self.decode_into_with(name, out, &CpuDecoder)
+    }
+
+    /// [`Checkpoint::decode_into`] with any decoder.
+    pub fn decode_into_with(&self, name: &str, out: &mut [u8], dec: &dyn Decoder) -> Result<()> {
+        let loc = self.locate(name)?;
+        decode::decode_members(self, vec![(loc, out)], dec)
+    }
+
+    /// Decodes a group's tensors back to back into a new buffer of `group.bytes` bytes.
+    pub fn decode_group(&self, group: &TensorGroup) -> Result<Vec<u8>> {
+        let mut out = alloc_bytes(&self.path, "(group)", group.bytes)?;
+        self.decode_group_into(group, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes a group's tensors back to back (each at its
+    /// [`GroupMember::offset`]) into `out`, which must hold exactly
+    /// `group.bytes` bytes. Units are decoded in parallel; a DFloat11 module
+    /// is decoded once however many of its weights the group holds.
+    pub fn decode_group_into(&self, group: &TensorGroup, out: &mut [u8]) -> Result<()> {
+        self.decode_group_into_with(group, out, &CpuDecoder)
+    }
+
+    /// [`Checkpoint::decode_group_into`] with any decoder.
+    pub fn decode_group_into_with(&self, group: &TensorGroup, out: &mut [u8], dec: &dyn Decoder) -> Result<()> {
+        if out.len() as u64 != group.bytes {
+            return Err(error::at(
+                &self.path,
+                format!("the output buffer has {} bytes, the group needs {}", out.len(), group.bytes),
+            ));
+        }
+        let mut members = Vec::with_capacity(group.members.len());
+        let mut rest = out;
+        for m in &group.members {
+            let loc = self.locate(&m.name)?;
+            let want = self.meta(loc).num_bytes();
+            if want != m.bytes || (rest.len() as u64) < want {
+                return Err(error::tensor_err(
+                    &self.path,
+                    &m.name,
+                    format!("the group gives it {} bytes, it decodes to {want}", m.bytes),
+                ));
+            }
+            let (mine, tail) = rest.split_at_mut(want as usize);
+            rest = tail;
+            members.push((loc, mine));
+        }
+        decode::decode_members(self, members, dec)
+    }
+
+    /// A group of the named tensors, in the order given (for decoding a set
+    /// of tensors that is not a block).
+    pub fn group(&self, names: &[&str]) -> Result<TensorGroup> {
+        let mut members = Vec::with_capacity(names.len());
+        for name in names {
+            let loc = self.locate(name)?;
+            let m = self.meta(loc);
+            members.push((m.name.clone(), m.num_elements(), m.num_bytes()));
+        }
+        Ok(TensorGroup::from_members(None, members))
+    }
+
+    /// The checkpoint's tensors grouped by transformer block (see [`groups`]).
+    pub fn block_groups(&self) -> BlockGroups {
+        BlockGroups::new(self.tensors().iter().map(|t| (t.name.as_str(), t.num_elements(), t.decoded_bytes)))
+    }
+
+    /// The df11-compressed tensors `names` as one [`crate::Group`], in that
+    /// order: what [`gpu`] uploads to decode them in one kernel launch.
+    /// Fails, naming the tensor, if one is not stored as a df11 container.
+    pub fn compressed_group(&self, names: &[&str]) -> Result<crate::Group> {
+        let mut tensors = Vec::with_capacity(names.len());
+        for name in names {
+            let loc = self.locate(name)?;
+            let shard = &self.shards[loc.shard];
+            let Payload::Df11(t) = &shard.units[loc.unit].payload else {
+                return Err(error::tensor_err(&shard.file.path, name, "is not stored as a df11 container"));
+            };
+            let c = crate::CompressedTensor::from_bytes(shard.file.bytes(t))
+                .map_err(|e| error::tensor_err(&shard.file.path, name, e.to_string()))?;
+            if c.num_elements != self.meta(loc).num_elements() {
+                return Err(error::tensor_err(
+                    &shard.file.path,
+                    name,
+                    format!(
+                        "container holds {} elements, the shape needs {}",
+                        c.num_elements,
+                        self.meta(loc).num_elements()
+                    ),
+                ));
+            }
+            tensors.push(c);
+        }
+        Ok(crate::Group { tensors })
+    }
+}
+
+fn alloc_bytes(path: &Path, name: &str, n: u64) -> Result<Vec<u8>> {
+    let n = usize::try_from(n).map_err(|_| error::tensor_err(path, name, "too large for this machine"))?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| error::tensor_err(path, name, format!("cannot allocate {n} bytes")))?;
+    v.resize(n, 0);
+    Ok(v)
+}
+
+fn entry(shard: &Shard, unit: &Unit, o: usize) -> TensorEntry {
+    let out = &unit.outputs[o];
+    let decoded_bytes = out.num_bytes();
+    let (storage, stored_bytes) = match &unit.payload {
+        Payload::Raw(_) => (Storage::Raw, unit.stored_bytes()),
+        Payload::Df11(t) => (Storage::Df11 { layout: decode::container_layout(shard.file.bytes(t)) }, t.len()),
+        Payload::Dfloat11(a) => {
+            let module = a[0].name.strip_suffix(".luts").unwrap_or(&a[0].name).to_string();
+            let share =
+                (unit.stored_bytes() as u128 * decoded_bytes as u128 / unit.plain_bytes().max(1) as u128) as u64;
+            (Storage::Dfloat11 { module }, share)
+        }
     };
-    let name = p.file_name().ok_or_else(|| err!("{}: not a valid output name", p.display()))?;
-    Ok(fs::canonicalize(parent).ctx("cannot use output directory", parent)?.join(name))
-}
-
-fn parent_dir(p: &Path) -> PathBuf {
-    match p.parent() {
-        Some(x) if !x.as_os_str().is_empty() => x.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-fn temp_prefix(final_path: &Path) -> String {
-    format!(".{}.df11-tmp-", final_path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())
-}
-
-/// An output file being written under a temporary name in the target
-/// directory. Dropped without [`OutputFile::commit`], the temporary is removed;
-/// if the process is killed, only the hidden temporary remains, never a file
-/// under the final name.
-pub struct OutputFile {
-    tmp: tempfile::NamedTempFile,
-    final_path: PathBuf,
-}
-
-impl OutputFile {
-    /// Creates the temporary next to `final_path`.
-    pub fn create(final_path: &Path) -> Result<Self> {
-        let dir = parent_dir(final_path);
-        let tmp = tempfile::Builder::new()
-            .prefix(&temp_prefix(final_path))
-            .tempfile_in(&dir)
-            .ctx("cannot create a file in", &dir)?;
-        Ok(OutputFile { tmp, final_path: final_path.to_path_buf() })
-    }
-
-    /// Path of the temporary (for messages).
-    pub fn path(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    /// A second handle to the temporary, for writing.
-    pub fn file(&self) -> Result<fs::File> {
-        self.tmp.as_file().try_clone().ctx("cannot write", self.tmp.path())
-    }
-
-    /// Renames the (already fsynced) temporary to the final name.
-    pub fn commit(self) -> Result<()> {
-        let final_path = self.final_path;
-        if final_path.is_dir() {
-            bail!("{}: is a directory; remove it first to write a file there", final_path.display());
-        }
-        self.tmp.persist(&final_path).map_err(|e| err!("cannot rename into {}: {}", final_path.display(), e.error))?;
-        sync_dir(&parent_dir(&final_path));
-        Ok(())
-    }
-}
-
-/// An output directory built under a temporary name next to its final place
-/// and renamed at the end, so a failed run leaves nothing under the final name.
-pub struct OutputDir {
-    tmp: tempfile::TempDir,
-    final_path: PathBuf,
-}
-
-impl OutputDir {
-    /// Creates the temporary directory next to `final_path`.
-    pub fn create(final_path: &Path) -> Result<Self> {
-        let dir = parent_dir(final_path);
-        let tmp = tempfile::Builder::new()
-            .prefix(&temp_prefix(final_path))
-            .tempdir_in(&dir)
-            .ctx("cannot create a directory in", &dir)?;
-        Ok(OutputDir { tmp, final_path: final_path.to_path_buf() })
-    }
-
-    /// The temporary directory to fill.
-    pub fn path(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    /// Moves the finished directory into place, replacing an existing output
-    /// (already allowed by `--force`) only after the new one is complete.
-    pub fn commit(self) -> Result<()> {
-        let final_path = self.final_path.clone();
-        let parent = parent_dir(&final_path);
-        let built = self.tmp.keep();
-        sync_dir(&built);
-        if fs::symlink_metadata(&final_path).is_ok() {
-            let old = tempfile::Builder::new()
-                .prefix(&temp_prefix(&final_path))
-                .tempdir_in(&parent)
-                .ctx("cannot create a directory in", &parent)?
-                .keep();
-            let old_copy = old.join("old");
-            fs::rename(&final_path, &old_copy).ctx("cannot move aside", &final_path)?;
-            fs::rename(&built, &final_path).ctx("cannot rename into", &final_path)?;
-            let _ = fs::remove_dir_all(&old);
-        } else {
-            fs::rename(&built, &final_path).ctx("cannot rename into", &final_path)?;
-        }
-        sync_dir(&parent);
-        Ok(())
-    }
-}
-
-/// Makes a rename durable. Best effort: not every filesystem lets a directory be fsynced.
-fn sync_dir(dir: &Path) {
-    if let Ok(f) = fs::File::open(dir) {
-        let _ = f.sync_all();
+    TensorEntry {
+        name: out.name.clone(),
+        dtype: out.dtype.clone(),
+        shape: out.shape.clone(),
+        storage,
+        decoded_bytes,
+        stored_bytes,
+        file: shard.rel.clone(),
     }
 }

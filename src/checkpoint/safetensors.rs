@@ -5,8 +5,15 @@
 //! header (`name -> {dtype, shape, data_offsets}` plus an optional
 //! `__metadata__` map of strings), then the data section. Offsets are relative
 //! to the data section.
+//!
+//! This is df11's only safetensors parser, and a strict one: the tensors'
+//! byte ranges must tile the data section exactly (no overlap, no gap, none
+//! past the end), and each must be as long as its dtype and shape say. A
+//! reader that accepted overlapping ranges would hand out two tensors sharing
+//! bytes; one that accepted gaps would hide data a writer never meant to keep.
+//! Every error names the file and, where it is one tensor's fault, the tensor.
 
-use crate::error::{IoContext, Result, bail, err};
+use super::error::{Error, IoContext, Result};
 use memmap2::Mmap;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -37,6 +44,11 @@ impl TensorInfo {
     pub fn len(&self) -> u64 {
         self.end - self.start
     }
+
+    /// True for a tensor of no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
 }
 
 /// Bytes per element of a safetensors dtype, where that is a whole number.
@@ -50,6 +62,9 @@ pub fn dtype_size(dtype: &str) -> Option<u64> {
     })
 }
 
+/// A safetensors `__metadata__` map.
+pub type Metadata = BTreeMap<String, String>;
+
 /// A memory-mapped safetensors file with its parsed header.
 pub struct SafetensorsFile {
     /// Where it was read from (for messages).
@@ -59,7 +74,7 @@ pub struct SafetensorsFile {
     /// Tensors sorted by their position in the data section.
     pub tensors: Vec<TensorInfo>,
     /// The `__metadata__` map, if the file has one.
-    pub metadata: Option<BTreeMap<String, String>>,
+    pub metadata: Option<Metadata>,
 }
 
 impl SafetensorsFile {
@@ -71,49 +86,8 @@ impl SafetensorsFile {
         // file truncated by another process while mapped would fault (SIGBUS),
         // which is the accepted risk of every mmap-based safetensors reader.
         let mmap = unsafe { Mmap::map(&file) }.ctx("cannot map", path)?;
-        let bad = |msg: String| err!("{}: not a valid safetensors file: {msg}", path.display());
-        if mmap.len() < 8 {
-            return Err(bad(format!("only {} bytes long", mmap.len())));
-        }
-        let header_len = u64::from_le_bytes(mmap[..8].try_into().unwrap());
-        if header_len > MAX_HEADER || header_len > mmap.len() as u64 - 8 {
-            return Err(bad(format!("header length {header_len} does not fit in the file")));
-        }
-        let data_start = 8 + header_len as usize;
-        let header: Map<String, Value> = serde_json::from_slice(&mmap[8..data_start])
-            .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
-        let data_len = (mmap.len() - data_start) as u64;
-        let mut metadata = None;
-        let mut tensors = Vec::with_capacity(header.len());
-        for (name, value) in header {
-            if name == "__metadata__" {
-                let map: BTreeMap<String, String> = serde_json::from_value(value)
-                    .map_err(|e| bad(format!("__metadata__ is not a map of strings: {e}")))?;
-                metadata = Some(map);
-                continue;
-            }
-            let info = parse_entry(&name, &value).map_err(|m| bad(format!("tensor {name}: {m}")))?;
-            if info.end > data_len {
-                return Err(bad(format!(
-                    "tensor {name}: data ends at {} but the data section has {data_len} bytes",
-                    info.end
-                )));
-            }
-            if let Some(size) = dtype_size(&info.dtype) {
-                let want = info.shape.iter().try_fold(size, |a, &d| a.checked_mul(d));
-                if want != Some(info.len()) {
-                    return Err(bad(format!(
-                        "tensor {name}: {} {:?} needs {} bytes, has {}",
-                        info.dtype,
-                        info.shape,
-                        want.map_or("too many".into(), |w| w.to_string()),
-                        info.len()
-                    )));
-                }
-            }
-            tensors.push(info);
-        }
-        tensors.sort_by(|a, b| (a.start, a.end, &a.name).cmp(&(b.start, b.end, &b.name)));
+        let (data_start, tensors, metadata) =
+            parse(&mmap).map_err(|(tensor, msg)| Error::Safetensors { path: path.to_path_buf(), tensor, msg })?;
         Ok(SafetensorsFile { path: path.to_path_buf(), mmap, data_start, tensors, metadata })
     }
 
@@ -134,12 +108,83 @@ impl SafetensorsFile {
         let start = (self.data_start + t.start as usize).div_ceil(page) * page;
         let end = (self.data_start + t.end as usize) / page * page;
         if end > start {
-            // SAFETY: the map is a read-only private file mapping and nothing
-            // holds a slice of this range any more (the tensor is done); after
-            // MADV_DONTNEED a later access simply reads the file again.
+            // SAFETY: the map is a read-only file mapping that is never
+            // written, so its pages are clean copies of the file: MADV_DONTNEED
+            // only drops them, and any later access (through a slice still
+            // held, too) reads the same bytes from the file again.
             let _ = unsafe { self.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
         }
     }
+}
+
+/// A parse failure: the tensor at fault (if one is) and what is wrong.
+type ParseError = (Option<String>, String);
+
+/// Parses and validates a whole safetensors file held in memory: returns the
+/// data section's start, the tensors in data order, and `__metadata__`.
+pub fn parse(bytes: &[u8]) -> std::result::Result<(usize, Vec<TensorInfo>, Option<Metadata>), ParseError> {
+    let whole = |msg: String| (None, msg);
+    let Some(len_bytes) = bytes.first_chunk::<8>() else {
+        return Err(whole(format!("only {} bytes long", bytes.len())));
+    };
+    let header_len = u64::from_le_bytes(*len_bytes);
+    if header_len > MAX_HEADER || header_len > bytes.len() as u64 - 8 {
+        return Err(whole(format!("header length {header_len} does not fit in the file")));
+    }
+    let data_start = 8 + header_len as usize;
+    let header: Map<String, Value> = serde_json::from_slice(&bytes[8..data_start])
+        .map_err(|e| whole(format!("header is not a JSON object: {e}")))?;
+    let data_len = (bytes.len() - data_start) as u64;
+    let mut metadata = None;
+    let mut tensors = Vec::with_capacity(header.len());
+    for (name, value) in header {
+        if name == "__metadata__" {
+            let map: Metadata = serde_json::from_value(value)
+                .map_err(|e| whole(format!("__metadata__ is not a map of strings: {e}")))?;
+            metadata = Some(map);
+            continue;
+        }
+        let bad = |msg: String| (Some(name.clone()), msg);
+        let info = parse_entry(&name, &value).map_err(bad)?;
+        if info.end > data_len {
+            return Err(bad(format!("data ends at {} but the data section has {data_len} bytes", info.end)));
+        }
+        if let Some(size) = dtype_size(&info.dtype) {
+            let want = info.shape.iter().try_fold(size, |a, &d| a.checked_mul(d));
+            if want != Some(info.len()) {
+                return Err(bad(format!(
+                    "{} {:?} needs {} bytes, has {}",
+                    info.dtype,
+                    info.shape,
+                    want.map_or("too many".into(), |w| w.to_string()),
+                    info.len()
+                )));
+            }
+        }
+        tensors.push(info);
+    }
+    tensors.sort_by(|a, b| (a.start, a.end, &a.name).cmp(&(b.start, b.end, &b.name)));
+    // The ranges must tile the data section: each starts where the one before ends.
+    let mut at = 0u64;
+    for t in &tensors {
+        if t.start < at {
+            return Err((
+                Some(t.name.clone()),
+                format!("data_offsets [{}, {}] overlap the tensor before", t.start, t.end),
+            ));
+        }
+        if t.start > at {
+            return Err((
+                Some(t.name.clone()),
+                format!("data_offsets [{}, {}] leave a gap after byte {at} of the data section", t.start, t.end),
+            ));
+        }
+        at = t.end;
+    }
+    if at != data_len {
+        return Err(whole(format!("the tensors end at byte {at} but the data section has {data_len} bytes")));
+    }
+    Ok((data_start, tensors, metadata))
 }
 
 fn parse_entry(name: &str, v: &Value) -> std::result::Result<TensorInfo, String> {
@@ -187,7 +232,7 @@ pub struct StreamWriter {
     reserved: usize,
     planned: Vec<Planned>,
     done: Vec<(Vec<u64>, u64, u64)>,
-    metadata: Option<BTreeMap<String, String>>,
+    metadata: Option<Metadata>,
     written: u64,
 }
 
@@ -199,7 +244,7 @@ impl StreamWriter {
         file: File,
         planned: Vec<Planned>,
         max_dims: &[usize],
-        metadata: Option<BTreeMap<String, String>>,
+        metadata: Option<Metadata>,
     ) -> Result<Self> {
         let worst: Vec<(Vec<u64>, u64, u64)> =
             max_dims.iter().map(|&d| (vec![u64::MAX; d.max(1)], u64::MAX, u64::MAX)).collect();
@@ -212,7 +257,10 @@ impl StreamWriter {
     /// Appends the next planned tensor's data.
     pub fn write(&mut self, shape: Vec<u64>, data: &[u8]) -> Result<()> {
         let i = self.done.len();
-        assert!(i < self.planned.len(), "more tensors written than planned");
+        let Some(p) = self.planned.get(i) else {
+            return Err(super::error::at(&self.path, "more tensors written than planned"));
+        };
+        check_size(&self.path, &p.name, &p.dtype, &shape, data.len())?;
         self.out.write_all(data).ctx("cannot write", &self.path)?;
         let start = self.written;
         self.written += data.len() as u64;
@@ -222,25 +270,30 @@ impl StreamWriter {
 
     /// Writes the header, flushes and fsyncs. Returns the data section size.
     pub fn finish(mut self) -> Result<u64> {
-        assert_eq!(self.done.len(), self.planned.len(), "fewer tensors written than planned");
+        if self.done.len() != self.planned.len() {
+            return Err(super::error::at(&self.path, "fewer tensors written than planned"));
+        }
         let mut header = header_json(&self.planned, &self.done, &self.metadata);
-        assert!(header.len() <= self.reserved, "header outgrew its reservation");
+        if header.len() > self.reserved {
+            // A shape with more dimensions than declared in `max_dims`.
+            return Err(super::error::at(&self.path, "a tensor has more dimensions than planned"));
+        }
         header.extend(std::iter::repeat_n(' ', self.reserved - header.len()));
         let path = self.path.clone();
         self.out.seek(SeekFrom::Start(0)).ctx("cannot write", &path)?;
         self.out.write_all(&(self.reserved as u64).to_le_bytes()).ctx("cannot write", &path)?;
         self.out.write_all(header.as_bytes()).ctx("cannot write", &path)?;
-        let file = self.out.into_inner().map_err(|e| err!("cannot write {}: {}", path.display(), e.error()))?;
+        let file = self.out.into_inner().map_err(|e| Error::Io {
+            what: "cannot write",
+            path: path.clone(),
+            source: e.into_error(),
+        })?;
         file.sync_all().ctx("cannot sync", &path)?;
         Ok(self.written)
     }
 }
 
-fn header_json(
-    planned: &[Planned],
-    done: &[(Vec<u64>, u64, u64)],
-    metadata: &Option<BTreeMap<String, String>>,
-) -> String {
+fn header_json(planned: &[Planned], done: &[(Vec<u64>, u64, u64)], metadata: &Option<Metadata>) -> String {
     let mut s = String::from("{");
     if let Some(m) = metadata {
         s.push_str("\"__metadata__\":");
@@ -263,12 +316,16 @@ fn header_json(
 }
 
 /// Fails unless `dtype`/`shape` describe exactly `len` bytes (guards the writer
-/// against a decoder returning the wrong amount).
-pub fn check_size(name: &str, dtype: &str, shape: &[u64], len: usize) -> Result<()> {
+/// against a source or decoder giving the wrong amount).
+pub fn check_size(path: &Path, name: &str, dtype: &str, shape: &[u64], len: usize) -> Result<()> {
     if let Some(size) = dtype_size(dtype) {
         let want = shape.iter().try_fold(size, |a, &d| a.checked_mul(d));
         if want != Some(len as u64) {
-            bail!("tensor {name}: {dtype} {shape:?} needs {want:?} bytes but {len} were produced");
+            return Err(super::error::tensor_err(
+                path,
+                name,
+                format!("{dtype} {shape:?} needs {want:?} bytes but {len} were given"),
+            ));
         }
     }
     Ok(())

@@ -1,11 +1,9 @@
 //! `df11 decompress`: a df11 or DFloat11 checkpoint back to plain safetensors.
 
-use super::compress::rewrite;
-use super::load::{Kind, Loaded};
 use super::{Common, human};
-use crate::checkpoint::check_output;
-use crate::codec::Decoder;
 use crate::error::Result;
+use df11::checkpoint::output::check_output;
+use df11::checkpoint::{Decoder, Kind, WriteOptions};
 use std::path::Path;
 use std::time::Instant;
 
@@ -20,12 +18,15 @@ pub fn run(
 ) -> Result<()> {
     check_output(output, &[input], force)?;
     let start = Instant::now();
-    let loaded = Loaded::open(input, shapes, &|m| common.warn(m))?;
-    if loaded.kind == Kind::Plain {
+    let ckpt = super::open(input, shapes, common)?;
+    if ckpt.kind() == Kind::Plain {
         common.warn(&format!("warning: {}: holds no compressed tensors; copying it", input.display()));
     }
-    let stored: u64 = loaded.items().map(|(_, i)| i.stored_bytes()).sum();
-    let t = rewrite(&loaded, output, dec, None, common)?;
+    let stored: u64 = ckpt.units().map(|(_, u)| u.stored_bytes()).sum();
+    let total: u64 = ckpt.units().fold(0u64, |a, (_, u)| a.saturating_add(u.plain_bytes()));
+    let bar = common.progress(total);
+    let t = ckpt.write_to(output, &WriteOptions { encode: None, decoder: dec, progress: &|n| bar.inc(n) })?;
+    bar.finish_and_clear();
     if !common.quiet {
         let secs = start.elapsed().as_secs_f64();
         eprintln!(

@@ -1,9 +1,8 @@
 //! `df11 inspect FILE`: what is stored, how small, and how close to the bound.
 
-use super::load::{CHECKPOINT_VERSION, Kind, Loaded, Payload, batches, materialize};
-use super::{BATCH_BYTES, Common, human};
-use crate::codec::{self, Decoder};
+use super::{Common, human};
 use crate::error::{Result, err};
+use df11::checkpoint::{BATCH_BYTES, CHECKPOINT_VERSION, Decoder, Kind, Storage, batches};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -51,62 +50,50 @@ struct Totals {
 
 /// Prints the report as a table or (`json`) one JSON object on stdout.
 pub fn run(path: &Path, shapes: Option<&Path>, json: bool, dec: &dyn Decoder, common: Common) -> Result<()> {
-    let loaded = Loaded::open(path, shapes, &|m| common.warn(m))?;
-    let kind = match loaded.kind {
-        Kind::Plain => "plain",
-        Kind::Df11 => "df11",
-        Kind::Dfloat11 => "dfloat11",
-    };
+    let ckpt = super::open(path, shapes, common)?;
+    let kind = ckpt.kind().name();
     let mut rows = Vec::new();
     let mut container_version = None;
     let threads = rayon::current_num_threads();
-    for f in &loaded.files {
-        for batch in batches(&f.items, threads, BATCH_BYTES, |i| i.plain_bytes()) {
+    for f in ckpt.shards() {
+        for batch in batches(&f.units, threads, BATCH_BYTES, |i| i.plain_bytes()) {
             let part: Vec<Result<Vec<Row>>> = batch
                 .par_iter()
-                .map(|item| {
-                    let storage = match item.payload {
-                        Payload::Raw(_) => "raw",
-                        Payload::Df11(_) => "df11",
-                        Payload::Dfloat11(_) => "dfloat11",
-                    };
-                    let layout = match &item.payload {
-                        Payload::Df11(t) => codec::container_layout(f.file.bytes(t)).map(df11::Layout::name),
-                        _ => None,
-                    };
-                    let any_bf16 = item.outputs.iter().any(|o| o.dtype == "BF16");
-                    let plain = if any_bf16 { Some(materialize(f, item, dec)?) } else { None };
-                    let item_plain = item.plain_bytes().max(1);
+                .map(|unit| {
+                    let any_bf16 = unit.outputs.iter().any(|o| o.dtype == "BF16");
+                    let plain = if any_bf16 { Some(f.decode_unit(unit, dec)?) } else { None };
                     let mut rows = Vec::new();
-                    for (i, o) in item.outputs.iter().enumerate() {
-                        let numel: u64 = o.shape.iter().product();
-                        let original = numel * crate::checkpoint::safetensors::dtype_size(&o.dtype).unwrap_or(1);
-                        // A DFloat11 module stores its weights together: share its bytes by size.
-                        let stored = match item.payload {
-                            Payload::Dfloat11(_) => item.stored_bytes() * original / item_plain,
-                            _ => item.stored_bytes(),
-                        };
-                        let (bpw, bound) = match (&plain, o.dtype.as_str()) {
-                            (Some(p), "BF16") if numel > 0 => (
-                                Some(stored as f64 * 8.0 / numel as f64),
-                                Some(codec::bound_bits_per_weight(&codec::bytes_to_u16(&p[i]))),
-                            ),
+                    for (i, e) in f.entries(unit).into_iter().enumerate() {
+                        let numel = e.num_elements();
+                        let (bpw, bound) = match (&plain, e.dtype.as_str()) {
+                            (Some(p), "BF16") if numel > 0 => {
+                                let bits: Vec<u16> =
+                                    p[i].chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+                                (
+                                    Some(e.stored_bytes as f64 * 8.0 / numel as f64),
+                                    Some(df11::stats::bound_bits_per_weight(&bits)),
+                                )
+                            }
                             _ => (None, None),
                         };
+                        let layout = match e.storage {
+                            Storage::Df11 { layout } => layout.map(df11::Layout::name),
+                            _ => None,
+                        };
                         rows.push(Row {
-                            name: o.name.clone(),
-                            file: f.rel.clone(),
-                            dtype: o.dtype.clone(),
-                            shape: o.shape.clone(),
-                            storage,
+                            name: e.name,
+                            file: e.file,
+                            dtype: e.dtype,
+                            shape: e.shape,
+                            storage: e.storage.name(),
                             layout,
-                            original_bytes: original,
-                            stored_bytes: stored,
+                            original_bytes: e.decoded_bytes,
+                            stored_bytes: e.stored_bytes,
                             bits_per_weight: bpw,
                             bound_bits_per_weight: bound,
                         });
                     }
-                    super::compress::release(f, item);
+                    f.release(unit);
                     Ok(rows)
                 })
                 .collect();
@@ -115,16 +102,13 @@ pub fn run(path: &Path, shapes: Option<&Path>, json: bool, dec: &dyn Decoder, co
             }
         }
         if container_version.is_none() {
-            container_version = f.items.iter().find_map(|i| match &i.payload {
-                Payload::Df11(t) => codec::container_version(f.file.bytes(t)),
-                _ => None,
-            });
+            container_version = f.units.iter().find_map(|u| f.container_version(u));
         }
     }
     let mut t = Totals { tensors: rows.len(), ..Default::default() };
     let mut bound_sum = 0.0;
     for r in &rows {
-        t.original_bytes += r.original_bytes;
+        t.original_bytes = t.original_bytes.saturating_add(r.original_bytes);
         t.stored_bytes += r.stored_bytes;
         if let (Some(_), Some(b)) = (r.bits_per_weight, r.bound_bits_per_weight) {
             let n = r.original_bytes / 2;
@@ -140,7 +124,7 @@ pub fn run(path: &Path, shapes: Option<&Path>, json: bool, dec: &dyn Decoder, co
     let report = Report {
         path: path.display().to_string(),
         kind,
-        format_version: (loaded.kind == Kind::Df11).then_some(CHECKPOINT_VERSION),
+        format_version: (ckpt.kind() == Kind::Df11).then_some(CHECKPOINT_VERSION),
         container_version,
         tensors: rows,
         totals: t,

@@ -3,9 +3,9 @@
 pub mod compress;
 pub mod decompress;
 pub mod inspect;
-pub mod load;
 pub mod verify;
 
+use df11::checkpoint::{CpuDecoder, Decoder};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 
@@ -38,8 +38,34 @@ impl Common {
     }
 }
 
-/// Budget of plain bytes in flight per batch (see [`load::batches`]).
-pub const BATCH_BYTES: u64 = 512 << 20;
+/// The decoder selected on the command line: the CPU one, or with `gpu` the
+/// GPU one on device 0 (an error if this machine has no usable GPU).
+pub fn decoder(gpu: bool) -> crate::error::Result<Box<dyn Decoder>> {
+    #[cfg(feature = "cuda")]
+    if gpu {
+        let d = df11::checkpoint::gpu::GpuHostDecoder::on_device(0)
+            .map_err(|e| crate::error::err!("--gpu: cannot start the GPU decoder: {e}"))?;
+        return Ok(Box::new(d));
+    }
+    #[cfg(not(feature = "cuda"))]
+    if gpu {
+        return Err(crate::error::err!("--gpu: this df11 was built without its `cuda` feature"));
+    }
+    Ok(Box::new(CpuDecoder))
+}
+
+/// Opens a checkpoint with the CLI's warnings.
+pub fn open(
+    path: &std::path::Path,
+    shapes: Option<&std::path::Path>,
+    common: Common,
+) -> crate::error::Result<df11::checkpoint::Checkpoint> {
+    let warn = |m: &str| common.warn(m);
+    Ok(df11::checkpoint::Checkpoint::open_with(
+        path,
+        &df11::checkpoint::OpenOptions { shapes_file: shapes, warn: Some(&warn) },
+    )?)
+}
 
 /// `1.50 GiB`-style sizes for summaries.
 pub fn human(bytes: u64) -> String {

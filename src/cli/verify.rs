@@ -1,10 +1,8 @@
 //! `df11 verify ORIGINAL COMPRESSED`: every tensor comes back bit-exact.
 
-use super::compress::release;
-use super::load::{Loaded, batches, materialize};
-use super::{BATCH_BYTES, Common, human};
-use crate::codec::Decoder;
+use super::{Common, human};
 use crate::error::{Result, bail};
+use df11::checkpoint::{BATCH_BYTES, Decoder, batches};
 use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -14,12 +12,12 @@ use std::time::Instant;
 /// Runs the check; `Ok` only if both sides hold the same tensors, bit for bit.
 pub fn run(original: &Path, compressed: &Path, shapes: Option<&Path>, dec: &dyn Decoder, common: Common) -> Result<()> {
     let start = Instant::now();
-    let orig = Loaded::open(original, None, &|m| common.warn(m))?;
-    let comp = Loaded::open(compressed, shapes, &|m| common.warn(m))?;
+    let orig = super::open(original, None, common)?;
+    let comp = super::open(compressed, shapes, common)?;
     // Where each original tensor lives: (file, item, output).
     let mut index = HashMap::new();
-    for (fi, f) in orig.files.iter().enumerate() {
-        for (ii, item) in f.items.iter().enumerate() {
+    for (fi, f) in orig.shards().iter().enumerate() {
+        for (ii, item) in f.units.iter().enumerate() {
             for (oi, o) in item.outputs.iter().enumerate() {
                 if index.insert(o.name.as_str(), (fi, ii, oi)).is_some() {
                     bail!("{}: tensor {} appears twice", original.display(), o.name);
@@ -27,15 +25,15 @@ pub fn run(original: &Path, compressed: &Path, shapes: Option<&Path>, dec: &dyn 
             }
         }
     }
-    let total: u64 = comp.items().map(|(_, i)| i.plain_bytes()).sum();
+    let total: u64 = comp.units().fold(0u64, |a, (_, i)| a.saturating_add(i.plain_bytes()));
     let bar = common.progress(total);
     let problems = Mutex::new(Vec::<String>::new());
     let seen = Mutex::new(BTreeSet::<String>::new());
     let threads = rayon::current_num_threads();
-    for f in &comp.files {
-        for batch in batches(&f.items, threads, BATCH_BYTES, |i| i.plain_bytes()) {
+    for f in comp.shards() {
+        for batch in batches(&f.units, threads, BATCH_BYTES, |i| i.plain_bytes()) {
             batch.par_iter().try_for_each(|item| -> Result<()> {
-                let decoded = materialize(f, item, dec)?;
+                let decoded = f.decode_unit(item, dec)?;
                 for (o, bytes) in item.outputs.iter().zip(&decoded) {
                     if !seen.lock().unwrap().insert(o.name.clone()) {
                         problems.lock().unwrap().push(format!(
@@ -49,7 +47,7 @@ pub fn run(original: &Path, compressed: &Path, shapes: Option<&Path>, dec: &dyn 
                         problems.lock().unwrap().push(format!("tensor {} is not in {}", o.name, original.display()));
                         continue;
                     };
-                    let (of, oitem) = (&orig.files[fi], &orig.files[fi].items[ii]);
+                    let (of, oitem) = (&orig.shards()[fi], &orig.shards()[fi].units[ii]);
                     let want = &oitem.outputs[oi];
                     if want.dtype != o.dtype || want.shape != o.shape {
                         problems.lock().unwrap().push(format!(
@@ -58,14 +56,14 @@ pub fn run(original: &Path, compressed: &Path, shapes: Option<&Path>, dec: &dyn 
                         ));
                         continue;
                     }
-                    let orig_bytes = materialize(of, oitem, dec)?;
+                    let orig_bytes = of.decode_unit(oitem, dec)?;
                     if let Some(pos) = first_difference(&orig_bytes[oi], bytes) {
                         problems.lock().unwrap().push(format!("tensor {} differs (first at byte {pos})", o.name));
                     }
-                    release(of, oitem);
+                    of.release(oitem);
                 }
                 bar.inc(item.plain_bytes());
-                release(f, item);
+                f.release(item);
                 Ok(())
             })?;
         }

@@ -128,7 +128,7 @@ impl Shapes {
         } else {
             return Ok(None);
         };
-        if shape.iter().product::<u64>() != numel {
+        if shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d)) != Some(numel) {
             return Err(format!("{name}: shape {shape:?} from {source} does not hold its {numel} elements"));
         }
         Ok(Some(shape))

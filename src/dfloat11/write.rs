@@ -15,6 +15,7 @@
 use super::code::{Code, FIRST_UNENCODABLE};
 use super::patterns::{ModuleSpec, PatternDict};
 use super::{ARRAY_NAMES, BLOCK_BITS, BLOCK_BYTES, THREADS_PER_BLOCK};
+use crate::checkpoint::safetensors::{SafetensorsFile, TensorInfo};
 use df11_gpu::bits;
 use rayon::prelude::*;
 use serde_json::{Value, json};
@@ -383,17 +384,13 @@ fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, WriteError> {
     r.map_err(|source| WriteError::Io { path: path.to_path_buf(), source })
 }
 
-struct InputFile {
-    map: memmap2::Mmap,
-}
-
 /// A tensor of the input: which file, name, dtype, shape, byte range.
 struct Source {
     file: usize,
     name: String,
     dtype: String,
     shape: Vec<usize>,
-    range: std::ops::Range<usize>,
+    info: TensorInfo,
 }
 
 /// Writes `output`, a DFloat11 checkpoint directory, from `input`, a directory
@@ -458,28 +455,20 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
     let mut files = Vec::new();
     let mut sources = Vec::new();
     for name in &st_files {
-        let path = input.join(name);
-        let f = io(&path, fs::File::open(&path))?;
-        // SAFETY: the map is read-only and inputs are never written by this
-        // process; a file truncated by another process while mapped would
-        // fault, the accepted risk of every mmap-based safetensors reader.
-        let map = io(&path, unsafe { memmap2::Mmap::map(&f) })?;
-        let (header_len, meta) = safetensors::SafeTensors::read_metadata(&map)
-            .map_err(|e| WriteError::Input(format!("{}: not a valid safetensors file: {e}", path.display())))?;
-        let data_start = 8 + header_len;
-        let mut tensors: Vec<(String, &safetensors::tensor::TensorInfo)> =
-            meta.tensors().into_iter().map(|(n, t)| (n.to_string(), t)).collect();
-        tensors.sort_by_key(|(_, t)| t.data_offsets);
-        for (tname, t) in tensors {
+        // The one strict safetensors parser: offsets, sizes and dtypes are
+        // validated before any tensor is sliced.
+        let file = SafetensorsFile::open(&input.join(name))
+            .map_err(|e| WriteError::Input(format!("not a valid safetensors file: {e}")))?;
+        for t in &file.tensors {
             sources.push(Source {
                 file: files.len(),
-                name: tname,
-                dtype: t.dtype.to_string(),
-                shape: t.shape.clone(),
-                range: data_start + t.data_offsets.0..data_start + t.data_offsets.1,
+                name: t.name.clone(),
+                dtype: t.dtype.clone(),
+                shape: t.shape.iter().map(|&d| d as usize).collect(),
+                info: t.clone(),
             });
         }
-        files.push(InputFile { map });
+        files.push(file);
     }
     let mut by_name = BTreeMap::new();
     for (i, s) in sources.iter().enumerate() {
@@ -522,7 +511,7 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
     let prefix = format!(".{}.tmp-", output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
     let tmp = io(&parent, tempfile::Builder::new().prefix(&prefix).tempdir_in(&parent))?;
     let mut report = WriteReport::default();
-    let bytes_of = |s: &Source| &files[s.file].map[s.range.clone()];
+    let bytes_of = |s: &Source| files[s.file].bytes(&s.info);
     let mut shard: Vec<OutTensor> = Vec::new();
     let mut shard_bytes = 0u64;
     let mut shard_files: Vec<(PathBuf, Vec<String>)> = Vec::new();
@@ -545,8 +534,8 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
         let mut batch_bytes = 0u64;
         while end < items.len() && (end == start || batch_bytes < BATCH) {
             batch_bytes += match &items[end] {
-                Item::Plain(i) => sources[*i].range.len() as u64,
-                Item::Module(m) => m.weights.iter().map(|w| sources[by_name[w.as_str()]].range.len() as u64).sum(),
+                Item::Plain(i) => sources[*i].info.len(),
+                Item::Module(m) => m.weights.iter().map(|w| sources[by_name[w.as_str()]].info.len()).sum(),
             };
             end += 1;
         }
@@ -617,7 +606,7 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
         start = end;
     }
     flush(&mut shard, &mut shard_bytes)?;
-    report.input_bytes = sources.iter().map(|s| s.range.len() as u64).sum();
+    report.input_bytes = sources.iter().map(|s| s.info.len()).sum();
 
     // Final names: model.safetensors, or HF-style numbered shards with an index.
     let count = shard_files.len();

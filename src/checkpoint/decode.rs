@@ -1,0 +1,184 @@
+//! Decoding units to host memory: the [`Decoder`] seam (CPU here, GPU in
+//! [`super::gpu`]) and the byte-level helpers shared by reading and writing.
+
+use super::error::{Error, Result, tensor_err};
+use super::safetensors::check_size;
+use super::{Checkpoint, Loc, Payload, Shard, Unit};
+use crate::dfloat11::{ModuleArrays, decode_module};
+use rayon::prelude::*;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// Decodes single-tensor df11 containers to host memory.
+pub trait Decoder: Sync {
+    /// Decodes a single-tensor container into `out` (one `u16` per element).
+    fn decode(&self, container: &[u8], out: &mut [u16]) -> std::result::Result<(), String>;
+}
+
+/// The CPU decoder (the fast decoder on the current rayon pool; the data
+/// CRC is checked).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuDecoder;
+
+impl Decoder for CpuDecoder {
+    fn decode(&self, container: &[u8], out: &mut [u16]) -> std::result::Result<(), String> {
+        let t = parse_container(container, out.len())?;
+        crate::decompress_into(&t, bytemuck::cast_slice_mut(out)).map_err(|e| e.to_string())
+    }
+}
+
+/// Parses a container and checks it holds `numel` elements.
+pub(crate) fn parse_container(container: &[u8], numel: usize) -> std::result::Result<crate::CompressedTensor, String> {
+    let t = crate::CompressedTensor::from_bytes(container).map_err(|e| e.to_string())?;
+    if t.num_elements != numel as u64 {
+        return Err(format!("container holds {} elements, the tensor's shape needs {numel}", t.num_elements));
+    }
+    Ok(t)
+}
+
+/// The version field of a container, if the bytes start like one.
+pub fn container_version(container: &[u8]) -> Option<u16> {
+    (container.len() >= 6 && &container[..4] == b"DF11").then(|| u16::from_le_bytes([container[4], container[5]]))
+}
+
+/// The layout of a single-tensor container's record, if the bytes go that far
+/// and name one.
+pub(crate) fn container_layout(container: &[u8]) -> Option<crate::Layout> {
+    let at = crate::format::CONTAINER_HEADER_BYTES + crate::format::RECORD_LAYOUT_BYTE;
+    container.get(at).copied().and_then(crate::Layout::from_code)
+}
+
+/// Views little-endian 16-bit data as `u16`s, copying only if it is unaligned
+/// (safetensors data offsets are not guaranteed to be even) or the host is big-endian.
+pub(crate) fn bytes_to_u16(bytes: &[u8]) -> Cow<'_, [u16]> {
+    if cfg!(target_endian = "little")
+        && let Ok(v) = bytemuck::try_cast_slice(bytes)
+    {
+        return Cow::Borrowed(v);
+    }
+    Cow::Owned(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
+}
+
+/// The little-endian bytes of `u16`s (a view on little-endian hosts).
+pub(crate) fn u16_to_bytes(v: &[u16]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        Cow::Borrowed(bytemuck::cast_slice(v))
+    } else {
+        Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+}
+
+/// Decodes a df11 container into `out` bytes: straight into `out` when it is
+/// `u16`-aligned on a little-endian host, through a temporary otherwise.
+fn decode_df11_into(container: &[u8], out: &mut [u8], dec: &dyn Decoder) -> std::result::Result<(), String> {
+    if cfg!(target_endian = "little")
+        && let Ok(bits) = bytemuck::try_cast_slice_mut::<u8, u16>(out)
+    {
+        return dec.decode(container, bits);
+    }
+    let mut bits = vec![0u16; out.len() / 2];
+    dec.decode(container, &mut bits)?;
+    out.copy_from_slice(&u16_to_bytes(&bits));
+    Ok(())
+}
+
+/// Produces a unit's tensors' bytes (borrowed for raw tensors).
+pub(crate) fn materialize<'a>(f: &'a Shard, unit: &Unit, dec: &dyn Decoder) -> Result<Vec<Cow<'a, [u8]>>> {
+    let path = &f.file.path;
+    let out: Vec<Cow<'a, [u8]>> = match &unit.payload {
+        Payload::Raw(t) => vec![Cow::Borrowed(f.file.bytes(t))],
+        Payload::Df11(t) => {
+            let o = &unit.outputs[0];
+            let numel = usize::try_from(o.num_elements()).map_err(|_| tensor_err(path, &t.name, "too large"))?;
+            let mut bits = vec![0u16; numel];
+            dec.decode(f.file.bytes(t), &mut bits).map_err(|e| tensor_err(path, &t.name, e))?;
+            vec![Cow::Owned(u16_to_bytes(&bits).into_owned())]
+        }
+        Payload::Dfloat11(a) => {
+            let d = decode_dfloat11(f, a)?;
+            d.pieces.iter().map(|r| Cow::Owned(u16_to_bytes(&d.bits[r.clone()]).into_owned())).collect()
+        }
+    };
+    for (o, b) in unit.outputs.iter().zip(&out) {
+        check_size(path, &o.name, &o.dtype, &o.shape, b.len())?;
+    }
+    Ok(out)
+}
+
+fn decode_dfloat11(f: &Shard, a: &[super::TensorInfo; 6]) -> Result<crate::dfloat11::Decoded> {
+    let arrays = ModuleArrays {
+        luts: f.file.bytes(&a[0]),
+        encoded_exponent: f.file.bytes(&a[1]),
+        sign_mantissa: f.file.bytes(&a[2]),
+        output_positions: f.file.bytes(&a[3]),
+        gaps: f.file.bytes(&a[4]),
+        split_positions: f.file.bytes(&a[5]),
+    };
+    let module = a[0].name.strip_suffix(".luts").unwrap_or(&a[0].name);
+    decode_module(&arrays).map_err(|e| Error::Module {
+        path: f.file.path.clone(),
+        module: module.into(),
+        msg: e.to_string(),
+    })
+}
+
+/// Decodes tensors into their output slices (each exactly the tensor's
+/// decoded size): one task per unit, in parallel, so a DFloat11 module is
+/// decoded once for all its weights asked for.
+pub(crate) fn decode_members(ck: &Checkpoint, members: Vec<(Loc, &mut [u8])>, dec: &dyn Decoder) -> Result<()> {
+    // (shard, unit) -> (output, its slice).
+    type Outs<'o> = Vec<(usize, &'o mut [u8])>;
+    let mut by_unit: BTreeMap<(usize, usize), Outs> = BTreeMap::new();
+    for (loc, out) in members {
+        by_unit.entry((loc.shard, loc.unit)).or_default().push((loc.output, out));
+    }
+    let tasks: Vec<_> = by_unit.into_iter().collect();
+    tasks.into_par_iter().try_for_each(|((s, u), outs)| {
+        let shard = &ck.shards[s];
+        let unit = &shard.units[u];
+        let path = &shard.file.path;
+        for (o, out) in &outs {
+            let m = &unit.outputs[*o];
+            if m.num_bytes() != out.len() as u64 {
+                return Err(tensor_err(
+                    path,
+                    &m.name,
+                    format!("decodes to {} bytes, the buffer has {}", m.num_bytes(), out.len()),
+                ));
+            }
+        }
+        match &unit.payload {
+            Payload::Raw(t) => {
+                let bytes = shard.file.bytes(t);
+                for (_, out) in outs {
+                    // Differs only for a dtype of no whole byte size.
+                    if bytes.len() != out.len() {
+                        return Err(tensor_err(
+                            path,
+                            &t.name,
+                            format!("stores {} bytes, the buffer has {}", bytes.len(), out.len()),
+                        ));
+                    }
+                    out.copy_from_slice(bytes);
+                }
+            }
+            Payload::Df11(t) => {
+                for (_, out) in outs {
+                    decode_df11_into(shard.file.bytes(t), out, dec).map_err(|e| tensor_err(path, &t.name, e))?;
+                }
+            }
+            Payload::Dfloat11(a) => {
+                let d = decode_dfloat11(shard, a)?;
+                for (o, out) in outs {
+                    let m = &unit.outputs[o];
+                    let piece = d.pieces.get(o).and_then(|r| d.bits.get(r.clone()));
+                    match piece {
+                        Some(bits) if bits.len() * 2 == out.len() => out.copy_from_slice(&u16_to_bytes(bits)),
+                        _ => return Err(tensor_err(path, &m.name, "the module decodes to a different size")),
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,330 @@
+//! Writing checkpoints: a df11 (or plain) safetensors file from any source of
+//! named tensors, and rewriting a whole opened checkpoint (compressing or
+//! decompressing it) file by file, atomically.
+//!
+//! Units are processed in batches: up to one per thread and about
+//! [`BATCH_BYTES`] of plain bytes each, decoded and encoded in parallel and
+//! then written in order, so memory stays at a few tensors however large the
+//! checkpoint.
+
+use super::decode::{CpuDecoder, Decoder, bytes_to_u16};
+use super::error::{IoContext, Result, tensor_err};
+use super::files::Input;
+use super::output::{OutputDir, OutputFile, copy_others};
+use super::safetensors::{Metadata, Planned, StreamWriter};
+use super::{CHECKPOINT_VERSION, Checkpoint, Df11Meta, Kind, META_KEY, OrigTensor, Shard, TensorMeta};
+use crate::EncodeOptions;
+use rayon::prelude::*;
+use std::borrow::Cow;
+use std::fs::File;
+use std::path::Path;
+
+/// Budget of plain bytes in flight per batch.
+pub const BATCH_BYTES: u64 = 512 << 20;
+
+/// Named tensors to write: declared first (the header records every tensor
+/// before the data), produced one at a time.
+pub trait TensorSource: Sync {
+    /// The tensors, in the order they are written.
+    fn tensors(&self) -> Vec<TensorMeta>;
+    /// The little-endian bytes of tensor `index` (an index into [`TensorSource::tensors`]).
+    fn data(&self, index: usize) -> Result<Cow<'_, [u8]>>;
+}
+
+/// A tensor held in memory, the simplest [`TensorSource`] item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedTensor {
+    /// Name, dtype and shape.
+    pub meta: TensorMeta,
+    /// Little-endian bytes.
+    pub data: Vec<u8>,
+}
+
+impl OwnedTensor {
+    /// A tensor from its parts.
+    pub fn new(name: impl Into<String>, dtype: impl Into<String>, shape: Vec<u64>, data: Vec<u8>) -> Self {
+        OwnedTensor { meta: TensorMeta { name: name.into(), dtype: dtype.into(), shape }, data }
+    }
+}
+
+impl TensorSource for [OwnedTensor] {
+    fn tensors(&self) -> Vec<TensorMeta> {
+        self.iter().map(|t| t.meta.clone()).collect()
+    }
+
+    fn data(&self, index: usize) -> Result<Cow<'_, [u8]>> {
+        Ok(Cow::Borrowed(&self[index].data))
+    }
+}
+
+impl TensorSource for Vec<OwnedTensor> {
+    fn tensors(&self) -> Vec<TensorMeta> {
+        self.as_slice().tensors()
+    }
+
+    fn data(&self, index: usize) -> Result<Cow<'_, [u8]>> {
+        self.as_slice().data(index)
+    }
+}
+
+/// Sizes a write produced.
+#[derive(Default, Debug, Clone, PartialEq, Eq)]
+pub struct WriteSummary {
+    /// Bytes of all tensors in plain form.
+    pub plain: u64,
+    /// Bytes of all tensor data written.
+    pub written: u64,
+    /// BF16 elements that were compressed (or decompressed).
+    pub bf16_elems: u64,
+    /// Bytes of the compressed BF16 tensors.
+    pub bf16_compressed: u64,
+    /// Number of tensors written.
+    pub tensors: usize,
+}
+
+fn no_progress(_: u64) {}
+
+/// How [`Checkpoint::write_to`] writes.
+#[derive(Clone, Copy)]
+pub struct WriteOptions<'a> {
+    /// `Some`: compress every BF16 tensor with these options (a df11
+    /// checkpoint); `None`: write every tensor plain.
+    pub encode: Option<EncodeOptions>,
+    /// Decodes the input's df11 tensors.
+    pub decoder: &'a dyn Decoder,
+    /// Called with plain bytes done, as units finish (from worker threads).
+    pub progress: &'a (dyn Fn(u64) + Sync),
+}
+
+impl Default for WriteOptions<'static> {
+    fn default() -> Self {
+        WriteOptions { encode: None, decoder: &CpuDecoder, progress: &no_progress }
+    }
+}
+
+/// Writes `source` as one safetensors file at `path`, atomically (a
+/// temporary next to it, fsynced, then renamed over `path`). With `encode`,
+/// every BF16 tensor is stored df11-compressed and recorded in
+/// `__metadata__["df11"]`; `metadata` is the file's other metadata.
+pub fn write_file<S: TensorSource + ?Sized>(
+    path: &Path,
+    source: &S,
+    encode: Option<EncodeOptions>,
+    metadata: Option<Metadata>,
+) -> Result<WriteSummary> {
+    let metas = source.tensors();
+    let units: Vec<std::ops::Range<usize>> = (0..metas.len()).map(|i| i..i + 1).collect();
+    let out = OutputFile::create(path)?;
+    let mut totals = WriteSummary::default();
+    let produce = |u: usize| source.data(units[u].start).map(|d| vec![d]);
+    let job = Job { path: out.path(), metas: &metas, units: &units, encode, metadata, progress: &no_progress };
+    job.run(out.file()?, &produce, &|_| {}, &mut totals)?;
+    out.commit()?;
+    Ok(totals)
+}
+
+/// One file to write: its tensors, cut into units that are produced together.
+struct Job<'j> {
+    path: &'j Path,
+    metas: &'j [TensorMeta],
+    /// Ranges of `metas` each unit produces.
+    units: &'j [std::ops::Range<usize>],
+    encode: Option<EncodeOptions>,
+    metadata: Option<Metadata>,
+    progress: &'j (dyn Fn(u64) + Sync),
+}
+
+type Produce<'a, 'j> = dyn Fn(usize) -> Result<Vec<Cow<'a, [u8]>>> + Sync + 'j;
+
+impl Job<'_> {
+    fn run<'a>(
+        self,
+        file: File,
+        produce: &Produce<'a, '_>,
+        after: &dyn Fn(usize),
+        totals: &mut WriteSummary,
+    ) -> Result<()> {
+        let compress = self.encode.is_some();
+        let coded = |m: &TensorMeta| compress && m.dtype == "BF16";
+        let planned: Vec<Planned> = self
+            .metas
+            .iter()
+            .map(|m| Planned { name: m.name.clone(), dtype: if coded(m) { "U8".into() } else { m.dtype.clone() } })
+            .collect();
+        let dims: Vec<usize> = self.metas.iter().map(|m| if coded(m) { 1 } else { m.shape.len() }).collect();
+        let mut metadata = self.metadata;
+        if compress {
+            let tensors = self
+                .metas
+                .iter()
+                .filter(|m| coded(m))
+                .map(|m| (m.name.clone(), OrigTensor { dtype: m.dtype.clone(), shape: m.shape.clone() }))
+                .collect();
+            let meta = Df11Meta { format_version: CHECKPOINT_VERSION, tensors };
+            metadata
+                .get_or_insert_default()
+                .insert(META_KEY.into(), serde_json::to_string(&meta).expect("metadata serializes"));
+        }
+        let mut writer = StreamWriter::new(self.path, file, planned, &dims, metadata)?;
+        let plain_bytes =
+            |u: usize| self.metas[self.units[u].clone()].iter().fold(0u64, |a, m| a.saturating_add(m.num_bytes()));
+        let all: Vec<usize> = (0..self.units.len()).collect();
+        let threads = rayon::current_num_threads();
+        for batch in batches(&all, threads, BATCH_BYTES, |&u| plain_bytes(u)) {
+            // Per output: stored shape, stored bytes, plain byte count, whether it was compressed.
+            type Out<'a> = Vec<(Vec<u64>, Cow<'a, [u8]>, u64, bool)>;
+            let results: Vec<Result<Out<'a>>> = batch
+                .par_iter()
+                .map(|&u| {
+                    let plain = produce(u)?;
+                    let metas = &self.metas[self.units[u].clone()];
+                    if plain.len() != metas.len() {
+                        let name = metas.first().map_or("", |m| m.name.as_str());
+                        return Err(tensor_err(self.path, name, "the source gave the wrong number of tensors"));
+                    }
+                    let mut out = Vec::with_capacity(plain.len());
+                    for (m, bytes) in metas.iter().zip(plain) {
+                        super::safetensors::check_size(self.path, &m.name, &m.dtype, &m.shape, bytes.len())?;
+                        let plain_len = bytes.len() as u64;
+                        match &self.encode {
+                            Some(opts) if coded(m) => {
+                                let c = crate::compress_with(&bytes_to_u16(&bytes), opts).to_bytes();
+                                out.push((vec![c.len() as u64], Cow::Owned(c), plain_len, true));
+                            }
+                            _ => out.push((m.shape.clone(), bytes, plain_len, false)),
+                        }
+                    }
+                    (self.progress)(plain_bytes(u));
+                    Ok(out)
+                })
+                .collect();
+            for (&u, r) in batch.iter().zip(results) {
+                for (shape, bytes, plain_len, coded) in r? {
+                    if coded {
+                        totals.bf16_elems += plain_len / 2;
+                        totals.bf16_compressed += bytes.len() as u64;
+                    }
+                    totals.plain += plain_len;
+                    totals.tensors += 1;
+                    writer.write(shape, &bytes)?;
+                }
+                after(u);
+            }
+        }
+        totals.written += writer.finish()?;
+        Ok(())
+    }
+}
+
+/// Splits items into batches that are processed in parallel and then written
+/// in order: at most `threads` items and about `budget` plain bytes per batch
+/// (always at least one item), which bounds memory to a few tensors.
+pub fn batches<T>(items: &[T], threads: usize, budget: u64, size: impl Fn(&T) -> u64) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < items.len() {
+        let mut end = start + 1;
+        let mut bytes = size(&items[start]);
+        while end < items.len() && end - start < threads && bytes.saturating_add(size(&items[end])) <= budget {
+            bytes = bytes.saturating_add(size(&items[end]));
+            end += 1;
+        }
+        out.push(&items[start..end]);
+        start = end;
+    }
+    out
+}
+
+impl Checkpoint {
+    /// Writes this checkpoint to `output` in the same form (file or
+    /// directory), plain or with every BF16 tensor compressed (see
+    /// [`WriteOptions`]), atomically. A directory's other files are copied;
+    /// its index keeps its shard names and gets the new `total_size`; a
+    /// DFloat11 input loses `dfloat11_config` and gets an index naming weights.
+    pub fn write_to(&self, output: &Path, opts: &WriteOptions<'_>) -> Result<WriteSummary> {
+        let mut totals = WriteSummary::default();
+        match &self.input {
+            Input::File(_) => {
+                let out = OutputFile::create(output)?;
+                let Some(shard) = self.shards.first() else {
+                    return Err(super::error::at(&self.path, "no safetensors file"));
+                };
+                self.write_shard(shard, out.path(), out.file()?, opts, &mut totals)?;
+                out.commit()?;
+            }
+            Input::Dir(d) => {
+                let out = OutputDir::create(output)?;
+                let mut weight_map = serde_json::Map::new();
+                for f in &self.shards {
+                    let path = out.path().join(&f.rel);
+                    let file = File::create(&path).ctx("cannot create", &path)?;
+                    self.write_shard(f, &path, file, opts, &mut totals)?;
+                    for unit in &f.units {
+                        for o in &unit.outputs {
+                            weight_map.insert(o.name.clone(), f.rel.clone().into());
+                        }
+                    }
+                }
+                let others: Vec<_> = if self.kind == Kind::Dfloat11 {
+                    // The output is no longer a DFloat11 checkpoint: drop its config key.
+                    let mut cfg = self.config.clone().unwrap_or_default();
+                    if let Some(o) = cfg.as_object_mut() {
+                        o.remove("dfloat11_config");
+                    }
+                    write_json(&out.path().join("config.json"), &cfg)?;
+                    d.others.iter().filter(|p| p.as_os_str() != "config.json").cloned().collect()
+                } else {
+                    d.others.clone()
+                };
+                copy_others(&d.root, out.path(), &others)?;
+                if let Some((name, index)) = &d.index {
+                    let mut index = index.clone();
+                    // Same shard names and weight map; total_size describes the data bytes stored now.
+                    // DFloat11 indexes name the module arrays, so theirs is rebuilt from the output.
+                    if self.kind == Kind::Dfloat11 {
+                        index["weight_map"] = weight_map.into();
+                    }
+                    if !index.get("metadata").is_some_and(|m| m.is_object()) {
+                        index["metadata"] = serde_json::json!({});
+                    }
+                    index["metadata"]["total_size"] = totals.written.into();
+                    write_json(&out.path().join(name), &index)?;
+                }
+                out.commit()?;
+            }
+        }
+        Ok(totals)
+    }
+
+    fn write_shard(
+        &self,
+        f: &Shard,
+        path: &Path,
+        file: File,
+        opts: &WriteOptions<'_>,
+        totals: &mut WriteSummary,
+    ) -> Result<()> {
+        let mut metas = Vec::new();
+        let mut units = Vec::with_capacity(f.units.len());
+        for u in &f.units {
+            units.push(metas.len()..metas.len() + u.outputs.len());
+            metas.extend(u.outputs.iter().cloned());
+        }
+        let job = Job {
+            path,
+            metas: &metas,
+            units: &units,
+            encode: opts.encode,
+            metadata: f.user_metadata.clone(),
+            progress: opts.progress,
+        };
+        let produce = |u: usize| f.decode_unit(&f.units[u], opts.decoder);
+        job.run(file, &produce, &|u| f.release(&f.units[u]), totals)
+    }
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    let mut s = serde_json::to_string_pretty(v).expect("JSON value serializes");
+    s.push('\n');
+    std::fs::write(path, s).ctx("cannot write", path)
+}

@@ -1,0 +1,310 @@
+//! The checkpoint API (`df11::checkpoint`) on df11 and plain safetensors
+//! checkpoints: the strict parser, listing, decoding by tensor and by block,
+//! and writing. DFloat11 checkpoints are covered in tests/dfloat11.rs.
+
+mod common;
+
+use common::*;
+use df11::checkpoint::{Checkpoint, Error, Kind, OwnedTensor, Storage, TensorSource, WriteOptions, write_file};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Writes a safetensors file with a hand-made header (entries as given, so
+/// offsets can be wrong) followed by `data`.
+fn raw_file(path: &Path, entries: &[(&str, &str, &[u64], [u64; 2])], data: &[u8]) {
+    let mut header = serde_json::Map::new();
+    for (name, dtype, shape, offs) in entries {
+        header.insert(name.to_string(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": offs}));
+    }
+    let h = serde_json::to_vec(&header).unwrap();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend(h);
+    out.extend(data);
+    std::fs::write(path, out).unwrap();
+}
+
+fn safetensors_error(path: &Path) -> (Option<String>, String) {
+    match Checkpoint::open(path) {
+        Err(e @ Error::Safetensors { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            let Error::Safetensors { tensor, .. } = e else { unreachable!() };
+            (tensor, text)
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("{} was accepted", path.display()),
+    }
+}
+
+#[test]
+fn the_parser_rejects_overlaps_gaps_and_out_of_file_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.safetensors");
+    // Overlap: b starts inside a.
+    raw_file(&p, &[("a", "U8", &[4], [0, 4]), ("b", "U8", &[4], [2, 6])], &[0; 6]);
+    let (t, msg) = safetensors_error(&p);
+    assert_eq!(t.as_deref(), Some("b"), "{msg}");
+    assert!(msg.contains("overlap") && msg.contains("tensor b"), "{msg}");
+    // Two tensors sharing the same bytes.
+    raw_file(&p, &[("a", "U8", &[4], [0, 4]), ("b", "U8", &[4], [0, 4])], &[0; 4]);
+    let (t, msg) = safetensors_error(&p);
+    assert_eq!(t.as_deref(), Some("b"), "{msg}");
+    // Gap: two bytes between a and b.
+    raw_file(&p, &[("a", "U8", &[4], [0, 4]), ("b", "U8", &[4], [6, 10])], &[0; 10]);
+    let (t, msg) = safetensors_error(&p);
+    assert_eq!(t.as_deref(), Some("b"), "{msg}");
+    assert!(msg.contains("gap"), "{msg}");
+    // Gap at the start.
+    raw_file(&p, &[("a", "U8", &[4], [2, 6])], &[0; 6]);
+    assert_eq!(safetensors_error(&p).0.as_deref(), Some("a"));
+    // Bytes after the last tensor.
+    raw_file(&p, &[("a", "U8", &[4], [0, 4])], &[0; 5]);
+    let (t, msg) = safetensors_error(&p);
+    assert_eq!(t, None, "{msg}");
+    // Out of the file.
+    raw_file(&p, &[("a", "U8", &[4], [0, 4]), ("w", "U8", &[100], [4, 104])], &[0; 8]);
+    let (t, msg) = safetensors_error(&p);
+    assert_eq!(t.as_deref(), Some("w"), "{msg}");
+    assert!(msg.contains("data section"), "{msg}");
+    // Size and shape disagree.
+    raw_file(&p, &[("x", "BF16", &[3], [0, 4])], &[0; 4]);
+    assert_eq!(safetensors_error(&p).0.as_deref(), Some("x"));
+    // Reversed offsets.
+    raw_file(&p, &[("r", "U8", &[0], [4, 0])], &[0; 4]);
+    assert_eq!(safetensors_error(&p).0.as_deref(), Some("r"));
+    // A valid file (zero-length tensor included) opens.
+    raw_file(&p, &[("a", "U8", &[4], [0, 4]), ("e", "F32", &[0], [4, 4]), ("b", "BF16", &[1], [4, 6])], &[7; 6]);
+    let ck = Checkpoint::open(&p).unwrap();
+    assert_eq!(ck.tensors().len(), 3);
+    assert_eq!(ck.decode("b").unwrap(), [7, 7]);
+    // A dtype of no whole byte size is listed; sizes that cannot be known are an error, not a panic.
+    raw_file(&p, &[("q", "F4", &[8], [0, 4]), ("huge", "F4", &[u64::MAX, 3], [4, 4])], &[1; 4]);
+    let ck = Checkpoint::open(&p).unwrap();
+    assert!(ck.decode("q").unwrap_err().to_string().contains("tensor q"));
+    assert!(ck.decode("huge").is_err());
+    assert!(ck.decode_group(&ck.block_groups().rest).is_err());
+}
+
+/// A small Llama-style model: embeddings, `layers` blocks, norm and head, in
+/// BF16 plus one F32 tensor per block.
+fn llama_tensors(layers: usize) -> Vec<OwnedTensor> {
+    let h = 64u64;
+    let mut v = vec![OwnedTensor::new("model.embed_tokens.weight", "BF16", vec![100, h], bf16_data(100 * 64, 1))];
+    for l in 0..layers {
+        let p = format!("model.layers.{l}");
+        let seed = 10 + l as u64;
+        v.push(OwnedTensor::new(format!("{p}.input_layernorm.weight"), "F32", vec![h], vec![l as u8; 256]));
+        v.push(OwnedTensor::new(format!("{p}.self_attn.q_proj.weight"), "BF16", vec![h, h], bf16_data(4096, seed)));
+        v.push(OwnedTensor::new(
+            format!("{p}.mlp.up_proj.weight"),
+            "BF16",
+            vec![96, h],
+            bf16_data(96 * 64, seed + 100),
+        ));
+    }
+    v.push(OwnedTensor::new("model.norm.weight", "BF16", vec![h], bf16_data(64, 3)));
+    v.push(OwnedTensor::new("lm_head.weight", "BF16", vec![100, h], bf16_data(6400, 4)));
+    v
+}
+
+fn by_name(ts: &[OwnedTensor]) -> BTreeMap<&str, &OwnedTensor> {
+    ts.iter().map(|t| (t.meta.name.as_str(), t)).collect()
+}
+
+#[test]
+fn write_open_list_and_decode_a_df11_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = llama_tensors(3);
+    let path = dir.path().join("m.safetensors");
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let summary = write_file(&path, &src, Some(df11::EncodeOptions::default()), Some(meta)).unwrap();
+    assert_eq!(summary.tensors, src.len());
+    assert!(summary.written < summary.plain);
+    // No temporary is left next to it.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    // An independent reader accepts it, and df11 wrote its metadata.
+    let (stored, md) = read_st(&path);
+    assert_eq!(stored.len(), src.len());
+    let md = md.unwrap();
+    assert_eq!(md["format"], "pt");
+    assert!(md.contains_key(df11::checkpoint::META_KEY));
+
+    let ck = Checkpoint::open(&path).unwrap();
+    assert_eq!(ck.kind(), Kind::Df11);
+    let want = by_name(&src);
+    let listed = ck.tensors();
+    assert_eq!(listed.len(), src.len());
+    for e in &listed {
+        let w = want[e.name.as_str()];
+        assert_eq!((&e.dtype, &e.shape), (&w.meta.dtype, &w.meta.shape), "{}", e.name);
+        assert_eq!(e.decoded_bytes, w.data.len() as u64);
+        match e.dtype.as_str() {
+            "BF16" => {
+                assert_eq!(e.storage, Storage::Df11 { layout: Some(df11::Layout::Warp) }, "{}", e.name);
+                // The container's fixed overhead outweighs a 64-element tensor's saving.
+                if e.decoded_bytes >= 8192 {
+                    assert!(e.stored_bytes < e.decoded_bytes, "{}", e.name);
+                }
+            }
+            _ => assert_eq!((e.storage.clone(), e.stored_bytes), (Storage::Raw, e.decoded_bytes)),
+        }
+        // Both decode paths, bit for bit.
+        assert!(ck.decode(&e.name).unwrap() == w.data, "{}", e.name);
+        let mut buf = vec![0u8; w.data.len()];
+        ck.decode_into(&e.name, &mut buf).unwrap();
+        assert!(buf == w.data, "{}", e.name);
+    }
+    assert_eq!(ck.tensor("lm_head.weight").unwrap().shape, [100, 64]);
+    // Errors name the file and tensor; none panics.
+    let e = ck.decode("nope").unwrap_err();
+    assert!(matches!(e, Error::NotFound { .. }) && e.to_string().contains("nope"), "{e}");
+    let e = ck.decode_into("lm_head.weight", &mut [0u8; 10]).unwrap_err().to_string();
+    assert!(e.contains("lm_head.weight") && e.contains("m.safetensors"), "{e}");
+    // A compressed group for the GPU holds the BF16 tensors; a raw one is refused by name.
+    let g = ck.compressed_group(&["model.layers.1.mlp.up_proj.weight", "lm_head.weight"]).unwrap();
+    assert_eq!(g.tensors.iter().map(|t| t.num_elements).collect::<Vec<_>>(), [96 * 64, 6400]);
+    let e = ck.compressed_group(&["model.layers.1.input_layernorm.weight"]).unwrap_err().to_string();
+    assert!(e.contains("model.layers.1.input_layernorm.weight"), "{e}");
+}
+
+#[test]
+fn a_tensor_source_gets_size_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.safetensors");
+    let src = vec![OwnedTensor::new("w", "BF16", vec![3], vec![0; 4])];
+    let e = write_file(&path, &src, None, None).unwrap_err().to_string();
+    assert!(e.contains("tensor w"), "{e}");
+    assert!(!path.exists(), "a failed write leaves no file");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nor a temporary");
+    // A custom source: tensors produced on demand.
+    struct Ramp;
+    impl TensorSource for Ramp {
+        fn tensors(&self) -> Vec<df11::checkpoint::TensorMeta> {
+            (0..3)
+                .map(|i| df11::checkpoint::TensorMeta {
+                    name: format!("layers.{i}.w"),
+                    dtype: "BF16".into(),
+                    shape: vec![300],
+                })
+                .collect()
+        }
+        fn data(&self, i: usize) -> df11::checkpoint::Result<std::borrow::Cow<'_, [u8]>> {
+            Ok(bf16_data(300, i as u64).into())
+        }
+    }
+    write_file(&path, &Ramp, Some(df11::EncodeOptions::default()), None).unwrap();
+    let ck = Checkpoint::open(&path).unwrap();
+    for i in 0..3 {
+        assert!(ck.decode(&format!("layers.{i}.w")).unwrap() == bf16_data(300, i));
+    }
+    assert_eq!(ck.block_groups().blocks.len(), 3);
+}
+
+/// A sharded plain checkpoint directory with an index and a config.
+fn sharded(dir: &Path, src: &[OwnedTensor]) -> std::path::PathBuf {
+    let root = dir.join("plain");
+    std::fs::create_dir(&root).unwrap();
+    let (a, b) = src.split_at(src.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (file, part) in [("model-00001-of-00002.safetensors", a), ("model-00002-of-00002.safetensors", b)] {
+        write_file(&root.join(file), part, None, None).unwrap();
+        for t in part {
+            weight_map.insert(t.meta.name.clone(), file.into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(root.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    std::fs::write(root.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+    root
+}
+
+#[test]
+fn block_groups_of_plain_and_df11_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = llama_tensors(12);
+    let plain = sharded(dir.path(), &src);
+    let ck = Checkpoint::open(&plain).unwrap();
+    assert_eq!(ck.kind(), Kind::Plain);
+    assert_eq!(ck.shards().len(), 2);
+    // Compress the whole directory through the API.
+    let df11_dir = dir.path().join("df11");
+    let opts = WriteOptions { encode: Some(df11::EncodeOptions::default()), ..Default::default() };
+    ck.write_to(&df11_dir, &opts).unwrap();
+    assert!(df11_dir.join("config.json").exists() && df11_dir.join("model.safetensors.index.json").exists());
+    let comp = Checkpoint::open(&df11_dir).unwrap();
+    assert_eq!(comp.kind(), Kind::Df11);
+
+    let want = by_name(&src);
+    for c in [&ck, &comp] {
+        let g = c.block_groups();
+        // Blocks 0..12 in numeric order (2 before 10), three tensors each.
+        let idx: Vec<u64> = g.blocks.iter().map(|b| b.block.as_ref().unwrap().index).collect();
+        assert_eq!(idx, (0..12).collect::<Vec<_>>());
+        let per_block = 256 + 2 * 4096 + 2 * 96 * 64;
+        assert!(g.blocks.iter().all(|b| b.members.len() == 3 && b.bytes == per_block as u64));
+        assert_eq!(g.blocks[0].elements, 64 + 4096 + 96 * 64);
+        assert_eq!((g.max_block_bytes(), g.max_block_elements()), (per_block as u64, 64 + 4096 + 96 * 64));
+        let rest: Vec<&str> = g.rest.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(rest, ["lm_head.weight", "model.embed_tokens.weight", "model.norm.weight"]);
+        // One reusable buffer for every block; each decodes to its tensors back to back.
+        let mut buf = vec![0u8; g.max_block_bytes() as usize];
+        for group in g.iter() {
+            let out = if group.block.is_some() {
+                let out = &mut buf[..group.bytes as usize];
+                c.decode_group_into(group, out).unwrap();
+                out.to_vec()
+            } else {
+                c.decode_group(group).unwrap()
+            };
+            let mut expect = Vec::new();
+            for m in &group.members {
+                assert_eq!(m.offset, expect.len() as u64);
+                expect.extend_from_slice(&want[m.name.as_str()].data);
+            }
+            assert!(out == expect, "{:?}", group.block);
+        }
+        // A wrong-sized buffer is an error, not a panic.
+        assert!(c.decode_group_into(&g.blocks[0], &mut buf[..10]).is_err());
+        // A group of named tensors, across shards.
+        let named = c.group(&["lm_head.weight", "model.layers.0.mlp.up_proj.weight"]).unwrap();
+        let out = c.decode_group(&named).unwrap();
+        assert!(out[..12800] == want["lm_head.weight"].data[..]);
+        assert!(out[12800..] == want["model.layers.0.mlp.up_proj.weight"].data[..]);
+    }
+    // Back to plain through the API: bit-identical files.
+    let back = dir.path().join("back");
+    comp.write_to(&back, &WriteOptions::default()).unwrap();
+    for f in ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"] {
+        assert_eq!(read_st(&back.join(f)).0, read_st(&plain.join(f)).0, "{f}");
+    }
+}
+
+#[cfg(feature = "cuda")]
+#[path = "gpu_common/mod.rs"]
+mod gpu_common;
+
+#[cfg(feature = "cuda")]
+#[test]
+fn device_groups_decode_on_the_gpu() {
+    let Some(gpu) = gpu_common::decoder() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let src = llama_tensors(2);
+    let path = dir.path().join("m.safetensors");
+    write_file(&path, &src, Some(df11::EncodeOptions::default()), None).unwrap();
+    let ck = Checkpoint::open(&path).unwrap();
+    let names = ["model.layers.1.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight"];
+    let mut group = df11::checkpoint::gpu::upload(&gpu, &ck, &names).unwrap();
+    let mut out = gpu.stream().alloc_zeros::<u16>(group.num_elements()).unwrap();
+    df11::checkpoint::gpu::decode_to_device(&gpu, &ck, &mut group, &mut out).unwrap();
+    let host: Vec<u16> = gpu.stream().clone_dtoh(&out).unwrap();
+    let mut expect = Vec::new();
+    for n in names {
+        expect.extend(ck.decode(n).unwrap().chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])));
+    }
+    assert!(host == expect);
+    // The host decoder on the GPU gives the same bits.
+    let dec = df11::checkpoint::gpu::GpuHostDecoder::new(gpu);
+    let mut buf = vec![0u8; 4096 * 2];
+    ck.decode_into_with(names[0], &mut buf, &dec).unwrap();
+    assert!(buf == ck.decode(names[0]).unwrap());
+}
