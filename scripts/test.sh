@@ -9,6 +9,8 @@ export DF11_REQUIRE_PTXAS=1
 export DF11_REQUIRE_PTX_BUILD=1
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Library users who turn the default features (cuda, zstd) off.
+cargo clippy -p df11 --no-default-features --all-targets --locked -- -D warnings
 # The kernels' nvptx-only code (entry points, intrinsics) as well.
 cargo clippy -p df11-gpu --lib --locked --target nvptx64-nvidia-cuda -Zbuild-std=core \
     --target-dir target/nvptx-clippy -- -D warnings

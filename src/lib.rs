@@ -25,3 +25,8 @@ pub const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/df11_kernels.ptx")
 
 /// Entry-point names inside [`PTX`].
 pub use df11_gpu::KERNEL_NAMES;
+
+// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
