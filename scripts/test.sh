@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 eval "$(bash scripts/setup.sh)"
 export DF11_REQUIRE_PTXAS=1
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked -- --skip ptx_assembles_without_spills_or_stack
+# `candle` (the model runner) is off by default; CI lints and tests it too.
+cargo clippy --workspace --all-targets --locked --features candle -- -D warnings
+cargo test --workspace --locked --features candle -- --skip ptx_assembles_without_spills_or_stack
 # Run on its own so its ptxas report (registers, spills, stack per kernel) is shown.
 cargo test --locked --test ptx_check -- --nocapture

@@ -7,6 +7,8 @@
 pub use df11_host::*;
 
 pub mod bench;
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod dfloat11;
 pub mod gpu;
 
