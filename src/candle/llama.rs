@@ -91,7 +91,8 @@ impl Config {
     /// Inverse frequencies of the rotary embedding, one per pair of dimensions.
     fn inv_freq(&self) -> Result<Vec<f32>> {
         let hd = self.head_dim();
-        let base: Vec<f32> = (0..hd).step_by(2).map(|i| 1.0 / (self.rope_theta as f32).powf(i as f32 / hd as f32)).collect();
+        let base: Vec<f32> =
+            (0..hd).step_by(2).map(|i| 1.0 / (self.rope_theta as f32).powf(i as f32 / hd as f32)).collect();
         let Some(s) = &self.rope_scaling else { return Ok(base) };
         let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
         match kind {
@@ -102,7 +103,8 @@ impl Config {
                         .and_then(|v| v.as_f64())
                         .ok_or_else(|| Error::Format(format!("config.json: rope_scaling.{k} is missing")))
                 };
-                let (factor, low, high) = (num("factor")? as f32, num("low_freq_factor")? as f32, num("high_freq_factor")? as f32);
+                let (factor, low, high) =
+                    (num("factor")? as f32, num("low_freq_factor")? as f32, num("high_freq_factor")? as f32);
                 let orig = num("original_max_position_embeddings")? as f32;
                 let (low_wavelen, high_wavelen) = (orig / low, orig / high);
                 Ok(base
@@ -161,7 +163,8 @@ impl Model {
         let inv = cfg.inv_freq()?;
         let half = inv.len();
         let inv = Tensor::from_vec(inv, (1, half), device)?;
-        let t = Tensor::arange(0u32, max_seq.max(1) as u32, device)?.to_dtype(DType::F32)?.reshape((max_seq.max(1), 1))?;
+        let t =
+            Tensor::arange(0u32, max_seq.max(1) as u32, device)?.to_dtype(DType::F32)?.reshape((max_seq.max(1), 1))?;
         let freqs = t.matmul(&inv)?;
         let cos = freqs.cos()?.to_dtype(DType::BF16)?;
         let sin = freqs.sin()?.to_dtype(DType::BF16)?;
@@ -208,7 +211,8 @@ impl Model {
             x = self.block(i, &vb, &x, &cos, &sin, mask.as_ref())?;
         }
         self.pos += seq;
-        let x = candle_nn::ops::rms_norm(&x.narrow(1, seq - 1, 1)?.squeeze(1)?, &self.norm, self.cfg.rms_norm_eps as f32)?;
+        let x =
+            candle_nn::ops::rms_norm(&x.narrow(1, seq - 1, 1)?.squeeze(1)?, &self.norm, self.cfg.rms_norm_eps as f32)?;
         let logits = x.matmul(&self.lm_head.t()?)?;
         Ok(logits.squeeze(0)?.to_dtype(DType::F32)?)
     }
@@ -226,7 +230,15 @@ impl Model {
         Ok(Some(Tensor::from_vec(m, (seq, total), &self.device)?))
     }
 
-    fn block(&mut self, i: usize, vb: &VarBuilder, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn block(
+        &mut self,
+        i: usize,
+        vb: &VarBuilder,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let eps = self.cfg.rms_norm_eps as f32;
         let h = self.cfg.hidden_size;
         let ln1 = vb.get(h, "input_layernorm.weight")?;
@@ -239,7 +251,11 @@ impl Model {
 
     fn linear(vb: &VarBuilder, name: &str, out: usize, inp: usize) -> Result<Linear> {
         let w = vb.get((out, inp), &format!("{name}.weight"))?;
-        let b = if vb.contains_tensor(&format!("{name}.bias")) { Some(vb.get(out, &format!("{name}.bias"))?) } else { None };
+        let b = if vb.contains_tensor(&format!("{name}.bias")) {
+            Some(vb.get(out, &format!("{name}.bias"))?)
+        } else {
+            None
+        };
         Ok(Linear::new(w, b))
     }
 
@@ -250,7 +266,15 @@ impl Model {
         Ok(Self::linear(vb, "down_proj", h, m)?.forward(&(candle_nn::ops::silu(&gate)? * up)?)?)
     }
 
-    fn attention(&mut self, i: usize, vb: &VarBuilder, x: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    fn attention(
+        &mut self,
+        i: usize,
+        vb: &VarBuilder,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (b, seq, h) = x.dims3()?;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());

@@ -75,7 +75,8 @@ pub fn generate(model: &mut Model, prompt: &[u32], max_new_tokens: usize, keep_l
 
 /// Whether two runs' logits are the same bits at every step.
 pub fn logits_identical(a: &[Vec<f32>], b: &[Vec<f32>]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()))
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()))
 }
 
 /// Reads `dir/config.json`.

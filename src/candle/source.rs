@@ -6,8 +6,8 @@
 //! stored form) so that other readers of checkpoints can implement it.
 
 use super::{Error, Result};
-use candle_core::DType;
 use crate::CompressedTensor;
+use candle_core::DType;
 use memmap2::Mmap;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -145,7 +145,8 @@ impl SafetensorsSource {
         let data_start = 8 + header;
         let df11: Option<Df11Meta> = match meta.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
             Some(s) => Some(
-                serde_json::from_str(s).map_err(|e| bad(format!("__metadata__.{META_KEY} is not df11 metadata: {e}")))?,
+                serde_json::from_str(s)
+                    .map_err(|e| bad(format!("__metadata__.{META_KEY} is not df11 metadata: {e}")))?,
             ),
             None => None,
         };
@@ -168,10 +169,15 @@ impl SafetensorsSource {
             let (dtype, shape) = match orig {
                 Some(o) => {
                     if info.dtype != safetensors::Dtype::U8 || info.shape.len() != 1 {
-                        return Err(bad(format!("tensor {name}: df11 metadata says compressed, but it is not a U8 vector")));
+                        return Err(bad(format!(
+                            "tensor {name}: df11 metadata says compressed, but it is not a U8 vector"
+                        )));
                     }
                     if o.dtype != "BF16" {
-                        return Err(bad(format!("tensor {name}: df11 compresses BF16 only, metadata says {}", o.dtype)));
+                        return Err(bad(format!(
+                            "tensor {name}: df11 compresses BF16 only, metadata says {}",
+                            o.dtype
+                        )));
                     }
                     (DType::BF16, o.shape.clone())
                 }
@@ -185,10 +191,17 @@ impl SafetensorsSource {
                 return Err(bad(format!("tensor {name} is also in another file")));
             }
             let meta = TensorMeta { name: name.clone(), dtype, shape };
-            if orig.is_none() && info.shape.iter().try_fold(meta.dtype.size_in_bytes(), |a, &d| a.checked_mul(d)) != Some(range.len()) {
-                return Err(bad(format!("tensor {name}: shape {:?} does not match its {} bytes", meta.shape, range.len())));
+            if orig.is_none()
+                && info.shape.iter().try_fold(meta.dtype.size_in_bytes(), |a, &d| a.checked_mul(d)) != Some(range.len())
+            {
+                return Err(bad(format!(
+                    "tensor {name}: shape {:?} does not match its {} bytes",
+                    meta.shape,
+                    range.len()
+                )));
             }
-            self.entries.insert(name, Entry { file: file_index, range, compressed: orig.is_some(), meta: self.metas.len() });
+            self.entries
+                .insert(name, Entry { file: file_index, range, compressed: orig.is_some(), meta: self.metas.len() });
             self.metas.push(meta);
         }
         if let Some(m) = &df11

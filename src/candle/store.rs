@@ -23,9 +23,9 @@
 use super::backend::TensorMap;
 use super::source::{Stored, TensorMeta, WeightSource};
 use super::{Error, Result};
+use crate::Group;
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor};
 use candle_nn::VarBuilder;
-use crate::Group;
 use half::bf16;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
