@@ -66,13 +66,13 @@ impl Config {
     pub fn from_json(text: &str) -> Result<Self> {
         let c: Config = serde_json::from_str(text).map_err(|e| Error::Format(format!("config.json: {e}")))?;
         let kv = c.kv_heads();
-        if c.num_attention_heads == 0 || kv == 0 || c.num_attention_heads % kv != 0 {
+        if c.num_attention_heads == 0 || kv == 0 || !c.num_attention_heads.is_multiple_of(kv) {
             return Err(Error::Format(format!(
                 "config.json: {} attention heads are not a multiple of {kv} key/value heads",
                 c.num_attention_heads
             )));
         }
-        if c.head_dim() == 0 || c.head_dim() % 2 != 0 {
+        if c.head_dim() == 0 || !c.head_dim().is_multiple_of(2) {
             return Err(Error::Format(format!("config.json: head_dim {} is not a positive even number", c.head_dim())));
         }
         Ok(c)

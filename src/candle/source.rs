@@ -47,7 +47,7 @@ pub enum Stored<'a> {
     /// Little-endian elements, as in a safetensors file.
     Raw(&'a [u8]),
     /// A df11-compressed bf16 tensor (its element count matches the shape).
-    Df11(CompressedTensor),
+    Df11(Box<CompressedTensor>),
 }
 
 /// A set of named tensors, each either stored as is or df11-compressed.
@@ -235,6 +235,6 @@ impl WeightSource for SafetensorsSource {
                 meta.numel()
             )));
         }
-        Ok(Stored::Df11(t))
+        Ok(Stored::Df11(Box::new(t)))
     }
 }

@@ -230,7 +230,7 @@ impl BlockStore {
                     let offset = b.slots.last().map_or(0, |s| s.offset + s.numel);
                     bytes.compressed += t.serialized_len();
                     b.slots.push(Slot { name: rel.to_string(), shape: m.shape.clone(), offset, numel: m.numel() });
-                    b.group.tensors.push(t);
+                    b.group.tensors.push(*t);
                 }
                 raw @ Stored::Raw(_) => {
                     b.resident.insert(rel.to_string(), load_tensor(m, raw, device)?);
