@@ -212,6 +212,13 @@ fn decoded_blocks_are_views_with_the_original_bits() {
             assert_eq!(bits(t), bits(&want), "block {i} {name}");
         }
     }
+    // The weights are views of one reused buffer, not copies: a tensor kept
+    // from block 0 shows block 1's weights once block 1 is decoded.
+    let kept = store.decode_block(0).unwrap().0["mlp.up_proj.weight"].clone();
+    let up1 = reference.globals().get_unchecked_dtype("model.layers.1.mlp.up_proj.weight", DType::BF16).unwrap();
+    assert_ne!(bits(&kept), bits(&up1));
+    store.decode_block(1).unwrap();
+    assert_eq!(bits(&kept), bits(&up1));
     assert!(store.decode_block(LAYERS).is_err());
     let b = store.bytes();
     assert_eq!(b.block_buffer, 2 * block_elems(&src, 0));

@@ -48,7 +48,8 @@ pub struct Config {
     /// RoPE scaling; only the `llama3` type is supported.
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
-    /// Whether `lm_head` is the embedding matrix.
+    /// Whether `lm_head` is the embedding matrix (also assumed when the
+    /// checkpoint has no `lm_head.weight`).
     #[serde(default)]
     pub tie_word_embeddings: bool,
 }
@@ -155,7 +156,9 @@ impl Model {
         let h = cfg.hidden_size;
         let embed = g.get((cfg.vocab_size, h), "model.embed_tokens.weight")?;
         let norm = g.get(h, "model.norm.weight")?;
-        let lm_head = if cfg.tie_word_embeddings && !g.contains_tensor("lm_head.weight") {
+        // Tied embeddings, or a checkpoint that simply has no lm_head: both
+        // mean the embedding matrix (as Hugging Face's loaders do).
+        let lm_head = if !g.contains_tensor("lm_head.weight") {
             embed.clone()
         } else {
             g.get((cfg.vocab_size, h), "lm_head.weight")?

@@ -14,6 +14,19 @@
 //! * [`llama`]: the model (Llama, Mistral, Qwen2, Qwen3).
 //! * [`run`]: greedy generation, the bf16 comparison and `df11 run`.
 //!
+//! # `df11 run`
+//!
+//! [`run_cli`] is the whole subcommand: the CLI parses its flags into a
+//! [`RunArgs`] and prints the [`RunReport`] (`serde_json::to_value` for
+//! `--json`). Its keys: `device`, `prompt_tokens`, `tokens` (generated ids),
+//! `text` (with `--prompt`), `tokens_per_s` (decode phase), `ttft_s`,
+//! `block_decode_s` (mean seconds per block decode) and `block_decodes`,
+//! `weight_bytes_resident` (compressed blocks + one block buffer + decoded
+//! non-block weights), `weight_bytes_bf16` (all weights decoded),
+//! `weight_bytes` (the parts), `logits_identical` (`true`/`false` with
+//! `--compare-bf16`, else `null`) and `bf16` (the comparison run's tokens,
+//! speed and memory, or `null`).
+//!
 //! On CUDA (feature `candle-cuda`) the compressed blocks are uploaded once and
 //! each block is one launch of df11's GPU decoder into the buffer.
 //!

@@ -11,7 +11,9 @@
 //! [`InplaceOp1`]: no allocation, no copy) and hands out each weight as a
 //! view: `buffer.narrow(0, offset, n).reshape(shape)`, which shares the
 //! buffer's storage. What one call allocates is the tensor handles and the
-//! name map (a few hundred bytes per weight), never weight data.
+//! name map (a few hundred bytes per weight), never weight data; the test
+//! `decoded_blocks_are_views_with_the_original_bits` checks that the weights
+//! alias the buffer.
 //!
 //! The views of block `i` stay valid only until the next `block` call, which
 //! overwrites the buffer: the model uses them within the block's forward pass.
