@@ -286,6 +286,7 @@ fn run_cli_reports_and_compares() {
     assert!(run_cli(&RunArgs { prompt_tokens: None, ..args.clone() }).is_err());
     assert!(run_cli(&RunArgs { prompt_tokens: Some(vec![VOCAB as u32]), ..args.clone() }).is_err());
     assert!(run_cli(&RunArgs { device: "tpu".into(), ..args.clone() }).is_err());
+    assert!(run_cli(&RunArgs { max_new_tokens: usize::MAX, ..args.clone() }).is_err());
     assert!(run_cli(&RunArgs { model: comp.join("missing"), ..args }).is_err());
 }
 

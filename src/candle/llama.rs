@@ -17,6 +17,9 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
 use serde::Deserialize;
 
+/// Positions planned for when config.json does not say (and at most).
+const MAX_POSITIONS: usize = 1 << 20;
+
 /// The keys of a Hugging Face `config.json` the model reads.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Config {
@@ -48,6 +51,9 @@ pub struct Config {
     /// RoPE scaling; only the `llama3` type is supported.
     #[serde(default)]
     pub rope_scaling: Option<serde_json::Value>,
+    /// Longest sequence the model was trained for.
+    #[serde(default)]
+    pub max_position_embeddings: Option<usize>,
     /// Whether `lm_head` is the embedding matrix (also assumed when the
     /// checkpoint has no `lm_head.weight`).
     #[serde(default)]
@@ -151,6 +157,11 @@ impl Model {
                 cfg.num_hidden_layers,
                 weights.num_blocks()
             )));
+        }
+        // Bounds the rotary tables and the KV cache this plans for.
+        let limit = cfg.max_position_embeddings.unwrap_or(MAX_POSITIONS).min(MAX_POSITIONS);
+        if max_seq > limit {
+            return Err(Error::Format(format!("a sequence of {max_seq} tokens is longer than the model's {limit}")));
         }
         let g = weights.globals();
         let h = cfg.hidden_size;

@@ -53,7 +53,7 @@ pub fn generate(model: &mut Model, prompt: &[u32], max_new_tokens: usize, keep_l
     let (t0, n0) = model.weights().decode_time();
     let start = Instant::now();
     let mut ttft = Duration::ZERO;
-    let mut tokens = Vec::with_capacity(max_new_tokens);
+    let mut tokens = Vec::new();
     let mut all = keep_logits.then(Vec::new);
     let mut input = prompt.to_vec();
     for step in 0..max_new_tokens {
@@ -202,7 +202,7 @@ pub fn run_cli(args: &RunArgs) -> Result<RunReport> {
     if prompt.is_empty() {
         return Err(Error::Format("the prompt has no tokens".into()));
     }
-    let max_seq = prompt.len() + args.max_new_tokens;
+    let max_seq = prompt.len().saturating_add(args.max_new_tokens);
     let compare = args.compare_bf16.is_some();
     let mut model = open_model(&args.model, WeightMode::PerBlock, max_seq, &device)?;
     let g = generate(&mut model, &prompt, args.max_new_tokens, compare)?;

@@ -217,6 +217,11 @@ impl BlockStore {
                 bytes.plain += m.bytes() as u64;
                 continue;
             };
+            // Every block has a tensor, so a larger index is a bogus name
+            // (and must not size an allocation).
+            if i >= src.tensors().len() {
+                return Err(Error::Format(format!("tensor {}: block index {i} is implausible", m.name)));
+            }
             while blocks.len() <= i {
                 blocks.push(Block {
                     slots: vec![],
