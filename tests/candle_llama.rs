@@ -278,6 +278,18 @@ fn run_cli_reports_and_compares() {
     ] {
         assert!(j.get(k).is_some(), "missing {k}");
     }
+    // A text prompt goes through the model's tokenizer.json.
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..VOCAB).map(|i| (format!("t{i}"), json!(i))).collect();
+    let tok = json!({"version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"}});
+    std::fs::write(comp.join("tokenizer.json"), tok.to_string()).unwrap();
+    let t =
+        run_cli(&RunArgs { prompt_tokens: None, prompt: Some("t1 t17 t250 t3 t99".into()), ..args.clone() }).unwrap();
+    assert_eq!(t.prompt_tokens, PROMPT);
+    assert_eq!(t.tokens, r.tokens);
+    let words: Vec<String> = r.tokens.iter().map(|i| format!("t{i}")).collect();
+    assert_eq!(t.text.as_deref(), Some(words.join(" ").as_str()));
     // A different model is told apart.
     let (_tmp2, other, _) = checkpoints(Variant::Qwen3, 61);
     let r = run_cli(&RunArgs { compare_bf16: Some(other), ..args.clone() }).unwrap();
