@@ -11,6 +11,7 @@ use super::store::{Block, BlockStore};
 use super::{Error, Result};
 use crate::Group;
 use crate::gpu::GpuDecoder;
+use candle_core::backend::BackendStorage;
 use candle_core::{CudaStorage, Device, Layout};
 use half::bf16;
 
