@@ -255,22 +255,22 @@ impl Model {
     ) -> Result<Tensor> {
         let eps = self.cfg.rms_norm_eps as f32;
         let h = self.cfg.hidden_size;
-        let ln1 = vb.get(h, "input_layernorm.weight")?;
+        let ln1 = vb.get(h, "input_layernorm.weight")?.to_dtype(DType::BF16)?;
         let attn = self.attention(i, &vb.pp("self_attn"), &candle_nn::ops::rms_norm(x, &ln1, eps)?, cos, sin, mask)?;
         let x = (x + attn)?;
-        let ln2 = vb.get(h, "post_attention_layernorm.weight")?;
+        let ln2 = vb.get(h, "post_attention_layernorm.weight")?.to_dtype(DType::BF16)?;
         let mlp = Self::mlp(&self.cfg, &vb.pp("mlp"), &candle_nn::ops::rms_norm(&x, &ln2, eps)?)?;
         Ok((x + mlp)?)
     }
 
-    fn linear(vb: &VarBuilder, name: &str, out: usize, inp: usize) -> Result<Linear> {
+    fn linear(vb: &VarBuilder, name: &str, out: usize, inp: usize) -> Result<Lin> {
         let w = vb.get((out, inp), &format!("{name}.weight"))?;
         let b = if vb.contains_tensor(&format!("{name}.bias")) {
             Some(vb.get(out, &format!("{name}.bias"))?)
         } else {
             None
         };
-        Ok(Linear::new(w, b))
+        Ok(Lin { w, b })
     }
 
     fn mlp(cfg: &Config, vb: &VarBuilder, x: &Tensor) -> Result<Tensor> {
@@ -300,8 +300,8 @@ impl Model {
         let eps = cfg.rms_norm_eps as f32;
         // Qwen3: RMSNorm over each head's vector before the rotation.
         if vb.contains_tensor("q_norm.weight") {
-            q = candle_nn::ops::rms_norm(&q.contiguous()?, &vb.get(hd, "q_norm.weight")?, eps)?;
-            k = candle_nn::ops::rms_norm(&k.contiguous()?, &vb.get(hd, "k_norm.weight")?, eps)?;
+            q = candle_nn::ops::rms_norm(&q.contiguous()?, &vb.get(hd, "q_norm.weight")?.to_dtype(DType::BF16)?, eps)?;
+            k = candle_nn::ops::rms_norm(&k.contiguous()?, &vb.get(hd, "k_norm.weight")?.to_dtype(DType::BF16)?, eps)?;
         }
         let q = candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?;
         let k = candle_nn::rotary_emb::rope(&k.contiguous()?, cos, sin)?;
@@ -331,6 +331,30 @@ impl Model {
         let y = att.matmul(&v.contiguous()?)?.to_dtype(DType::BF16)?;
         let y = y.transpose(1, 2)?.reshape((b, seq, nh * hd))?;
         Ok(Self::linear(vb, "o_proj", h, nh * hd)?.forward(&y)?)
+    }
+}
+
+/// A linear layer whose weight may be f32 (a CPU block buffer) while the
+/// activations are bf16: then it multiplies in f32 and rounds to bf16, which
+/// is exactly what candle's CPU matmul does for two bf16 operands.
+struct Lin {
+    w: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Lin {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dt = x.dtype();
+        let mm = Linear::new(self.w.clone(), None);
+        let y = if self.w.dtype() == dt {
+            mm.forward(x)?
+        } else {
+            mm.forward(&x.to_dtype(self.w.dtype())?)?.to_dtype(dt)?
+        };
+        Ok(match &self.b {
+            Some(b) => y.broadcast_add(&b.to_dtype(dt)?)?,
+            None => y,
+        })
     }
 }
 

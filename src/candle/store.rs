@@ -6,11 +6,20 @@
 //! # The block buffer
 //!
 //! A block is every tensor named `model.layers.{i}.*`. Its df11-compressed
-//! tensors are laid back to back in one bf16 buffer sized for the largest
-//! block; [`Weights::block`] decodes them into it in place (a candle
-//! [`InplaceOp1`]: no allocation, no copy) and hands out each weight as a
-//! view: `buffer.narrow(0, offset, n).reshape(shape)`, which shares the
-//! buffer's storage. What one call allocates is the tensor handles and the
+//! tensors are laid back to back in one buffer sized for the largest block;
+//! [`Weights::block`] decodes them into it in place (a candle
+//! [`InplaceOp1`]: no allocation) and hands out each weight as a view:
+//! `buffer.narrow(0, offset, n).reshape(shape)`, which shares the buffer's
+//! storage.
+//!
+//! On CUDA the buffer is bf16 and the decoder writes it directly. On the CPU
+//! it is f32: candle 0.11's CPU matmul has no bf16 kernel and widens *the
+//! whole storage* of a bf16 operand to f32 on every call, which for a view
+//! into a block buffer means the whole block, seven times per block. So each
+//! tensor is decoded into a reused bf16 scratch (the largest tensor's size)
+//! and widened into the f32 buffer once per block decode; the model then
+//! multiplies in f32, as candle does for bf16 (widening bf16 is exact, so the
+//! results keep their bits). What one call allocates is the tensor handles and the
 //! name map (a few hundred bytes per weight), never weight data; the test
 //! `decoded_blocks_are_views_with_the_original_bits` checks that the weights
 //! alias the buffer.
@@ -47,7 +56,7 @@ pub fn block_of(name: &str) -> Option<(usize, &str)> {
 pub struct WeightBytes {
     /// Compressed block weights (df11 containers as held in memory).
     pub compressed: u64,
-    /// The reused block buffer.
+    /// The reused block buffer (on the CPU with its bf16 scratch).
     pub block_buffer: u64,
     /// Weights held decoded: non-block tensors and uncompressed block tensors.
     pub plain: u64,
@@ -161,8 +170,11 @@ pub struct BlockStore {
     device: Device,
     globals: VarBuilder<'static>,
     blocks: Vec<Block>,
-    /// The block buffer: bf16, `[largest block's compressed elements]`.
+    /// The block buffer, `[largest block's compressed elements]`: f32 on
+    /// the CPU, bf16 on CUDA.
     buffer: Tensor,
+    /// CPU: one tensor's bf16 decode, widened into `buffer`.
+    scratch: std::sync::Mutex<Vec<bf16>>,
     bytes: WeightBytes,
     decode_time: Duration,
     decodes: u64,
@@ -173,6 +185,7 @@ pub struct BlockStore {
 /// Decodes a block's compressed tensors into the buffer, in place.
 struct DecodeInto<'a> {
     block: &'a Block,
+    scratch: &'a std::sync::Mutex<Vec<bf16>>,
     #[cfg(feature = "candle-cuda")]
     gpu: Option<&'a crate::gpu::GpuDecoder>,
 }
@@ -183,15 +196,19 @@ impl InplaceOp1 for DecodeInto<'_> {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::BF16(buf) = storage else {
-            candle_core::bail!("df11 block buffer is not bf16");
+        use half::slice::HalfFloatSliceExt;
+        let CpuStorage::F32(buf) = storage else {
+            candle_core::bail!("df11 block buffer is not f32");
         };
         let buf = &mut buf[layout.start_offset()..];
+        let mut scratch = self.scratch.lock().map_err(|_| candle_core::Error::msg("df11 scratch poisoned"))?;
         for (slot, t) in self.block.slots.iter().zip(&self.block.group.tensors) {
             let out = buf
                 .get_mut(slot.offset..slot.offset + slot.numel)
                 .ok_or_else(|| candle_core::Error::msg("df11 block buffer too small"))?;
-            crate::decompress_into(t, out).map_err(|e| candle_core::Error::msg(format!("{}: {e}", slot.name)))?;
+            let tmp = scratch.get_mut(..slot.numel).ok_or_else(|| candle_core::Error::msg("df11 scratch too small"))?;
+            crate::decompress_into(t, tmp).map_err(|e| candle_core::Error::msg(format!("{}: {e}", slot.name)))?;
+            tmp.convert_to_f32_slice(out);
         }
         Ok(())
     }
@@ -247,14 +264,18 @@ impl BlockStore {
         }
         let largest = blocks.iter().map(|b| b.slots.last().map_or(0, |s| s.offset + s.numel)).max().unwrap_or(0);
         // At least one element: candle and the CUDA driver reject empty allocations.
-        let buffer = Tensor::zeros(largest.max(1), DType::BF16, device)?;
-        bytes.block_buffer = 2 * largest as u64;
+        let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
+        let buffer = Tensor::zeros(largest.max(1), dtype, device)?;
+        let widest =
+            if device.is_cpu() { blocks.iter().flat_map(|b| &b.slots).map(|s| s.numel).max().unwrap_or(0) } else { 0 };
+        bytes.block_buffer = (dtype.size_in_bytes() * largest + 2 * widest) as u64;
         #[allow(unused_mut)]
         let mut store = BlockStore {
             device: device.clone(),
             globals: TensorMap(globals).into_var_builder(DType::BF16, device),
             blocks,
             buffer,
+            scratch: std::sync::Mutex::new(vec![bf16::ZERO; widest]),
             bytes,
             decode_time: Duration::ZERO,
             decodes: 0,
@@ -282,7 +303,8 @@ impl BlockStore {
     }
 
     /// Decodes block `i` into the buffer and returns its weights by name
-    /// within the block; see the module docs for what stays valid how long.
+    /// within the block (f32 on the CPU, bf16 on CUDA); see the module docs
+    /// for what stays valid how long.
     pub fn decode_block(&mut self, i: usize) -> Result<TensorMap> {
         let nb = self.blocks.len();
         let b = self.blocks.get(i).ok_or_else(|| Error::Format(format!("no block {i} (the model has {nb})")))?;
@@ -290,6 +312,7 @@ impl BlockStore {
         if !b.slots.is_empty() {
             self.buffer.inplace_op1(&DecodeInto {
                 block: b,
+                scratch: &self.scratch,
                 #[cfg(feature = "candle-cuda")]
                 gpu: self.gpu.as_ref(),
             })?;
@@ -315,7 +338,7 @@ impl Weights for BlockStore {
 
     fn block(&mut self, i: usize) -> Result<VarBuilder<'static>> {
         let device = self.device.clone();
-        Ok(self.decode_block(i)?.into_var_builder(DType::BF16, &device))
+        Ok(self.decode_block(i)?.into_var_builder(self.buffer.dtype(), &device))
     }
 
     fn bytes(&self) -> WeightBytes {
