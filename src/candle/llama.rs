@@ -9,7 +9,9 @@
 //! outputs match only while the sequence fits in the window.
 //!
 //! Each block's forward pass first asks [`Weights::block`] for the block's
-//! weights, which with a [`super::BlockStore`] decodes the block.
+//! weights, which with a [`super::BlockStore`] decodes the block. Those may
+//! be f32 (a CPU block buffer, see [`super::store`]); the model then
+//! multiplies in f32 and rounds to bf16, as candle does for bf16 operands.
 
 use super::store::Weights;
 use super::{Error, Result};
@@ -277,7 +279,7 @@ impl Model {
         let (h, m) = (cfg.hidden_size, cfg.intermediate_size);
         let gate = Self::linear(vb, "gate_proj", m, h)?.forward(x)?;
         let up = Self::linear(vb, "up_proj", m, h)?.forward(x)?;
-        Ok(Self::linear(vb, "down_proj", h, m)?.forward(&(candle_nn::ops::silu(&gate)? * up)?)?)
+        Self::linear(vb, "down_proj", h, m)?.forward(&(candle_nn::ops::silu(&gate)? * up)?)
     }
 
     fn attention(
@@ -330,7 +332,7 @@ impl Model {
         let att = candle_nn::ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v.contiguous()?)?.to_dtype(DType::BF16)?;
         let y = y.transpose(1, 2)?.reshape((b, seq, nh * hd))?;
-        Ok(Self::linear(vb, "o_proj", h, nh * hd)?.forward(&y)?)
+        Self::linear(vb, "o_proj", h, nh * hd)?.forward(&y)
     }
 }
 

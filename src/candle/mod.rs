@@ -2,8 +2,8 @@
 //!
 //! DFloat11's way of serving a model: every transformer block's weights stay
 //! compressed in memory, and each block is decoded just before its forward
-//! pass into one shared, reused bf16 buffer whose views are the block's
-//! weights. Memory holds the compressed model plus one block, and the
+//! pass into one shared, reused buffer whose views are the block's weights
+//! (bf16 on CUDA; f32 on the CPU, where candle multiplies bf16 in f32). Memory holds the compressed model plus one block, and the
 //! outputs are bit-identical to the bf16 model's, since decoding is lossless.
 //!
 //! * [`source`]: where weights come from ([`WeightSource`]; safetensors
