@@ -8,13 +8,14 @@ export DF11_REQUIRE_PTXAS=1
 # build.rs must build the PTX from gpu/src, and it must match the committed file.
 export DF11_REQUIRE_PTX_BUILD=1
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
+# `candle` (the model runner) is off by default; CI lints and tests it too.
+cargo clippy --workspace --all-targets --locked --features candle -- -D warnings
 # Library users who turn the default features (cuda, zstd) off.
 cargo clippy -p df11 --no-default-features --all-targets --locked -- -D warnings
 # The kernels' nvptx-only code (entry points, intrinsics) as well.
 cargo clippy -p df11-gpu --lib --locked --target nvptx64-nvidia-cuda -Zbuild-std=core \
     --target-dir target/nvptx-clippy -- -D warnings
-cargo test --workspace --locked -- --skip ptx_assembles_without_spills_or_stack
+cargo test --workspace --locked --features candle -- --skip ptx_assembles_without_spills_or_stack
 # Run on its own so its ptxas report (registers, spills, stack per kernel) is shown.
 cargo test --locked --test ptx_check -- --nocapture
 

@@ -10,6 +10,8 @@
 pub use df11_host::*;
 
 pub mod bench;
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod checkpoint;
 pub mod dfloat11;
 #[cfg(feature = "cuda")]

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds df11 with `--features candle-cuda` (the model runner on candle's
+# CUDA backend) without a system CUDA installation: the toolkit is assembled
+# from NVIDIA's wheels on PyPI and cached outside the repository, as setup.sh
+# does for ptxas. Extra arguments go to `cargo build`.
+#
+# Needs: python3 with pip, a host C++ compiler for nvcc. The build also needs
+# df11-host's cudarc linking mode to be switchable (candle links cudarc with
+# `dynamic-linking`, df11 with `dynamic-loading`, and cudarc refuses both).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cache="${DF11_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/df11}"
+root="$cache/cuda"
+wheels=(nvidia-cuda-nvcc nvidia-nvvm nvidia-cuda-crt nvidia-cuda-runtime nvidia-cublas
+        nvidia-curand nvidia-cuda-nvrtc nvidia-cuda-cccl)
+if [ ! -x "$root/bin/nvcc" ]; then
+  mkdir -p "$cache"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp/whl" \
+    --platform manylinux2014_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_28_x86_64 \
+    "${wheels[@]}" >&2
+  # Each wheel holds part of a toolkit under nvidia/<part>/{bin,include,lib,nvvm}:
+  # merge them into one tree laid out like /usr/local/cuda.
+  python3 - "$tmp/whl" "$tmp/root" <<'PY'
+import glob, os, shutil, sys, zipfile
+src, dst = sys.argv[1], sys.argv[2]
+for whl in sorted(glob.glob(os.path.join(src, "*.whl"))):
+    with zipfile.ZipFile(whl) as z:
+        for info in z.infolist():
+            parts = info.filename.split("/")
+            if len(parts) < 4 or parts[0] != "nvidia" or info.is_dir():
+                continue
+            out = os.path.join(dst, *parts[2:])
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            with z.open(info) as f, open(out, "wb") as g:
+                shutil.copyfileobj(f, g)
+            mode = (info.external_attr >> 16) & 0o777
+            if mode:
+                os.chmod(out, mode)
+# The wheels ship versioned shared libraries only; linkers look for the bare name.
+lib = os.path.join(dst, "lib")
+for so in glob.glob(os.path.join(lib, "lib*.so.*")):
+    bare = os.path.join(lib, os.path.basename(so).split(".so.")[0] + ".so")
+    if not os.path.exists(bare):
+        os.symlink(os.path.basename(so), bare)
+if os.path.isdir(lib) and not os.path.exists(os.path.join(dst, "lib64")):
+    os.symlink("lib", os.path.join(dst, "lib64"))
+PY
+  rm -rf "$root"
+  mv "$tmp/root" "$root"
+fi
+export CUDA_ROOT="$root" CUDA_PATH="$root" CUDA_HOME="$root"
+export PATH="$root/bin:$PATH"
+export LD_LIBRARY_PATH="$root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LIBRARY_PATH="$root/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
+nvcc --version | tail -n 1 >&2
+cargo build --release --features candle-cuda "$@"
