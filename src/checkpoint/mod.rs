@@ -86,8 +86,8 @@ pub mod output;
 pub mod safetensors;
 mod write;
 
-pub use decode::container_version;
 pub(crate) use decode::bytes_to_u16;
+pub use decode::container_version;
 pub use decode::{CpuDecoder, Decoder};
 pub use error::{Error, Result};
 pub use files::{DirInput, Input};

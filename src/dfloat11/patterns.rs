@@ -74,8 +74,12 @@ impl PatternDict {
             .map(|(p, c)| {
                 let pattern = p.into();
                 // Python's re.fullmatch semantics.
-                let regex = regex::Regex::new(&format!("^(?:{pattern})$"))
-                    .map_err(|e| PatternError::Invalid(format!("key {pattern:?}: {e}")))?;
+                let regex = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                    // The regex crate draws a multi-line caret diagram; its last line says what is wrong.
+                    let e = e.to_string();
+                    let why = e.lines().last().unwrap_or_default().trim_start_matches("error: ");
+                    PatternError::Invalid(format!("key {pattern:?}: {why}"))
+                })?;
                 Ok(Entry { pattern, regex, children: c.into_iter().map(Into::into).collect() })
             })
             .collect::<Result<_, PatternError>>()?;

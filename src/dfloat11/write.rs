@@ -476,7 +476,9 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
     let data = |i: usize| -> Result<Cow<[u8]>, WriteError> {
         let (shard, unit) = sources[i];
         let mut out = shard.decode_unit(unit, &CpuDecoder)?;
-        out.pop().ok_or_else(|| WriteError::Input(format!("{}: tensor {} decodes to nothing", input.display(), meta(i).name)))
+        out.pop().ok_or_else(|| {
+            WriteError::Input(format!("{}: tensor {} decodes to nothing", input.display(), meta(i).name))
+        })
     };
 
     let out = OutputDir::create(output)?;
@@ -540,7 +542,8 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
                             })
                             .collect(),
                         Err(reason) => {
-                            let mut v: Vec<OutTensor> = srcs.iter().zip(bytes).map(|(&i, b)| OutTensor::plain(meta(i), b)).collect();
+                            let mut v: Vec<OutTensor> =
+                                srcs.iter().zip(bytes).map(|(&i, b)| OutTensor::plain(meta(i), b)).collect();
                             v[0].kept = Some((m.name.clone(), reason));
                             v
                         }
