@@ -406,16 +406,19 @@ fn llama_checkpoint_reads_back_through_df11_verify() {
     ok(&[&"verify", &input, &out]);
 }
 
+/// Sets element `index` of BF16 tensor `name` in the safetensors file `path` to `bits`.
+fn set_element(path: &Path, name: &str, index: usize, bits: u16) {
+    let (mut tensors, _) = read_st(path);
+    tensors.get_mut(name).unwrap().data[2 * index..2 * index + 2].copy_from_slice(&bits.to_le_bytes());
+    write_st(path, &tensors, None);
+}
+
 #[test]
 fn unencodable_modules_fail_or_stay_uncompressed() {
     let dir = tempfile::tempdir().unwrap();
     let input = llama_dir(dir.path(), 32, 2);
     // An infinity in one MLP weight.
-    let shard = input.join("model-00002-of-00002.safetensors");
-    let (mut tensors, _) = read_st(&shard);
-    let w = tensors.get_mut("model.layers.1.mlp.up_proj.weight").unwrap();
-    w.data[10..12].copy_from_slice(&0x7F80u16.to_le_bytes());
-    write_st(&shard, &tensors, None);
+    set_element(&input.join("model-00002-of-00002.safetensors"), "model.layers.1.mlp.up_proj.weight", 5, 0x7F80);
     let out = dir.path().join("out");
     let e = write_checkpoint(&input, &out, &WriteOptions::default()).unwrap_err();
     let msg = e.to_string();
@@ -502,12 +505,8 @@ fn cli_compress_to_dfloat11_round_trips() {
 fn cli_refuses_unencodable_weights_unless_asked_to_keep_them() {
     let dir = tempfile::tempdir().unwrap();
     let input = llama_dir(dir.path(), 32, 2);
-    let shard = input.join("model-00001-of-00002.safetensors");
-    let (mut tensors, _) = read_st(&shard);
     // A NaN in an attention weight.
-    let w = tensors.get_mut("model.layers.0.self_attn.k_proj.weight").unwrap();
-    w.data[20..22].copy_from_slice(&0x7FC1u16.to_le_bytes());
-    write_st(&shard, &tensors, None);
+    set_element(&input.join("model-00001-of-00002.safetensors"), "model.layers.0.self_attn.k_proj.weight", 10, 0x7FC1);
     let before = entries(dir.path());
     let out = dir.path().join("out");
     let e = fails(&[&"compress", &input, &"-o", &out, &"--format", &"dfloat11"]);
