@@ -3,7 +3,7 @@
 mod cli;
 mod error;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -55,6 +55,15 @@ impl From<LayoutArg> for df11::Layout {
     }
 }
 
+/// `compress --format` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum FormatArg {
+    /// df11 containers in safetensors (the same file or directory form as IN).
+    Df11,
+    /// A DFloat11 checkpoint directory, as DFloat11's `DFloat11Model.from_pretrained` loads it.
+    Dfloat11,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Compress every BF16 tensor of a checkpoint.
@@ -65,7 +74,15 @@ enum Command {
     /// files of a directory (config, tokenizer, index) are kept. A DFloat11
     /// checkpoint can be compressed too (it is decoded first).
     ///
+    /// With --format dfloat11, OUT is a DFloat11 checkpoint directory instead:
+    /// the modules of the pattern dict (built in for Llama, Mistral and Qwen
+    /// configs) stored as DFloat11's six arrays, config.json with
+    /// dfloat11_config. IN is a plain or df11 checkpoint directory, or a single
+    /// file with --pattern-dict.
+    ///
     /// Example: df11 compress model.safetensors -o model.df11.safetensors
+    ///
+    /// Example: df11 compress model/ -o model-dfloat11/ --format dfloat11
     Compress {
         /// Input file or directory.
         input: PathBuf,
@@ -75,6 +92,17 @@ enum Command {
         /// Replace OUT if it exists.
         #[arg(long)]
         force: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = FormatArg::Df11)]
+        format: FormatArg,
+        /// With --format dfloat11: JSON file of DFloat11's pattern_dict (module
+        /// regex -> weight names), or a config.json holding one.
+        #[arg(long, value_name = "FILE")]
+        pattern_dict: Option<PathBuf>,
+        /// With --format dfloat11: store a module holding weights DFloat11
+        /// cannot encode (|x| >= 2^113, inf, NaN) uncompressed instead of failing.
+        #[arg(long)]
+        keep_unencodable: bool,
         /// For DFloat11 input: JSON file mapping weight names to shapes.
         #[arg(long, value_name = "FILE")]
         shapes: Option<PathBuf>,
@@ -178,7 +206,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Command::Compress { format, .. } = &cli.command
+        && let Some(m) = matches.subcommand_matches("compress")
+    {
+        check_format_options(m, *format);
+    }
     let common = cli::Common { quiet: cli.quiet };
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = cli.threads {
@@ -197,10 +231,33 @@ fn main() -> ExitCode {
     }
 }
 
+/// Options of `compress` that only one `--format` reads are usage errors with the other.
+fn check_format_options(m: &clap::ArgMatches, format: FormatArg) {
+    let given = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let msg = match format {
+        FormatArg::Dfloat11 if given("segment_rows") || given("layout") => {
+            "--segment-rows and --layout shape df11 containers; DFloat11's layout is fixed (--format dfloat11)"
+        }
+        FormatArg::Dfloat11 if given("shapes") => {
+            "--shapes is for DFloat11 input, which --format dfloat11 does not take"
+        }
+        FormatArg::Df11 if given("pattern_dict") || given("keep_unencodable") => {
+            "--pattern-dict and --keep-unencodable only apply with --format dfloat11"
+        }
+        _ => return,
+    };
+    let mut cmd = Cli::command();
+    let sub = cmd.find_subcommand_mut("compress").expect("compress is a subcommand").clone();
+    sub.bin_name("df11 compress").error(clap::error::ErrorKind::ArgumentConflict, msg).exit()
+}
+
 fn run(command: Command, threads: Option<usize>, common: cli::Common) -> error::Result<()> {
     let decoder = |gpu: bool| cli::decoder(gpu);
     match command {
-        Command::Compress { input, output, force, shapes, segment_rows, layout } => {
+        Command::Compress {
+            input, output, force, format: FormatArg::Dfloat11, pattern_dict, keep_unencodable, ..
+        } => cli::compress::run_dfloat11(&input, &output, pattern_dict.as_deref(), keep_unencodable, force, common),
+        Command::Compress { input, output, force, shapes, segment_rows, layout, .. } => {
             let opts = df11::EncodeOptions { segment_rows, layout: layout.into() };
             cli::compress::run(&input, &output, shapes.as_deref(), force, opts, common)
         }

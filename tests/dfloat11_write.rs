@@ -395,7 +395,8 @@ fn llama_checkpoint_reads_back_through_df11_verify() {
     // The output may not be the input or lie inside it, even with `force`.
     let force = WriteOptions { force: true, ..WriteOptions::default() };
     for bad in [input.clone(), input.join("sub")] {
-        assert!(matches!(write_checkpoint(&input, &bad, &force), Err(WriteError::Input(_))), "{}", bad.display());
+        let e = write_checkpoint(&input, &bad, &force).unwrap_err();
+        assert!(matches!(e, WriteError::Checkpoint(_)) && e.to_string().contains("input"), "{}: {e}", bad.display());
     }
     assert!(input.join("model-00001-of-00002.safetensors").exists());
     // An existing output is not replaced without `force`.
@@ -405,16 +406,19 @@ fn llama_checkpoint_reads_back_through_df11_verify() {
     ok(&[&"verify", &input, &out]);
 }
 
+/// Sets element `index` of BF16 tensor `name` in the safetensors file `path` to `bits`.
+fn set_element(path: &Path, name: &str, index: usize, bits: u16) {
+    let (mut tensors, _) = read_st(path);
+    tensors.get_mut(name).unwrap().data[2 * index..2 * index + 2].copy_from_slice(&bits.to_le_bytes());
+    write_st(path, &tensors, None);
+}
+
 #[test]
 fn unencodable_modules_fail_or_stay_uncompressed() {
     let dir = tempfile::tempdir().unwrap();
     let input = llama_dir(dir.path(), 32, 2);
     // An infinity in one MLP weight.
-    let shard = input.join("model-00002-of-00002.safetensors");
-    let (mut tensors, _) = read_st(&shard);
-    let w = tensors.get_mut("model.layers.1.mlp.up_proj.weight").unwrap();
-    w.data[10..12].copy_from_slice(&0x7F80u16.to_le_bytes());
-    write_st(&shard, &tensors, None);
+    set_element(&input.join("model-00002-of-00002.safetensors"), "model.layers.1.mlp.up_proj.weight", 5, 0x7F80);
     let out = dir.path().join("out");
     let e = write_checkpoint(&input, &out, &WriteOptions::default()).unwrap_err();
     let msg = e.to_string();
@@ -446,4 +450,133 @@ fn user_pattern_dict_from_a_file() {
     assert!(stored.contains_key("model.layers.1.mlp.down_proj.gaps"));
     assert!(stored.contains_key("model.layers.1.mlp.up_proj.weight"));
     ok(&[&"verify", &input, &out]);
+}
+
+/// Files and directories directly in `dir`, for "nothing left behind" checks.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn cli_compress_to_dfloat11_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = llama_dir(dir.path(), 64, 2);
+    let out = dir.path().join("dfloat11");
+    let o = ok(&[&"compress", &input, &"-o", &out, &"--format", &"dfloat11"]);
+    let summary = String::from_utf8_lossy(&o.stderr);
+    assert!(summary.contains("tensors, 6 DFloat11 modules") && summary.contains("bits/weight"), "{summary}");
+    let cfg: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["dfloat11_config"]["version"], "0.5.0");
+    assert!(read_st(&out.join("model.safetensors")).0.contains_key("model.layers.1.mlp.luts"));
+    ok(&[&"verify", &input, &out]);
+    let back = dir.path().join("back");
+    ok(&[&"decompress", &out, &"-o", &back]);
+    ok(&[&"verify", &input, &back]);
+    // The output does not depend on the thread count; -q prints nothing.
+    let one = dir.path().join("one-thread");
+    let o = ok(&[&"compress", &input, &"-o", &one, &"--format", &"dfloat11", &"--threads", &"1", &"-q"]);
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(one.join("model.safetensors")).unwrap(),
+        std::fs::read(out.join("model.safetensors")).unwrap()
+    );
+    // An existing output needs --force, and the input is never the output.
+    let e = fails(&[&"compress", &input, &"-o", &out, &"--format", &"dfloat11"]);
+    assert!(e.contains("already exists"), "{e}");
+    ok(&[&"compress", &input, &"-o", &out, &"--format", &"dfloat11", &"--force"]);
+    let e = fails(&[&"compress", &input, &"-o", &input, &"--format", &"dfloat11", &"--force"]);
+    assert!(e.contains("input"), "{e}");
+    ok(&[&"verify", &input, &out]);
+    // A df11 checkpoint is decoded and written as DFloat11 too.
+    let df11 = dir.path().join("df11");
+    ok(&[&"compress", &input, &"-o", &df11]);
+    let out2 = dir.path().join("from-df11");
+    ok(&[&"compress", &df11, &"-o", &out2, &"--format", &"dfloat11"]);
+    ok(&[&"verify", &input, &out2]);
+    // A DFloat11 checkpoint is not compressed again.
+    let e = fails(&[&"compress", &out, &"-o", &dir.path().join("again"), &"--format", &"dfloat11"]);
+    assert!(e.contains("already a DFloat11 checkpoint"), "{e}");
+}
+
+#[test]
+fn cli_refuses_unencodable_weights_unless_asked_to_keep_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = llama_dir(dir.path(), 32, 2);
+    // A NaN in an attention weight.
+    set_element(&input.join("model-00001-of-00002.safetensors"), "model.layers.0.self_attn.k_proj.weight", 10, 0x7FC1);
+    let before = entries(dir.path());
+    let out = dir.path().join("out");
+    let e = fails(&[&"compress", &input, &"-o", &out, &"--format", &"dfloat11"]);
+    assert!(e.contains("model.layers.0.self_attn.k_proj.weight") && e.contains("--keep-unencodable"), "{e}");
+    assert_eq!(entries(dir.path()), before, "output or temporary left behind");
+    let o = ok(&[&"compress", &input, &"-o", &out, &"--format", &"dfloat11", &"--keep-unencodable"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("warning: module model.layers.0.self_attn kept uncompressed"), "{err}");
+    assert!(err.contains("(1 kept uncompressed)"), "{err}");
+    let (stored, _) = read_st(&out.join("model.safetensors"));
+    assert!(stored.contains_key("model.layers.0.self_attn.k_proj.weight"));
+    assert!(stored.contains_key("model.layers.1.self_attn.luts"));
+    ok(&[&"verify", &input, &out]);
+}
+
+#[test]
+fn cli_pattern_dict_from_a_file_and_single_file_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = llama_dir(dir.path(), 32, 2);
+    let dict = dir.path().join("dict.json");
+    std::fs::write(&dict, r#"{"model\\.layers\\.\\d+\\.mlp": ["gate_proj", "up_proj", "down_proj"]}"#).unwrap();
+    let out = dir.path().join("out");
+    ok(&[&"compress", &input, &"-o", &out, &"--format", &"dfloat11", &"--pattern-dict", &dict]);
+    let (stored, _) = read_st(&out.join("model.safetensors"));
+    assert!(stored.contains_key("model.layers.1.mlp.luts"));
+    assert!(stored.contains_key("lm_head.weight") && stored.contains_key("model.layers.0.self_attn.q_proj.weight"));
+    ok(&[&"verify", &input, &out]);
+    // One safetensors file has no config: it needs a pattern dict.
+    let file = input.join("model-00001-of-00002.safetensors");
+    let single = dir.path().join("single");
+    let e = fails(&[&"compress", &file, &"-o", &single, &"--format", &"dfloat11"]);
+    assert!(e.contains("pattern") && e.contains("--pattern-dict"), "{e}");
+    ok(&[&"compress", &file, &"-o", &single, &"--format", &"dfloat11", &"--pattern-dict", &dict]);
+    let cfg: Value = serde_json::from_slice(&std::fs::read(single.join("config.json")).unwrap()).unwrap();
+    assert!(cfg["dfloat11_config"]["pattern_dict"].is_object());
+    assert!(read_st(&single.join("model.safetensors")).0.contains_key("model.layers.0.mlp.luts"));
+    // DFloat11 stores no shapes; a shapes file gives them back.
+    let shapes = dir.path().join("shapes.json");
+    let (orig, _) = read_st(&file);
+    let map: serde_json::Map<String, Value> = orig.iter().map(|(k, v)| (k.clone(), json!(v.shape))).collect();
+    std::fs::write(&shapes, Value::Object(map).to_string()).unwrap();
+    ok(&[&"verify", &file, &single, &"--shapes", &shapes]);
+}
+
+#[test]
+fn cli_rejects_bad_pattern_dicts_and_foreign_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = llama_dir(dir.path(), 32, 1);
+    let out = dir.path().join("out");
+    let dict = dir.path().join("dict.json");
+    for (text, want) in [("{not json", "not valid JSON"), (r#"{"(": []}"#, "key \"(\""), (r#"{"a": 3}"#, "list")] {
+        std::fs::write(&dict, text).unwrap();
+        let e = fails(&[&"compress", &input, &"-o", &out, &"--format", &"dfloat11", &"--pattern-dict", &dict]);
+        assert!(e.contains("dict.json") && e.contains(want), "{text}: {e}");
+        assert!(!out.exists());
+    }
+    // Options of the other format are usage errors (exit 2), before anything is written.
+    for (args, want) in [
+        (&["--format", "dfloat11", "--layout", "lanes"][..], "--layout"),
+        (&["--format", "dfloat11", "--segment-rows", "256"], "--segment-rows"),
+        (&["--format", "dfloat11", "--shapes", "s.json"], "--shapes"),
+        (&["--keep-unencodable"], "--keep-unencodable"),
+        (&["--format", "df11", "--pattern-dict", "dict.json"], "--pattern-dict"),
+    ] {
+        let mut c = df11();
+        c.arg("compress").arg(&input).arg("-o").arg(&out).args(args);
+        let o = c.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want) && err.contains("Usage"), "{args:?}: {err}");
+        assert!(!out.exists());
+    }
 }

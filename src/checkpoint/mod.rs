@@ -86,6 +86,7 @@ pub mod output;
 pub mod safetensors;
 mod write;
 
+pub(crate) use decode::bytes_to_u16;
 pub use decode::container_version;
 pub use decode::{CpuDecoder, Decoder};
 pub use error::{Error, Result};

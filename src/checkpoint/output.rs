@@ -5,7 +5,9 @@ use super::error::{Error, IoContext, Result, at};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Copies `rel` files from `from` into `to`, creating subdirectories.
+/// Copies `rel` files from `from` into `to`, creating subdirectories, and
+/// fsyncs the copies (the directory rename that publishes them must not
+/// outlive their data in a crash).
 pub fn copy_others(from: &Path, to: &Path, rel: &[PathBuf]) -> Result<()> {
     for r in rel {
         let dst = to.join(r);
@@ -13,8 +15,20 @@ pub fn copy_others(from: &Path, to: &Path, rel: &[PathBuf]) -> Result<()> {
             fs::create_dir_all(parent).ctx("cannot create", parent)?;
         }
         fs::copy(from.join(r), &dst).ctx("cannot copy to", &dst)?;
+        fs::File::open(&dst).and_then(|f| f.sync_all()).ctx("cannot sync", &dst)?;
     }
     Ok(())
+}
+
+/// Writes `v` as pretty JSON with a final newline (the way Hugging Face
+/// writes config and index files) and fsyncs it.
+pub fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    use std::io::Write;
+    let mut s = serde_json::to_string_pretty(v).expect("JSON value serializes");
+    s.push('\n');
+    let mut f = fs::File::create(path).ctx("cannot create", path)?;
+    f.write_all(s.as_bytes()).ctx("cannot write", path)?;
+    f.sync_all().ctx("cannot sync", path)
 }
 
 /// Checks that `output` may be written: it is none of the inputs, does not

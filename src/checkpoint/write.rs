@@ -10,7 +10,7 @@
 use super::decode::{CpuDecoder, Decoder, bytes_to_u16};
 use super::error::{IoContext, Result, tensor_err};
 use super::files::Input;
-use super::output::{OutputDir, OutputFile, copy_others};
+use super::output::{OutputDir, OutputFile, copy_others, write_json};
 use super::safetensors::{Metadata, Planned, StreamWriter};
 use super::{CHECKPOINT_VERSION, Checkpoint, Df11Meta, Kind, META_KEY, OrigTensor, Shard, TensorMeta};
 use crate::EncodeOptions;
@@ -321,10 +321,4 @@ impl Checkpoint {
         let produce = |u: usize| f.decode_unit(&f.units[u], opts.decoder);
         job.run(file, &produce, &|u| f.release(&f.units[u]), totals)
     }
-}
-
-fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
-    let mut s = serde_json::to_string_pretty(v).expect("JSON value serializes");
-    s.push('\n');
-    std::fs::write(path, s).ctx("cannot write", path)
 }

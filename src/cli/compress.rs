@@ -1,10 +1,12 @@
 //! `df11 compress`.
 
 use super::{Common, human};
-use crate::error::{Result, bail};
+use crate::error::{Result, bail, err};
 use df11::EncodeOptions;
 use df11::checkpoint::output::check_output;
 use df11::checkpoint::{CpuDecoder, Kind, WriteOptions};
+use df11::dfloat11::patterns::{PatternDict, PatternError};
+use df11::dfloat11::write::{self as dfw, EncodeError, Unencodable, WriteError};
 use std::path::Path;
 use std::time::Instant;
 
@@ -30,19 +32,61 @@ pub fn run(
     bar.finish_and_clear();
     if !common.quiet {
         let secs = start.elapsed().as_secs_f64();
-        let bpw = if t.bf16_elems > 0 { t.bf16_compressed as f64 * 8.0 / t.bf16_elems as f64 } else { 16.0 };
-        eprintln!(
-            "{}: {} tensors, {} -> {} ({:.1}%), BF16 weights at {:.3} bits/weight (ratio {:.3}), {:.1} s, {}/s",
-            output.display(),
-            t.tensors,
-            human(t.plain),
-            human(t.written),
-            100.0 * t.written as f64 / t.plain.max(1) as f64,
-            bpw,
-            bpw / 16.0,
-            secs,
-            human((t.plain as f64 / secs.max(1e-9)) as u64)
-        );
+        summary(output, &t.tensors.to_string(), (t.plain, t.written), (t.bf16_elems, t.bf16_compressed), secs);
     }
     Ok(())
+}
+
+/// `df11 compress IN -o OUT --format dfloat11`.
+pub fn run_dfloat11(
+    input: &Path,
+    output: &Path,
+    pattern_dict: Option<&Path>,
+    keep_unencodable: bool,
+    force: bool,
+    common: Common,
+) -> Result<()> {
+    check_output(output, &[input], force)?;
+    let start = Instant::now();
+    let dict = pattern_dict.map(PatternDict::from_file).transpose().map_err(|e| err!("--pattern-dict: {e}"))?;
+    let unencodable = if keep_unencodable { Unencodable::KeepUncompressed } else { Unencodable::Error };
+    let opts = dfw::WriteOptions { pattern_dict: dict, unencodable, force, ..dfw::WriteOptions::default() };
+    let r = dfw::write_checkpoint(input, output, &opts).map_err(|e| match e {
+        WriteError::Encode { source: EncodeError::Unencodable { .. }, .. } => {
+            err!("{}: {e} (--keep-unencodable stores such modules uncompressed)", input.display())
+        }
+        WriteError::Pattern(PatternError::UnknownModel { .. }) => err!("{}: {e} (--pattern-dict)", input.display()),
+        WriteError::Encode { .. } | WriteError::Input(_) | WriteError::Pattern(_) => {
+            err!("{}: {e}", input.display())
+        }
+        e => err!("{e}"),
+    })?;
+    for (module, reason) in &r.kept_modules {
+        common.warn(&format!("warning: module {module} kept uncompressed: {reason}"));
+    }
+    if !common.quiet {
+        let what = format!("{} tensors, {} DFloat11 modules", r.tensors, r.compressed_modules);
+        let kept = r.kept_modules.len();
+        let what = if kept > 0 { format!("{what} ({kept} kept uncompressed)") } else { what };
+        let secs = start.elapsed().as_secs_f64();
+        summary(output, &what, (r.input_bytes, r.output_bytes), (r.encoded_elements, r.encoded_bytes), secs);
+    }
+    Ok(())
+}
+
+/// The summary line of both formats: what was written, `(plain, written)`
+/// bytes, `(elements, bytes)` of the compressed BF16 weights, seconds.
+fn summary(output: &Path, what: &str, (plain, written): (u64, u64), (elems, stored): (u64, u64), secs: f64) {
+    let bpw = if elems > 0 { stored as f64 * 8.0 / elems as f64 } else { 16.0 };
+    eprintln!(
+        "{}: {what}, {} -> {} ({:.1}%), BF16 weights at {:.3} bits/weight (ratio {:.3}), {:.1} s, {}/s",
+        output.display(),
+        human(plain),
+        human(written),
+        100.0 * written as f64 / plain.max(1) as f64,
+        bpw,
+        bpw / 16.0,
+        secs,
+        human((plain as f64 / secs.max(1e-9)) as u64)
+    );
 }

@@ -74,8 +74,12 @@ impl PatternDict {
             .map(|(p, c)| {
                 let pattern = p.into();
                 // Python's re.fullmatch semantics.
-                let regex = regex::Regex::new(&format!("^(?:{pattern})$"))
-                    .map_err(|e| PatternError::Invalid(format!("key {pattern:?}: {e}")))?;
+                let regex = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                    // The regex crate draws a multi-line caret diagram; its last line says what is wrong.
+                    let e = e.to_string();
+                    let why = e.lines().last().unwrap_or_default().trim_start_matches("error: ");
+                    PatternError::Invalid(format!("key {pattern:?}: {why}"))
+                })?;
                 Ok(Entry { pattern, regex, children: c.into_iter().map(Into::into).collect() })
             })
             .collect::<Result<_, PatternError>>()?;
@@ -134,9 +138,13 @@ impl PatternDict {
     /// Reads a dict from a JSON file (see [`PatternDict::from_json`]).
     pub fn from_file(path: &Path) -> Result<Self, PatternError> {
         let bytes = std::fs::read(path).map_err(|source| PatternError::Io { path: path.to_path_buf(), source })?;
-        let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| PatternError::Invalid(format!("{}: not valid JSON: {e}", path.display())))?;
-        PatternDict::from_json(&v)
+        // Every error names the file.
+        let invalid = |msg: String| PatternError::Invalid(format!("{}: {msg}", path.display()));
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+        PatternDict::from_json(&v).map_err(|e| match e {
+            PatternError::Invalid(msg) => invalid(msg),
+            e => e,
+        })
     }
 
     /// The dict as DFloat11 writes it into `dfloat11_config.pattern_dict`.

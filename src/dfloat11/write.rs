@@ -2,6 +2,12 @@
 //! ([`encode_module`]) and whole checkpoint directories that DFloat11's own
 //! loader reads ([`write_checkpoint`]).
 //!
+//! The checkpoint side is built on [`crate::checkpoint`]: the input is read
+//! through [`Checkpoint::open`] (a plain or df11 checkpoint, a directory or a
+//! single `.safetensors` file), shards are written with
+//! [`crate::checkpoint::write_file`], and the output directory is built and
+//! published atomically by [`OutputDir`] after [`check_output`]'s checks.
+//!
 //! Encoding a module is parallel inside (histogram, code lengths per chunk of
 //! elements, then every chunk writes its own byte range of the bit stream, its
 //! own thread windows' gaps and its blocks' output positions), and modules are
@@ -15,7 +21,12 @@
 use super::code::{Code, FIRST_UNENCODABLE};
 use super::patterns::{ModuleSpec, PatternDict};
 use super::{ARRAY_NAMES, BLOCK_BITS, BLOCK_BYTES, THREADS_PER_BLOCK};
-use crate::checkpoint::safetensors::{SafetensorsFile, TensorInfo};
+use crate::checkpoint::error::IoContext;
+use crate::checkpoint::output::{OutputDir, check_output, copy_others, write_json};
+use crate::checkpoint::{
+    BATCH_BYTES, Checkpoint, CpuDecoder, Input, Kind, Shard, TensorMeta, TensorSource, Unit, batches, bytes_to_u16,
+    write_file,
+};
 use df11_gpu::bits;
 use rayon::prelude::*;
 use serde_json::{Value, json};
@@ -342,10 +353,16 @@ pub struct WriteReport {
     pub compressed_modules: usize,
     /// Modules kept uncompressed, with the reason.
     pub kept_modules: Vec<(String, String)>,
-    /// Bytes of tensor data read.
+    /// Tensors read.
+    pub tensors: usize,
+    /// Bytes of tensor data read, in plain form (a df11 input's are decoded).
     pub input_bytes: u64,
     /// Bytes of tensor data written.
     pub output_bytes: u64,
+    /// BF16 weights (elements) stored in DFloat11 modules.
+    pub encoded_elements: u64,
+    /// Bytes of those modules' six arrays.
+    pub encoded_bytes: u64,
     /// Safetensors files written.
     pub shards: Vec<String>,
 }
@@ -353,15 +370,12 @@ pub struct WriteReport {
 /// Why a checkpoint could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    /// A file operation failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The input is not a bf16 safetensors checkpoint this writer understands.
+    /// The input could not be read or the output written; the error names
+    /// the file (and tensor). Also the output checks of
+    /// [`check_output`]: it must not be, contain or lie inside the input.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::Error),
+    /// The input is not a checkpoint this writer can turn into DFloat11.
     #[error("{0}")]
     Input(String),
     /// No or a bad pattern dict.
@@ -376,115 +390,62 @@ pub enum WriteError {
         source: EncodeError,
     },
     /// The output exists and `force` was not given.
-    #[error("{0}: already exists")]
+    #[error("{}: already exists", .0.display())]
     Exists(PathBuf),
 }
 
-fn io<T>(path: &Path, r: std::io::Result<T>) -> Result<T, WriteError> {
-    r.map_err(|source| WriteError::Io { path: path.to_path_buf(), source })
-}
-
-/// A tensor of the input: which file, name, dtype, shape, byte range.
-struct Source {
-    file: usize,
-    name: String,
-    dtype: String,
-    shape: Vec<usize>,
-    info: TensorInfo,
-}
-
-/// Writes `output`, a DFloat11 checkpoint directory, from `input`, a directory
-/// of bf16 safetensors files (sharded or not) with its config.json.
+/// Writes `output`, a DFloat11 checkpoint directory, from `input`: a plain
+/// bf16 checkpoint (a directory, sharded or not, with its config.json, or a
+/// single `.safetensors` file, which has no config and so needs
+/// [`WriteOptions::pattern_dict`]) or a df11 one (decoded first).
 ///
 /// Modules selected by the pattern dict are encoded in parallel; every other
-/// tensor is copied under its name; the other files of `input` (tokenizer, ...)
-/// are copied; config.json gets `dfloat11_config`. The directory is built
-/// under a temporary name next to `output`, fsynced and renamed into place, so
-/// `output` never holds a partial checkpoint.
+/// tensor is copied under its name; the other files of a directory
+/// (tokenizer, ...) are copied; config.json gets `dfloat11_config`. The
+/// directory is built under a temporary name next to `output`, fsynced and
+/// renamed into place, so `output` never holds a partial checkpoint.
 pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Result<WriteReport, WriteError> {
-    if fs::symlink_metadata(output).is_ok() && !opts.force {
+    if !opts.force && fs::symlink_metadata(output).is_ok() {
         return Err(WriteError::Exists(output.to_path_buf()));
     }
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    // `force` replaces the output: it must be neither the input, nor inside it, nor around it.
-    let in_abs = io(input, fs::canonicalize(input))?;
-    let name =
-        output.file_name().ok_or_else(|| WriteError::Input(format!("{}: not a directory name", output.display())))?;
-    let out_abs = io(&parent, fs::canonicalize(&parent))?.join(name);
-    if out_abs.starts_with(&in_abs) || in_abs.starts_with(&out_abs) {
-        return Err(WriteError::Input(format!(
-            "{}: the output must not be, contain or lie inside the input {}",
-            output.display(),
-            input.display()
-        )));
-    }
-    let mut st_files = Vec::new();
-    let mut others = Vec::new();
-    for entry in io(input, fs::read_dir(input))? {
-        let entry = io(input, entry)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".safetensors") {
-            st_files.push(name);
-        } else if !name.ends_with(".safetensors.index.json") && name != "config.json" {
-            others.push(PathBuf::from(name));
-        }
-    }
-    st_files.sort();
-    others.sort();
-    if st_files.is_empty() {
-        return Err(WriteError::Input(format!("{}: no .safetensors files", input.display())));
-    }
-    let config_path = input.join("config.json");
-    let config: Value = match fs::read(&config_path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| WriteError::Input(format!("{}: not valid JSON: {e}", config_path.display())))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({}),
-        Err(e) => return Err(WriteError::Io { path: config_path, source: e }),
-    };
-    if config.get("dfloat11_config").is_some() {
+    check_output(output, &[input], opts.force)?;
+    let ckpt = Checkpoint::open(input)?;
+    if ckpt.kind() == Kind::Dfloat11 {
         return Err(WriteError::Input(format!("{}: already a DFloat11 checkpoint", input.display())));
     }
+    let config = match ckpt.config() {
+        Some(c) if c.is_object() => c.clone(),
+        Some(_) => {
+            return Err(WriteError::Input(format!("{}: not a JSON object", input.join("config.json").display())));
+        }
+        None => json!({}),
+    };
     let dict = match &opts.pattern_dict {
         Some(d) => d.clone(),
         None => PatternDict::for_config(&config)?,
     };
 
-    let mut files = Vec::new();
-    let mut sources = Vec::new();
-    for name in &st_files {
-        // The one strict safetensors parser: offsets, sizes and dtypes are
-        // validated before any tensor is sliced.
-        let file = SafetensorsFile::open(&input.join(name))
-            .map_err(|e| WriteError::Input(format!("not a valid safetensors file: {e}")))?;
-        for t in &file.tensors {
-            sources.push(Source {
-                file: files.len(),
-                name: t.name.clone(),
-                dtype: t.dtype.clone(),
-                shape: t.shape.iter().map(|&d| d as usize).collect(),
-                info: t.clone(),
-            });
-        }
-        files.push(file);
-    }
+    // Plain and df11 checkpoints have one tensor per unit.
+    let sources: Vec<(&Shard, &Unit)> = ckpt.units().collect();
     let mut by_name = BTreeMap::new();
-    for (i, s) in sources.iter().enumerate() {
-        if by_name.insert(s.name.as_str(), i).is_some() {
-            return Err(WriteError::Input(format!("{}: tensor {} appears twice", input.display(), s.name)));
+    for (i, (_, u)) in sources.iter().enumerate() {
+        let [m] = u.outputs.as_slice() else {
+            return Err(WriteError::Input(format!("{}: a unit of several tensors", input.display())));
+        };
+        if by_name.insert(m.name.as_str(), i).is_some() {
+            return Err(WriteError::Input(format!("{}: tensor {} appears twice", input.display(), m.name)));
         }
     }
-    let modules = dict.modules(sources.iter().map(|s| s.name.as_str()))?;
+    let meta = |i: usize| -> &TensorMeta { &sources[i].1.outputs[0] };
+    let modules = dict.modules(by_name.keys().copied())?;
     let mut module_of: BTreeMap<&str, usize> = BTreeMap::new();
     for (mi, m) in modules.iter().enumerate() {
         for w in &m.weights {
-            let s = &sources[by_name[w.as_str()]];
-            if s.dtype != "BF16" {
+            let t = meta(by_name[w.as_str()]);
+            if t.dtype != "BF16" {
                 return Err(WriteError::Input(format!(
                     "tensor {w} of module {} is {}, not BF16; DFloat11 only compresses BF16",
-                    m.name, s.dtype
+                    m.name, t.dtype
                 )));
             }
             module_of.insert(w.as_str(), mi);
@@ -497,8 +458,8 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
     }
     let mut items = Vec::new();
     let mut emitted = vec![false; modules.len()];
-    for (i, s) in sources.iter().enumerate() {
-        match module_of.get(s.name.as_str()) {
+    for i in 0..sources.len() {
+        match module_of.get(meta(i).name.as_str()) {
             Some(&mi) if !emitted[mi] => {
                 emitted[mi] = true;
                 items.push(Item::Module(&modules[mi]));
@@ -507,106 +468,115 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
             None => items.push(Item::Plain(i)),
         }
     }
+    let item_bytes = |item: &Item| match item {
+        Item::Plain(i) => meta(*i).num_bytes(),
+        Item::Module(m) => m.weights.iter().map(|w| meta(by_name[w.as_str()]).num_bytes()).sum(),
+    };
+    // A tensor's plain bytes: borrowed from the map, or decoded from df11.
+    let data = |i: usize| -> Result<Cow<[u8]>, WriteError> {
+        let (shard, unit) = sources[i];
+        let mut out = shard.decode_unit(unit, &CpuDecoder)?;
+        out.pop().ok_or_else(|| {
+            WriteError::Input(format!("{}: tensor {} decodes to nothing", input.display(), meta(i).name))
+        })
+    };
 
-    let prefix = format!(".{}.tmp-", output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-    let tmp = io(&parent, tempfile::Builder::new().prefix(&prefix).tempdir_in(&parent))?;
-    let mut report = WriteReport::default();
-    let bytes_of = |s: &Source| files[s.file].bytes(&s.info);
-    let mut shard: Vec<OutTensor> = Vec::new();
+    let out = OutputDir::create(output)?;
+    let mut report = WriteReport {
+        tensors: sources.len(),
+        input_bytes: (0..sources.len()).map(|i| meta(i).num_bytes()).sum(),
+        ..WriteReport::default()
+    };
+    let mut shard = ShardTensors::default();
     let mut shard_bytes = 0u64;
     let mut shard_files: Vec<(PathBuf, Vec<String>)> = Vec::new();
-    let mut flush = |shard: &mut Vec<OutTensor>, shard_bytes: &mut u64| -> Result<(), WriteError> {
-        if shard.is_empty() {
+    let pt = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let mut flush = |shard: &mut ShardTensors, shard_bytes: &mut u64| -> Result<(), WriteError> {
+        if shard.0.is_empty() {
             return Ok(());
         }
-        let path = tmp.path().join(format!("shard-{}.safetensors", shard_files.len()));
-        write_safetensors(&path, shard)?;
-        shard_files.push((path, shard.iter().map(|t| t.name.clone()).collect()));
-        shard.clear();
+        let path = out.path().join(format!("shard-{}.safetensors", shard_files.len()));
+        write_file(&path, &*shard, None, Some(pt.clone()))?;
+        shard_files.push((path, shard.0.drain(..).map(|t| t.meta.name).collect()));
         *shard_bytes = 0;
         Ok(())
     };
-    // Batches of about BATCH input bytes are encoded in parallel.
-    const BATCH: u64 = 1 << 30;
-    let mut start = 0;
-    while start < items.len() {
-        let mut end = start;
-        let mut batch_bytes = 0u64;
-        while end < items.len() && (end == start || batch_bytes < BATCH) {
-            batch_bytes += match &items[end] {
-                Item::Plain(i) => sources[*i].info.len(),
-                Item::Module(m) => m.weights.iter().map(|w| sources[by_name[w.as_str()]].info.len()).sum(),
-            };
-            end += 1;
-        }
-        let encoded: Vec<Result<Vec<OutTensor>, WriteError>> = items[start..end]
+    for batch in batches(&items, rayon::current_num_threads(), BATCH_BYTES, item_bytes) {
+        let encoded: Vec<Result<Vec<OutTensor>, WriteError>> = batch
             .par_iter()
             .map(|item| match item {
-                Item::Plain(i) => {
-                    let s = &sources[*i];
-                    Ok(vec![OutTensor::borrowed(s, bytes_of(s))])
-                }
+                Item::Plain(i) => Ok(vec![OutTensor::plain(meta(*i), data(*i)?)]),
                 Item::Module(m) => {
-                    let srcs: Vec<&Source> = m.weights.iter().map(|w| &sources[by_name[w.as_str()]]).collect();
-                    let bits: Vec<Cow<[u16]>> = srcs.iter().map(|s| as_u16(bytes_of(s))).collect();
-                    let weights: Vec<Weight> =
-                        srcs.iter().zip(&bits).map(|(s, b)| Weight { name: &s.name, bits: b }).collect();
-                    let kept = |reason: String| -> Vec<OutTensor> {
-                        let mut v: Vec<OutTensor> = srcs.iter().map(|s| OutTensor::borrowed(s, bytes_of(s))).collect();
-                        v[0].kept = Some((m.name.clone(), reason));
-                        v
-                    };
-                    if weights.iter().all(|w| w.bits.is_empty()) {
+                    let srcs: Vec<usize> = m.weights.iter().map(|w| by_name[w.as_str()]).collect();
+                    let bytes: Vec<Cow<[u8]>> = srcs.iter().map(|&i| data(i)).collect::<Result<_, _>>()?;
+                    let result = if bytes.iter().all(|b| b.is_empty()) {
                         // DFloat11's loader cannot size a kernel launch for no data.
-                        return Ok(kept("it has no elements".into()));
-                    }
-                    match encode_module(&weights) {
-                        Ok(e) => Ok(e
+                        Err("it has no elements".to_string())
+                    } else {
+                        let bits: Vec<Cow<[u16]>> = bytes.iter().map(|b| bytes_to_u16(b)).collect();
+                        let weights: Vec<Weight> =
+                            srcs.iter().zip(&bits).map(|(&i, b)| Weight { name: &meta(i).name, bits: b }).collect();
+                        match encode_module(&weights) {
+                            Ok(e) => Ok(e),
+                            Err(e @ EncodeError::Unencodable { .. })
+                                if opts.unencodable == Unencodable::KeepUncompressed =>
+                            {
+                                Err(e.to_string())
+                            }
+                            Err(source) => return Err(WriteError::Encode { module: m.name.clone(), source }),
+                        }
+                    };
+                    Ok(match result {
+                        Ok(e) => e
                             .tensors()
                             .into_iter()
                             .map(|(suffix, dtype, shape, data)| OutTensor {
-                                name: format!("{}.{suffix}", m.name),
-                                dtype: dtype.to_string(),
-                                shape,
+                                meta: TensorMeta {
+                                    name: format!("{}.{suffix}", m.name),
+                                    dtype: dtype.to_string(),
+                                    shape: shape.into_iter().map(|d| d as u64).collect(),
+                                },
                                 data: Cow::Owned(data.to_vec()),
                                 compressed: true,
                                 kept: None,
                             })
-                            .collect()),
-                        Err(e @ EncodeError::Unencodable { .. })
-                            if opts.unencodable == Unencodable::KeepUncompressed =>
-                        {
-                            Ok(kept(e.to_string()))
+                            .collect(),
+                        Err(reason) => {
+                            let mut v: Vec<OutTensor> =
+                                srcs.iter().zip(bytes).map(|(&i, b)| OutTensor::plain(meta(i), b)).collect();
+                            v[0].kept = Some((m.name.clone(), reason));
+                            v
                         }
-                        Err(source) => Err(WriteError::Encode { module: m.name.clone(), source }),
-                    }
+                    })
                 }
             })
             .collect();
-        for (item, out) in items[start..end].iter().zip(encoded) {
-            let out = out?;
-            if matches!(item, Item::Module(_)) && out[0].compressed {
+        for (item, tensors) in batch.iter().zip(encoded) {
+            let tensors = tensors?;
+            let len: u64 = tensors.iter().map(|t| t.data.len() as u64).sum();
+            if let Item::Module(_) = item
+                && tensors[0].compressed
+            {
                 report.compressed_modules += 1;
+                report.encoded_elements += item_bytes(item) / 2;
+                report.encoded_bytes += len;
             }
             // A module's arrays stay together in one shard: readers may look
             // for all six in the file that holds its `luts`.
-            let len: u64 = out.iter().map(|t| t.data.len() as u64).sum();
             if shard_bytes > 0 && shard_bytes + len > opts.max_shard_bytes {
                 flush(&mut shard, &mut shard_bytes)?;
             }
             shard_bytes += len;
             report.output_bytes += len;
-            for t in out {
-                if let Some(k) = &t.kept {
-                    report.kept_modules.push(k.clone());
+            for mut t in tensors {
+                if let Some(k) = t.kept.take() {
+                    report.kept_modules.push(k);
                 }
-                shard.push(t);
+                shard.0.push(t);
             }
         }
-        start = end;
     }
     flush(&mut shard, &mut shard_bytes)?;
-    report.input_bytes = sources.iter().map(|s| s.info.len()).sum();
 
     // Final names: model.safetensors, or HF-style numbered shards with an index.
     let count = shard_files.len();
@@ -617,8 +587,8 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
         } else {
             format!("model-{:05}-of-{count:05}.safetensors", i + 1)
         };
-        let dst = tmp.path().join(&name);
-        io(&dst, fs::rename(path, &dst))?;
+        let dst = out.path().join(&name);
+        fs::rename(path, &dst).ctx("cannot rename into", &dst)?;
         for n in names {
             weight_map.insert(n.clone(), Value::from(name.clone()));
         }
@@ -626,54 +596,28 @@ pub fn write_checkpoint(input: &Path, output: &Path, opts: &WriteOptions) -> Res
     }
     if count > 1 {
         let index = json!({"metadata": {"total_size": report.output_bytes}, "weight_map": weight_map});
-        write_synced(&tmp.path().join("model.safetensors.index.json"), index_string(&index).as_bytes())?;
+        write_json(&out.path().join("model.safetensors.index.json"), &index)?;
     }
     let mut config = config;
-    if !config.is_object() {
-        return Err(WriteError::Input(format!("{}: not a JSON object", config_path.display())));
-    }
     config["dfloat11_config"] = json!({
         "version": DFLOAT11_VERSION,
         "threads_per_block": [THREADS_PER_BLOCK],
         "bytes_per_thread": BLOCK_BYTES / THREADS_PER_BLOCK,
         "pattern_dict": dict.to_json(),
     });
-    write_synced(&tmp.path().join("config.json"), index_string(&config).as_bytes())?;
-    for rel in &others {
-        copy_tree(&input.join(rel), &tmp.path().join(rel))?;
+    write_json(&out.path().join("config.json"), &config)?;
+    if let Input::Dir(d) = ckpt.input() {
+        // The input's index describes its own shards; config.json was rewritten above.
+        let others: Vec<PathBuf> = d.others.iter().filter(|p| p.as_os_str() != "config.json").cloned().collect();
+        copy_others(&d.root, out.path(), &others)?;
     }
-    sync_dir(tmp.path());
-    let built = tmp.keep();
-    if fs::symlink_metadata(output).is_ok() {
-        // `force`: move the old output aside only now that the new one is complete.
-        let old = parent.join(format!("{prefix}old-{}", std::process::id()));
-        io(output, fs::rename(output, &old))?;
-        io(output, fs::rename(&built, output))?;
-        let _ = if old.is_dir() { fs::remove_dir_all(&old) } else { fs::remove_file(&old) };
-    } else {
-        io(output, fs::rename(&built, output))?;
-    }
-    sync_dir(&parent);
+    out.commit()?;
     Ok(report)
-}
-
-fn index_string(v: &Value) -> String {
-    serde_json::to_string_pretty(v).expect("JSON values serialize") + "\n"
-}
-
-/// Bf16 bits from little-endian bytes: borrowed when aligned, copied otherwise.
-fn as_u16(bytes: &[u8]) -> Cow<'_, [u16]> {
-    match bytemuck::try_cast_slice(bytes) {
-        Ok(s) if cfg!(target_endian = "little") => Cow::Borrowed(s),
-        _ => Cow::Owned(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()),
-    }
 }
 
 /// One tensor of an output shard.
 struct OutTensor<'a> {
-    name: String,
-    dtype: String,
-    shape: Vec<usize>,
+    meta: TensorMeta,
     data: Cow<'a, [u8]>,
     compressed: bool,
     /// Set on the first tensor of a module kept uncompressed: (module, reason).
@@ -681,69 +625,21 @@ struct OutTensor<'a> {
 }
 
 impl<'a> OutTensor<'a> {
-    fn borrowed(s: &Source, data: &'a [u8]) -> Self {
-        OutTensor {
-            name: s.name.clone(),
-            dtype: s.dtype.clone(),
-            shape: s.shape.clone(),
-            data: Cow::Borrowed(data),
-            compressed: false,
-            kept: None,
-        }
+    fn plain(meta: &TensorMeta, data: Cow<'a, [u8]>) -> Self {
+        OutTensor { meta: meta.clone(), data, compressed: false, kept: None }
     }
 }
 
-/// Writes one safetensors file (header padded to 8 bytes, tensors in order) and fsyncs it.
-fn write_safetensors(path: &Path, tensors: &[OutTensor]) -> Result<(), WriteError> {
-    use std::io::Write;
-    let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), json!({"format": "pt"}));
-    let mut off = 0usize;
-    for t in tensors {
-        header.insert(
-            t.name.clone(),
-            json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [off, off + t.data.len()]}),
-        );
-        off += t.data.len();
-    }
-    let mut h = serde_json::to_vec(&Value::Object(header)).expect("JSON values serialize");
-    h.resize(h.len().next_multiple_of(8), b' ');
-    let f = io(path, fs::File::create(path))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 22, f);
-    io(path, w.write_all(&(h.len() as u64).to_le_bytes()))?;
-    io(path, w.write_all(&h))?;
-    for t in tensors {
-        io(path, w.write_all(&t.data))?;
-    }
-    let f = w.into_inner().map_err(|e| WriteError::Io { path: path.to_path_buf(), source: e.into_error() })?;
-    io(path, f.sync_all())
-}
+/// The tensors of one output shard, held until the shard is written.
+#[derive(Default)]
+struct ShardTensors<'a>(Vec<OutTensor<'a>>);
 
-fn write_synced(path: &Path, data: &[u8]) -> Result<(), WriteError> {
-    use std::io::Write;
-    let mut f = io(path, fs::File::create(path))?;
-    io(path, f.write_all(data))?;
-    io(path, f.sync_all())
-}
-
-/// Copies a file or a directory tree, fsyncing the files.
-fn copy_tree(from: &Path, to: &Path) -> Result<(), WriteError> {
-    if io(from, fs::metadata(from))?.is_dir() {
-        io(to, fs::create_dir_all(to))?;
-        for entry in io(from, fs::read_dir(from))? {
-            let entry = io(from, entry)?;
-            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
-        }
-        sync_dir(to);
-        return Ok(());
+impl TensorSource for ShardTensors<'_> {
+    fn tensors(&self) -> Vec<TensorMeta> {
+        self.0.iter().map(|t| t.meta.clone()).collect()
     }
-    io(to, fs::copy(from, to))?;
-    io(to, fs::File::open(to).and_then(|f| f.sync_all()))
-}
 
-/// Makes renames durable. Best effort: not every filesystem lets a directory be fsynced.
-fn sync_dir(dir: &Path) {
-    if let Ok(f) = fs::File::open(dir) {
-        let _ = f.sync_all();
+    fn data(&self, index: usize) -> crate::checkpoint::Result<Cow<'_, [u8]>> {
+        Ok(Cow::Borrowed(&self.0[index].data))
     }
 }
