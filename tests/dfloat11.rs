@@ -8,61 +8,15 @@ use common::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
-const CASES: [&str; 7] = [
-    "gaussian_small",
-    "realistic_multi",
-    "deep_code",
-    "odd_length",
-    "deep_code_cap",
-    "edge_last_code_crosses_block_aligned",
-    "edge_last_code_crosses_block_padded",
-];
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dfloat11")
-}
-
-fn case_json(case: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(fixtures().join(format!("{case}.json"))).unwrap()).unwrap()
-}
-
 /// Copies a fixture file to `dst`, un-gzipping `.gz` ones.
 fn copy_fixture(name: &str, dst: &Path) {
-    let plain = fixtures().join(name);
-    if plain.exists() {
-        std::fs::copy(&plain, dst).unwrap();
-    } else {
-        let gz = std::fs::read(fixtures().join(format!("{name}.gz"))).unwrap();
-        std::fs::write(dst, gunzip(&gz)).unwrap();
-    }
-}
-
-/// A minimal gzip reader (RFC 1952 header, then raw DEFLATE).
-fn gunzip(gz: &[u8]) -> Vec<u8> {
-    assert_eq!(&gz[..3], &[0x1f, 0x8b, 8], "not gzip");
-    let flags = gz[3];
-    let mut i = 10;
-    if flags & 4 != 0 {
-        i += 2 + u16::from_le_bytes([gz[i], gz[i + 1]]) as usize;
-    }
-    for bit in [8, 16] {
-        if flags & bit != 0 {
-            i += gz[i..].iter().position(|&b| b == 0).unwrap() + 1;
-        }
-    }
-    if flags & 2 != 0 {
-        i += 2;
-    }
-    let out = miniz_oxide::inflate::decompress_to_vec(&gz[i..gz.len() - 8]).unwrap();
-    let size = u32::from_le_bytes(gz[gz.len() - 4..].try_into().unwrap());
-    assert_eq!(out.len() as u32, size);
-    out
+    std::fs::write(dst, dfloat11_fixture_bytes(name)).unwrap();
 }
 
 /// Builds a DFloat11 checkpoint directory for `case` under `dir` with `config`
 /// as its config.json (plus `dfloat11_config`). Returns (checkpoint, reference file).
 fn checkpoint(dir: &Path, case: &str, mut config: Value) -> (PathBuf, PathBuf) {
-    let j = case_json(case);
+    let j = dfloat11_case_json(case);
     let ckpt = dir.join(format!("{case}-dfloat11"));
     std::fs::create_dir_all(&ckpt).unwrap();
     config["dfloat11_config"] = j["dfloat11_config"].clone();
@@ -74,7 +28,7 @@ fn checkpoint(dir: &Path, case: &str, mut config: Value) -> (PathBuf, PathBuf) {
 }
 
 fn shapes_file(dir: &Path, case: &str) -> PathBuf {
-    let j = case_json(case);
+    let j = dfloat11_case_json(case);
     let map: serde_json::Map<String, Value> = j["weights"]
         .as_array()
         .unwrap()
@@ -89,7 +43,7 @@ fn shapes_file(dir: &Path, case: &str) -> PathBuf {
 #[test]
 fn every_fixture_decodes_bit_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    for case in CASES {
+    for case in DFLOAT11_CASES {
         let (ckpt, reference) = checkpoint(dir.path(), case, json!({}));
         let shapes = shapes_file(dir.path(), case);
         let out = dir.path().join(format!("{case}-plain"));
@@ -179,7 +133,7 @@ fn corrupt_modules_are_rejected() {
 fn the_checkpoint_api_reads_every_fixture() {
     use df11::checkpoint::{Checkpoint, Kind, OpenOptions, Storage};
     let dir = tempfile::tempdir().unwrap();
-    for case in CASES {
+    for case in DFLOAT11_CASES {
         let (ckpt, reference) = checkpoint(dir.path(), case, json!({}));
         let shapes = shapes_file(dir.path(), case);
         let ck = Checkpoint::open_with(&ckpt, &OpenOptions { shapes_file: Some(&shapes), warn: None }).unwrap();
@@ -190,7 +144,7 @@ fn the_checkpoint_api_reads_every_fixture() {
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(sorted, want.keys().map(String::as_str).collect::<Vec<_>>(), "{case}");
-        let module = case_json(case)["module"].as_str().unwrap().to_string();
+        let module = dfloat11_case_json(case)["module"].as_str().unwrap().to_string();
         for t in &listed {
             let w = &want[&t.name];
             assert_eq!((t.dtype.as_str(), &t.shape), ("BF16", &w.shape), "{case} {}", t.name);
@@ -237,7 +191,7 @@ fn the_checkpoint_api_reports_corrupt_modules_by_name() {
     let (ckpt, _) = checkpoint(dir.path(), "gaussian_small", json!({}));
     let file = ckpt.join("model.safetensors");
     let (mut t, meta) = read_st(&file);
-    let module = case_json("gaussian_small")["module"].as_str().unwrap().to_string();
+    let module = dfloat11_case_json("gaussian_small")["module"].as_str().unwrap().to_string();
     let gaps = t.get_mut(&format!("{module}.gaps")).unwrap();
     gaps.data[0] ^= 0x80;
     write_st(&file, &t, meta.as_ref());

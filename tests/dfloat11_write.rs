@@ -63,28 +63,15 @@ fn round_trip(weights: &[(&str, Vec<u16>)]) -> EncodedModule {
     e
 }
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dfloat11")
-}
-
 /// A fixture's reference weights (in concatenation order) and its JSON.
 /// (name, shape, bf16 bits) of one weight.
 type FixtureWeight = (String, Vec<u64>, Vec<u16>);
 
 fn fixture(case: &str) -> (Vec<FixtureWeight>, Value) {
-    let j: Value = serde_json::from_slice(&std::fs::read(fixtures().join(format!("{case}.json"))).unwrap()).unwrap();
-    let plain = fixtures().join(format!("{case}.bf16.safetensors"));
+    let j = dfloat11_case_json(case);
     let tmp = tempfile::NamedTempFile::new().unwrap();
-    let path = if plain.exists() {
-        plain
-    } else {
-        let gz = std::fs::read(fixtures().join(format!("{case}.bf16.safetensors.gz"))).unwrap();
-        // A gzip member: 10-byte header, maybe a file name, DEFLATE, 8-byte trailer.
-        assert_eq!((gz[0], gz[1], gz[2], gz[3] & !8), (0x1f, 0x8b, 8, 0), "unexpected gzip header");
-        let start = if gz[3] & 8 != 0 { 10 + gz[10..].iter().position(|&b| b == 0).unwrap() + 1 } else { 10 };
-        std::fs::write(tmp.path(), miniz_oxide::inflate::decompress_to_vec(&gz[start..gz.len() - 8]).unwrap()).unwrap();
-        tmp.path().to_path_buf()
-    };
+    std::fs::write(tmp.path(), dfloat11_fixture_bytes(&format!("{case}.bf16.safetensors"))).unwrap();
+    let path = tmp.path().to_path_buf();
     let (tensors, _) = read_st(&path);
     let weights = j["weights"]
         .as_array()
@@ -100,19 +87,9 @@ fn fixture(case: &str) -> (Vec<FixtureWeight>, Value) {
     (weights, j)
 }
 
-const CASES: [&str; 7] = [
-    "gaussian_small",
-    "realistic_multi",
-    "deep_code",
-    "odd_length",
-    "deep_code_cap",
-    "edge_last_code_crosses_block_aligned",
-    "edge_last_code_crosses_block_padded",
-];
-
 #[test]
 fn fixture_originals_round_trip() {
-    for case in CASES {
+    for case in DFLOAT11_CASES {
         let (weights, j) = fixture(case);
         let w: Vec<(&str, Vec<u16>)> = weights.iter().map(|(n, _, b)| (n.as_str(), b.clone())).collect();
         let e = round_trip(&w);

@@ -125,3 +125,57 @@ pub fn fails(args: &[&dyn AsRef<std::ffi::OsStr>]) -> String {
     assert!(last.starts_with("df11: error: "), "no error line: {err}");
     last.to_string()
 }
+
+/// The DFloat11 fixtures in `tests/fixtures/dfloat11/` (see its FORMAT.md):
+/// each case is one module's six arrays written by DFloat11's own encoder,
+/// its bf16 original and a JSON description.
+pub const DFLOAT11_CASES: [&str; 7] = [
+    "gaussian_small",
+    "realistic_multi",
+    "deep_code",
+    "odd_length",
+    "deep_code_cap",
+    "edge_last_code_crosses_block_aligned",
+    "edge_last_code_crosses_block_padded",
+];
+
+/// The DFloat11 fixtures' folder.
+pub fn dfloat11_fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/dfloat11")
+}
+
+/// A fixture case's JSON description.
+pub fn dfloat11_case_json(case: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(dfloat11_fixtures().join(format!("{case}.json"))).unwrap()).unwrap()
+}
+
+/// A fixture file's bytes, un-gzipping a `.gz` one where the plain file is absent.
+pub fn dfloat11_fixture_bytes(name: &str) -> Vec<u8> {
+    let plain = dfloat11_fixtures().join(name);
+    if plain.exists() {
+        return std::fs::read(plain).unwrap();
+    }
+    gunzip(&std::fs::read(dfloat11_fixtures().join(format!("{name}.gz"))).unwrap())
+}
+
+/// A minimal gzip reader (RFC 1952 header, then raw DEFLATE).
+pub fn gunzip(gz: &[u8]) -> Vec<u8> {
+    assert_eq!(&gz[..3], &[0x1f, 0x8b, 8], "not gzip");
+    let flags = gz[3];
+    let mut i = 10;
+    if flags & 4 != 0 {
+        i += 2 + u16::from_le_bytes([gz[i], gz[i + 1]]) as usize;
+    }
+    for bit in [8, 16] {
+        if flags & bit != 0 {
+            i += gz[i..].iter().position(|&b| b == 0).unwrap() + 1;
+        }
+    }
+    if flags & 2 != 0 {
+        i += 2;
+    }
+    let out = miniz_oxide::inflate::decompress_to_vec(&gz[i..gz.len() - 8]).unwrap();
+    let size = u32::from_le_bytes(gz[gz.len() - 4..].try_into().unwrap());
+    assert_eq!(out.len() as u32, size);
+    out
+}
