@@ -1,16 +1,19 @@
-//! Running a Llama-family model from df11-compressed weights on candle.
+//! Running a Llama-family model from compressed weights (df11 or DFloat11
+//! checkpoints) on candle.
 //!
 //! DFloat11's way of serving a model: every transformer block's weights stay
 //! compressed in memory, and each block is decoded just before its forward
 //! pass into one shared, reused buffer whose views are the block's weights
-//! (bf16 on CUDA; f32 on the CPU, where candle multiplies bf16 in f32). Memory holds the compressed model plus one block, and the
-//! outputs are bit-identical to the bf16 model's, since decoding is lossless.
+//! (bf16 on CUDA; f32 on the CPU, where candle multiplies bf16 in f32).
+//! Memory holds the compressed model plus one block, and the outputs are
+//! bit-identical to the bf16 model's, since decoding is lossless.
 //!
-//! * [`source`]: where weights come from ([`WeightSource`]; safetensors
-//!   checkpoints, plain or written by `df11 compress`).
+//! * [`source`]: weights from a [`crate::checkpoint::Checkpoint`] (df11,
+//!   plain safetensors or DFloat11), and [`CheckpointBackend`], a checkpoint
+//!   as a candle `VarBuilder` backend for any candle model.
 //! * [`store`]: [`BlockStore`] (compressed blocks, per-block decode) and
 //!   [`PlainWeights`] (everything decoded), behind the [`Weights`] trait.
-//! * [`backend`]: named tensors as a candle `VarBuilder` backend.
+//! * [`backend`]: named tensors (a decoded block) as a `VarBuilder` backend.
 //! * [`llama`]: the model (Llama, Mistral, Qwen2, Qwen3).
 //! * [`run`]: greedy generation, the bf16 comparison and `df11 run`.
 //!
@@ -48,7 +51,7 @@ pub mod store;
 pub use backend::TensorMap;
 pub use llama::{Config, Model};
 pub use run::{Generation, RunArgs, RunReport, WeightMode, generate, logits_identical, open_model, run_cli};
-pub use source::{SafetensorsSource, Stored, TensorMeta, WeightSource};
+pub use source::{CheckpointBackend, load_tensor, open_checkpoint};
 pub use store::{BlockStore, PlainWeights, WeightBytes, Weights};
 
 use std::path::{Path, PathBuf};
@@ -59,6 +62,9 @@ pub enum Error {
     /// From candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// Reading or decoding the checkpoint.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::Error),
     /// A file could not be read.
     #[error("{}: {source}", path.display())]
     Io {
