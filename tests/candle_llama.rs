@@ -411,3 +411,62 @@ fn corrupt_compressed_block_is_an_error() {
     });
     assert!(r.is_err(), "a corrupt container decoded without error");
 }
+
+#[test]
+fn df11_run_cli_compares_with_bf16() {
+    let (_tmp, plain, comp) = checkpoints(Variant::Llama, 90);
+    let out = ok(&[
+        &"run",
+        &comp,
+        &"--prompt-tokens",
+        &"1,17,250",
+        &"--max-new-tokens",
+        &"3",
+        &"--compare-bf16",
+        &plain,
+        &"--json",
+    ]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["logits_identical"], json!(true));
+    assert_eq!(j["device"], json!("cpu"));
+    assert_eq!(j["tokens"].as_array().unwrap().len(), 3);
+    assert_eq!(j["bf16"]["tokens"], j["tokens"]);
+    for k in ["tokens_per_s", "weight_bytes_resident", "weight_bytes_bf16", "ttft_s", "block_decode_s"] {
+        assert!(j[k].is_number(), "{k}: {}", j[k]);
+    }
+    assert!(j["weight_bytes_resident"].as_u64() < j["weight_bytes_bf16"].as_u64());
+    // Without a comparison: null; the human summary names what it measured.
+    let out = ok(&[&"run", &comp, &"--prompt-tokens", &"1,17,250", &"--max-new-tokens", &"2", &"--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["logits_identical"], json!(null));
+    let out = ok(&[&"run", &comp, &"--prompt-tokens", &"1,17", &"--max-new-tokens", &"2", &"--compare-bf16", &plain]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for k in ["tokens/s", "time to 1st token", "block decode", "weights resident", "logits identical:  yes"] {
+        assert!(text.contains(k), "{k} missing from:\n{text}");
+    }
+    // A DFloat11 checkpoint of the same model runs the same way.
+    let dfl = plain.parent().unwrap().join("dfloat11");
+    df11::dfloat11::write::write_checkpoint(&plain, &dfl, &Default::default()).unwrap();
+    let out = ok(&[
+        &"run",
+        &dfl,
+        &"--prompt-tokens",
+        &"1,17",
+        &"--max-new-tokens",
+        &"2",
+        &"--compare-bf16",
+        &plain,
+        &"--json",
+    ]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["logits_identical"], json!(true));
+    assert!(j["weight_bytes"]["compressed"].as_u64() > Some(0));
+    // A different model: logits differ, exit 1; bad input: a clear error.
+    let (_tmp2, other, _) = checkpoints(Variant::Llama, 91);
+    let err = fails(&[&"run", &comp, &"--prompt-tokens", &"1", &"--max-new-tokens", &"2", &"--compare-bf16", &other]);
+    assert!(err.contains("logits differ"), "{err}");
+    let err = fails(&[&"run", &comp, &"--prompt-tokens", &"100000"]);
+    assert!(err.contains("vocabulary"), "{err}");
+    let err = fails(&[&"run", &comp.join("missing"), &"--prompt-tokens", &"1"]);
+    assert!(err.contains("missing"), "{err}");
+}

@@ -3,6 +3,8 @@
 pub mod compress;
 pub mod decompress;
 pub mod inspect;
+#[cfg(feature = "candle")]
+pub mod run;
 pub mod verify;
 
 use df11::checkpoint::{CpuDecoder, Decoder};
