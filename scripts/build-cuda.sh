@@ -4,9 +4,9 @@
 # from NVIDIA's wheels on PyPI and cached outside the repository, as setup.sh
 # does for ptxas. Extra arguments go to `cargo build`.
 #
-# Needs: python3 with pip, a host C++ compiler for nvcc. The build also needs
-# df11-host's cudarc linking mode to be switchable (candle links cudarc with
-# `dynamic-linking`, df11 with `dynamic-loading`, and cudarc refuses both).
+# Needs: python3 with pip, a host C++ compiler for nvcc. candle links cudarc
+# with `dynamic-linking`, df11's `cuda` feature with `dynamic-loading`, and
+# cudarc refuses both, so this build leaves df11's default features off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,4 +56,6 @@ export PATH="$root/bin:$PATH"
 export LD_LIBRARY_PATH="$root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export LIBRARY_PATH="$root/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 nvcc --version | tail -n 1 >&2
-cargo build --release --features candle-cuda "$@"
+# Without default features: df11's `cuda` loads the driver at run time, which
+# cudarc cannot combine with candle's linking; `candle-cuda` brings the decoder.
+cargo build --release --no-default-features --features candle-cuda "$@"

@@ -18,7 +18,7 @@ use half::bf16;
 /// Uploads every block of a store on a CUDA device and drops the host copies.
 pub(super) fn upload(store: &mut BlockStore) -> Result<()> {
     let Device::Cuda(dev) = store.device().clone() else { return Ok(()) };
-    let gpu = GpuDecoder::with_context(dev.cuda_stream().context().clone(), crate::PTX)
+    let gpu = crate::gpu::decoder_on(dev.cuda_stream().context().clone())
         .map_err(|e| Error::Format(format!("df11 GPU decoder: {e}")))?;
     for b in store.blocks_mut() {
         if !b.group.tensors.is_empty() {

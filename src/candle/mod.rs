@@ -35,10 +35,13 @@
 //!
 //! # Building with `candle-cuda`
 //!
-//! candle's CUDA backend links cudarc with `dynamic-linking`, df11 with
-//! `dynamic-loading`; cudarc refuses both at once, so that build needs
-//! df11-host's cudarc linking mode behind a feature. df11's GPU decoder also
-//! has to run in candle's CUDA context (see `cuda.rs`).
+//! candle's CUDA backend links cudarc with `dynamic-linking`, df11's `cuda`
+//! feature loads the driver at run time (`dynamic-loading`), and cudarc
+//! refuses both at once: build with `--no-default-features --features
+//! candle-cuda` (`scripts/build-cuda.sh`), which brings the decoder through
+//! df11's `gpu` feature without a linking mode of its own. The decoder runs in
+//! candle's CUDA context ([`crate::gpu::decoder_on`]), so it can decode into
+//! candle's buffers on candle's stream.
 
 pub mod backend;
 #[cfg(feature = "candle-cuda")]
