@@ -4,13 +4,12 @@
 //! that read the views are ordered after it).
 //!
 //! The decoder checks that stream, group and output share its CUDA context,
-//! so it is built on candle's context (`GpuDecoder::with_context`, which
-//! df11-host does not have yet: see the module docs of `df11::candle`).
+//! so it is built on candle's context ([`crate::gpu::decoder_on`]). DFloat11
+//! modules are decoded on the CPU and copied after the df11 tensors.
 
 use super::store::{BlockStore, DecodeInto};
 use super::{Error, Result};
 use crate::Group;
-use crate::gpu::GpuDecoder;
 use candle_core::backend::BackendStorage;
 use candle_core::{CudaStorage, Device, Layout};
 use half::bf16;
