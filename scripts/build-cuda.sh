@@ -51,6 +51,10 @@ PY
   rm -rf "$root"
   mv "$tmp/root" "$root"
 fi
+# candle's kernels are compiled for this compute capability (nvidia-smi is
+# asked otherwise, which a build machine may lack); sm_80 is df11's minimum
+# too, and its PTX runs on newer GPUs.
+export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}"
 export CUDA_ROOT="$root" CUDA_PATH="$root" CUDA_HOME="$root"
 export PATH="$root/bin:$PATH"
 export LD_LIBRARY_PATH="$root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
