@@ -1,6 +1,7 @@
 //! Writes a synthetic Llama-style BF16 checkpoint directory (sharded, with
 //! `model.safetensors.index.json` and `config.json`) for measuring the CLI on
-//! multi-GB inputs without downloading a model.
+//! multi-GB inputs without downloading a model. The config is complete enough
+//! for `df11 run` (tied embeddings: there is no `lm_head`).
 //!
 //! `cargo run --release --example make_checkpoint -- OUT_DIR [LAYERS] [HIDDEN] [SHARDS]`
 //! (defaults: 10 layers, hidden 4096, 2 shards: about 3.7 GB).
@@ -79,7 +80,10 @@ fn main() -> std::io::Result<()> {
     std::fs::write(out.join("model.safetensors.index.json"), serde_json::to_string_pretty(&index)? + "\n")?;
     let config = json!({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": hidden,
         "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": hidden / 128,
-        "num_key_value_heads": hidden / 512, "vocab_size": vocab, "torch_dtype": "bfloat16"});
+        "num_key_value_heads": hidden / 512, "vocab_size": vocab, "torch_dtype": "bfloat16",
+        // What `df11 run` needs besides the shapes: no lm_head, so tied embeddings.
+        "tie_word_embeddings": true, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "max_position_embeddings": 4096, "hidden_act": "silu"});
     std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config)? + "\n")?;
     eprintln!("wrote {} ({:.2} GB of tensor data)", out.display(), total as f64 / 1e9);
     Ok(())

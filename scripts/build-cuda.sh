@@ -4,9 +4,9 @@
 # from NVIDIA's wheels on PyPI and cached outside the repository, as setup.sh
 # does for ptxas. Extra arguments go to `cargo build`.
 #
-# Needs: python3 with pip, a host C++ compiler for nvcc. The build also needs
-# df11-host's cudarc linking mode to be switchable (candle links cudarc with
-# `dynamic-linking`, df11 with `dynamic-loading`, and cudarc refuses both).
+# Needs: python3 with pip, a host C++ compiler for nvcc. candle links cudarc
+# with `dynamic-linking`, df11's `cuda` feature with `dynamic-loading`, and
+# cudarc refuses both, so this build leaves df11's default features off.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,9 +51,32 @@ PY
   rm -rf "$root"
   mv "$tmp/root" "$root"
 fi
+# candle's kernels are compiled for this compute capability (nvidia-smi is
+# asked otherwise, which a build machine may lack); sm_80 is df11's minimum
+# too, and its PTX runs on newer GPUs.
+export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}"
 export CUDA_ROOT="$root" CUDA_PATH="$root" CUDA_HOME="$root"
 export PATH="$root/bin:$PATH"
 export LD_LIBRARY_PATH="$root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export LIBRARY_PATH="$root/lib${LIBRARY_PATH:+:$LIBRARY_PATH}"
 nvcc --version | tail -n 1 >&2
-cargo build --release --features candle-cuda "$@"
+# candle links libcuda.so, the driver, which no wheel ships: link against a
+# stub with the driver functions cudarc declares (same soname, so at run time
+# the real driver is loaded). It lives in the cache only, never in the tree.
+stubs="$root/stubs"
+if [ ! -e "$stubs/libcuda.so" ]; then
+  sys="$(cargo metadata --format-version 1 --no-default-features --features candle-cuda 2>/dev/null | python3 -c '
+import json, os, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] == "cudarc":
+        print(os.path.join(os.path.dirname(p["manifest_path"]), "src/driver/sys/mod.rs"))
+        break')"
+  mkdir -p "$stubs"
+  grep -o 'fn cu[A-Za-z0-9_]*(' "$sys" | sort -u | sed 's/^fn \(.*\)($/void \1(void) {}/' > "$stubs/cuda_stub.c"
+  cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stubs/libcuda.so.1" "$stubs/cuda_stub.c"
+  ln -sf libcuda.so.1 "$stubs/libcuda.so"
+fi
+export LIBRARY_PATH="$stubs:$LIBRARY_PATH"
+# Without default features: df11's `cuda` loads the driver at run time, which
+# cudarc cannot combine with candle's linking; `candle-cuda` brings the decoder.
+cargo build --release --no-default-features --features candle-cuda "$@"

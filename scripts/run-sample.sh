@@ -4,13 +4,15 @@
 # config.json and an index), compresses it, verifies it bit for bit, shows
 # the per-tensor ratio against the entropy bound, restores it, verifies the
 # restored copy against the original, does the same with the CPU decoding
-# layout, and runs the benchmark for both layouts.
+# layout, runs the benchmark for both layouts, and runs the model from its
+# compressed checkpoint with per-block decoding (`df11 run`), checking that
+# its logits are bit-identical to the bf16 model's.
 #
 # Usage: scripts/run-sample.sh [WORK_DIR]   (default: target/sample)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
-cargo build --release --locked --bin df11 --example make_checkpoint
+cargo build --release --locked --features candle --bin df11 --example make_checkpoint
 
 work="${1:-target/sample}"
 rm -rf "$work"
@@ -31,3 +33,6 @@ target/release/examples/make_checkpoint "$work/original" 2 1024 2
 "$df11" verify "$work/original" "$work/restored-lanes"
 "$df11" bench --synthetic --layout lanes
 "$df11" bench --synthetic --layout warp
+# Generate a few tokens from the compressed checkpoint, one block decoded at a
+# time, and compare every logit with the original bf16 model (exit 1 if any differs).
+"$df11" run "$work/compressed" --prompt-tokens 1,2,3,4 --max-new-tokens 4 --compare-bf16 "$work/original"

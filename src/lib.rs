@@ -14,7 +14,7 @@ pub mod bench;
 pub mod candle;
 pub mod checkpoint;
 pub mod dfloat11;
-#[cfg(feature = "cuda")]
+#[cfg(feature = "gpu")]
 pub mod gpu;
 
 /// The decode kernels as PTX text.

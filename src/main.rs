@@ -203,6 +203,46 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         shapes: Option<PathBuf>,
     },
+    /// Generate tokens with a Llama-family model from compressed weights.
+    ///
+    /// MODEL_DIR is a checkpoint directory with config.json: df11, DFloat11 or
+    /// plain bf16. Every transformer block stays compressed in memory and is
+    /// decoded into one reused buffer just before it runs. With
+    /// --compare-bf16, the same model is run from a plain bf16 checkpoint and
+    /// the logits of every step are compared bit for bit (exit 1 if they
+    /// differ).
+    ///
+    /// Example: df11 run model-df11/ --prompt-tokens 1,2,3 --compare-bf16 model/
+    #[cfg(feature = "candle")]
+    Run {
+        /// Checkpoint directory.
+        #[arg(value_name = "MODEL_DIR")]
+        model: PathBuf,
+        /// The prompt as token ids.
+        #[arg(
+            long,
+            value_name = "IDS",
+            value_delimiter = ',',
+            conflicts_with = "prompt",
+            required_unless_present = "prompt"
+        )]
+        prompt_tokens: Option<Vec<u32>>,
+        /// The prompt as text (needs MODEL_DIR/tokenizer.json).
+        #[arg(long, value_name = "TEXT")]
+        prompt: Option<String>,
+        /// Tokens to generate.
+        #[arg(long, value_name = "N", default_value_t = 16)]
+        max_new_tokens: usize,
+        /// Where to run.
+        #[arg(long, value_parser = ["cpu", "cuda"], default_value = "cpu")]
+        device: String,
+        /// A plain bf16 checkpoint of the same model to compare logits with.
+        #[arg(long, value_name = "BF16_DIR")]
+        compare_bf16: Option<PathBuf>,
+        /// Print one JSON object instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -281,6 +321,11 @@ fn run(command: Command, threads: Option<usize>, common: cli::Common) -> error::
         }
         Command::Inspect { file, json, shapes } => {
             cli::inspect::run(&file, shapes.as_deref(), json, &*decoder(false)?, common)
+        }
+        #[cfg(feature = "candle")]
+        Command::Run { model, prompt_tokens, prompt, max_new_tokens, device, compare_bf16, json } => {
+            let args = df11::candle::RunArgs { model, prompt_tokens, prompt, max_new_tokens, device, compare_bf16 };
+            cli::run::run(&args, json)
         }
     }
 }

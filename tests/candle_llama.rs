@@ -8,13 +8,15 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use df11::candle::{
-    BlockStore, PlainWeights, RunArgs, SafetensorsSource, WeightMode, WeightSource, Weights, generate,
-    logits_identical, open_model, run_cli,
+    BlockStore, CheckpointBackend, PlainWeights, RunArgs, WeightMode, Weights, generate, logits_identical, open_model,
+    run_cli,
 };
+use df11::checkpoint::{Checkpoint, Kind};
 use df11::synth::{SplitMix64, realistic_weights};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
@@ -127,13 +129,35 @@ fn write_model(dir: &Path, v: Variant, seed: u64) {
     std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
 }
 
+/// How the compressed copy of a test model is written.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Writer {
+    /// `df11 compress`.
+    Df11,
+    /// The DFloat11 writer (DFloat11's own format).
+    Dfloat11,
+}
+
+/// A plain checkpoint and its compressed copy.
+fn checkpoints_with(v: Variant, seed: u64, w: Writer) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, comp) = (tmp.path().join("bf16"), tmp.path().join("compressed"));
+    write_model(&plain, v, seed);
+    match w {
+        Writer::Df11 => {
+            ok(&[&"compress", &plain, &"-o", &comp]);
+        }
+        Writer::Dfloat11 => {
+            let r = df11::dfloat11::write::write_checkpoint(&plain, &comp, &Default::default()).unwrap();
+            assert!(r.compressed_modules >= LAYERS, "{} modules compressed", r.compressed_modules);
+        }
+    }
+    (tmp, plain, comp)
+}
+
 /// A plain checkpoint and its `df11 compress`ed copy.
 fn checkpoints(v: Variant, seed: u64) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let (plain, comp) = (tmp.path().join("bf16"), tmp.path().join("df11"));
-    write_model(&plain, v, seed);
-    ok(&[&"compress", &plain, &"-o", &comp]);
-    (tmp, plain, comp)
+    checkpoints_with(v, seed, Writer::Df11)
 }
 
 const PROMPT: [u32; 5] = [1, 17, 250, 3, 99];
@@ -141,7 +165,16 @@ const STEPS: usize = 6;
 
 /// Runs both paths and asserts bit-identical logits at every step.
 fn df11_matches_bf16(v: Variant, seed: u64) {
-    let (_tmp, plain, comp) = checkpoints(v, seed);
+    compressed_matches_bf16(v, seed, Writer::Df11)
+}
+
+fn compressed_matches_bf16(v: Variant, seed: u64, w: Writer) {
+    let (_tmp, plain, comp) = checkpoints_with(v, seed, w);
+    let want = match w {
+        Writer::Df11 => Kind::Df11,
+        Writer::Dfloat11 => Kind::Dfloat11,
+    };
+    assert_eq!(Checkpoint::open(&comp).unwrap().kind(), want);
     let dev = Device::Cpu;
     let max_seq = PROMPT.len() + STEPS;
     let mut a = open_model(&comp, WeightMode::PerBlock, max_seq, &dev).unwrap();
@@ -185,6 +218,55 @@ fn qwen3_with_qk_norm_and_tied_embeddings_is_bit_identical() {
     df11_matches_bf16(Variant::Qwen3, 30);
 }
 
+#[test]
+fn llama_from_dfloat11_is_bit_identical() {
+    compressed_matches_bf16(Variant::Llama, 11, Writer::Dfloat11);
+}
+
+#[test]
+fn qwen2_from_dfloat11_is_bit_identical() {
+    compressed_matches_bf16(Variant::Qwen2, 21, Writer::Dfloat11);
+}
+
+#[test]
+fn qwen3_from_dfloat11_is_bit_identical() {
+    compressed_matches_bf16(Variant::Qwen3, 31, Writer::Dfloat11);
+}
+
+/// Every weight of a checkpoint, through candle's `VarBuilder`, as bf16 bits.
+fn weights_via_backend(dir: &Path) -> BTreeMap<String, Vec<u16>> {
+    let ckpt = Arc::new(Checkpoint::open(dir).unwrap());
+    let names: Vec<(String, Vec<usize>)> =
+        ckpt.tensors().iter().map(|t| (t.name.clone(), t.shape.iter().map(|&d| d as usize).collect())).collect();
+    let vb = CheckpointBackend(ckpt).into_var_builder(DType::BF16, &Device::Cpu);
+    names.into_iter().map(|(n, shape)| (n.clone(), bits(&vb.get(shape, &n).unwrap()))).collect()
+}
+
+#[test]
+fn checkpoint_backend_serves_bit_exact_weights() {
+    let (_tmp, plain, comp) = checkpoints(Variant::Qwen2, 80);
+    let dfl = plain.parent().unwrap().join("dfloat11");
+    df11::dfloat11::write::write_checkpoint(&plain, &dfl, &Default::default()).unwrap();
+    let want = weights_via_backend(&plain);
+    assert_eq!(want.len(), 2 + 1 + LAYERS * 12);
+    let reference = PlainWeights::load(&Checkpoint::open(&plain).unwrap(), &Device::Cpu).unwrap();
+    for (name, b) in &want {
+        assert_eq!(b, &bits(&reference.globals().get_unchecked_dtype(name, DType::BF16).unwrap()), "{name}");
+    }
+    assert_eq!(weights_via_backend(&comp), want, "df11 checkpoint");
+    assert_eq!(weights_via_backend(&dfl), want, "DFloat11 checkpoint");
+    // Through `VarBuilder::from_backend`: prefixes, shape checks, missing tensors.
+    let vb = CheckpointBackend(Arc::new(Checkpoint::open(&comp).unwrap())).into_var_builder(DType::BF16, &Device::Cpu);
+    let up = vb.pp("model.layers.3.mlp").get((INTER, HIDDEN), "up_proj.weight").unwrap();
+    assert_eq!(bits(&up), want["model.layers.3.mlp.up_proj.weight"]);
+    assert_eq!(vb.get((INTER, HIDDEN), "model.layers.3.mlp.up_proj.weight").unwrap().dtype(), DType::BF16);
+    let f32 = vb.get_unchecked_dtype("model.norm.weight", DType::F32).unwrap();
+    assert_eq!(bits(&f32), want["model.norm.weight"]);
+    assert!(vb.get((HIDDEN, INTER), "model.layers.3.mlp.up_proj.weight").is_err(), "wrong shape");
+    assert!(vb.get(1, "model.layers.3.mlp.nothing").is_err());
+    assert!(!vb.contains_tensor("model.layers.3.mlp.nothing"));
+}
+
 fn bits(t: &Tensor) -> Vec<u16> {
     // Weights from a CPU block buffer are widened to f32, which is exact.
     t.flatten_all()
@@ -202,11 +284,11 @@ fn bits(t: &Tensor) -> Vec<u16> {
 fn decoded_blocks_are_views_with_the_original_bits() {
     let (_tmp, plain, comp) = checkpoints(Variant::Qwen2, 40);
     let dev = Device::Cpu;
-    let src = SafetensorsSource::open(&comp).unwrap();
-    assert!(src.is_df11());
-    let mut store = BlockStore::load(&src, &dev).unwrap();
-    let plain_src = SafetensorsSource::open(&plain).unwrap();
-    assert!(!plain_src.is_df11());
+    let src = Arc::new(Checkpoint::open(&comp).unwrap());
+    assert_eq!(src.kind(), Kind::Df11);
+    let mut store = BlockStore::load(src.clone(), &dev).unwrap();
+    let plain_src = Checkpoint::open(&plain).unwrap();
+    assert_eq!(plain_src.kind(), Kind::Plain);
     let reference = PlainWeights::load(&plain_src, &dev).unwrap();
     let per_block = src.tensors().iter().filter(|m| m.name.starts_with("model.layers.0.")).count();
     // Out of order and repeated: each decode must restore exactly its block.
@@ -230,13 +312,12 @@ fn decoded_blocks_are_views_with_the_original_bits() {
     assert_eq!(bits(&kept), bits(&up1));
     assert!(store.decode_block(LAYERS).is_err());
     let b = store.bytes();
-    let widest = src.tensors().iter().map(|m| m.numel() as u64).filter(|&n| n < VOCAB as u64 * HIDDEN as u64).max();
-    assert_eq!(b.block_buffer, 4 * block_elems(&src, 0) + 2 * widest.unwrap());
+    assert_eq!(b.block_buffer, 4 * block_elems(&src, 0), "f32, no scratch");
 }
 
-fn block_elems(src: &SafetensorsSource, i: usize) -> u64 {
+fn block_elems(src: &Checkpoint, i: usize) -> u64 {
     let p = format!("model.layers.{i}.");
-    src.tensors().iter().filter(|m| m.name.starts_with(&p)).map(|m| m.numel() as u64).sum()
+    src.tensors().iter().filter(|m| m.name.starts_with(&p)).map(|m| m.num_elements()).sum()
 }
 
 #[test]
@@ -321,12 +402,71 @@ fn corrupt_compressed_block_is_an_error() {
     let at = bytes.len() - 40;
     bytes[at] ^= 0x10;
     std::fs::write(&f, bytes).unwrap();
-    let r = SafetensorsSource::open(&comp).and_then(|s| {
-        let mut st = BlockStore::load(&s, &Device::Cpu)?;
+    let r = Checkpoint::open(&comp).map_err(df11::candle::Error::from).and_then(|s| {
+        let mut st = BlockStore::load(Arc::new(s), &Device::Cpu)?;
         for i in 0..LAYERS {
             st.decode_block(i)?;
         }
         Ok(())
     });
     assert!(r.is_err(), "a corrupt container decoded without error");
+}
+
+#[test]
+fn df11_run_cli_compares_with_bf16() {
+    let (_tmp, plain, comp) = checkpoints(Variant::Llama, 90);
+    let out = ok(&[
+        &"run",
+        &comp,
+        &"--prompt-tokens",
+        &"1,17,250",
+        &"--max-new-tokens",
+        &"3",
+        &"--compare-bf16",
+        &plain,
+        &"--json",
+    ]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["logits_identical"], json!(true));
+    assert_eq!(j["device"], json!("cpu"));
+    assert_eq!(j["tokens"].as_array().unwrap().len(), 3);
+    assert_eq!(j["bf16"]["tokens"], j["tokens"]);
+    for k in ["tokens_per_s", "weight_bytes_resident", "weight_bytes_bf16", "ttft_s", "block_decode_s"] {
+        assert!(j[k].is_number(), "{k}: {}", j[k]);
+    }
+    assert!(j["weight_bytes_resident"].as_u64() < j["weight_bytes_bf16"].as_u64());
+    // Without a comparison: null; the human summary names what it measured.
+    let out = ok(&[&"run", &comp, &"--prompt-tokens", &"1,17,250", &"--max-new-tokens", &"2", &"--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["logits_identical"], json!(null));
+    let out = ok(&[&"run", &comp, &"--prompt-tokens", &"1,17", &"--max-new-tokens", &"2", &"--compare-bf16", &plain]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for k in ["tokens/s", "time to 1st token", "block decode", "weights resident", "logits identical:  yes"] {
+        assert!(text.contains(k), "{k} missing from:\n{text}");
+    }
+    // A DFloat11 checkpoint of the same model runs the same way.
+    let dfl = plain.parent().unwrap().join("dfloat11");
+    df11::dfloat11::write::write_checkpoint(&plain, &dfl, &Default::default()).unwrap();
+    let out = ok(&[
+        &"run",
+        &dfl,
+        &"--prompt-tokens",
+        &"1,17",
+        &"--max-new-tokens",
+        &"2",
+        &"--compare-bf16",
+        &plain,
+        &"--json",
+    ]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["logits_identical"], json!(true));
+    assert!(j["weight_bytes"]["compressed"].as_u64() > Some(0));
+    // A different model: logits differ, exit 1; bad input: a clear error.
+    let (_tmp2, other, _) = checkpoints(Variant::Llama, 91);
+    let err = fails(&[&"run", &comp, &"--prompt-tokens", &"1", &"--max-new-tokens", &"2", &"--compare-bf16", &other]);
+    assert!(err.contains("logits differ"), "{err}");
+    let err = fails(&[&"run", &comp, &"--prompt-tokens", &"100000"]);
+    assert!(err.contains("vocabulary"), "{err}");
+    let err = fails(&[&"run", &comp.join("missing"), &"--prompt-tokens", &"1"]);
+    assert!(err.contains("missing"), "{err}");
 }

@@ -1,16 +1,19 @@
-//! Running a Llama-family model from df11-compressed weights on candle.
+//! Running a Llama-family model from compressed weights (df11 or DFloat11
+//! checkpoints) on candle.
 //!
 //! DFloat11's way of serving a model: every transformer block's weights stay
 //! compressed in memory, and each block is decoded just before its forward
 //! pass into one shared, reused buffer whose views are the block's weights
-//! (bf16 on CUDA; f32 on the CPU, where candle multiplies bf16 in f32). Memory holds the compressed model plus one block, and the
-//! outputs are bit-identical to the bf16 model's, since decoding is lossless.
+//! (bf16 on CUDA; f32 on the CPU, where candle multiplies bf16 in f32).
+//! Memory holds the compressed model plus one block, and the outputs are
+//! bit-identical to the bf16 model's, since decoding is lossless.
 //!
-//! * [`source`]: where weights come from ([`WeightSource`]; safetensors
-//!   checkpoints, plain or written by `df11 compress`).
+//! * [`source`]: weights from a [`crate::checkpoint::Checkpoint`] (df11,
+//!   plain safetensors or DFloat11), and [`CheckpointBackend`], a checkpoint
+//!   as a candle `VarBuilder` backend for any candle model.
 //! * [`store`]: [`BlockStore`] (compressed blocks, per-block decode) and
 //!   [`PlainWeights`] (everything decoded), behind the [`Weights`] trait.
-//! * [`backend`]: named tensors as a candle `VarBuilder` backend.
+//! * [`backend`]: named tensors (a decoded block) as a `VarBuilder` backend.
 //! * [`llama`]: the model (Llama, Mistral, Qwen2, Qwen3).
 //! * [`run`]: greedy generation, the bf16 comparison and `df11 run`.
 //!
@@ -32,10 +35,13 @@
 //!
 //! # Building with `candle-cuda`
 //!
-//! candle's CUDA backend links cudarc with `dynamic-linking`, df11 with
-//! `dynamic-loading`; cudarc refuses both at once, so that build needs
-//! df11-host's cudarc linking mode behind a feature. df11's GPU decoder also
-//! has to run in candle's CUDA context (see `cuda.rs`).
+//! candle's CUDA backend links cudarc with `dynamic-linking`, df11's `cuda`
+//! feature loads the driver at run time (`dynamic-loading`), and cudarc
+//! refuses both at once: build with `--no-default-features --features
+//! candle-cuda` (`scripts/build-cuda.sh`), which brings the decoder through
+//! df11's `gpu` feature without a linking mode of its own. The decoder runs in
+//! candle's CUDA context ([`crate::gpu::decoder_on`]), so it can decode into
+//! candle's buffers on candle's stream.
 
 pub mod backend;
 #[cfg(feature = "candle-cuda")]
@@ -48,7 +54,7 @@ pub mod store;
 pub use backend::TensorMap;
 pub use llama::{Config, Model};
 pub use run::{Generation, RunArgs, RunReport, WeightMode, generate, logits_identical, open_model, run_cli};
-pub use source::{SafetensorsSource, Stored, TensorMeta, WeightSource};
+pub use source::{CheckpointBackend, load_tensor, open_checkpoint};
 pub use store::{BlockStore, PlainWeights, WeightBytes, Weights};
 
 use std::path::{Path, PathBuf};
@@ -59,6 +65,9 @@ pub enum Error {
     /// From candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// Reading or decoding the checkpoint.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::Error),
     /// A file could not be read.
     #[error("{}: {source}", path.display())]
     Io {

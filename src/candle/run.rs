@@ -3,12 +3,13 @@
 //! of `df11 run`.
 
 use super::llama::{Config, Model, argmax};
-use super::source::SafetensorsSource;
+use super::source::open_checkpoint;
 use super::store::{BlockStore, PlainWeights, WeightBytes, Weights};
 use super::{Error, Result};
 use candle_core::Device;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The result of [`generate`].
@@ -88,22 +89,22 @@ pub fn read_config(dir: &Path) -> Result<Config> {
 /// Which weights to build a model on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightMode {
-    /// df11-compressed blocks stay compressed and are decoded per block
-    /// ([`BlockStore`]); a checkpoint without compressed tensors holds
-    /// everything decoded anyway.
+    /// Compressed blocks (df11 or DFloat11) stay compressed and are decoded
+    /// per block ([`BlockStore`]); a checkpoint without compressed tensors
+    /// holds everything decoded anyway.
     PerBlock,
     /// Every tensor decoded at load ([`PlainWeights`]).
     Plain,
 }
 
-/// Opens a checkpoint directory (config.json and safetensors files) as a model
-/// for sequences of up to `max_seq` tokens.
+/// Opens a checkpoint directory (config.json and safetensors files: df11,
+/// plain or DFloat11) as a model for sequences of up to `max_seq` tokens.
 pub fn open_model(dir: &Path, mode: WeightMode, max_seq: usize, device: &Device) -> Result<Model> {
     let cfg = read_config(dir)?;
-    let src = SafetensorsSource::open(dir)?;
+    let ckpt = open_checkpoint(dir)?;
     let weights: Box<dyn Weights> = match mode {
-        WeightMode::PerBlock => Box::new(BlockStore::load(&src, device)?),
-        WeightMode::Plain => Box::new(PlainWeights::load(&src, device)?),
+        WeightMode::PerBlock => Box::new(BlockStore::load(Arc::new(ckpt), device)?),
+        WeightMode::Plain => Box::new(PlainWeights::load(&ckpt, device)?),
     };
     Model::new(cfg, weights, max_seq, device)
 }
@@ -111,7 +112,7 @@ pub fn open_model(dir: &Path, mode: WeightMode, max_seq: usize, device: &Device)
 /// The arguments of `df11 run`.
 #[derive(Clone, Debug)]
 pub struct RunArgs {
-    /// Checkpoint directory (df11 or plain), with config.json.
+    /// Checkpoint directory (df11, plain or DFloat11), with config.json.
     pub model: PathBuf,
     /// Prompt as token ids (`--prompt-tokens 1,2,3`).
     pub prompt_tokens: Option<Vec<u32>>,

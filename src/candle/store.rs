@@ -1,26 +1,35 @@
 //! Weights for the model: [`BlockStore`] keeps every transformer block
 //! compressed and decodes one block at a time into a single reused buffer;
 //! [`PlainWeights`] holds every tensor decoded, as candle models usually do.
-//! Both implement [`Weights`], which is all the model sees.
+//! Both implement [`Weights`], which is all the model sees, and both read a
+//! [`Checkpoint`] (df11, plain or DFloat11).
 //!
 //! # The block buffer
 //!
-//! A block is every tensor named `model.layers.{i}.*`. Its df11-compressed
-//! tensors are laid back to back in one buffer sized for the largest block;
+//! A block is every tensor named `model.layers.{i}.*` (one of the
+//! checkpoint's [`Checkpoint::block_groups`]). Its compressed bf16 tensors
+//! are laid back to back in one buffer sized for the largest block;
 //! [`Weights::block`] decodes them into it in place (a candle
 //! [`InplaceOp1`]: no allocation) and hands out each weight as a view:
 //! `buffer.narrow(0, offset, n).reshape(shape)`, which shares the buffer's
 //! storage.
 //!
+//! Two kinds of compressed tensors: df11 containers (decoded one by one with
+//! the df11 decoder; on CUDA the whole block in one kernel launch) and the
+//! weights of DFloat11 modules (decoded by the checkpoint's unit decoding,
+//! each module once, on the CPU). The df11 ones come first in the buffer, in
+//! the order of the block's `Group`, which is what one GPU launch writes.
+//!
 //! On CUDA the buffer is bf16 and the decoder writes it directly. On the CPU
 //! it is f32: candle 0.11's CPU matmul has no bf16 kernel and widens *the
 //! whole storage* of a bf16 operand to f32 on every call, which for a view
 //! into a block buffer means the whole block, seven times per block. So each
-//! tensor is decoded into a reused bf16 scratch (the largest tensor's size)
-//! and widened into the f32 buffer once per block decode; the model then
-//! multiplies in f32, as candle does for bf16 (widening bf16 is exact, so the
-//! results keep their bits). What one call allocates is the tensor handles and the
-//! name map (a few hundred bytes per weight), never weight data; the test
+//! tensor is decoded as bf16 into the upper half of its own f32 slot and
+//! widened in place, once per block decode (no scratch); the model then
+//! multiplies in f32, as candle does for bf16 (widening bf16 is exact, so
+//! the results keep their bits).
+//! What one call allocates is the tensor handles and the name map (a few
+//! hundred bytes per weight), never weight data; the test
 //! `decoded_blocks_are_views_with_the_original_bits` checks that the weights
 //! alias the buffer.
 //!
@@ -29,32 +38,36 @@
 //!
 //! Tensors of a block that are not compressed (a checkpoint may keep small
 //! or non-bf16 tensors raw) and every tensor outside the blocks (embeddings,
-//! final norm, `lm_head`) are loaded once, at open.
+//! final norm, `lm_head`) are loaded decoded once, at open.
+//!
+//! # Memory accounting
+//!
+//! [`WeightBytes::compressed`] counts the compressed bytes held for the
+//! blocks: df11 containers are parsed into owned memory at open; DFloat11
+//! modules are read from the memory-mapped file at every decode, so their
+//! pages stay resident too and their stored bytes are counted the same way.
 
 use super::backend::TensorMap;
-use super::source::{Stored, TensorMeta, WeightSource};
+use super::source::{dtype_shape, load_tensor};
 use super::{Error, Result};
 use crate::Group;
+use crate::checkpoint::{Checkpoint, Storage, TensorGroup};
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor};
 use candle_nn::VarBuilder;
 use half::bf16;
 use std::collections::HashMap;
+use std::sync::Arc;
+#[cfg(feature = "candle-cuda")]
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Name prefix of the transformer blocks' tensors.
-const BLOCK_PREFIX: &str = "model.layers.";
-
-/// The block index and the name within the block, for a block tensor.
-pub fn block_of(name: &str) -> Option<(usize, &str)> {
-    let rest = name.strip_prefix(BLOCK_PREFIX)?;
-    let (i, rel) = rest.split_once('.')?;
-    Some((i.parse().ok()?, rel))
-}
+/// The stack of transformer blocks the model runs (see [`crate::checkpoint::groups`]).
+const BLOCK_STACK: &str = "model.layers";
 
 /// Weight memory, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WeightBytes {
-    /// Compressed block weights (df11 containers as held in memory).
+    /// Compressed block weights held in memory (df11 containers, DFloat11 modules).
     pub compressed: u64,
     /// The reused block buffer (on the CPU with its bf16 scratch).
     pub block_buffer: u64,
@@ -88,19 +101,16 @@ pub trait Weights {
     }
 }
 
-/// Loads a stored tensor as an ordinary tensor (decoding a compressed one).
-fn load_tensor(meta: &TensorMeta, stored: Stored<'_>, device: &Device) -> Result<Tensor> {
-    Ok(match stored {
-        Stored::Raw(bytes) => Tensor::from_raw_buffer(bytes, meta.dtype, &meta.shape, device)?,
-        Stored::Df11(t) => {
-            let mut v = vec![bf16::ZERO; meta.numel()];
-            crate::decompress_into(&t, &mut v).map_err(|e| Error::Format(format!("tensor {}: {e}", meta.name)))?;
-            Tensor::from_vec(v, meta.shape.as_slice(), device)?
-        }
-    })
+/// The block number of a tensor of the model's block stack.
+fn model_block(group: &TensorGroup) -> Option<usize> {
+    let b = group.block.as_ref()?;
+    if b.stack != BLOCK_STACK {
+        return None;
+    }
+    usize::try_from(b.index).ok()
 }
 
-/// Every tensor of a source decoded and held as an ordinary tensor: the
+/// Every tensor of a checkpoint decoded and held as an ordinary tensor: the
 /// baseline a bf16 model is.
 pub struct PlainWeights {
     vb: VarBuilder<'static>,
@@ -109,18 +119,15 @@ pub struct PlainWeights {
 }
 
 impl PlainWeights {
-    /// Loads every tensor of `src` on `device`.
-    pub fn load(src: &dyn WeightSource, device: &Device) -> Result<Self> {
+    /// Loads every tensor of `ckpt` on `device`.
+    pub fn load(ckpt: &Checkpoint, device: &Device) -> Result<Self> {
         let mut map = HashMap::new();
         let mut bytes = 0u64;
-        let mut num_blocks = 0;
-        for m in src.tensors() {
-            map.insert(m.name.clone(), load_tensor(m, src.stored(&m.name)?, device)?);
-            bytes += m.bytes() as u64;
-            if let Some((i, _)) = block_of(&m.name) {
-                num_blocks = num_blocks.max(i + 1);
-            }
+        for t in ckpt.tensors() {
+            map.insert(t.name.clone(), load_tensor(ckpt, &t.name, device)?);
+            bytes += t.decoded_bytes;
         }
+        let num_blocks = ckpt.block_groups().blocks.iter().filter_map(model_block).map(|i| i + 1).max().unwrap_or(0);
         let vb = TensorMap(map).into_var_builder(DType::BF16, device);
         Ok(PlainWeights { vb, bytes: WeightBytes { plain: bytes, decoded: bytes, ..Default::default() }, num_blocks })
     }
@@ -136,7 +143,7 @@ impl Weights for PlainWeights {
     }
 
     fn block(&mut self, i: usize) -> Result<VarBuilder<'static>> {
-        Ok(self.vb.pp(format!("{BLOCK_PREFIX}{i}")))
+        Ok(self.vb.pp(format!("{BLOCK_STACK}.{i}")))
     }
 
     fn bytes(&self) -> WeightBytes {
@@ -149,32 +156,49 @@ struct Slot {
     /// Name within the block.
     name: String,
     shape: Vec<usize>,
+    /// Offset in elements.
     offset: usize,
     numel: usize,
 }
 
 /// One transformer block: its compressed tensors and where they go.
 pub(super) struct Block {
+    /// df11 slots (in `group` order, from offset 0), then DFloat11 slots.
     slots: Vec<Slot>,
-    /// The compressed tensors, in slot order (on CUDA: uploaded, and the host
-    /// copy dropped).
+    /// The df11 containers of the first `group.tensors.len()` slots (on
+    /// CUDA: uploaded, and the host copy dropped).
     pub(super) group: Group,
+    /// Number of df11 slots.
+    pub(super) df11_slots: usize,
+    /// The DFloat11 weights, decoded together after the df11 ones (element
+    /// offset `dfloat11_offset`), or `None`.
+    pub(super) dfloat11: Option<TensorGroup>,
+    pub(super) dfloat11_offset: usize,
     #[cfg(feature = "candle-cuda")]
     pub(super) device_group: Option<crate::gpu::DeviceGroup>,
     /// Uncompressed tensors of the block, loaded once (names within the block).
     resident: HashMap<String, Tensor>,
 }
 
+impl Block {
+    fn elements(&self) -> usize {
+        self.slots.last().map_or(0, |s| s.offset + s.numel)
+    }
+}
+
 /// Every block kept compressed, decoded one at a time into one reused buffer.
 pub struct BlockStore {
+    ckpt: Arc<Checkpoint>,
     device: Device,
     globals: VarBuilder<'static>,
     blocks: Vec<Block>,
     /// The block buffer, `[largest block's compressed elements]`: f32 on
     /// the CPU, bf16 on CUDA.
     buffer: Tensor,
-    /// CPU: one tensor's bf16 decode, widened into `buffer`.
-    scratch: std::sync::Mutex<Vec<bf16>>,
+    /// CUDA: the bf16 bits of a block's DFloat11 weights, decoded on the
+    /// CPU and copied to the buffer (the CPU decodes in place).
+    #[cfg(feature = "candle-cuda")]
+    scratch: Mutex<Vec<u16>>,
     bytes: WeightBytes,
     decode_time: Duration,
     decodes: u64,
@@ -182,12 +206,42 @@ pub struct BlockStore {
     gpu: Option<crate::gpu::GpuDecoder>,
 }
 
+/// `buf[at..at + n]`, or an error.
+fn region(buf: &mut [f32], at: usize, n: usize) -> candle_core::Result<&mut [f32]> {
+    buf.get_mut(at..at.saturating_add(n)).ok_or_else(|| candle_core::Error::msg("df11 block buffer too small"))
+}
+
+/// Decodes `out.len()` bf16 values with `decode` and leaves them widened to
+/// f32 in `out`, without a scratch buffer: the bf16 bits are decoded into the
+/// upper half of `out`'s bytes and widened front to back. Writing f32 `i`
+/// touches bytes up to `4i + 4`, and the bf16 values still to be read start
+/// at byte `2n + 2(i + 1) >= 4i + 4`, so nothing is overwritten before it
+/// is read.
+fn decode_widened(
+    out: &mut [f32],
+    decode: impl FnOnce(&mut [u16]) -> candle_core::Result<()>,
+) -> candle_core::Result<()> {
+    let n = out.len();
+    let halves: &mut [u16] = bytemuck::cast_slice_mut(out);
+    decode(&mut halves[n..])?;
+    for i in 0..n {
+        let wide = f32::from(bf16::from_bits(halves[n + i])).to_bits();
+        // The f32's two halves in memory order, whatever the host's endianness.
+        let [a, b]: [u16; 2] = bytemuck::cast(wide);
+        halves[2 * i] = a;
+        halves[2 * i + 1] = b;
+    }
+    Ok(())
+}
+
 /// Decodes a block's compressed tensors into the buffer, in place.
-struct DecodeInto<'a> {
-    block: &'a Block,
-    scratch: &'a std::sync::Mutex<Vec<bf16>>,
+pub(super) struct DecodeInto<'a> {
+    pub(super) ckpt: &'a Checkpoint,
+    pub(super) block: &'a Block,
     #[cfg(feature = "candle-cuda")]
-    gpu: Option<&'a crate::gpu::GpuDecoder>,
+    pub(super) scratch: &'a Mutex<Vec<u16>>,
+    #[cfg(feature = "candle-cuda")]
+    pub(super) gpu: Option<&'a crate::gpu::GpuDecoder>,
 }
 
 impl InplaceOp1 for DecodeInto<'_> {
@@ -196,86 +250,125 @@ impl InplaceOp1 for DecodeInto<'_> {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        use half::slice::HalfFloatSliceExt;
         let CpuStorage::F32(buf) = storage else {
             candle_core::bail!("df11 block buffer is not f32");
         };
         let buf = &mut buf[layout.start_offset()..];
-        let mut scratch = self.scratch.lock().map_err(|_| candle_core::Error::msg("df11 scratch poisoned"))?;
-        for (slot, t) in self.block.slots.iter().zip(&self.block.group.tensors) {
-            let out = buf
-                .get_mut(slot.offset..slot.offset + slot.numel)
-                .ok_or_else(|| candle_core::Error::msg("df11 block buffer too small"))?;
-            let tmp = scratch.get_mut(..slot.numel).ok_or_else(|| candle_core::Error::msg("df11 scratch too small"))?;
-            crate::decompress_into(t, tmp).map_err(|e| candle_core::Error::msg(format!("{}: {e}", slot.name)))?;
-            tmp.convert_to_f32_slice(out);
+        let b = self.block;
+        for (slot, t) in b.slots.iter().zip(&b.group.tensors) {
+            decode_widened(region(buf, slot.offset, slot.numel)?, |bits| {
+                crate::decompress_into(t, bytemuck::cast_slice_mut(bits))
+                    .map_err(|e| candle_core::Error::msg(format!("{}: {e}", slot.name)))
+            })?;
+        }
+        if let Some(g) = &b.dfloat11 {
+            let n = usize::try_from(g.elements).map_err(candle_core::Error::msg)?;
+            decode_widened(region(buf, b.dfloat11_offset, n)?, |bits| {
+                self.ckpt.decode_group_into(g, bytemuck::cast_slice_mut(bits)).map_err(candle_core::Error::msg)?;
+                // Little-endian bytes: on a big-endian host each element needs a swap.
+                if cfg!(target_endian = "big") {
+                    bits.iter_mut().for_each(|b| *b = b.swap_bytes());
+                }
+                Ok(())
+            })?;
         }
         Ok(())
     }
 
     #[cfg(feature = "candle-cuda")]
     fn cuda_fwd(&self, storage: &mut candle_core::CudaStorage, layout: &Layout) -> candle_core::Result<()> {
-        super::cuda::decode_into(self.gpu, self.block, storage, layout)
+        super::cuda::decode_into(self, storage, layout)
     }
 }
 
 impl BlockStore {
-    /// Reads `src`: block tensors that are df11-compressed stay compressed
-    /// (on CUDA, uploaded once); everything else is loaded decoded on `device`.
-    pub fn load(src: &dyn WeightSource, device: &Device) -> Result<Self> {
+    /// Reads `ckpt`: block tensors that are compressed (df11 containers or
+    /// DFloat11 modules, bf16) stay compressed (df11 ones on CUDA uploaded
+    /// once); everything else is loaded decoded on `device`.
+    pub fn load(ckpt: Arc<Checkpoint>, device: &Device) -> Result<Self> {
         let mut globals = HashMap::new();
         let mut blocks: Vec<Block> = Vec::new();
         let mut bytes = WeightBytes::default();
-        for m in src.tensors() {
-            bytes.decoded += m.bytes() as u64;
-            let stored = src.stored(&m.name)?;
-            let Some((i, rel)) = block_of(&m.name) else {
-                globals.insert(m.name.clone(), load_tensor(m, stored, device)?);
-                bytes.plain += m.bytes() as u64;
+        let groups = ckpt.block_groups();
+        let n_groups = groups.iter().count();
+        for g in groups.iter() {
+            let Some(i) = model_block(g) else {
+                for m in &g.members {
+                    globals.insert(m.name.clone(), load_tensor(&ckpt, &m.name, device)?);
+                    bytes.plain += m.bytes;
+                    bytes.decoded += m.bytes;
+                }
                 continue;
             };
-            // Every block has a tensor, so a larger index is a bogus name
-            // (and must not size an allocation).
-            if i >= src.tensors().len() {
-                return Err(Error::Format(format!("tensor {}: block index {i} is implausible", m.name)));
+            // Every block is a group, so a larger index is a bogus name (and
+            // must not size an allocation).
+            if i >= n_groups {
+                return Err(Error::Format(format!("{BLOCK_STACK}.{i}: block index {i} is implausible")));
             }
             while blocks.len() <= i {
                 blocks.push(Block {
                     slots: vec![],
                     group: Group::default(),
+                    df11_slots: 0,
+                    dfloat11: None,
+                    dfloat11_offset: 0,
                     #[cfg(feature = "candle-cuda")]
                     device_group: None,
                     resident: HashMap::new(),
                 });
             }
+            let prefix = format!("{BLOCK_STACK}.{i}.");
             let b = &mut blocks[i];
-            match stored {
-                Stored::Df11(t) => {
-                    let offset = b.slots.last().map_or(0, |s| s.offset + s.numel);
-                    bytes.compressed += t.serialized_len();
-                    b.slots.push(Slot { name: rel.to_string(), shape: m.shape.clone(), offset, numel: m.numel() });
-                    b.group.tensors.push(*t);
-                }
-                raw @ Stored::Raw(_) => {
-                    b.resident.insert(rel.to_string(), load_tensor(m, raw, device)?);
-                    bytes.plain += m.bytes() as u64;
+            let mut df11 = Vec::new();
+            let mut dfloat11 = Vec::new();
+            for m in &g.members {
+                let t = ckpt.tensor(&m.name).ok_or_else(|| Error::Format(format!("no tensor {}", m.name)))?;
+                bytes.decoded += t.decoded_bytes;
+                let rel = m.name.strip_prefix(&prefix).unwrap_or(&m.name).to_string();
+                match (&t.storage, t.dtype.as_str()) {
+                    (Storage::Df11 { .. }, "BF16") => df11.push((t, rel)),
+                    (Storage::Dfloat11 { .. }, "BF16") => dfloat11.push((t, rel)),
+                    _ => {
+                        b.resident.insert(rel, load_tensor(&ckpt, &t.name, device)?);
+                        bytes.plain += t.decoded_bytes;
+                    }
                 }
             }
+            let names: Vec<&str> = df11.iter().map(|(t, _)| t.name.as_str()).collect();
+            b.group = ckpt.compressed_group(&names)?;
+            b.df11_slots = df11.len();
+            for (t, rel) in df11.iter().chain(&dfloat11) {
+                let (_, shape) = dtype_shape(t)?;
+                let offset = b.elements();
+                b.slots.push(Slot { name: rel.clone(), numel: shape.iter().product(), shape, offset });
+                bytes.compressed += t.stored_bytes;
+            }
+            if !dfloat11.is_empty() {
+                let names: Vec<&str> = dfloat11.iter().map(|(t, _)| t.name.as_str()).collect();
+                b.dfloat11_offset = b.slots[b.df11_slots].offset;
+                b.dfloat11 = Some(ckpt.group(&names)?);
+            }
         }
-        let largest = blocks.iter().map(|b| b.slots.last().map_or(0, |s| s.offset + s.numel)).max().unwrap_or(0);
+        let largest = blocks.iter().map(Block::elements).max().unwrap_or(0);
         // At least one element: candle and the CUDA driver reject empty allocations.
         let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
         let buffer = Tensor::zeros(largest.max(1), dtype, device)?;
-        let widest =
-            if device.is_cpu() { blocks.iter().flat_map(|b| &b.slots).map(|s| s.numel).max().unwrap_or(0) } else { 0 };
+        let widest = if device.is_cpu() {
+            0
+        } else {
+            blocks.iter().filter_map(|b| b.dfloat11.as_ref()).map(|g| g.elements as usize).max().unwrap_or(0)
+        };
+        // On the CPU there is no scratch (`widest` is 0).
         bytes.block_buffer = (dtype.size_in_bytes() * largest + 2 * widest) as u64;
         #[allow(unused_mut)]
         let mut store = BlockStore {
+            ckpt,
             device: device.clone(),
             globals: TensorMap(globals).into_var_builder(DType::BF16, device),
             blocks,
             buffer,
-            scratch: std::sync::Mutex::new(vec![bf16::ZERO; widest]),
+            #[cfg(feature = "candle-cuda")]
+            scratch: Mutex::new(vec![0; widest]),
             bytes,
             decode_time: Duration::ZERO,
             decodes: 0,
@@ -302,6 +395,11 @@ impl BlockStore {
         &self.device
     }
 
+    /// The checkpoint the weights come from.
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.ckpt
+    }
+
     /// Decodes block `i` into the buffer and returns its weights by name
     /// within the block (f32 on the CPU, bf16 on CUDA); see the module docs
     /// for what stays valid how long.
@@ -311,7 +409,9 @@ impl BlockStore {
         let start = Instant::now();
         if !b.slots.is_empty() {
             self.buffer.inplace_op1(&DecodeInto {
+                ckpt: &self.ckpt,
                 block: b,
+                #[cfg(feature = "candle-cuda")]
                 scratch: &self.scratch,
                 #[cfg(feature = "candle-cuda")]
                 gpu: self.gpu.as_ref(),

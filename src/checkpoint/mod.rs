@@ -78,7 +78,7 @@
 mod decode;
 pub mod error;
 mod files;
-#[cfg(feature = "cuda")]
+#[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod groups;
 mod open;

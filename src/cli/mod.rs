@@ -3,6 +3,8 @@
 pub mod compress;
 pub mod decompress;
 pub mod inspect;
+#[cfg(feature = "candle")]
+pub mod run;
 pub mod verify;
 
 use df11::checkpoint::{CpuDecoder, Decoder};
@@ -41,13 +43,13 @@ impl Common {
 /// The decoder selected on the command line: the CPU one, or with `gpu` the
 /// GPU one on device 0 (an error if this machine has no usable GPU).
 pub fn decoder(gpu: bool) -> crate::error::Result<Box<dyn Decoder>> {
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "gpu")]
     if gpu {
         let d = df11::checkpoint::gpu::GpuHostDecoder::on_device(0)
             .map_err(|e| crate::error::err!("--gpu: cannot start the GPU decoder: {e}"))?;
         return Ok(Box::new(d));
     }
-    #[cfg(not(feature = "cuda"))]
+    #[cfg(not(feature = "gpu"))]
     if gpu {
         return Err(crate::error::err!("--gpu: this df11 was built without its `cuda` feature"));
     }

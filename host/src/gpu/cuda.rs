@@ -107,6 +107,8 @@ impl GpuDecoder {
     /// kernel expects and trusts it to stay within the buffers it is given;
     /// any other code under that name could read or write any device memory.
     pub unsafe fn with_ptx(ordinal: usize, ptx: &str) -> Result<Self> {
+        // Loaded at run time, the driver may be missing: cudarc would panic.
+        #[cfg(feature = "dynamic-loading")]
         // SAFETY: probing only loads and unloads the driver library.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
             return Err(gpu_err("no CUDA driver library found"));
@@ -116,6 +118,22 @@ impl GpuDecoder {
             return Err(gpu_err(format!("no CUDA device {ordinal} ({count} present)")));
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| gpu_err(format!("cannot open CUDA device {ordinal}: {e}")))?;
+        // SAFETY: the caller vouches for `ptx`, as `with_context` requires.
+        unsafe { Self::with_context(ctx, ptx) }
+    }
+
+    /// Loads `ptx` in an existing context (say, another library's, so that
+    /// its streams and buffers can be used with this decoder, which checks
+    /// that they share its context). Decodes go to the context's default
+    /// stream unless a stream is given.
+    ///
+    /// Fails cleanly when the device is older than sm_80 or the driver
+    /// rejects the module.
+    ///
+    /// # Safety
+    /// As for [`GpuDecoder::with_ptx`]: `ptx` must be this version's
+    /// `df11-gpu` kernels.
+    pub unsafe fn with_context(ctx: Arc<CudaContext>, ptx: &str) -> Result<Self> {
         let (major, minor) = ctx.compute_capability().map_err(gpu_err)?;
         let name = ctx.name().map_err(gpu_err)?;
         if major < 8 {
