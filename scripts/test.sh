@@ -30,4 +30,9 @@ cargo "+$DF11_MSRV" run --manifest-path tests/consumer/Cargo.toml --target-dir t
 
 # The packages as they would be published, each built from its own contents:
 # df11's has no gpu/ sources, so it embeds the committed PTX from df11-gpu's.
+# Cargo unpacks the workspace's own packages into its registry cache and does
+# not unpack them again over an older copy of the same version, so a copy
+# left by an earlier run (an older API) would be built instead: remove them.
+# No df11 package is ever fetched from a registry, so nothing else is lost.
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/df11-gpu-0.* "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/df11-host-0.*
 cargo package --workspace --locked --allow-dirty

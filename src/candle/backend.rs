@@ -22,11 +22,7 @@ impl TensorMap {
 
 impl SimpleBackend for TensorMap {
     fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self.get_unchecked(name, dtype, dev)?;
-        if t.shape() != &s {
-            candle_core::bail!("tensor {name}: shape {:?}, the model expects {s:?}", t.shape());
-        }
-        Ok(t)
+        expect_shape(self.get_unchecked(name, dtype, dev)?, &s, name)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
@@ -37,4 +33,13 @@ impl SimpleBackend for TensorMap {
     fn contains_tensor(&self, name: &str) -> bool {
         self.0.contains_key(name)
     }
+}
+
+/// `t`, or an error naming the tensor when its shape is not the one the model
+/// asks for (both [`SimpleBackend`]s of this module tree check alike).
+pub(crate) fn expect_shape(t: Tensor, want: &Shape, name: &str) -> candle_core::Result<Tensor> {
+    if t.shape() != want {
+        candle_core::bail!("tensor {name}: shape {:?}, the model expects {want:?}", t.shape());
+    }
+    Ok(t)
 }

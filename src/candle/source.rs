@@ -7,6 +7,7 @@
 //! asked for (bit-exact) and then moved to the requested device and dtype.
 //! [`load_tensor`] is the same for one tensor.
 
+use super::backend::expect_shape;
 use super::{Error, Result};
 use crate::checkpoint::{Checkpoint, TensorEntry};
 use candle_core::{DType, Device, Shape, Tensor};
@@ -77,11 +78,7 @@ fn candle_err(e: Error) -> candle_core::Error {
 
 impl SimpleBackend for CheckpointBackend {
     fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let t = self.get_unchecked(name, dtype, dev)?;
-        if t.shape() != &s {
-            candle_core::bail!("tensor {name}: shape {:?}, the model expects {s:?}", t.shape());
-        }
-        Ok(t)
+        expect_shape(self.get_unchecked(name, dtype, dev)?, &s, name)
     }
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
