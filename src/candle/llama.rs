@@ -219,12 +219,14 @@ impl Model {
         }
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?;
-        let cos = self.cos.narrow(0, self.pos, seq)?;
-        let sin = self.sin.narrow(0, self.pos, seq)?;
-        let mask = self.mask(seq)?;
+        let step = Step {
+            cos: self.cos.narrow(0, self.pos, seq)?,
+            sin: self.sin.narrow(0, self.pos, seq)?,
+            mask: self.mask(seq)?,
+        };
         for i in 0..self.cfg.num_hidden_layers {
             let vb = self.weights.block(i)?;
-            x = self.block(i, &vb, &x, &cos, &sin, mask.as_ref())?;
+            x = self.block(i, &vb, &x, &step)?;
         }
         self.pos += seq;
         let x =
@@ -246,19 +248,11 @@ impl Model {
         Ok(Some(Tensor::from_vec(m, (seq, total), &self.device)?))
     }
 
-    fn block(
-        &mut self,
-        i: usize,
-        vb: &VarBuilder,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    fn block(&mut self, i: usize, vb: &VarBuilder, x: &Tensor, step: &Step) -> Result<Tensor> {
         let eps = self.cfg.rms_norm_eps as f32;
         let h = self.cfg.hidden_size;
         let ln1 = vb.get(h, "input_layernorm.weight")?.to_dtype(DType::BF16)?;
-        let attn = self.attention(i, &vb.pp("self_attn"), &candle_nn::ops::rms_norm(x, &ln1, eps)?, cos, sin, mask)?;
+        let attn = self.attention(i, &vb.pp("self_attn"), &candle_nn::ops::rms_norm(x, &ln1, eps)?, step)?;
         let x = (x + attn)?;
         let ln2 = vb.get(h, "post_attention_layernorm.weight")?.to_dtype(DType::BF16)?;
         let mlp = Self::mlp(&self.cfg, &vb.pp("mlp"), &candle_nn::ops::rms_norm(&x, &ln2, eps)?)?;
@@ -282,15 +276,7 @@ impl Model {
         Self::linear(vb, "down_proj", h, m)?.forward(&(candle_nn::ops::silu(&gate)? * up)?)
     }
 
-    fn attention(
-        &mut self,
-        i: usize,
-        vb: &VarBuilder,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    fn attention(&mut self, i: usize, vb: &VarBuilder, x: &Tensor, step: &Step) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (b, seq, h) = x.dims3()?;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
@@ -305,8 +291,8 @@ impl Model {
             q = candle_nn::ops::rms_norm(&q.contiguous()?, &vb.get(hd, "q_norm.weight")?.to_dtype(DType::BF16)?, eps)?;
             k = candle_nn::ops::rms_norm(&k.contiguous()?, &vb.get(hd, "k_norm.weight")?.to_dtype(DType::BF16)?, eps)?;
         }
-        let q = candle_nn::rotary_emb::rope(&q.contiguous()?, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&k.contiguous()?, cos, sin)?;
+        let q = candle_nn::rotary_emb::rope(&q.contiguous()?, &step.cos, &step.sin)?;
+        let k = candle_nn::rotary_emb::rope(&k.contiguous()?, &step.cos, &step.sin)?;
         let (k, v) = match self.cache[i].take() {
             Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
             None => (k, v),
@@ -325,7 +311,7 @@ impl Model {
         let k = k.to_dtype(DType::F32)?;
         let v = v.to_dtype(DType::F32)?;
         let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
-        let att = match mask {
+        let att = match &step.mask {
             Some(m) => att.broadcast_add(m)?,
             None => att,
         };
@@ -358,6 +344,14 @@ impl Lin {
             None => y,
         })
     }
+}
+
+/// What every block of one forward step shares: the rotary tables of the
+/// step's positions and the causal mask (none for a single new token).
+struct Step {
+    cos: Tensor,
+    sin: Tensor,
+    mask: Option<Tensor>,
 }
 
 /// Index of the largest logit (the first one on ties; NaN never wins).
