@@ -78,6 +78,54 @@ pub fn decode_into(t: &CompressedTensor, out: &mut [u16], opts: &DecodeOptions) 
     Ok(())
 }
 
+/// Decodes elements `start .. start + out.len()` of `t` into `out`: only the
+/// segments that hold them are decoded (the first and last through a
+/// one-segment scratch when the range cuts them), on the current rayon pool
+/// when [`DecodeOptions::parallel`] is on.
+///
+/// Segments are independent, so this is how a reader takes a few rows of an
+/// embedding matrix, or a large matrix in pieces, without decoding the whole
+/// tensor. The data CRC covers the whole tensor and cannot be checked here
+/// ([`DecodeOptions::verify_crc`] is ignored); the structure is validated as
+/// for [`decode_into`], and a corrupt stream is still reported.
+pub fn decode_range_into(t: &CompressedTensor, start: u64, out: &mut [u16], opts: &DecodeOptions) -> Result<()> {
+    let end = start.checked_add(out.len() as u64).filter(|&e| e <= t.num_elements);
+    let Some(end) = end else {
+        return Err(Error::OutputLength { expected: t.num_elements.saturating_sub(start), actual: out.len() as u64 });
+    };
+    let p = prepare(t, t.num_elements as usize)?;
+    if start == end {
+        return Ok(());
+    }
+    let seg = p.seg_elems as u64;
+    let (first, last) = ((start / seg) as usize, ((end - 1) / seg) as usize);
+    // Cut `out` at segment boundaries: piece `i` is segment `first + i`'s part.
+    let mut pieces = Vec::with_capacity(last - first + 1);
+    let mut rest = out;
+    for s in first..=last {
+        let s0 = (s as u64 * seg).max(start);
+        let s1 = ((s as u64 + 1) * seg).min(end);
+        let (piece, tail) = rest.split_at_mut((s1 - s0) as usize);
+        pieces.push((s, (s0 - s as u64 * seg) as usize, piece));
+        rest = tail;
+    }
+    let one = |(s, skip, piece): (usize, usize, &mut [u16])| -> Result<()> {
+        let seg_len = (t.num_elements - s as u64 * seg).min(seg) as usize;
+        if skip == 0 && piece.len() == seg_len {
+            return decode_range(&p, t, s, piece, false).map(drop);
+        }
+        let mut whole = vec![0u16; seg_len];
+        decode_range(&p, t, s, &mut whole, false)?;
+        piece.copy_from_slice(&whole[skip..skip + piece.len()]);
+        Ok(())
+    };
+    if opts.parallel && pieces.len() > 1 {
+        pieces.into_par_iter().try_for_each(one)
+    } else {
+        pieces.into_iter().try_for_each(one)
+    }
+}
+
 /// Allocating form of [`decode_into`].
 pub fn decode(t: &CompressedTensor, opts: &DecodeOptions) -> Result<Vec<u16>> {
     // Validate before allocating: N is then backed by N sign+mantissa bytes.
