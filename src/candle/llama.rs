@@ -140,9 +140,7 @@ impl Config {
 pub struct Model {
     cfg: Config,
     weights: Box<dyn Weights>,
-    embed: Tensor,
     norm: Tensor,
-    lm_head: Tensor,
     cos: Tensor,
     sin: Tensor,
     cache: Vec<Option<(Tensor, Tensor)>>,
@@ -167,15 +165,16 @@ impl Model {
         }
         let g = weights.globals();
         let h = cfg.hidden_size;
-        let embed = g.get((cfg.vocab_size, h), "model.embed_tokens.weight")?;
+        // The embedding matrix and lm_head (the same one when the checkpoint
+        // has no lm_head) are the weights' to serve: they may stay compressed.
+        if weights.vocab_hidden() != (cfg.vocab_size, h) {
+            return Err(Error::Format(format!(
+                "the embedding matrix is {:?}, config.json says [{}, {h}]",
+                weights.vocab_hidden(),
+                cfg.vocab_size
+            )));
+        }
         let norm = g.get(h, "model.norm.weight")?;
-        // Tied embeddings, or a checkpoint that simply has no lm_head: both
-        // mean the embedding matrix (as Hugging Face's loaders do).
-        let lm_head = if !g.contains_tensor("lm_head.weight") {
-            embed.clone()
-        } else {
-            g.get((cfg.vocab_size, h), "lm_head.weight")?
-        };
         let inv = cfg.inv_freq()?;
         let half = inv.len();
         let inv = Tensor::from_vec(inv, (1, half), device)?;
@@ -185,7 +184,7 @@ impl Model {
         let cos = freqs.cos()?.to_dtype(DType::BF16)?;
         let sin = freqs.sin()?.to_dtype(DType::BF16)?;
         let n = cfg.num_hidden_layers;
-        Ok(Model { cfg, weights, embed, norm, lm_head, cos, sin, cache: vec![None; n], pos: 0, device: device.clone() })
+        Ok(Model { cfg, weights, norm, cos, sin, cache: vec![None; n], pos: 0, device: device.clone() })
     }
 
     /// The weights.
@@ -217,8 +216,7 @@ impl Model {
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= self.cfg.vocab_size) {
             return Err(Error::Format(format!("token {t} is outside the vocabulary of {}", self.cfg.vocab_size)));
         }
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embed.index_select(&ids, 0)?.unsqueeze(0)?;
+        let mut x = self.weights.embed(tokens)?.unsqueeze(0)?;
         let step = Step {
             cos: self.cos.narrow(0, self.pos, seq)?,
             sin: self.sin.narrow(0, self.pos, seq)?,
@@ -231,7 +229,7 @@ impl Model {
         self.pos += seq;
         let x =
             candle_nn::ops::rms_norm(&x.narrow(1, seq - 1, 1)?.squeeze(1)?, &self.norm, self.cfg.rms_norm_eps as f32)?;
-        let logits = x.matmul(&self.lm_head.t()?)?;
+        let logits = self.weights.lm_head(&x)?;
         Ok(logits.squeeze(0)?.to_dtype(DType::F32)?)
     }
 
@@ -333,17 +331,20 @@ struct Lin {
 impl Lin {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dt = x.dtype();
-        let mm = Linear::new(self.w.clone(), None);
-        let y = if self.w.dtype() == dt {
-            mm.forward(x)?
-        } else {
-            mm.forward(&x.to_dtype(self.w.dtype())?)?.to_dtype(dt)?
-        };
+        let y = linear(&self.w, x)?;
         Ok(match &self.b {
             Some(b) => y.broadcast_add(&b.to_dtype(dt)?)?,
             None => y,
         })
     }
+}
+
+/// `x · wᵀ` in `x`'s dtype, for a weight `w` in bf16 or (a CPU block
+/// buffer) f32; see [`Lin`].
+pub(super) fn linear(w: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let dt = x.dtype();
+    let mm = Linear::new(w.clone(), None);
+    Ok(if w.dtype() == dt { mm.forward(x)? } else { mm.forward(&x.to_dtype(w.dtype())?)?.to_dtype(dt)? })
 }
 
 /// What every block of one forward step shares: the rotary tables of the

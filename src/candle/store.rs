@@ -37,8 +37,28 @@
 //! overwrites the buffer: the model uses them within the block's forward pass.
 //!
 //! Tensors of a block that are not compressed (a checkpoint may keep small
-//! or non-bf16 tensors raw) and every tensor outside the blocks (embeddings,
-//! final norm, `lm_head`) are loaded decoded once, at open.
+//! or non-bf16 tensors raw) and the small tensors outside the blocks (the
+//! final norm) are loaded decoded once, at open.
+//!
+//! # The embedding matrix and `lm_head`
+//!
+//! In a small model these two are a large share of the weights (a third of
+//! Llama-3.2-1B, an eighth of Llama-3.1-8B), so they stay compressed too
+//! when they are df11 containers, as DFloat11 keeps them:
+//!
+//! * [`Weights::embed`] decodes only the rows of the tokens asked for
+//!   ([`crate::decode::decode_range_into`]: the one or two segments that
+//!   hold each row), on the CPU, whatever the device; a few kilobytes.
+//! * [`Weights::lm_head`] decodes the head through the block buffer. On the
+//!   CPU it goes in pieces of as many rows as the buffer holds, each widened
+//!   to f32 and multiplied like a block weight, so the buffer stays the size
+//!   of a block; the pieces' CRCs are chained and checked against the
+//!   tensor's. On CUDA the head is uploaded like a block and decoded whole in
+//!   one launch (the buffer is then sized by the larger of the two).
+//! * Tied embeddings (no `lm_head.weight`) use the embedding matrix for both.
+//!
+//! Stored any other way (raw, or a DFloat11 module, whose streams have no
+//! row-addressable entry points), they are loaded decoded at open.
 //!
 //! # Memory accounting
 //!
@@ -55,14 +75,20 @@ use crate::checkpoint::{Checkpoint, Storage, TensorGroup};
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Tensor};
 use candle_nn::VarBuilder;
 use half::bf16;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 #[cfg(feature = "candle-cuda")]
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The stack of transformer blocks the model runs (see [`crate::checkpoint::groups`]).
 const BLOCK_STACK: &str = "model.layers";
+/// The embedding matrix, `[vocabulary, hidden]`.
+pub(super) const EMBED: &str = "model.embed_tokens.weight";
+/// The output projection, the embedding matrix's shape; absent when tied.
+pub(super) const LM_HEAD: &str = "lm_head.weight";
 
 /// Weight memory, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -93,6 +119,15 @@ pub trait Weights {
     /// Block `i`'s weights, by name within the block (`mlp.up_proj.weight`).
     /// The tensors may be views that the next call overwrites.
     fn block(&mut self, i: usize) -> Result<VarBuilder<'static>>;
+    /// `(vocabulary, hidden)`: the shape of the embedding matrix, which
+    /// `lm_head` shares.
+    fn vocab_hidden(&self) -> (usize, usize);
+    /// Rows `ids` of the embedding matrix, `[ids.len(), hidden]` bf16 on the
+    /// weights' device. The caller checks that every id is below the vocabulary.
+    fn embed(&mut self, ids: &[u32]) -> Result<Tensor>;
+    /// `x · lm_headᵀ` for bf16 `x` of shape `[n, hidden]`: `[n, vocabulary]`
+    /// bf16, with the bits candle's matmul of two bf16 tensors gives.
+    fn lm_head(&mut self, x: &Tensor) -> Result<Tensor>;
     /// Weight memory.
     fn bytes(&self) -> WeightBytes;
     /// Time spent decoding blocks so far, and the number of block decodes.
@@ -114,8 +149,31 @@ fn model_block(group: &TensorGroup) -> Option<usize> {
 /// baseline a bf16 model is.
 pub struct PlainWeights {
     vb: VarBuilder<'static>,
+    embed: Tensor,
+    lm_head: Tensor,
     bytes: WeightBytes,
     num_blocks: usize,
+}
+
+/// The embedding matrix and `lm_head` (the embedding matrix when the
+/// checkpoint has none, as with tied embeddings: Hugging Face's loaders read
+/// it so too), as decoded tensors from `map`.
+fn plain_head(map: &HashMap<String, Tensor>) -> Result<(Tensor, Tensor)> {
+    let embed = map.get(EMBED).ok_or_else(|| Error::Format(format!("the checkpoint has no {EMBED}")))?.clone();
+    let head = map.get(LM_HEAD).unwrap_or(&embed).clone();
+    if embed.rank() != 2 || head.dims() != embed.dims() {
+        return Err(Error::Format(format!(
+            "{EMBED} {:?} and {LM_HEAD} {:?} must be matrices of one shape",
+            embed.dims(),
+            head.dims()
+        )));
+    }
+    Ok((embed, head))
+}
+
+/// `x · headᵀ` for a decoded bf16 head.
+fn plain_logits(head: &Tensor, x: &Tensor) -> Result<Tensor> {
+    Ok(x.matmul(&head.to_dtype(DType::BF16)?.t()?)?)
 }
 
 impl PlainWeights {
@@ -128,8 +186,10 @@ impl PlainWeights {
             bytes += t.decoded_bytes;
         }
         let num_blocks = ckpt.block_groups().blocks.iter().filter_map(model_block).map(|i| i + 1).max().unwrap_or(0);
+        let (embed, lm_head) = plain_head(&map)?;
         let vb = TensorMap(map).into_var_builder(DType::BF16, device);
-        Ok(PlainWeights { vb, bytes: WeightBytes { plain: bytes, decoded: bytes, ..Default::default() }, num_blocks })
+        let bytes = WeightBytes { plain: bytes, decoded: bytes, ..Default::default() };
+        Ok(PlainWeights { vb, embed, lm_head, bytes, num_blocks })
     }
 }
 
@@ -144,6 +204,19 @@ impl Weights for PlainWeights {
 
     fn block(&mut self, i: usize) -> Result<VarBuilder<'static>> {
         Ok(self.vb.pp(format!("{BLOCK_STACK}.{i}")))
+    }
+
+    fn vocab_hidden(&self) -> (usize, usize) {
+        self.embed.dims2().unwrap_or_default()
+    }
+
+    fn embed(&mut self, ids: &[u32]) -> Result<Tensor> {
+        let ids = Tensor::new(ids, self.embed.device())?;
+        Ok(self.embed.index_select(&ids, 0)?.to_dtype(DType::BF16)?)
+    }
+
+    fn lm_head(&mut self, x: &Tensor) -> Result<Tensor> {
+        plain_logits(&self.lm_head, x)
     }
 
     fn bytes(&self) -> WeightBytes {
@@ -186,12 +259,36 @@ impl Block {
     }
 }
 
+/// The embedding matrix or `lm_head`, `[rows, cols]`.
+struct Matrix {
+    name: &'static str,
+    rows: usize,
+    cols: usize,
+    stored: Stored,
+}
+
+enum Stored {
+    /// Decoded at open, bf16 on the device.
+    Plain(Tensor),
+    /// A df11 container, compressed in host memory.
+    Df11(crate::CompressedTensor),
+    /// Uploaded to the GPU as the store's head block (CUDA, untied `lm_head`).
+    #[cfg(feature = "candle-cuda")]
+    Device,
+}
+
 /// Every block kept compressed, decoded one at a time into one reused buffer.
 pub struct BlockStore {
     ckpt: Arc<Checkpoint>,
     device: Device,
     globals: VarBuilder<'static>,
     blocks: Vec<Block>,
+    embed: Matrix,
+    /// `None`: tied, the embedding matrix is the head.
+    head: Option<Matrix>,
+    /// CUDA: a df11 head as a one-tensor block, uploaded and decoded whole.
+    #[cfg(feature = "candle-cuda")]
+    head_block: Option<Block>,
     /// The block buffer, `[largest block's compressed elements]`: f32 on
     /// the CPU, bf16 on CUDA.
     buffer: Tensor,
@@ -281,6 +378,60 @@ impl InplaceOp1 for DecodeInto<'_> {
     }
 }
 
+/// Decodes elements `start..start + len` of a df11 tensor into the front of
+/// the (f32, CPU) buffer, widened, and chains their CRC onto `crc`.
+struct DecodeRows<'a> {
+    t: &'a crate::CompressedTensor,
+    start: u64,
+    len: usize,
+    crc: &'a AtomicU32,
+}
+
+impl InplaceOp1 for DecodeRows<'_> {
+    fn name(&self) -> &'static str {
+        "df11-decode-rows"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let CpuStorage::F32(buf) = storage else {
+            candle_core::bail!("df11 block buffer is not f32");
+        };
+        let buf = &mut buf[layout.start_offset()..];
+        decode_widened(region(buf, 0, self.len)?, |bits| {
+            let opts = crate::DecodeOptions { verify_crc: false, parallel: true };
+            crate::decode::decode_range_into(self.t, self.start, bits, &opts).map_err(candle_core::Error::msg)?;
+            let crc = crate::container::data_crc_append(self.crc.load(Ordering::Relaxed), bits);
+            self.crc.store(crc, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+}
+
+/// A matrix outside the blocks, kept compressed when `entry` is a df11
+/// bf16 matrix, else decoded from `ckpt` (or taken from `plain`).
+fn matrix(ckpt: &Checkpoint, name: &'static str, plain: &HashMap<String, Tensor>) -> Result<Option<Matrix>> {
+    let Some(entry) = ckpt.tensor(name) else { return Ok(None) };
+    let (_, shape) = dtype_shape(&entry)?;
+    let &[rows, cols] = shape.as_slice() else {
+        return Err(Error::Format(format!("{name}: shape {shape:?} is not a matrix")));
+    };
+    if rows == 0 || cols == 0 {
+        return Err(Error::Format(format!("{name}: shape {shape:?} is empty")));
+    }
+    let stored = match (&entry.storage, entry.dtype.as_str()) {
+        (Storage::Df11 { .. }, "BF16") => Stored::Df11(
+            ckpt.compressed_group(&[name])?
+                .tensors
+                .pop()
+                .ok_or_else(|| Error::Format(format!("{name}: no container")))?,
+        ),
+        _ => Stored::Plain(
+            plain.get(name).ok_or_else(|| Error::Format(format!("{name} was not loaded")))?.to_dtype(DType::BF16)?,
+        ),
+    };
+    Ok(Some(Matrix { name, rows, cols, stored }))
+}
+
 impl BlockStore {
     /// Reads `ckpt`: block tensors that are compressed (df11 containers or
     /// DFloat11 modules, bf16) stay compressed (df11 ones on CUDA uploaded
@@ -294,6 +445,12 @@ impl BlockStore {
         for g in groups.iter() {
             let Some(i) = model_block(g) else {
                 for m in &g.members {
+                    let compressed = ckpt.tensor(&m.name).is_some_and(|t| {
+                        matches!(t.storage, Storage::Df11 { .. }) && t.dtype == "BF16" && t.shape.len() == 2
+                    });
+                    if compressed && (m.name == EMBED || m.name == LM_HEAD) {
+                        continue; // kept compressed, see `matrix`
+                    }
                     globals.insert(m.name.clone(), load_tensor(&ckpt, &m.name, device)?);
                     bytes.plain += m.bytes;
                     bytes.decoded += m.bytes;
@@ -349,7 +506,48 @@ impl BlockStore {
                 b.dfloat11 = Some(ckpt.group(&names)?);
             }
         }
-        let largest = blocks.iter().map(Block::elements).max().unwrap_or(0);
+        let embed = matrix(&ckpt, EMBED, &globals)?.ok_or_else(|| Error::Format(format!("the checkpoint has no {EMBED}")))?;
+        let head = matrix(&ckpt, LM_HEAD, &globals)?;
+        if let Some(h) = &head
+            && (h.rows, h.cols) != (embed.rows, embed.cols)
+        {
+            return Err(Error::Format(format!(
+                "{LM_HEAD} [{}, {}] and {EMBED} [{}, {}] differ in shape",
+                h.rows, h.cols, embed.rows, embed.cols
+            )));
+        }
+        for m in std::iter::once(&embed).chain(&head) {
+            if matches!(m.stored, Stored::Df11(_)) {
+                let t = ckpt.tensor(m.name).ok_or_else(|| Error::Format(format!("no tensor {}", m.name)))?;
+                bytes.compressed += t.stored_bytes;
+                bytes.decoded += t.decoded_bytes;
+            }
+        }
+        let head_df11 = match &head.as_ref().unwrap_or(&embed).stored {
+            Stored::Df11(t) => Some(t),
+            _ => None,
+        };
+        // The CPU decodes a df11 head in pieces of whole rows (at least one);
+        // CUDA decodes it whole.
+        let head_elems = match head_df11 {
+            Some(_) if device.is_cpu() => embed.cols,
+            Some(_) => embed.rows * embed.cols,
+            None => 0,
+        };
+        #[cfg(feature = "candle-cuda")]
+        let head_block = match head_df11 {
+            Some(t) if !device.is_cpu() => Some(Block {
+                slots: vec![Slot { name: LM_HEAD.into(), shape: vec![embed.rows, embed.cols], offset: 0, numel: head_elems }],
+                group: Group { tensors: vec![t.clone()] },
+                df11_slots: 1,
+                dfloat11: None,
+                dfloat11_offset: 0,
+                device_group: None,
+                resident: HashMap::new(),
+            }),
+            _ => None,
+        };
+        let largest = blocks.iter().map(Block::elements).max().unwrap_or(0).max(head_elems);
         // At least one element: candle and the CUDA driver reject empty allocations.
         let dtype = if device.is_cpu() { DType::F32 } else { DType::BF16 };
         let buffer = Tensor::zeros(largest.max(1), dtype, device)?;
@@ -366,6 +564,10 @@ impl BlockStore {
             device: device.clone(),
             globals: TensorMap(globals).into_var_builder(DType::BF16, device),
             blocks,
+            embed,
+            head,
+            #[cfg(feature = "candle-cuda")]
+            head_block,
             buffer,
             #[cfg(feature = "candle-cuda")]
             scratch: Mutex::new(vec![0; widest]),
@@ -380,9 +582,17 @@ impl BlockStore {
         Ok(store)
     }
 
+    /// Every block to upload, the head block last.
     #[cfg(feature = "candle-cuda")]
-    pub(super) fn blocks_mut(&mut self) -> &mut [Block] {
-        &mut self.blocks
+    pub(super) fn blocks_mut(&mut self) -> impl Iterator<Item = &mut Block> {
+        // An untied head's host copy goes with the upload; a tied one's stays
+        // for the embedding rows.
+        if self.head_block.is_some()
+            && let Some(h) = &mut self.head
+        {
+            h.stored = Stored::Device;
+        }
+        self.blocks.iter_mut().chain(self.head_block.as_mut())
     }
 
     #[cfg(feature = "candle-cuda")]
@@ -427,9 +637,78 @@ impl BlockStore {
     }
 }
 
+impl BlockStore {
+    /// The logits of a df11 head on the CPU: the head in pieces of as many
+    /// rows as the buffer holds, each multiplied like a block weight.
+    fn pieced_logits(&self, m: &Matrix, t: &crate::CompressedTensor, x: &Tensor) -> Result<Tensor> {
+        let per = (self.buffer.elem_count() / m.cols).max(1);
+        let crc = AtomicU32::new(0);
+        let mut parts = Vec::with_capacity(m.rows.div_ceil(per));
+        for r0 in (0..m.rows).step_by(per) {
+            let rows = per.min(m.rows - r0);
+            let len = rows * m.cols;
+            self.buffer.inplace_op1(&DecodeRows { t, start: (r0 * m.cols) as u64, len, crc: &crc })?;
+            let w = self.buffer.narrow(0, 0, len)?.reshape((rows, m.cols))?;
+            parts.push(super::llama::linear(&w, x)?);
+        }
+        // The pieces cover the tensor in order, so their chained CRC is its CRC.
+        let crc = crc.into_inner();
+        if crc != t.data_crc {
+            return Err(Error::Format(format!(
+                "{}: data checksum mismatch (stored {:#010x}, computed {crc:#010x}): data is corrupt",
+                m.name, t.data_crc
+            )));
+        }
+        Ok(Tensor::cat(&parts, x.rank() - 1)?)
+    }
+}
+
 impl Weights for BlockStore {
     fn num_blocks(&self) -> usize {
         self.blocks.len()
+    }
+
+    fn vocab_hidden(&self) -> (usize, usize) {
+        (self.embed.rows, self.embed.cols)
+    }
+
+    fn embed(&mut self, ids: &[u32]) -> Result<Tensor> {
+        let m = &self.embed;
+        let t = match &m.stored {
+            Stored::Df11(t) => t,
+            Stored::Plain(e) => return Ok(e.index_select(&Tensor::new(ids, e.device())?, 0)?),
+            #[cfg(feature = "candle-cuda")]
+            Stored::Device => return Err(Error::Format(format!("{EMBED} is not in host memory"))),
+        };
+        let mut bits = vec![bf16::ZERO; ids.len() * m.cols];
+        let opts = crate::DecodeOptions { verify_crc: false, parallel: false };
+        bits.par_chunks_mut(m.cols).zip(ids).try_for_each(|(row, &id)| {
+            let start = u64::from(id) * m.cols as u64;
+            crate::decode::decode_range_into(t, start, bytemuck::cast_slice_mut(row), &opts)
+                .map_err(|e| Error::Format(format!("{EMBED}, row {id}: {e}")))
+        })?;
+        Ok(Tensor::from_vec(bits, (ids.len(), m.cols), &Device::Cpu)?.to_device(&self.device)?)
+    }
+
+    fn lm_head(&mut self, x: &Tensor) -> Result<Tensor> {
+        let m = self.head.as_ref().unwrap_or(&self.embed);
+        match &m.stored {
+            Stored::Plain(h) => plain_logits(h, x),
+            #[cfg(feature = "candle-cuda")]
+            _ if !self.device.is_cpu() => {
+                let b = self.head_block.as_ref().ok_or_else(|| Error::Format(format!("{LM_HEAD} was not uploaded")))?;
+                self.buffer.inplace_op1(&DecodeInto {
+                    ckpt: &self.ckpt,
+                    block: b,
+                    scratch: &self.scratch,
+                    gpu: self.gpu.as_ref(),
+                })?;
+                plain_logits(&self.buffer.narrow(0, 0, m.rows * m.cols)?.reshape((m.rows, m.cols))?, x)
+            }
+            Stored::Df11(t) => self.pieced_logits(m, t, x),
+            #[cfg(feature = "candle-cuda")]
+            Stored::Device => Err(Error::Format(format!("{LM_HEAD} is on the GPU, the weights on the CPU"))),
+        }
     }
 
     fn globals(&self) -> &VarBuilder<'static> {
