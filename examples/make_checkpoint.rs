@@ -3,8 +3,10 @@
 //! multi-GB inputs without downloading a model. The config is complete enough
 //! for `df11 run` (tied embeddings: there is no `lm_head`).
 //!
-//! `cargo run --release --example make_checkpoint -- OUT_DIR [LAYERS] [HIDDEN] [SHARDS]`
-//! (defaults: 10 layers, hidden 4096, 2 shards: about 3.7 GB).
+//! `cargo run --release --example make_checkpoint -- OUT_DIR [LAYERS] [HIDDEN] [SHARDS] [INTER] [VOCAB] [untied]`
+//! (defaults: 10 layers, hidden 4096, 2 shards, MLP width 8/3 of hidden
+//! rounded up to 256, vocabulary 16,384, tied: about 3.7 GB). `untied` adds
+//! an `lm_head`. Llama-3.1-8B's shape: `OUT 32 4096 4 14336 128256 untied`.
 //!
 //! Tensors are generated and written one at a time, so memory stays at one tensor.
 
@@ -15,13 +17,14 @@ use std::io::Write;
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(out) = args.first().map(std::path::PathBuf::from) else {
-        eprintln!("usage: make_checkpoint OUT_DIR [LAYERS] [HIDDEN] [SHARDS]");
+        eprintln!("usage: make_checkpoint OUT_DIR [LAYERS] [HIDDEN] [SHARDS] [INTER] [VOCAB] [untied]");
         std::process::exit(2);
     };
     let num = |i: usize, d: usize| args.get(i).map_or(d, |s| s.parse().expect("a number"));
     let (layers, hidden, shards) = (num(1, 10), num(2, 4096), num(3, 2).max(1));
-    let inter = (hidden * 8 / 3).div_ceil(256) * 256;
-    let vocab = 16_384;
+    let inter = num(4, (hidden * 8 / 3).div_ceil(256) * 256);
+    let vocab = num(5, 16_384);
+    let untied = args.get(6).is_some_and(|a| a == "untied");
 
     // (name, shape, scale); scale 0 marks a norm weight (all ones, as initialised).
     let mut per_shard: Vec<Vec<(String, Vec<usize>, f32)>> = vec![Vec::new(); shards];
@@ -41,6 +44,9 @@ fn main() -> std::io::Result<()> {
         s.push((format!("{p}.mlp.down_proj.weight"), vec![hidden, inter], 0.011 * drift));
     }
     per_shard[shards - 1].push(("model.norm.weight".into(), vec![hidden], 0.0));
+    if untied {
+        per_shard[shards - 1].push(("lm_head.weight".into(), vec![vocab, hidden], 0.02));
+    }
 
     std::fs::create_dir_all(&out)?;
     let mut weight_map = serde_json::Map::new();
@@ -81,8 +87,8 @@ fn main() -> std::io::Result<()> {
     let config = json!({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": hidden,
         "intermediate_size": inter, "num_hidden_layers": layers, "num_attention_heads": hidden / 128,
         "num_key_value_heads": hidden / 512, "vocab_size": vocab, "torch_dtype": "bfloat16",
-        // What `df11 run` needs besides the shapes: no lm_head, so tied embeddings.
-        "tie_word_embeddings": true, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        // What `df11 run` needs besides the shapes.
+        "tie_word_embeddings": !untied, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
         "max_position_embeddings": 4096, "hidden_act": "silu"});
     std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config)? + "\n")?;
     eprintln!("wrote {} ({:.2} GB of tensor data)", out.display(), total as f64 / 1e9);

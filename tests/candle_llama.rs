@@ -136,6 +136,8 @@ fn write_model(dir: &Path, v: Variant, seed: u64) {
 enum Writer {
     /// `df11 compress`.
     Df11,
+    /// `df11 compress --segment-rows N`.
+    Df11Rows(u32),
     /// The DFloat11 writer (DFloat11's own format).
     Dfloat11,
 }
@@ -148,6 +150,9 @@ fn checkpoints_with(v: Variant, seed: u64, w: Writer) -> (tempfile::TempDir, std
     match w {
         Writer::Df11 => {
             ok(&[&"compress", &plain, &"-o", &comp]);
+        }
+        Writer::Df11Rows(rows) => {
+            ok(&[&"compress", &plain, &"-o", &comp, &"--segment-rows", &rows.to_string()]);
         }
         Writer::Dfloat11 => {
             let r = df11::dfloat11::write::write_checkpoint(&plain, &comp, &Default::default()).unwrap();
@@ -170,10 +175,17 @@ fn df11_matches_bf16(v: Variant, seed: u64) {
     compressed_matches_bf16(v, seed, Writer::Df11)
 }
 
+/// The same with segments of 64 rows (16,384 weights): the CPU multiplies by
+/// the compressed head in several pieces of whole segments, each smaller
+/// than a block. (At the default 1,024 rows the test head is one segment.)
+fn df11_in_pieces_matches_bf16(v: Variant, seed: u64) {
+    compressed_matches_bf16(v, seed, Writer::Df11Rows(64))
+}
+
 fn compressed_matches_bf16(v: Variant, seed: u64, w: Writer) {
     let (_tmp, plain, comp) = checkpoints_with(v, seed, w);
     let want = match w {
-        Writer::Df11 => Kind::Df11,
+        Writer::Df11 | Writer::Df11Rows(_) => Kind::Df11,
         Writer::Dfloat11 => Kind::Dfloat11,
     };
     assert_eq!(Checkpoint::open(&comp).unwrap().kind(), want);
@@ -184,14 +196,19 @@ fn compressed_matches_bf16(v: Variant, seed: u64, w: Writer) {
     assert!(bytes.compressed > 0, "nothing stayed compressed");
     assert!(bytes.resident() < bytes.decoded, "resident {} >= bf16 {}", bytes.resident(), bytes.decoded);
     eprintln!("weight bytes: {bytes:?}, resident {}", bytes.resident());
-    if w == Writer::Df11 {
-        // Only the norms are held decoded: the embedding matrix and lm_head
-        // stay compressed, and the buffer is one block's (f32 on the CPU),
-        // smaller than the head it multiplies by in pieces.
+    if w != Writer::Dfloat11 {
+        // Only the final norm is held decoded: the embedding matrix and
+        // lm_head stay compressed.
         let norms = (2 * LAYERS + 1) * HIDDEN * 2 + if v == Variant::Qwen3 { 2 * LAYERS * head_dim(v) * 2 } else { 0 };
         let biases = if v == Variant::Qwen2 { LAYERS * (HEADS + 2 * KV_HEADS) * head_dim(v) * 2 } else { 0 };
         assert!(bytes.plain <= (norms + biases) as u64, "{} bytes held decoded", bytes.plain);
-        assert!(bytes.block_buffer < 4 * (VOCAB * HIDDEN) as u64);
+        if let Writer::Df11Rows(_) = w {
+            // The buffer is one block's (f32 on the CPU), smaller than the
+            // head it multiplies by in pieces.
+            let src = Checkpoint::open(&comp).unwrap();
+            assert_eq!(bytes.block_buffer, 4 * block_elems(&src, 0));
+            assert!(bytes.block_buffer < 4 * (VOCAB * HIDDEN) as u64);
+        }
         let stored = (bytes.compressed + bytes.plain) as f64 / bytes.decoded as f64;
         assert!(stored <= 0.70, "resident weights without the buffer: {stored:.4} of bf16");
     }
@@ -219,6 +236,7 @@ fn compressed_matches_bf16(v: Variant, seed: u64, w: Writer) {
 #[test]
 fn llama_df11_logits_are_bit_identical_to_bf16() {
     df11_matches_bf16(Variant::Llama, 10);
+    df11_in_pieces_matches_bf16(Variant::Llama, 11);
 }
 
 #[test]
@@ -229,6 +247,7 @@ fn qwen2_with_biases_is_bit_identical() {
 #[test]
 fn qwen3_with_qk_norm_and_tied_embeddings_is_bit_identical() {
     df11_matches_bf16(Variant::Qwen3, 30);
+    df11_in_pieces_matches_bf16(Variant::Qwen3, 31);
 }
 
 #[test]
@@ -325,7 +344,9 @@ fn decoded_blocks_are_views_with_the_original_bits() {
     assert_eq!(bits(&kept), bits(&up1));
     assert!(store.decode_block(LAYERS).is_err());
     let b = store.bytes();
-    assert_eq!(b.block_buffer, 4 * block_elems(&src, 0), "f32, no scratch");
+    // f32, no scratch; at the default segment size the test's lm_head is one
+    // segment, so one piece, larger than a block.
+    assert_eq!(b.block_buffer, 4 * block_elems(&src, 0).max((VOCAB * HIDDEN) as u64), "f32, no scratch");
 }
 
 fn block_elems(src: &Checkpoint, i: usize) -> u64 {

@@ -139,6 +139,53 @@ impl CompressedTensor {
         ROW_ELEMS as u64 * self.segment_rows as u64
     }
 
+    /// Segments `first .. first + count` as a tensor of their own: segments
+    /// decode independently, so this is a valid record (same code, rebased
+    /// offsets, the segments' words and bytes) holding elements
+    /// `first·256R ..` of this one. Its data CRC is computed by decoding
+    /// them, which also checks their streams. A consumer can so split a large
+    /// matrix into pieces of whole segments that decode on their own, on
+    /// the GPU too, without re-encoding.
+    pub fn segments(&self, first: u64, count: u64) -> Result<CompressedTensor> {
+        self.validate()?;
+        let s = self.num_segments();
+        let end = first.checked_add(count).filter(|&e| e <= s && count > 0);
+        let Some(end) = end else {
+            return Err(Error::invalid("segments", format!("{first} + {count} is not a range of the {s} segments")));
+        };
+        let per = self.layout.streams_per_segment() as usize;
+        let offsets = &self.stream_offsets[first as usize * per..=end as usize * per];
+        let base = offsets[0];
+        let e0 = first * self.segment_elems();
+        let e1 = (end * self.segment_elems()).min(self.num_elements);
+        let mut t = CompressedTensor {
+            num_elements: e1 - e0,
+            stream_offsets: offsets.iter().map(|o| o - base).collect(),
+            words: self.words[base as usize..offsets[offsets.len() - 1] as usize].to_vec(),
+            sign_mantissa: self.sign_mantissa[e0 as usize..e1 as usize].to_vec(),
+            ..self.clone_header()
+        };
+        let bits = crate::decode::decode(&t, &crate::DecodeOptions { verify_crc: false, parallel: true })?;
+        t.data_crc = data_crc(&bits);
+        Ok(t)
+    }
+
+    /// Everything but the per-element data (empty vectors).
+    fn clone_header(&self) -> CompressedTensor {
+        CompressedTensor {
+            stream_offsets: Vec::new(),
+            words: Vec::new(),
+            sign_mantissa: Vec::new(),
+            num_elements: self.num_elements,
+            segment_rows: self.segment_rows,
+            max_len: self.max_len,
+            only_symbol: self.only_symbol,
+            code_lengths: self.code_lengths,
+            data_crc: self.data_crc,
+            layout: self.layout,
+        }
+    }
+
     /// Bytes [`CompressedTensor::to_bytes`] produces, container header included.
     pub fn serialized_len(&self) -> u64 {
         CONTAINER_HEADER_BYTES as u64 + self.record_len()

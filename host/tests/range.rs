@@ -92,3 +92,24 @@ proptest! {
         check_ranges(&bits, rows, layout, &[(a.min(b), a.max(b))]);
     }
 }
+
+#[test]
+fn segments_are_tensors_of_their_own() {
+    let bits = shuffled((0..=u16::MAX).chain(0..1000).collect(), 3);
+    for layout in LAYOUTS {
+        let t = compress_with(&bits, &EncodeOptions { segment_rows: 5, layout });
+        let (seg, s) = (256 * 5, t.num_segments() as usize);
+        for (first, count) in [(0, 1), (0, s), (3, 7), (s - 1, 1), (s - 4, 4)] {
+            let p = t.segments(first as u64, count as u64).expect("a range of segments");
+            p.validate().expect("valid");
+            let want = &bits[first * seg..((first + count) * seg).min(bits.len())];
+            // The CPU decoders check the new data CRC; the bytes round-trip.
+            assert_eq!(df11_host::decode::decode(&p, &DecodeOptions::default()).as_deref(), Ok(want));
+            assert_eq!(decode_reference(&p).as_deref(), Ok(want), "{layout:?} {first}+{count}");
+            assert_eq!(df11_host::CompressedTensor::from_bytes(&p.to_bytes()).as_ref(), Ok(&p));
+        }
+        for (first, count) in [(0, 0), (s, 1), (1, s), (u64::MAX as usize, 2)] {
+            assert!(t.segments(first as u64, count as u64).is_err(), "{first}+{count}");
+        }
+    }
+}

@@ -19,10 +19,12 @@ pub(super) fn upload(store: &mut BlockStore) -> Result<()> {
     let Device::Cuda(dev) = store.device().clone() else { return Ok(()) };
     let gpu = crate::gpu::decoder_on(dev.cuda_stream().context().clone())
         .map_err(|e| Error::Format(format!("df11 GPU decoder: {e}")))?;
-    for b in store.blocks_mut() {
+    for (b, keep_host) in store.uploads() {
         if !b.group.tensors.is_empty() {
             b.device_group = Some(gpu.upload(&b.group).map_err(|e| Error::Format(format!("df11 upload: {e}")))?);
-            b.group = Group::default();
+            if !keep_host {
+                b.group = Group::default();
+            }
         }
     }
     store.set_gpu(gpu);

@@ -49,12 +49,15 @@
 //! * [`Weights::embed`] decodes only the rows of the tokens asked for
 //!   ([`crate::decode::decode_range_into`]: the one or two segments that
 //!   hold each row), on the CPU, whatever the device; a few kilobytes.
-//! * [`Weights::lm_head`] decodes the head through the block buffer. On the
-//!   CPU it goes in pieces of as many rows as the buffer holds, each widened
-//!   to f32 and multiplied like a block weight, so the buffer stays the size
-//!   of a block; the pieces' CRCs are chained and checked against the
-//!   tensor's. On CUDA the head is uploaded like a block and decoded whole in
-//!   one launch (the buffer is then sized by the larger of the two).
+//! * [`Weights::lm_head`] decodes the head through the block buffer, in
+//!   pieces of whole segments ([`crate::CompressedTensor::segments`], cut at
+//!   open) that each hold whole rows and decode like a block weight, CRC
+//!   checked. On the CPU a piece is at most a block (or the fewest segments
+//!   that hold whole rows), so the buffer stays the size of a block. On
+//!   CUDA the head is one piece, uploaded like a block and decoded in one
+//!   launch, and the buffer is sized by the larger of the two: cuBLAS picks
+//!   its kernel by shape, and a pieced product could round differently from
+//!   the bf16 model's.
 //! * Tied embeddings (no `lm_head.weight`) use the embedding matrix for both.
 //!
 //! Stored any other way (raw, or a DFloat11 module, whose streams have no
@@ -78,7 +81,6 @@ use half::bf16;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 #[cfg(feature = "candle-cuda")]
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -254,6 +256,20 @@ pub(super) struct Block {
 }
 
 impl Block {
+    /// A block of one df11 tensor at offset 0.
+    fn single(name: &str, shape: Vec<usize>, t: crate::CompressedTensor) -> Self {
+        Block {
+            slots: vec![Slot { name: name.into(), numel: shape.iter().product(), shape, offset: 0 }],
+            group: Group { tensors: vec![t] },
+            df11_slots: 1,
+            dfloat11: None,
+            dfloat11_offset: 0,
+            #[cfg(feature = "candle-cuda")]
+            device_group: None,
+            resident: HashMap::new(),
+        }
+    }
+
     fn elements(&self) -> usize {
         self.slots.last().map_or(0, |s| s.offset + s.numel)
     }
@@ -270,11 +286,12 @@ struct Matrix {
 enum Stored {
     /// Decoded at open, bf16 on the device.
     Plain(Tensor),
-    /// A df11 container, compressed in host memory.
-    Df11(crate::CompressedTensor),
-    /// Uploaded to the GPU as the store's head block (CUDA, untied `lm_head`).
-    #[cfg(feature = "candle-cuda")]
-    Device,
+    /// A df11 container cut into pieces of `rows_per` rows, each whole
+    /// segments ([`crate::CompressedTensor::segments`]) and each a one-tensor
+    /// block that decodes into the block buffer. The host copies serve the
+    /// embedding rows; on CUDA the head's pieces are uploaded (and an untied
+    /// head's host copies dropped).
+    Pieces { rows_per: usize, pieces: Vec<Block> },
 }
 
 /// Every block kept compressed, decoded one at a time into one reused buffer.
@@ -286,9 +303,6 @@ pub struct BlockStore {
     embed: Matrix,
     /// `None`: tied, the embedding matrix is the head.
     head: Option<Matrix>,
-    /// CUDA: a df11 head as a one-tensor block, uploaded and decoded whole.
-    #[cfg(feature = "candle-cuda")]
-    head_block: Option<Block>,
     /// The block buffer, `[largest block's compressed elements]`: f32 on
     /// the CPU, bf16 on CUDA.
     buffer: Tensor,
@@ -378,38 +392,15 @@ impl InplaceOp1 for DecodeInto<'_> {
     }
 }
 
-/// Decodes elements `start..start + len` of a df11 tensor into the front of
-/// the (f32, CPU) buffer, widened, and chains their CRC onto `crc`.
-struct DecodeRows<'a> {
-    t: &'a crate::CompressedTensor,
-    start: u64,
-    len: usize,
-    crc: &'a AtomicU32,
-}
-
-impl InplaceOp1 for DecodeRows<'_> {
-    fn name(&self) -> &'static str {
-        "df11-decode-rows"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(buf) = storage else {
-            candle_core::bail!("df11 block buffer is not f32");
-        };
-        let buf = &mut buf[layout.start_offset()..];
-        decode_widened(region(buf, 0, self.len)?, |bits| {
-            let opts = crate::DecodeOptions { verify_crc: false, parallel: true };
-            crate::decode::decode_range_into(self.t, self.start, bits, &opts).map_err(candle_core::Error::msg)?;
-            let crc = crate::container::data_crc_append(self.crc.load(Ordering::Relaxed), bits);
-            self.crc.store(crc, Ordering::Relaxed);
-            Ok(())
-        })
-    }
-}
-
-/// A matrix outside the blocks, kept compressed when `entry` is a df11
-/// bf16 matrix, else decoded from `ckpt` (or taken from `plain`).
-fn matrix(ckpt: &Checkpoint, name: &'static str, plain: &HashMap<String, Tensor>) -> Result<Option<Matrix>> {
+/// A matrix outside the blocks, kept compressed in pieces of at most
+/// `budget` elements (or the fewest whole segments that hold whole rows)
+/// when it is a df11 bf16 matrix, else decoded (taken from `plain`).
+fn matrix(
+    ckpt: &Checkpoint,
+    name: &'static str,
+    plain: &HashMap<String, Tensor>,
+    budget: usize,
+) -> Result<Option<Matrix>> {
     let Some(entry) = ckpt.tensor(name) else { return Ok(None) };
     let (_, shape) = dtype_shape(&entry)?;
     let &[rows, cols] = shape.as_slice() else {
@@ -419,17 +410,34 @@ fn matrix(ckpt: &Checkpoint, name: &'static str, plain: &HashMap<String, Tensor>
         return Err(Error::Format(format!("{name}: shape {shape:?} is empty")));
     }
     let stored = match (&entry.storage, entry.dtype.as_str()) {
-        (Storage::Df11 { .. }, "BF16") => Stored::Df11(
-            ckpt.compressed_group(&[name])?
-                .tensors
-                .pop()
-                .ok_or_else(|| Error::Format(format!("{name}: no container")))?,
-        ),
+        (Storage::Df11 { .. }, "BF16") => {
+            let t = ckpt.compressed_group(&[name])?.tensors.pop();
+            let t = t.ok_or_else(|| Error::Format(format!("{name}: no container")))?;
+            let bad = |e: crate::Error| Error::Format(format!("{name}: {e}"));
+            t.validate().map_err(bad)?;
+            // k·seg elements hold whole rows when k is a multiple of `unit`.
+            let seg = t.segment_elems() as usize;
+            let unit = cols / gcd(seg, cols);
+            let k = unit * (budget / (unit * seg)).max(1);
+            let rows_per = k * seg / cols;
+            let segments = t.num_segments();
+            let mut pieces = Vec::new();
+            for first in (0..segments).step_by(k) {
+                let piece = t.segments(first, (k as u64).min(segments - first)).map_err(bad)?;
+                let n = piece.num_elements as usize;
+                pieces.push(Block::single(name, vec![n / cols, cols], piece));
+            }
+            Stored::Pieces { rows_per, pieces }
+        }
         _ => Stored::Plain(
             plain.get(name).ok_or_else(|| Error::Format(format!("{name} was not loaded")))?.to_dtype(DType::BF16)?,
         ),
     };
     Ok(Some(Matrix { name, rows, cols, stored }))
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 impl BlockStore {
@@ -506,8 +514,14 @@ impl BlockStore {
                 b.dfloat11 = Some(ckpt.group(&names)?);
             }
         }
-        let embed = matrix(&ckpt, EMBED, &globals)?.ok_or_else(|| Error::Format(format!("the checkpoint has no {EMBED}")))?;
-        let head = matrix(&ckpt, LM_HEAD, &globals)?;
+        // The CPU multiplies by the head in pieces no larger than a block.
+        // cuBLAS picks its kernel (and so its summation order) by shape, so on
+        // CUDA a pieced product might round differently from the bf16
+        // model's whole one: there the head is one piece.
+        let budget = if device.is_cpu() { blocks.iter().map(Block::elements).max().unwrap_or(0) } else { usize::MAX };
+        let embed = matrix(&ckpt, EMBED, &globals, budget)?;
+        let embed = embed.ok_or_else(|| Error::Format(format!("the checkpoint has no {EMBED}")))?;
+        let head = matrix(&ckpt, LM_HEAD, &globals, budget)?;
         if let Some(h) = &head
             && (h.rows, h.cols) != (embed.rows, embed.cols)
         {
@@ -517,35 +531,16 @@ impl BlockStore {
             )));
         }
         for m in std::iter::once(&embed).chain(&head) {
-            if matches!(m.stored, Stored::Df11(_)) {
+            if let Stored::Pieces { .. } = m.stored {
                 let t = ckpt.tensor(m.name).ok_or_else(|| Error::Format(format!("no tensor {}", m.name)))?;
                 bytes.compressed += t.stored_bytes;
                 bytes.decoded += t.decoded_bytes;
             }
         }
-        let head_df11 = match &head.as_ref().unwrap_or(&embed).stored {
-            Stored::Df11(t) => Some(t),
-            _ => None,
-        };
-        // The CPU decodes a df11 head in pieces of whole rows (at least one);
-        // CUDA decodes it whole.
-        let head_elems = match head_df11 {
-            Some(_) if device.is_cpu() => embed.cols,
-            Some(_) => embed.rows * embed.cols,
-            None => 0,
-        };
-        #[cfg(feature = "candle-cuda")]
-        let head_block = match head_df11 {
-            Some(t) if !device.is_cpu() => Some(Block {
-                slots: vec![Slot { name: LM_HEAD.into(), shape: vec![embed.rows, embed.cols], offset: 0, numel: head_elems }],
-                group: Group { tensors: vec![t.clone()] },
-                df11_slots: 1,
-                dfloat11: None,
-                dfloat11_offset: 0,
-                device_group: None,
-                resident: HashMap::new(),
-            }),
-            _ => None,
+        // The head's pieces go through the block buffer too.
+        let head_elems = match &head.as_ref().unwrap_or(&embed).stored {
+            Stored::Pieces { pieces, .. } => pieces.iter().map(Block::elements).max().unwrap_or(0),
+            Stored::Plain(_) => 0,
         };
         let largest = blocks.iter().map(Block::elements).max().unwrap_or(0).max(head_elems);
         // At least one element: candle and the CUDA driver reject empty allocations.
@@ -566,8 +561,6 @@ impl BlockStore {
             blocks,
             embed,
             head,
-            #[cfg(feature = "candle-cuda")]
-            head_block,
             buffer,
             #[cfg(feature = "candle-cuda")]
             scratch: Mutex::new(vec![0; widest]),
@@ -582,17 +575,18 @@ impl BlockStore {
         Ok(store)
     }
 
-    /// Every block to upload, the head block last.
+    /// Every block to upload and whether its host copy must stay: the
+    /// transformer blocks, then the head's pieces (kept when the head is the
+    /// embedding matrix, whose rows are decoded on the host).
     #[cfg(feature = "candle-cuda")]
-    pub(super) fn blocks_mut(&mut self) -> impl Iterator<Item = &mut Block> {
-        // An untied head's host copy goes with the upload; a tied one's stays
-        // for the embedding rows.
-        if self.head_block.is_some()
-            && let Some(h) = &mut self.head
-        {
-            h.stored = Stored::Device;
-        }
-        self.blocks.iter_mut().chain(self.head_block.as_mut())
+    pub(super) fn uploads(&mut self) -> impl Iterator<Item = (&mut Block, bool)> {
+        let tied = self.head.is_none();
+        let head = self.head.as_mut().unwrap_or(&mut self.embed);
+        let pieces = match &mut head.stored {
+            Stored::Pieces { pieces, .. } => pieces.as_mut_slice(),
+            Stored::Plain(_) => &mut [],
+        };
+        self.blocks.iter_mut().map(|b| (b, false)).chain(pieces.iter_mut().map(move |b| (b, tied)))
     }
 
     #[cfg(feature = "candle-cuda")]
@@ -637,78 +631,9 @@ impl BlockStore {
     }
 }
 
-impl BlockStore {
-    /// The logits of a df11 head on the CPU: the head in pieces of as many
-    /// rows as the buffer holds, each multiplied like a block weight.
-    fn pieced_logits(&self, m: &Matrix, t: &crate::CompressedTensor, x: &Tensor) -> Result<Tensor> {
-        let per = (self.buffer.elem_count() / m.cols).max(1);
-        let crc = AtomicU32::new(0);
-        let mut parts = Vec::with_capacity(m.rows.div_ceil(per));
-        for r0 in (0..m.rows).step_by(per) {
-            let rows = per.min(m.rows - r0);
-            let len = rows * m.cols;
-            self.buffer.inplace_op1(&DecodeRows { t, start: (r0 * m.cols) as u64, len, crc: &crc })?;
-            let w = self.buffer.narrow(0, 0, len)?.reshape((rows, m.cols))?;
-            parts.push(super::llama::linear(&w, x)?);
-        }
-        // The pieces cover the tensor in order, so their chained CRC is its CRC.
-        let crc = crc.into_inner();
-        if crc != t.data_crc {
-            return Err(Error::Format(format!(
-                "{}: data checksum mismatch (stored {:#010x}, computed {crc:#010x}): data is corrupt",
-                m.name, t.data_crc
-            )));
-        }
-        Ok(Tensor::cat(&parts, x.rank() - 1)?)
-    }
-}
-
 impl Weights for BlockStore {
     fn num_blocks(&self) -> usize {
         self.blocks.len()
-    }
-
-    fn vocab_hidden(&self) -> (usize, usize) {
-        (self.embed.rows, self.embed.cols)
-    }
-
-    fn embed(&mut self, ids: &[u32]) -> Result<Tensor> {
-        let m = &self.embed;
-        let t = match &m.stored {
-            Stored::Df11(t) => t,
-            Stored::Plain(e) => return Ok(e.index_select(&Tensor::new(ids, e.device())?, 0)?),
-            #[cfg(feature = "candle-cuda")]
-            Stored::Device => return Err(Error::Format(format!("{EMBED} is not in host memory"))),
-        };
-        let mut bits = vec![bf16::ZERO; ids.len() * m.cols];
-        let opts = crate::DecodeOptions { verify_crc: false, parallel: false };
-        bits.par_chunks_mut(m.cols).zip(ids).try_for_each(|(row, &id)| {
-            let start = u64::from(id) * m.cols as u64;
-            crate::decode::decode_range_into(t, start, bytemuck::cast_slice_mut(row), &opts)
-                .map_err(|e| Error::Format(format!("{EMBED}, row {id}: {e}")))
-        })?;
-        Ok(Tensor::from_vec(bits, (ids.len(), m.cols), &Device::Cpu)?.to_device(&self.device)?)
-    }
-
-    fn lm_head(&mut self, x: &Tensor) -> Result<Tensor> {
-        let m = self.head.as_ref().unwrap_or(&self.embed);
-        match &m.stored {
-            Stored::Plain(h) => plain_logits(h, x),
-            #[cfg(feature = "candle-cuda")]
-            _ if !self.device.is_cpu() => {
-                let b = self.head_block.as_ref().ok_or_else(|| Error::Format(format!("{LM_HEAD} was not uploaded")))?;
-                self.buffer.inplace_op1(&DecodeInto {
-                    ckpt: &self.ckpt,
-                    block: b,
-                    scratch: &self.scratch,
-                    gpu: self.gpu.as_ref(),
-                })?;
-                plain_logits(&self.buffer.narrow(0, 0, m.rows * m.cols)?.reshape((m.rows, m.cols))?, x)
-            }
-            Stored::Df11(t) => self.pieced_logits(m, t, x),
-            #[cfg(feature = "candle-cuda")]
-            Stored::Device => Err(Error::Format(format!("{LM_HEAD} is on the GPU, the weights on the CPU"))),
-        }
     }
 
     fn globals(&self) -> &VarBuilder<'static> {
@@ -718,6 +643,54 @@ impl Weights for BlockStore {
     fn block(&mut self, i: usize) -> Result<VarBuilder<'static>> {
         let device = self.device.clone();
         Ok(self.decode_block(i)?.into_var_builder(self.buffer.dtype(), &device))
+    }
+
+    fn vocab_hidden(&self) -> (usize, usize) {
+        (self.embed.rows, self.embed.cols)
+    }
+
+    fn embed(&mut self, ids: &[u32]) -> Result<Tensor> {
+        let m = &self.embed;
+        let (rows_per, pieces) = match &m.stored {
+            Stored::Pieces { rows_per, pieces } => (*rows_per, pieces),
+            Stored::Plain(e) => return Ok(e.index_select(&Tensor::new(ids, e.device())?, 0)?),
+        };
+        let mut bits = vec![bf16::ZERO; ids.len() * m.cols];
+        let opts = crate::DecodeOptions { verify_crc: false, parallel: false };
+        bits.par_chunks_mut(m.cols).zip(ids).try_for_each(|(row, &id)| {
+            let id = id as usize;
+            let bad = |e: String| Error::Format(format!("{EMBED}, row {id}: {e}"));
+            let t = pieces.get(id / rows_per).and_then(|p| p.group.tensors.first());
+            let t = t.ok_or_else(|| bad(format!("not a row of the {} in host memory", m.rows)))?;
+            let start = ((id % rows_per) * m.cols) as u64;
+            crate::decode::decode_range_into(t, start, bytemuck::cast_slice_mut(row), &opts)
+                .map_err(|e| bad(e.to_string()))
+        })?;
+        Ok(Tensor::from_vec(bits, (ids.len(), m.cols), &Device::Cpu)?.to_device(&self.device)?)
+    }
+
+    fn lm_head(&mut self, x: &Tensor) -> Result<Tensor> {
+        let m = self.head.as_ref().unwrap_or(&self.embed);
+        let pieces = match &m.stored {
+            Stored::Plain(h) => return plain_logits(h, x),
+            Stored::Pieces { pieces, .. } => pieces,
+        };
+        let mut parts = Vec::with_capacity(pieces.len());
+        for b in pieces {
+            self.buffer.inplace_op1(&DecodeInto {
+                ckpt: &self.ckpt,
+                block: b,
+                #[cfg(feature = "candle-cuda")]
+                scratch: &self.scratch,
+                #[cfg(feature = "candle-cuda")]
+                gpu: self.gpu.as_ref(),
+            })?;
+            let s = &b.slots[0];
+            let w = self.buffer.narrow(0, 0, s.numel)?.reshape(s.shape.as_slice())?;
+            // f32 on the CPU, bf16 on CUDA: multiplied as a block weight is.
+            parts.push(super::llama::linear(&w, x)?);
+        }
+        Ok(Tensor::cat(&parts, x.rank() - 1)?)
     }
 
     fn bytes(&self) -> WeightBytes {
