@@ -32,22 +32,33 @@ fn single_file_round_trip() {
     ok(&[&"compress", &orig, &"-o", &comp]);
 
     // The output is a valid safetensors file: BF16 tensors became U8 vectors
-    // under the same names, the rest is byte-identical, metadata is kept.
+    // under the same names (or stayed as they were, listed as raw, where that
+    // would not have been smaller), the rest is byte-identical, metadata is kept.
     let (c, cmeta) = read_st(&comp);
     assert_eq!(c.keys().collect::<Vec<_>>(), tensors.keys().collect::<Vec<_>>());
-    for (name, t) in &tensors {
-        if t.dtype == "BF16" {
-            assert_eq!(c[name].dtype, "U8", "{name}");
-            assert_eq!(c[name].shape, vec![c[name].data.len() as u64]);
-            assert_eq!(&c[name].data[..4], b"DF11");
-        } else {
-            assert_eq!(&c[name], t);
-        }
-    }
     let cmeta = cmeta.unwrap();
     assert_eq!(cmeta["format"], "pt");
     let df11: serde_json::Value = serde_json::from_str(&cmeta["df11"]).unwrap();
     assert_eq!(df11["format_version"], 1);
+    for (name, t) in &tensors {
+        if t.dtype == "BF16" && c[name].dtype == "U8" {
+            assert_eq!(c[name].shape, vec![c[name].data.len() as u64]);
+            assert_eq!(&c[name].data[..4], b"DF11");
+            assert!(c[name].data.len() + 16 <= t.data.len(), "{name}: a container that does not pay was kept");
+            assert_eq!(df11["tensors"][name]["shape"], serde_json::json!(t.shape), "{name}");
+            assert!(df11["raw"].get(name).is_none(), "{name}");
+        } else if t.dtype == "BF16" {
+            assert_eq!(&c[name], t);
+            assert_eq!(df11["raw"][name], serde_json::json!({"dtype": "BF16", "shape": t.shape}), "{name}");
+            assert!(df11["tensors"].get(name).is_none(), "{name}");
+        } else {
+            assert_eq!(&c[name], t);
+        }
+    }
+    // Too small to gain from a container of about 190 fixed bytes: stored raw.
+    for name in ["empty", "scalar"] {
+        assert_eq!(c[name].dtype, "BF16", "{name}");
+    }
     assert_eq!(df11["tensors"]["model.layers.0.mlp.up_proj.weight"]["shape"], serde_json::json!([96, 64]));
     assert!(c["model.layers.0.mlp.up_proj.weight"].data.len() < 96 * 64 * 2, "no compression happened");
 
