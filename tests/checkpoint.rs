@@ -536,3 +536,28 @@ fn header_corruption_sweep_with_raw_entries() {
     }
     assert!(must_fail.len() > 60 && rejected > 1000, "{} {rejected} {accepted}", must_fail.len());
 }
+
+/// The committed seeds of the `checkpoint_read` fuzz target stay what they
+/// claim to be: `ckpt_*` are valid df11 files (the `_raw` ones list their
+/// BF16 tensor `b` as a raw fallback), `regression_*` are rejected.
+#[test]
+fn checkpoint_fuzz_seeds_are_valid_files_or_regressions() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/checkpoint_read");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&seeds).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert!(names.iter().filter(|n| n.ends_with("_raw")).count() >= 2, "{names:?}");
+    for name in names {
+        let path = seeds.join(&name);
+        if name.starts_with("regression_") {
+            assert!(Checkpoint::open(&path).and_then(|ck| ck.decode("w")).is_err(), "{name}");
+            continue;
+        }
+        let ck = Checkpoint::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(ck.kind(), Kind::Df11, "{name}");
+        assert_eq!(ck.tensor("b").unwrap().storage, Storage::Raw, "{name}");
+        assert_eq!(ck.decode("b").unwrap(), [0x80, 0x3F, 0, 0xC0], "{name}");
+        assert!(matches!(ck.tensor("w").unwrap().storage, Storage::Df11 { .. }), "{name}");
+        ck.decode("w").unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
