@@ -561,3 +561,35 @@ fn checkpoint_fuzz_seeds_are_valid_files_or_regressions() {
         ck.decode("w").unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+/// The header is written last into room reserved before any tensor is
+/// compressed: it must fit however the BF16 tensors split between compressed
+/// and raw, with many dimensions, and names that JSON escapes.
+#[test]
+fn header_room_fits_any_split_between_compressed_and_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let tiny = |name: &str, shape: Vec<u64>| {
+        let n = shape.iter().product::<u64>() as usize;
+        OwnedTensor::new(name, "BF16", shape, pattern_bf16(n))
+    };
+    let all_raw = vec![
+        tiny("y \"quoted\" \\ name", vec![1; 200]),
+        tiny("ünïcödé.bias", vec![1, 1, 1, 1, 1, 1, 7]),
+        tiny("x", vec![]),
+        tiny("z\n\t", vec![2, 3]),
+    ];
+    let mut mixed = all_raw.clone();
+    mixed.insert(1, OwnedTensor::new("w", "BF16", vec![8, 1024], bf16_data(8192, 4)));
+    mixed.push(OwnedTensor::new("v", "BF16", vec![1, 1, 1, 1, 1, 1, 1, 1, 8192], bf16_data(8192, 5)));
+    for (what, src) in [("all raw", all_raw), ("mixed", mixed)] {
+        write_file(&path, &src, Some(df11::EncodeOptions::default()), None).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let ck = Checkpoint::open(&path).unwrap();
+        for t in &src {
+            let e = ck.tensor(&t.meta.name).unwrap();
+            let want = if t.data.len() >= 16384 { "df11" } else { "raw" };
+            assert_eq!((e.storage.name(), &e.shape), (want, &t.meta.shape), "{what}: {}", t.meta.name);
+            assert!(bits(&ck.decode(&t.meta.name).unwrap()) == bits(&t.data), "{what}: {}", t.meta.name);
+        }
+    }
+}

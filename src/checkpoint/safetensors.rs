@@ -252,20 +252,24 @@ struct Written {
 
 impl StreamWriter {
     /// Starts writing to `file` (already created, empty), for tensors `planned`
-    /// in that order, each with at most `max_dims` dimensions.
+    /// in that order. `room` gives, for each, the dtype and shape of the
+    /// longest header entry it may get (a dimension of `u64::MAX` stands for
+    /// a size not known yet); its data offsets are reserved at their longest.
     pub fn new(
         path: &Path,
         file: File,
         planned: Vec<Planned>,
-        max_dims: &[usize],
+        room: &[(String, Vec<u64>)],
         metadata: Option<Metadata>,
     ) -> Result<Self> {
-        let worst: Vec<Written> = planned
+        if room.len() != planned.len() {
+            return Err(super::error::at(path, "header room given for a different number of tensors"));
+        }
+        let worst: Vec<Written> = room
             .iter()
-            .zip(max_dims)
-            .map(|(p, &d)| Written {
-                dtype: p.dtype.clone(),
-                shape: vec![u64::MAX; d.max(1)],
+            .map(|(dtype, shape)| Written {
+                dtype: dtype.clone(),
+                shape: shape.clone(),
                 start: u64::MAX,
                 end: u64::MAX,
             })
@@ -311,8 +315,7 @@ impl StreamWriter {
         }
         let mut header = header_json(&self.planned, &self.done, &self.metadata);
         if header.len() > self.reserved {
-            // A shape with more dimensions than declared in `max_dims`, a
-            // longer dtype or metadata than planned.
+            // A longer dtype, shape or metadata than the room was reserved for.
             return Err(super::error::at(&self.path, "the header is larger than the room reserved for it"));
         }
         header.extend(std::iter::repeat_n(' ', self.reserved - header.len()));

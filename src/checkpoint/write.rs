@@ -164,23 +164,40 @@ impl Job<'_> {
     ) -> Result<()> {
         let compress = self.encode.is_some();
         let coded = |m: &TensorMeta| compress && m.dtype == "BF16";
-        // Planned as their own dtype and shape: a coded tensor is written as
-        // a U8 vector (shorter in the header) or, if compressing does not pay,
-        // as itself.
+        // Planned as their own dtype: a coded tensor is written as a U8
+        // vector of a length not known yet or, if compressing does not pay,
+        // as itself. Its header entry gets room for the longer of the two.
         let planned: Vec<Planned> =
             self.metas.iter().map(|m| Planned { name: m.name.clone(), dtype: m.dtype.clone() }).collect();
-        let dims: Vec<usize> = self.metas.iter().map(|m| m.shape.len().max(1)).collect();
+        let room: Vec<(String, Vec<u64>)> = self
+            .metas
+            .iter()
+            .map(|m| {
+                let as_is = (m.dtype.clone(), m.shape.clone());
+                if !coded(m) {
+                    return as_is;
+                }
+                let container = ("U8".to_string(), vec![u64::MAX]);
+                let len = |(d, s): &(String, Vec<u64>)| {
+                    serde_json::to_string(d).map_or(0, |j| j.len()) + serde_json::to_string(s).map_or(0, |j| j.len())
+                };
+                if len(&as_is) > len(&container) { as_is } else { container }
+            })
+            .collect();
         let orig = |m: &TensorMeta| (m.name.clone(), OrigTensor { dtype: m.dtype.clone(), shape: m.shape.clone() });
         let df11_meta = |meta: &Df11Meta| serde_json::to_string(meta).expect("metadata serializes");
         let mut metadata = self.metadata;
         let mut meta = Df11Meta { format_version: CHECKPOINT_VERSION, ..Default::default() };
         if compress {
-            // Room for the worst case: every coded tensor listed both ways.
-            let all: std::collections::BTreeMap<_, _> = self.metas.iter().filter(|m| coded(m)).map(orig).collect();
-            let worst = Df11Meta { format_version: CHECKPOINT_VERSION, tensors: all.clone(), raw: all };
+            // Room for the worst case: every coded tensor listed once, and
+            // the raw map present. Each entry reads the same in either map,
+            // so any split is no longer than this (not even escaped).
+            let tensors: std::collections::BTreeMap<_, _> = self.metas.iter().filter(|m| coded(m)).map(orig).collect();
+            let raw = tensors.iter().take(1).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let worst = Df11Meta { format_version: CHECKPOINT_VERSION, tensors, raw };
             metadata.get_or_insert_default().insert(META_KEY.into(), df11_meta(&worst));
         }
-        let mut writer = StreamWriter::new(self.path, file, planned, &dims, metadata.clone())?;
+        let mut writer = StreamWriter::new(self.path, file, planned, &room, metadata.clone())?;
         let plain_bytes =
             |u: usize| self.metas[self.units[u].clone()].iter().fold(0u64, |a, m| a.saturating_add(m.num_bytes()));
         let all: Vec<usize> = (0..self.units.len()).collect();
