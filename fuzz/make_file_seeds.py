@@ -3,7 +3,7 @@
 
 checkpoint_read: df11 safetensors files as `df11 compress` writes them (a U8
 tensor holding a df11 container, described in __metadata__["df11"], next to a
-raw BF16 tensor), built around containers from fuzz/seeds/container_parse
+raw BF16 tensor, listed as a raw fallback or not), built around containers from fuzz/seeds/container_parse
 (written by `cargo run --manifest-path fuzz/Cargo.toml --example make_seeds`).
 
 dfloat11_module: the six arrays of each module of the DFloat11 test fixtures,
@@ -30,10 +30,21 @@ def write(target, name, data):
 
 
 def checkpoint_seeds():
-    for name, src, shape in [("ckpt_7", "odd_7", [7]), ("ckpt_3x100", "rows1_300", [3, 100])]:
+    # The *_raw seeds list b as a raw fallback (a BF16 tensor stored as is,
+    # FORMAT.md section 11.1); the others leave it unlisted, as files written
+    # before raw entries existed do.
+    for name, src, shape, raw in [
+        ("ckpt_7", "odd_7", [7], False),
+        ("ckpt_3x100", "rows1_300", [3, 100], False),
+        ("ckpt_7_raw", "odd_7", [7], True),
+        ("ckpt_3x100_raw", "rows1_300", [3, 100], True),
+    ]:
         with open(f"{SEEDS}/container_parse/{src}", "rb") as f:
             c = f.read()
-        meta = compact({"format_version": 1, "tensors": {"w": {"dtype": "BF16", "shape": shape}}})
+        df11 = {"format_version": 1, "tensors": {"w": {"dtype": "BF16", "shape": shape}}}
+        if raw:
+            df11["raw"] = {"b": {"dtype": "BF16", "shape": [2]}}
+        meta = compact(df11)
         header = compact({
             "__metadata__": {"df11": meta},
             "b": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]},

@@ -70,8 +70,10 @@ enum Command {
     ///
     /// IN is a .safetensors file or a checkpoint directory; OUT is written in
     /// the same form. Each BF16 tensor is stored as a U8 tensor of the same name
-    /// holding a df11 container; other tensors, the file metadata and the other
-    /// files of a directory (config, tokenizer, index) are kept. A DFloat11
+    /// holding a df11 container, or as it is where the container would not be
+    /// at least 16 bytes smaller (tiny biases and norms: inspect shows them as
+    /// raw); other tensors, the file metadata and the other files of a
+    /// directory (config, tokenizer, index) are kept. A DFloat11
     /// checkpoint can be compressed too (it is decoded first).
     ///
     /// With --format dfloat11, OUT is a DFloat11 checkpoint directory instead:

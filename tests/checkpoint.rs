@@ -139,13 +139,12 @@ fn write_open_list_and_decode_a_df11_file() {
         assert_eq!((&e.dtype, &e.shape), (&w.meta.dtype, &w.meta.shape), "{}", e.name);
         assert_eq!(e.decoded_bytes, w.data.len() as u64);
         match e.dtype.as_str() {
-            "BF16" => {
+            "BF16" if e.decoded_bytes >= 8192 => {
                 assert_eq!(e.storage, Storage::Df11 { layout: Some(df11::Layout::Warp) }, "{}", e.name);
-                // The container's fixed overhead outweighs a 64-element tensor's saving.
-                if e.decoded_bytes >= 8192 {
-                    assert!(e.stored_bytes < e.decoded_bytes, "{}", e.name);
-                }
+                assert!(e.stored_bytes < e.decoded_bytes, "{}", e.name);
             }
+            // The container's fixed part outweighs a 64-element tensor's saving: stored raw.
+            "BF16" => assert_eq!((e.storage.clone(), e.stored_bytes), (Storage::Raw, e.decoded_bytes), "{}", e.name),
             _ => assert_eq!((e.storage.clone(), e.stored_bytes), (Storage::Raw, e.decoded_bytes)),
         }
         // Both decode paths, bit for bit.
@@ -307,4 +306,290 @@ fn device_groups_decode_on_the_gpu() {
     let mut buf = vec![0u8; 4096 * 2];
     ck.decode_into_with(names[0], &mut buf, &dec).unwrap();
     assert!(buf == ck.decode(names[0]).unwrap());
+}
+
+/// BF16 bits that no exponent code can shrink: every exponent equally often,
+/// NaN payloads (quiet and signalling, both signs), infinities, zeros and
+/// subnormals first.
+fn pattern_bf16(n: usize) -> Vec<u8> {
+    const SPECIAL: [u16; 8] = [0x7F81, 0xFFFF, 0x7FC1, 0x7F80, 0xFF80, 0x8000, 0x0001, 0xFFC0];
+    (0..n)
+        .map(|i| match SPECIAL.get(i) {
+            Some(&b) => b,
+            None => ((i as u16 & 1) << 15) | ((i as u16 * 97 % 256) << 7) | ((i as u16 * 37) & 0x7F),
+        })
+        .flat_map(u16::to_le_bytes)
+        .collect()
+}
+
+fn bits(bytes: &[u8]) -> Vec<u16> {
+    bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()
+}
+
+/// Tiny BF16 tensors, whose df11 container would not be smaller than their
+/// raw bytes, are stored raw (listed in the metadata's `raw`), and every
+/// tensor, raw or not, decodes bit for bit.
+#[test]
+fn tiny_bf16_tensors_are_stored_raw_bit_exact() {
+    use df11::checkpoint::RAW_FALLBACK_MARGIN;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let src = vec![
+        OwnedTensor::new("one", "BF16", vec![1], pattern_bf16(1)),
+        OwnedTensor::new("seven", "BF16", vec![7], pattern_bf16(7)),
+        OwnedTensor::new("patterns", "BF16", vec![384], pattern_bf16(384)),
+        OwnedTensor::new("empty", "BF16", vec![0, 3], vec![]),
+        OwnedTensor::new("norm", "BF16", vec![384], bf16_data(384, 7)),
+        OwnedTensor::new("bias", "F32", vec![3], vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]),
+        OwnedTensor::new("large", "BF16", vec![256, 256], bf16_data(1 << 16, 8)),
+    ];
+    let opts = df11::EncodeOptions::default();
+    let summary = write_file(&path, &src, Some(opts), None).unwrap();
+    let ck = Checkpoint::open(&path).unwrap();
+    let (stored, md) = read_st(&path);
+    let meta: serde_json::Value = serde_json::from_str(&md.unwrap()[df11::checkpoint::META_KEY]).unwrap();
+    let mut raw = Vec::new();
+    for t in &src {
+        let e = ck.tensor(&t.meta.name).unwrap();
+        let n = t.data.len() as u64;
+        assert_eq!((&e.dtype, &e.shape, e.decoded_bytes), (&t.meta.dtype, &t.meta.shape, n), "{}", e.name);
+        assert!(bits(&ck.decode(&e.name).unwrap()) == bits(&t.data), "{}", e.name);
+        if t.meta.dtype != "BF16" {
+            assert_eq!(e.storage, Storage::Raw);
+            continue;
+        }
+        // The rule, against an independent encoding: df11 only where it saves the margin.
+        let container = df11::compress_with(&bits(&t.data), &opts).to_bytes().len() as u64;
+        let pays = container + RAW_FALLBACK_MARGIN <= n;
+        assert!(e.stored_bytes <= n + 16, "{}: {} bytes stored for {n}", e.name, e.stored_bytes);
+        if pays {
+            assert_eq!(e.storage, Storage::Df11 { layout: Some(df11::Layout::Warp) }, "{}", e.name);
+            assert_eq!(e.stored_bytes, container, "{}", e.name);
+            assert_eq!(meta["tensors"][&e.name]["shape"], serde_json::json!(t.meta.shape), "{}", e.name);
+        } else {
+            assert_eq!((e.storage.clone(), e.stored_bytes), (Storage::Raw, n), "{}", e.name);
+            // Stored as it came: same dtype, shape and bytes, for any safetensors reader.
+            let s = &stored[&e.name];
+            assert_eq!((s.dtype.as_str(), &s.shape, &s.data), ("BF16", &t.meta.shape, &t.data), "{}", e.name);
+            assert_eq!(meta["raw"][&e.name], serde_json::json!({"dtype": "BF16", "shape": t.meta.shape}));
+            assert!(meta["tensors"].get(&e.name).is_none(), "{}", e.name);
+            raw.push(e.name.clone());
+        }
+    }
+    assert_eq!(raw, ["one", "seven", "patterns", "empty"]);
+    assert_eq!(meta["raw"].as_object().unwrap().len(), 4);
+    assert!(ck.tensor("large").unwrap().stored_bytes < (1 << 17) * 7 / 10);
+    assert_eq!((summary.bf16_raw, summary.bf16_elems), (4, 1 + 7 + 384 + 384 + (1 << 16)));
+    // Blocks and groups decode the raw tensors with the rest.
+    let g = ck.group(&["seven", "large", "one"]).unwrap();
+    let mut want = src[1].data.clone();
+    want.extend_from_slice(&src[6].data);
+    want.extend_from_slice(&src[0].data);
+    assert!(bits(&ck.decode_group(&g).unwrap()) == bits(&want));
+    // Back to plain: the same tensors, and no df11 metadata.
+    let back = dir.path().join("back.safetensors");
+    ck.write_to(&back, &WriteOptions::default()).unwrap();
+    let (b, bmd) = read_st(&back);
+    assert_eq!(bmd, None);
+    for t in &src {
+        let r = &b[&t.meta.name];
+        assert_eq!((&r.dtype, &r.shape), (&t.meta.dtype, &t.meta.shape), "{}", t.meta.name);
+        assert!(bits(&r.data) == bits(&t.data), "{}", t.meta.name);
+    }
+    // A raw tensor is not a df11 container: the GPU group refuses it by name.
+    let e = ck.compressed_group(&["large", "patterns"]).unwrap_err().to_string();
+    assert!(e.contains("patterns"), "{e}");
+}
+
+/// Writes a df11 file by hand: tensors as given, `df11` metadata as given.
+fn df11_file(path: &Path, tensors: &[(&str, T)], df11_meta: &str) {
+    let tensors: BTreeMap<String, T> = tensors.iter().map(|(n, t)| (n.to_string(), t.clone())).collect();
+    write_st(path, &tensors, Some(&BTreeMap::from([("df11".to_string(), df11_meta.to_string())])));
+}
+
+/// A `raw` entry must describe a BF16 tensor the file holds with that dtype
+/// and shape, not also listed as compressed; anything else is an error naming
+/// the tensor (and the file), never a panic.
+#[test]
+fn raw_fallback_entries_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("r.safetensors");
+    let container = df11::compress_bits(&bits(&bf16_data(1000, 3))).to_bytes();
+    let w = ("w", t("U8", &[container.len() as u64], container.clone()));
+    let n = ("n", t("BF16", &[4], pattern_bf16(4)));
+    let listed = r#""tensors":{"w":{"dtype":"BF16","shape":[10,100]}}"#;
+    // Valid: n is a listed raw fallback.
+    df11_file(
+        &p,
+        &[w.clone(), n.clone()],
+        &format!(r#"{{"format_version":1,{listed},"raw":{{"n":{{"dtype":"BF16","shape":[4]}}}}}}"#),
+    );
+    let ck = Checkpoint::open(&p).unwrap();
+    assert_eq!(ck.tensor("n").unwrap().storage, Storage::Raw);
+    assert!(bits(&ck.decode("n").unwrap()) == bits(&pattern_bf16(4)));
+    assert!(bits(&ck.decode("w").unwrap()) == bits(&bf16_data(1000, 3)));
+    // Files written before `raw` existed: an unlisted BF16 tensor is read as is.
+    df11_file(&p, &[w.clone(), n.clone()], &format!(r#"{{"format_version":1,{listed}}}"#));
+    assert!(bits(&Checkpoint::open(&p).unwrap().decode("n").unwrap()) == bits(&pattern_bf16(4)));
+
+    let f32_n = ("n", t("F32", &[2], pattern_bf16(4)));
+    let matrix_n = ("n", t("BF16", &[2, 2], pattern_bf16(4)));
+    let both = r#""tensors":{"w":{"dtype":"BF16","shape":[10,100]},"n":{"dtype":"BF16","shape":[4]}}"#;
+    // What is wrong, the file's tensors, its raw entry, what the error says.
+    type Case<'a> = (&'a str, Vec<(&'a str, T)>, String, &'a str);
+    let cases: [Case; 6] = [
+        ("missing", vec![w.clone()], r#""n":{"dtype":"BF16","shape":[4]}"#.into(), "does not hold"),
+        ("stored as F32", vec![w.clone(), f32_n], r#""n":{"dtype":"BF16","shape":[2]}"#.into(), "F32"),
+        ("another shape", vec![w.clone(), matrix_n], r#""n":{"dtype":"BF16","shape":[4]}"#.into(), "[2, 2]"),
+        ("not BF16", vec![w.clone(), n.clone()], r#""n":{"dtype":"F16","shape":[4]}"#.into(), "F16"),
+        ("listed twice", vec![w.clone(), n.clone()], r#""n":{"dtype":"BF16","shape":[4]}"#.into(), "both"),
+        ("the container", vec![w.clone()], r#""w":{"dtype":"BF16","shape":[1000]}"#.into(), "both"),
+    ];
+    for (what, tensors, entry, says) in cases {
+        let l = if what == "listed twice" { both } else { listed };
+        df11_file(&p, &tensors, &format!(r#"{{"format_version":1,{l},"raw":{{{entry}}}}}"#));
+        let name = if what == "the container" { "w" } else { "n" };
+        match Checkpoint::open(&p) {
+            Err(e @ Error::Tensor { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("r.safetensors") && text.contains(&format!("tensor {name}:")), "{what}: {text}");
+                assert!(text.contains(says), "{what}: {text}");
+            }
+            Err(e) => panic!("{what}: wrong error: {e}"),
+            Ok(_) => panic!("{what}: accepted"),
+        }
+    }
+    // A `raw` that is not a map of entries is malformed metadata.
+    for bad in [r#"["n"]"#, r#"{"n":{"dtype":"BF16"}}"#, r#"{"n":{"dtype":"BF16","shape":[-4]}}"#, "null"] {
+        df11_file(&p, &[w.clone(), n.clone()], &format!(r#"{{"format_version":1,{listed},"raw":{bad}}}"#));
+        match Checkpoint::open(&p) {
+            Err(e @ Error::Checkpoint { .. }) => assert!(e.to_string().contains("df11 metadata"), "{bad}: {e}"),
+            Err(e) => panic!("{bad}: wrong error: {e}"),
+            Ok(_) => panic!("{bad}: accepted"),
+        }
+    }
+}
+
+/// Every one-byte change of a df11 file's header (XOR 0x01 and 0x20, a `0`,
+/// a space): opening gives an error, or tensors that decode to their original
+/// bits unless their dtype or shape visibly changed. Changes inside the `raw`
+/// entries, or to a raw tensor's name in the header, are always errors when
+/// the file is opened: without the entries they could pass unnoticed.
+#[test]
+fn header_corruption_sweep_with_raw_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let src = vec![
+        OwnedTensor::new("large", "BF16", vec![64, 64], bf16_data(4096, 5)),
+        OwnedTensor::new("one", "BF16", vec![1], pattern_bf16(1)),
+        OwnedTensor::new("bias", "F32", vec![2], vec![9; 8]),
+        OwnedTensor::new("seven", "BF16", vec![7], pattern_bf16(7)),
+    ];
+    write_file(&path, &src, Some(df11::EncodeOptions::default()), None).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let hlen = u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let header = &good[8..8 + hlen];
+    let find = |s: &str| {
+        let at = header.windows(s.len()).position(|w| w == s.as_bytes());
+        at.unwrap_or_else(|| panic!("{s} not in the header")) + 8
+    };
+    // The raw map's entries (inside the escaped metadata string), and the raw tensors' names.
+    let raw_start = find(r#"\"raw\":{"#) + r#"\"raw\":{"#.len();
+    let raw_end = raw_start + find(r#"[7]}"#) + 3 - raw_start;
+    let mut must_fail: Vec<usize> = (raw_start..raw_end).collect();
+    for name in [r#""one":{"dtype""#, r#""seven":{"dtype""#] {
+        let at = find(name) + 1;
+        must_fail.extend(at..at + name.find(':').unwrap() - 2);
+    }
+    let want = by_name(&src);
+    let (mut rejected, mut accepted) = (0, 0);
+    let p = dir.path().join("bad.safetensors");
+    for i in 8..8 + hlen {
+        for m in [good[i] ^ 0x01, good[i] ^ 0x20, b'0', b' '] {
+            if m == good[i] {
+                continue;
+            }
+            let mut bad = good.clone();
+            bad[i] = m;
+            std::fs::write(&p, &bad).unwrap();
+            // Accepted: each original tensor decodes to its bits, or has
+            // visibly changed (dtype or shape: the `df11` key renamed, say).
+            // A tensor that decodes to other bits under its dtype and shape would
+            // be silent corruption.
+            let opened = Checkpoint::open(&p).map(|ck| {
+                for e in ck.tensors() {
+                    if let (Some(w), Ok(d)) = (want.get(e.name.as_str()), ck.decode(&e.name))
+                        && (&e.dtype, &e.shape) == (&w.meta.dtype, &w.meta.shape)
+                    {
+                        assert!(bits(&d) == bits(&w.data), "byte {i} -> {m:#04x}: {} decoded to other bits", e.name);
+                    }
+                }
+            });
+            if opened.is_ok() {
+                accepted += 1;
+                let c = header[i - 8] as char;
+                assert!(!must_fail.contains(&i), "byte {i} ({c:?}) -> {m:#04x} accepted");
+            } else {
+                rejected += 1;
+            }
+        }
+    }
+    assert!(must_fail.len() > 60 && rejected > 1000, "{} {rejected} {accepted}", must_fail.len());
+}
+
+/// The committed seeds of the `checkpoint_read` fuzz target stay what they
+/// claim to be: `ckpt_*` are valid df11 files (the `_raw` ones list their
+/// BF16 tensor `b` as a raw fallback), `regression_*` are rejected.
+#[test]
+fn checkpoint_fuzz_seeds_are_valid_files_or_regressions() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/checkpoint_read");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&seeds).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert!(names.iter().filter(|n| n.ends_with("_raw")).count() >= 2, "{names:?}");
+    for name in names {
+        let path = seeds.join(&name);
+        if name.starts_with("regression_") {
+            assert!(Checkpoint::open(&path).and_then(|ck| ck.decode("w")).is_err(), "{name}");
+            continue;
+        }
+        let ck = Checkpoint::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(ck.kind(), Kind::Df11, "{name}");
+        assert_eq!(ck.tensor("b").unwrap().storage, Storage::Raw, "{name}");
+        assert_eq!(ck.decode("b").unwrap(), [0x80, 0x3F, 0, 0xC0], "{name}");
+        assert!(matches!(ck.tensor("w").unwrap().storage, Storage::Df11 { .. }), "{name}");
+        ck.decode("w").unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+/// The header is written last into room reserved before any tensor is
+/// compressed: it must fit however the BF16 tensors split between compressed
+/// and raw, with many dimensions, and names that JSON escapes.
+#[test]
+fn header_room_fits_any_split_between_compressed_and_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let tiny = |name: &str, shape: Vec<u64>| {
+        let n = shape.iter().product::<u64>() as usize;
+        OwnedTensor::new(name, "BF16", shape, pattern_bf16(n))
+    };
+    let all_raw = vec![
+        tiny("y \"quoted\" \\ name", vec![1; 200]),
+        tiny("ünïcödé.bias", vec![1, 1, 1, 1, 1, 1, 7]),
+        tiny("x", vec![]),
+        tiny("z\n\t", vec![2, 3]),
+    ];
+    let mut mixed = all_raw.clone();
+    mixed.insert(1, OwnedTensor::new("w", "BF16", vec![8, 1024], bf16_data(8192, 4)));
+    mixed.push(OwnedTensor::new("v", "BF16", vec![1, 1, 1, 1, 1, 1, 1, 1, 8192], bf16_data(8192, 5)));
+    for (what, src) in [("all raw", all_raw), ("mixed", mixed)] {
+        write_file(&path, &src, Some(df11::EncodeOptions::default()), None).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let ck = Checkpoint::open(&path).unwrap();
+        for t in &src {
+            let e = ck.tensor(&t.meta.name).unwrap();
+            let want = if t.data.len() >= 16384 { "df11" } else { "raw" };
+            assert_eq!((e.storage.name(), &e.shape), (want, &t.meta.shape), "{what}: {}", t.meta.name);
+            assert!(bits(&ck.decode(&t.meta.name).unwrap()) == bits(&t.data), "{what}: {}", t.meta.name);
+        }
+    }
 }

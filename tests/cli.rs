@@ -32,22 +32,33 @@ fn single_file_round_trip() {
     ok(&[&"compress", &orig, &"-o", &comp]);
 
     // The output is a valid safetensors file: BF16 tensors became U8 vectors
-    // under the same names, the rest is byte-identical, metadata is kept.
+    // under the same names (or stayed as they were, listed as raw, where that
+    // would not have been smaller), the rest is byte-identical, metadata is kept.
     let (c, cmeta) = read_st(&comp);
     assert_eq!(c.keys().collect::<Vec<_>>(), tensors.keys().collect::<Vec<_>>());
-    for (name, t) in &tensors {
-        if t.dtype == "BF16" {
-            assert_eq!(c[name].dtype, "U8", "{name}");
-            assert_eq!(c[name].shape, vec![c[name].data.len() as u64]);
-            assert_eq!(&c[name].data[..4], b"DF11");
-        } else {
-            assert_eq!(&c[name], t);
-        }
-    }
     let cmeta = cmeta.unwrap();
     assert_eq!(cmeta["format"], "pt");
     let df11: serde_json::Value = serde_json::from_str(&cmeta["df11"]).unwrap();
     assert_eq!(df11["format_version"], 1);
+    for (name, t) in &tensors {
+        if t.dtype == "BF16" && c[name].dtype == "U8" {
+            assert_eq!(c[name].shape, vec![c[name].data.len() as u64]);
+            assert_eq!(&c[name].data[..4], b"DF11");
+            assert!(c[name].data.len() + 16 <= t.data.len(), "{name}: a container that does not pay was kept");
+            assert_eq!(df11["tensors"][name]["shape"], serde_json::json!(t.shape), "{name}");
+            assert!(df11["raw"].get(name).is_none(), "{name}");
+        } else if t.dtype == "BF16" {
+            assert_eq!(&c[name], t);
+            assert_eq!(df11["raw"][name], serde_json::json!({"dtype": "BF16", "shape": t.shape}), "{name}");
+            assert!(df11["tensors"].get(name).is_none(), "{name}");
+        } else {
+            assert_eq!(&c[name], t);
+        }
+    }
+    // Too small to gain from a container of about 190 fixed bytes: stored raw.
+    for name in ["empty", "scalar"] {
+        assert_eq!(c[name].dtype, "BF16", "{name}");
+    }
     assert_eq!(df11["tensors"]["model.layers.0.mlp.up_proj.weight"]["shape"], serde_json::json!([96, 64]));
     assert!(c["model.layers.0.mlp.up_proj.weight"].data.len() < 96 * 64 * 2, "no compression happened");
 
@@ -400,4 +411,57 @@ fn layout_option_is_stored_and_decodes() {
     let out = run(&[&"compress", &orig, &"-o", &dir.path().join("bad.st"), &"--layout", &"rows"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--layout"));
+}
+
+/// Tiny BF16 tensors (1, 7 and 384 weights of every exponent and NaN payload,
+/// an empty one) are stored raw next to a compressed large one: `compress`
+/// counts them, `inspect` shows them as raw at 16 bits/weight, `verify`
+/// passes and `decompress` gives every tensor back byte for byte.
+#[test]
+fn tiny_tensors_are_stored_raw_and_inspected_as_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let (orig, comp, back) =
+        (dir.path().join("m.safetensors"), dir.path().join("c.safetensors"), dir.path().join("b.safetensors"));
+    // Every exponent equally often, with NaN payloads, infinities and signed zeros first.
+    let patterns = |n: usize| -> Vec<u8> {
+        let special = [0x7F81u16, 0xFFFF, 0x7FC1, 0x7F80, 0xFF80, 0x8000, 0x0001];
+        (0..n)
+            .map(|i| special.get(i).copied().unwrap_or((((i as u16 * 97) % 256) << 7) | ((i as u16 * 37) & 0x7F)))
+            .flat_map(u16::to_le_bytes)
+            .collect()
+    };
+    let mut m = BTreeMap::new();
+    m.insert("a.bias".to_string(), t("BF16", &[1], patterns(1)));
+    m.insert("b.bias".to_string(), t("BF16", &[7], patterns(7)));
+    m.insert("c.norm".to_string(), t("BF16", &[384], patterns(384)));
+    m.insert("d.empty".to_string(), t("BF16", &[0], vec![]));
+    m.insert("e.weight".to_string(), t("BF16", &[128, 256], bf16_data(128 * 256, 9)));
+    write_st(&orig, &m, None);
+    let o = ok(&[&"compress", &orig, &"-o", &comp]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("5 tensors (4 BF16 stored raw, too small to gain)"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&ok(&[&"inspect", &comp, &"--json"]).stdout).unwrap();
+    for r in v["tensors"].as_array().unwrap() {
+        let name = r["name"].as_str().unwrap();
+        let orig_bytes = r["original_bytes"].as_u64().unwrap();
+        assert!(r["stored_bytes"].as_u64().unwrap() <= orig_bytes + 16, "{name}");
+        if name == "e.weight" {
+            assert_eq!((&r["storage"], &r["layout"]), (&"df11".into(), &"warp".into()));
+            assert!(r["bits_per_weight"].as_f64().unwrap() < 12.0, "{r}");
+            continue;
+        }
+        assert_eq!(r["storage"], "raw", "{name}");
+        assert_eq!(r["layout"], serde_json::Value::Null, "{name}");
+        assert_eq!(r["stored_bytes"].as_u64().unwrap(), orig_bytes, "{name}");
+        if orig_bytes > 0 {
+            assert_eq!(r["bits_per_weight"].as_f64().unwrap(), 16.0, "{name}");
+        }
+    }
+    let text = String::from_utf8(ok(&[&"inspect", &comp]).stdout).unwrap();
+    let row = text.lines().find(|l| l.starts_with("c.norm")).unwrap();
+    assert!(row.contains(" raw ") && row.contains("16.000"), "{text}");
+    ok(&[&"verify", &orig, &comp]);
+    ok(&[&"decompress", &comp, &"-o", &back]);
+    let (b, bmeta) = read_st(&back);
+    assert!(b == m && bmeta.is_none(), "decompress changed a tensor");
 }

@@ -12,7 +12,9 @@
 //! - **df11**, as written by [`write_file`] or `df11 compress`: each BF16
 //!   tensor is a `U8` vector holding a df11 container, and the file's
 //!   `__metadata__["df11"]` ([`META_KEY`]) records its original dtype and
-//!   shape (docs/FORMAT.md section 11); other tensors are stored as is;
+//!   shape (docs/FORMAT.md section 11); a BF16 tensor that compression would
+//!   not make smaller (by [`RAW_FALLBACK_MARGIN`] bytes) is stored as is and
+//!   listed as such; other tensors are stored as is;
 //! - **DFloat11**, written by the DFloat11 reference implementation: a
 //!   directory whose `config.json` has `dfloat11_config`, each compressed
 //!   module stored as six arrays. DFloat11 stores no shapes: they come from
@@ -105,6 +107,13 @@ use std::path::{Path, PathBuf};
 pub const META_KEY: &str = "df11";
 /// Version of the embedding described in docs/FORMAT.md section 11.
 pub const CHECKPOINT_VERSION: u32 = 1;
+/// A BF16 tensor is stored as a df11 container only if the container is at
+/// least this many bytes smaller than the tensor's raw bytes; otherwise it is
+/// stored raw (bit for bit, listed in [`Df11Meta::raw`]). So no tensor is
+/// ever stored larger than raw, and a few bytes saved never cost a decode.
+/// Tiny tensors (biases, norms of a few hundred weights) are the ones that
+/// fall back: a container's fixed part is about 190 bytes.
+pub const RAW_FALLBACK_MARGIN: u64 = 16;
 
 /// The value of `__metadata__["df11"]` (a JSON string, since safetensors
 /// metadata values are strings).
@@ -114,10 +123,16 @@ pub struct Df11Meta {
     pub format_version: u32,
     /// Compressed tensors: name → original dtype and shape.
     pub tensors: BTreeMap<String, OrigTensor>,
+    /// BF16 tensors stored raw because compressing them would not have saved
+    /// [`RAW_FALLBACK_MARGIN`] bytes: name → dtype and shape, which must be
+    /// the stored tensor's. Absent (empty) when there is none, so readers
+    /// that predate it read such a tensor as an ordinary raw tensor.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub raw: BTreeMap<String, OrigTensor>,
 }
 
-/// The original dtype and shape of a compressed tensor.
-#[derive(Serialize, Deserialize, Debug, Clone)]
+/// The original dtype and shape of a compressed (or raw fallback) tensor.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct OrigTensor {
     /// Always `BF16` in version 1.
     pub dtype: String,

@@ -123,6 +123,9 @@ fn df11_units(file: &SafetensorsFile) -> Result<Df11Units> {
         ));
     }
     let compressed = meta.as_ref().map(|m| &m.tensors);
+    if let Some(m) = &meta {
+        check_raw_entries(file, m)?;
+    }
     let mut units = Vec::new();
     for t in &file.tensors {
         match compressed.and_then(|c| c.get(&t.name)) {
@@ -169,7 +172,11 @@ fn df11_units(file: &SafetensorsFile) -> Result<Df11Units> {
     if let Some(c) = compressed {
         for name in c.keys() {
             if file.get(name).is_none() {
-                return Err(at(path, format!("df11 metadata lists tensor {name}, which the file does not hold")));
+                return Err(tensor_err(
+                    path,
+                    name,
+                    "df11 metadata lists it as compressed, but the file does not hold it",
+                ));
             }
         }
     }
@@ -179,6 +186,35 @@ fn df11_units(file: &SafetensorsFile) -> Result<Df11Units> {
         user = None;
     }
     Ok((units, user, meta.is_some()))
+}
+
+/// The raw fallbacks of df11 metadata (FORMAT.md section 11.1) must be
+/// stored exactly as listed: BF16, the recorded shape, and not also listed as
+/// compressed.
+fn check_raw_entries(file: &SafetensorsFile, meta: &Df11Meta) -> Result<()> {
+    let path = file.path.as_path();
+    for (name, orig) in &meta.raw {
+        let err = |msg: String| Err(tensor_err(path, name, msg));
+        if meta.tensors.contains_key(name) {
+            return err("df11 metadata lists it both as compressed and as raw".into());
+        }
+        if orig.dtype != "BF16" {
+            return err(format!(
+                "df11 version 1 only stores BF16 tensors raw in place of compressing them, metadata says {}",
+                orig.dtype
+            ));
+        }
+        let Some(t) = file.get(name) else {
+            return err("df11 metadata lists it as stored raw, but the file does not hold it".into());
+        };
+        if t.dtype != orig.dtype || t.shape != orig.shape {
+            return err(format!(
+                "df11 metadata says stored raw as {} {:?}, but it is {} {:?}",
+                orig.dtype, orig.shape, t.dtype, t.shape
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn dfloat11_units(

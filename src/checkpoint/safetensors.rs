@@ -213,8 +213,9 @@ fn parse_entry(name: &str, v: &Value) -> std::result::Result<TensorInfo, String>
 pub struct Planned {
     /// Tensor name.
     pub name: String,
-    /// Dtype to record. The shape is given with the data, because a compressed
-    /// tensor's length is only known once it is compressed.
+    /// Dtype to record, unless the tensor is written with
+    /// [`StreamWriter::write_as`]. The shape is given with the data, because a
+    /// compressed tensor's length is only known once it is compressed.
     pub dtype: String,
 }
 
@@ -226,46 +227,85 @@ pub struct Planned {
 /// most a `u64` takes), streams the data after it, and finally writes the real
 /// header into the reserved room, padded with spaces, which the safetensors
 /// format allows. Memory stays at one tensor in flight; the file is written once.
+///
+/// A tensor may be written as another dtype than planned, and the metadata
+/// replaced before [`StreamWriter::finish`], as long as the header still fits
+/// the room reserved for the planned one (df11 plans a BF16 tensor as BF16
+/// and its metadata for the worst case, then records what it stored).
 pub struct StreamWriter {
     path: PathBuf,
     out: BufWriter<File>,
     reserved: usize,
     planned: Vec<Planned>,
-    done: Vec<(Vec<u64>, u64, u64)>,
+    /// Per tensor written: dtype, shape, data offsets.
+    done: Vec<Written>,
     metadata: Option<Metadata>,
     written: u64,
 }
 
+struct Written {
+    dtype: String,
+    shape: Vec<u64>,
+    start: u64,
+    end: u64,
+}
+
 impl StreamWriter {
     /// Starts writing to `file` (already created, empty), for tensors `planned`
-    /// in that order, each with at most `max_dims` dimensions.
+    /// in that order. `room` gives, for each, the dtype and shape of the
+    /// longest header entry it may get (a dimension of `u64::MAX` stands for
+    /// a size not known yet); its data offsets are reserved at their longest.
     pub fn new(
         path: &Path,
         file: File,
         planned: Vec<Planned>,
-        max_dims: &[usize],
+        room: &[(String, Vec<u64>)],
         metadata: Option<Metadata>,
     ) -> Result<Self> {
-        let worst: Vec<(Vec<u64>, u64, u64)> =
-            max_dims.iter().map(|&d| (vec![u64::MAX; d.max(1)], u64::MAX, u64::MAX)).collect();
+        if room.len() != planned.len() {
+            return Err(super::error::at(path, "header room given for a different number of tensors"));
+        }
+        let worst: Vec<Written> = room
+            .iter()
+            .map(|(dtype, shape)| Written {
+                dtype: dtype.clone(),
+                shape: shape.clone(),
+                start: u64::MAX,
+                end: u64::MAX,
+            })
+            .collect();
         let reserved = header_json(&planned, &worst, &metadata).len().next_multiple_of(8);
         let mut out = BufWriter::with_capacity(1 << 20, file);
         out.seek(SeekFrom::Start(8 + reserved as u64)).ctx("cannot write", path)?;
         Ok(StreamWriter { path: path.to_path_buf(), out, reserved, planned, done: Vec::new(), metadata, written: 0 })
     }
 
-    /// Appends the next planned tensor's data.
+    /// Appends the next planned tensor's data, as its planned dtype.
     pub fn write(&mut self, shape: Vec<u64>, data: &[u8]) -> Result<()> {
+        self.write_as(None, shape, data)
+    }
+
+    /// Appends the next planned tensor's data as `dtype` (`None`: the planned
+    /// one). The header must still fit the room reserved when it was planned
+    /// ([`StreamWriter::finish`] fails otherwise).
+    pub fn write_as(&mut self, dtype: Option<&str>, shape: Vec<u64>, data: &[u8]) -> Result<()> {
         let i = self.done.len();
         let Some(p) = self.planned.get(i) else {
             return Err(super::error::at(&self.path, "more tensors written than planned"));
         };
-        check_size(&self.path, &p.name, &p.dtype, &shape, data.len())?;
+        let dtype = dtype.unwrap_or(&p.dtype).to_string();
+        check_size(&self.path, &p.name, &dtype, &shape, data.len())?;
         self.out.write_all(data).ctx("cannot write", &self.path)?;
         let start = self.written;
         self.written += data.len() as u64;
-        self.done.push((shape, start, self.written));
+        self.done.push(Written { dtype, shape, start, end: self.written });
         Ok(())
+    }
+
+    /// Replaces the metadata given to [`StreamWriter::new`] (which reserved
+    /// the header's room, so the new one must not need more).
+    pub fn set_metadata(&mut self, metadata: Option<Metadata>) {
+        self.metadata = metadata;
     }
 
     /// Writes the header, flushes and fsyncs. Returns the data section size.
@@ -275,8 +315,8 @@ impl StreamWriter {
         }
         let mut header = header_json(&self.planned, &self.done, &self.metadata);
         if header.len() > self.reserved {
-            // A shape with more dimensions than declared in `max_dims`.
-            return Err(super::error::at(&self.path, "a tensor has more dimensions than planned"));
+            // A longer dtype, shape or metadata than the room was reserved for.
+            return Err(super::error::at(&self.path, "the header is larger than the room reserved for it"));
         }
         header.extend(std::iter::repeat_n(' ', self.reserved - header.len()));
         let path = self.path.clone();
@@ -293,18 +333,18 @@ impl StreamWriter {
     }
 }
 
-fn header_json(planned: &[Planned], done: &[(Vec<u64>, u64, u64)], metadata: &Option<Metadata>) -> String {
+fn header_json(planned: &[Planned], done: &[Written], metadata: &Option<Metadata>) -> String {
     let mut s = String::from("{");
     if let Some(m) = metadata {
         s.push_str("\"__metadata__\":");
         s.push_str(&serde_json::to_string(m).expect("string map serializes"));
     }
-    for (p, (shape, start, end)) in planned.iter().zip(done) {
+    for (p, Written { dtype, shape, start, end }) in planned.iter().zip(done) {
         if s.len() > 1 {
             s.push(',');
         }
         let name = serde_json::to_string(&p.name).expect("string serializes");
-        let dtype = serde_json::to_string(&p.dtype).expect("string serializes");
+        let dtype = serde_json::to_string(dtype).expect("string serializes");
         let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
         s.push_str(&format!(
             "{name}:{{\"dtype\":{dtype},\"shape\":[{}],\"data_offsets\":[{start},{end}]}}",

@@ -12,7 +12,9 @@ use super::error::{IoContext, Result, tensor_err};
 use super::files::Input;
 use super::output::{OutputDir, OutputFile, copy_others, write_json};
 use super::safetensors::{Metadata, Planned, StreamWriter};
-use super::{CHECKPOINT_VERSION, Checkpoint, Df11Meta, Kind, META_KEY, OrigTensor, Shard, TensorMeta};
+use super::{
+    CHECKPOINT_VERSION, Checkpoint, Df11Meta, Kind, META_KEY, OrigTensor, RAW_FALLBACK_MARGIN, Shard, TensorMeta,
+};
 use crate::EncodeOptions;
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -74,12 +76,27 @@ pub struct WriteSummary {
     pub plain: u64,
     /// Bytes of all tensor data written.
     pub written: u64,
-    /// BF16 elements that were compressed (or decompressed).
+    /// Elements of the BF16 tensors of a df11 output, compressed or stored
+    /// raw ([`RAW_FALLBACK_MARGIN`]); 0 for a plain output.
     pub bf16_elems: u64,
-    /// Bytes of the compressed BF16 tensors.
-    pub bf16_compressed: u64,
+    /// Bytes those BF16 tensors were stored in.
+    pub bf16_stored: u64,
+    /// How many of them were stored raw, because compressing them would not
+    /// have saved [`RAW_FALLBACK_MARGIN`] bytes.
+    pub bf16_raw: usize,
     /// Number of tensors written.
     pub tensors: usize,
+}
+
+/// How the writer stored a tensor.
+#[derive(Clone, Copy)]
+enum Stored {
+    /// As given (not BF16, or a plain output).
+    Plain,
+    /// A df11 container in a U8 vector.
+    Df11,
+    /// A BF16 tensor as given, because its container would not have been smaller.
+    RawFallback,
 }
 
 fn no_progress(_: u64) {}
@@ -104,7 +121,8 @@ impl Default for WriteOptions<'static> {
 
 /// Writes `source` as one safetensors file at `path`, atomically (a
 /// temporary next to it, fsynced, then renamed over `path`). With `encode`,
-/// every BF16 tensor is stored df11-compressed and recorded in
+/// every BF16 tensor is stored df11-compressed (or raw, where that is not at
+/// least [`RAW_FALLBACK_MARGIN`] bytes smaller) and recorded in
 /// `__metadata__["df11"]`; `metadata` is the file's other metadata.
 pub fn write_file<S: TensorSource + ?Sized>(
     path: &Path,
@@ -146,33 +164,47 @@ impl Job<'_> {
     ) -> Result<()> {
         let compress = self.encode.is_some();
         let coded = |m: &TensorMeta| compress && m.dtype == "BF16";
-        let planned: Vec<Planned> = self
+        // Planned as their own dtype: a coded tensor is written as a U8
+        // vector of a length not known yet or, if compressing does not pay,
+        // as itself. Its header entry gets room for the longer of the two.
+        let planned: Vec<Planned> =
+            self.metas.iter().map(|m| Planned { name: m.name.clone(), dtype: m.dtype.clone() }).collect();
+        let room: Vec<(String, Vec<u64>)> = self
             .metas
             .iter()
-            .map(|m| Planned { name: m.name.clone(), dtype: if coded(m) { "U8".into() } else { m.dtype.clone() } })
+            .map(|m| {
+                let as_is = (m.dtype.clone(), m.shape.clone());
+                if !coded(m) {
+                    return as_is;
+                }
+                let container = ("U8".to_string(), vec![u64::MAX]);
+                let len = |(d, s): &(String, Vec<u64>)| {
+                    serde_json::to_string(d).map_or(0, |j| j.len()) + serde_json::to_string(s).map_or(0, |j| j.len())
+                };
+                if len(&as_is) > len(&container) { as_is } else { container }
+            })
             .collect();
-        let dims: Vec<usize> = self.metas.iter().map(|m| if coded(m) { 1 } else { m.shape.len() }).collect();
+        let orig = |m: &TensorMeta| (m.name.clone(), OrigTensor { dtype: m.dtype.clone(), shape: m.shape.clone() });
+        let df11_meta = |meta: &Df11Meta| serde_json::to_string(meta).expect("metadata serializes");
         let mut metadata = self.metadata;
+        let mut meta = Df11Meta { format_version: CHECKPOINT_VERSION, ..Default::default() };
         if compress {
-            let tensors = self
-                .metas
-                .iter()
-                .filter(|m| coded(m))
-                .map(|m| (m.name.clone(), OrigTensor { dtype: m.dtype.clone(), shape: m.shape.clone() }))
-                .collect();
-            let meta = Df11Meta { format_version: CHECKPOINT_VERSION, tensors };
-            metadata
-                .get_or_insert_default()
-                .insert(META_KEY.into(), serde_json::to_string(&meta).expect("metadata serializes"));
+            // Room for the worst case: every coded tensor listed once, and
+            // the raw map present. Each entry reads the same in either map,
+            // so any split is no longer than this (not even escaped).
+            let tensors: std::collections::BTreeMap<_, _> = self.metas.iter().filter(|m| coded(m)).map(orig).collect();
+            let raw = tensors.iter().take(1).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let worst = Df11Meta { format_version: CHECKPOINT_VERSION, tensors, raw };
+            metadata.get_or_insert_default().insert(META_KEY.into(), df11_meta(&worst));
         }
-        let mut writer = StreamWriter::new(self.path, file, planned, &dims, metadata)?;
+        let mut writer = StreamWriter::new(self.path, file, planned, &room, metadata.clone())?;
         let plain_bytes =
             |u: usize| self.metas[self.units[u].clone()].iter().fold(0u64, |a, m| a.saturating_add(m.num_bytes()));
         let all: Vec<usize> = (0..self.units.len()).collect();
         let threads = rayon::current_num_threads();
         for batch in batches(&all, threads, BATCH_BYTES, |&u| plain_bytes(u)) {
-            // Per output: stored shape, stored bytes, plain byte count, whether it was compressed.
-            type Out<'a> = Vec<(Vec<u64>, Cow<'a, [u8]>, u64, bool)>;
+            // Per output: stored shape, stored bytes, plain byte count, how it was stored.
+            type Out<'a> = Vec<(Vec<u64>, Cow<'a, [u8]>, u64, Stored)>;
             let results: Vec<Result<Out<'a>>> = batch
                 .par_iter()
                 .map(|&u| {
@@ -189,9 +221,13 @@ impl Job<'_> {
                         match &self.encode {
                             Some(opts) if coded(m) => {
                                 let c = crate::compress_with(&bytes_to_u16(&bytes), opts).to_bytes();
-                                out.push((vec![c.len() as u64], Cow::Owned(c), plain_len, true));
+                                if c.len() as u64 + RAW_FALLBACK_MARGIN <= plain_len {
+                                    out.push((vec![c.len() as u64], Cow::Owned(c), plain_len, Stored::Df11));
+                                } else {
+                                    out.push((m.shape.clone(), bytes, plain_len, Stored::RawFallback));
+                                }
                             }
-                            _ => out.push((m.shape.clone(), bytes, plain_len, false)),
+                            _ => out.push((m.shape.clone(), bytes, plain_len, Stored::Plain)),
                         }
                     }
                     (self.progress)(plain_bytes(u));
@@ -199,17 +235,34 @@ impl Job<'_> {
                 })
                 .collect();
             for (&u, r) in batch.iter().zip(results) {
-                for (shape, bytes, plain_len, coded) in r? {
-                    if coded {
-                        totals.bf16_elems += plain_len / 2;
-                        totals.bf16_compressed += bytes.len() as u64;
+                for ((shape, bytes, plain_len, stored), m) in r?.into_iter().zip(&self.metas[self.units[u].clone()]) {
+                    match stored {
+                        Stored::Df11 => {
+                            totals.bf16_elems += plain_len / 2;
+                            totals.bf16_stored += bytes.len() as u64;
+                            let (name, o) = orig(m);
+                            meta.tensors.insert(name, o);
+                            writer.write_as(Some("U8"), shape, &bytes)?;
+                        }
+                        Stored::RawFallback => {
+                            totals.bf16_elems += plain_len / 2;
+                            totals.bf16_stored += bytes.len() as u64;
+                            totals.bf16_raw += 1;
+                            let (name, o) = orig(m);
+                            meta.raw.insert(name, o);
+                            writer.write(shape, &bytes)?;
+                        }
+                        Stored::Plain => writer.write(shape, &bytes)?,
                     }
                     totals.plain += plain_len;
                     totals.tensors += 1;
-                    writer.write(shape, &bytes)?;
                 }
                 after(u);
             }
+        }
+        if compress {
+            metadata.get_or_insert_default().insert(META_KEY.into(), df11_meta(&meta));
+            writer.set_metadata(metadata);
         }
         totals.written += writer.finish()?;
         Ok(())

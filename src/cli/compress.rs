@@ -32,7 +32,12 @@ pub fn run(
     bar.finish_and_clear();
     if !common.quiet {
         let secs = start.elapsed().as_secs_f64();
-        summary(output, &t.tensors.to_string(), (t.plain, t.written), (t.bf16_elems, t.bf16_compressed), secs);
+        // Raw fallbacks count in the BF16 figure at their 16 bits/weight.
+        let what = match t.bf16_raw {
+            0 => format!("{} tensors", t.tensors),
+            n => format!("{} tensors ({n} BF16 stored raw, too small to gain)", t.tensors),
+        };
+        summary(output, &what, (t.plain, t.written), (t.bf16_elems, t.bf16_stored), secs);
     }
     Ok(())
 }
@@ -75,7 +80,7 @@ pub fn run_dfloat11(
 }
 
 /// The summary line of both formats: what was written, `(plain, written)`
-/// bytes, `(elements, bytes)` of the compressed BF16 weights, seconds.
+/// bytes, `(elements, stored bytes)` of the BF16 weights, seconds.
 fn summary(output: &Path, what: &str, (plain, written): (u64, u64), (elems, stored): (u64, u64), secs: f64) {
     let bpw = if elems > 0 { stored as f64 * 8.0 / elems as f64 } else { 16.0 };
     eprintln!(
