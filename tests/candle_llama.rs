@@ -11,7 +11,7 @@ use df11::candle::{
     BlockStore, CheckpointBackend, PlainWeights, RunArgs, WeightMode, Weights, generate, logits_identical, open_model,
     run_cli,
 };
-use df11::checkpoint::{Checkpoint, Kind};
+use df11::checkpoint::{Checkpoint, Kind, Storage};
 use df11::synth::{SplitMix64, realistic_weights};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -197,8 +197,9 @@ fn compressed_matches_bf16(v: Variant, seed: u64, w: Writer) {
     assert!(bytes.resident() < bytes.decoded, "resident {} >= bf16 {}", bytes.resident(), bytes.decoded);
     eprintln!("weight bytes: {bytes:?}, resident {}", bytes.resident());
     if w != Writer::Dfloat11 {
-        // Only the final norm is held decoded: the embedding matrix and
-        // lm_head stay compressed.
+        // At most the norms (and Qwen2's biases) are held decoded, those too
+        // small to gain being stored raw: the embedding matrix and lm_head
+        // stay compressed.
         let norms = (2 * LAYERS + 1) * HIDDEN * 2 + if v == Variant::Qwen3 { 2 * LAYERS * head_dim(v) * 2 } else { 0 };
         let biases = if v == Variant::Qwen2 { LAYERS * (HEADS + 2 * KV_HEADS) * head_dim(v) * 2 } else { 0 };
         assert!(bytes.plain <= (norms + biases) as u64, "{} bytes held decoded", bytes.plain);
@@ -329,7 +330,10 @@ fn decoded_blocks_are_views_with_the_original_bits() {
         assert_eq!(map.0.len(), per_block);
         let vb = reference.globals().pp(format!("model.layers.{i}"));
         for (name, t) in &map.0 {
-            assert_eq!(t.dtype(), DType::F32, "the CPU block buffer is f32");
+            // The CPU block buffer is f32; raw tensors (norms too small to
+            // gain from compression) are held decoded as bf16.
+            let raw = matches!(src.tensor(&format!("model.layers.{i}.{name}")).unwrap().storage, Storage::Raw);
+            assert_eq!(t.dtype(), if raw { DType::BF16 } else { DType::F32 }, "{name}");
             let want = vb.get_unchecked_dtype(name, DType::BF16).unwrap();
             assert_eq!(t.dims(), want.dims(), "{name}");
             assert_eq!(bits(t), bits(&want), "block {i} {name}");
@@ -349,9 +353,20 @@ fn decoded_blocks_are_views_with_the_original_bits() {
     assert_eq!(b.block_buffer, 4 * block_elems(&src, 0).max((VOCAB * HIDDEN) as u64), "f32, no scratch");
 }
 
+/// The safetensors header's length, from the file's first 8 bytes.
+fn header_len(bytes: &[u8]) -> usize {
+    u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
+}
+
+/// Elements of block `i`'s compressed tensors (tensors too small to gain
+/// are stored raw and held decoded, outside the buffer).
 fn block_elems(src: &Checkpoint, i: usize) -> u64 {
     let p = format!("model.layers.{i}.");
-    src.tensors().iter().filter(|m| m.name.starts_with(&p)).map(|m| m.num_elements()).sum()
+    src.tensors()
+        .iter()
+        .filter(|m| m.name.starts_with(&p) && !matches!(m.storage, Storage::Raw))
+        .map(|m| m.num_elements())
+        .sum()
 }
 
 #[test]
@@ -432,8 +447,12 @@ fn corrupt_compressed_block_is_an_error() {
     let (_tmp, _plain, comp) = checkpoints(Variant::Llama, 70);
     let f = comp.join("model.safetensors");
     let mut bytes = std::fs::read(&f).unwrap();
-    // Flip a bit near the end of the data: inside the last tensor's container.
-    let at = bytes.len() - 40;
+    // Flip a bit in the middle of a block tensor's container.
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let info = &header.tensors()["model.layers.7.mlp.down_proj.weight"];
+    assert_eq!(info.dtype, safetensors::Dtype::U8, "stored as a df11 container");
+    let start = 8 + header_len(&bytes);
+    let at = start + (info.data_offsets.0 + info.data_offsets.1) / 2;
     bytes[at] ^= 0x10;
     std::fs::write(&f, bytes).unwrap();
     let r = Checkpoint::open(&comp).map_err(df11::candle::Error::from).and_then(|s| {
