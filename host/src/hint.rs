@@ -1,5 +1,5 @@
-//! Cache hints shared by the encoder and the fast decoder. They change
-//! timing only, never results.
+//! Cache and memory hints shared by the encoder, the fast decoder and the
+//! checkpoint writer. They change timing only, never results.
 
 /// Asks the CPU to bring every 64-byte line of `data` into the cache, where
 /// the CPU can be asked (x86-64); elsewhere nothing.
@@ -24,6 +24,15 @@ pub(crate) fn prefetch_line(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+/// A vector of `len` zero bytes, in 2 MiB pages where it is large enough
+/// (see [`huge_pages`]): an output buffer that a large decode then fills with
+/// a few hundred page faults instead of one per 4 KiB.
+pub fn zeroed_bytes(len: usize) -> Vec<u8> {
+    let mut v = huge_vec(len);
+    v.resize(len, 0);
+    v
 }
 
 /// An empty vector with room for `capacity` elements, in 2 MiB pages where

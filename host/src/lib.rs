@@ -10,7 +10,7 @@ pub mod emu;
 pub mod encode;
 pub mod error;
 pub mod gpu;
-mod hint;
+pub mod hint;
 pub mod reference;
 pub mod stats;
 pub mod synth;

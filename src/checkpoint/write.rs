@@ -7,7 +7,7 @@
 //! then written in order, so memory stays at a few tensors however large the
 //! checkpoint.
 
-use super::decode::{CpuDecoder, Decoder, bytes_to_u16};
+use super::decode::{CpuDecoder, Decoder, bytes_to_u16, pool};
 use super::error::{IoContext, Result, tensor_err};
 use super::files::Input;
 use super::output::{OutputDir, OutputFile, copy_others, write_json};
@@ -162,6 +162,7 @@ impl Job<'_> {
         after: &dyn Fn(usize),
         totals: &mut WriteSummary,
     ) -> Result<()> {
+        let _pool = pool::Scope;
         let compress = self.encode.is_some();
         let coded = |m: &TensorMeta| compress && m.dtype == "BF16";
         // Planned as their own dtype: a coded tensor is written as a U8
@@ -253,6 +254,9 @@ impl Job<'_> {
                             writer.write(shape, &bytes)?;
                         }
                         Stored::Plain => writer.write(shape, &bytes)?,
+                    }
+                    if let Cow::Owned(v) = bytes {
+                        pool::give(v);
                     }
                     totals.plain += plain_len;
                     totals.tensors += 1;
