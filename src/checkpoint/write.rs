@@ -159,7 +159,7 @@ impl Job<'_> {
         self,
         file: File,
         produce: &Produce<'a, '_>,
-        after: &dyn Fn(usize),
+        after: &(dyn Fn(usize) + Sync),
         totals: &mut WriteSummary,
     ) -> Result<()> {
         let _pool = pool::Scope;
@@ -203,10 +203,10 @@ impl Job<'_> {
             |u: usize| self.metas[self.units[u].clone()].iter().fold(0u64, |a, m| a.saturating_add(m.num_bytes()));
         let all: Vec<usize> = (0..self.units.len()).collect();
         let threads = rayon::current_num_threads();
-        for batch in batches(&all, threads, BATCH_BYTES, |&u| plain_bytes(u)) {
-            // Per output: stored shape, stored bytes, plain byte count, how it was stored.
-            type Out<'a> = Vec<(Vec<u64>, Cow<'a, [u8]>, u64, Stored)>;
-            let results: Vec<Result<Out<'a>>> = batch
+        // Per output: stored shape, stored bytes, plain byte count, how it was stored.
+        type Out<'a> = Vec<(Vec<u64>, Cow<'a, [u8]>, u64, Stored)>;
+        let code_batch = |batch: &[usize]| -> Vec<Result<Out<'a>>> {
+            batch
                 .par_iter()
                 .map(|&u| {
                     let plain = produce(u)?;
@@ -234,7 +234,9 @@ impl Job<'_> {
                     (self.progress)(plain_bytes(u));
                     Ok(out)
                 })
-                .collect();
+                .collect()
+        };
+        let mut write_batch = |batch: &[usize], results: Vec<Result<Out<'a>>>| -> Result<()> {
             for (&u, r) in batch.iter().zip(results) {
                 for ((shape, bytes, plain_len, stored), m) in r?.into_iter().zip(&self.metas[self.units[u].clone()]) {
                     match stored {
@@ -263,6 +265,22 @@ impl Job<'_> {
                 }
                 after(u);
             }
+            Ok(())
+        };
+        // A pipeline of two stages: while one batch is written (a thread
+        // mostly in the kernel, copying into the page cache), the pool codes
+        // the next. Two batches are in memory at a time.
+        let mut written: Option<(&[usize], Vec<Result<Out<'a>>>)> = None;
+        for batch in batches(&all, threads, BATCH_BYTES, |&u| plain_bytes(u)) {
+            let (results, done) = rayon::join(
+                || code_batch(batch),
+                || written.take().map_or(Ok(()), |(b, r)| write_batch(b, r)),
+            );
+            done?;
+            written = Some((batch, results));
+        }
+        if let Some((b, r)) = written {
+            write_batch(b, r)?;
         }
         if compress {
             metadata.get_or_insert_default().insert(META_KEY.into(), df11_meta(&meta));
