@@ -4,8 +4,9 @@
 //!
 //! Units are processed in batches: up to one per thread and about
 //! [`BATCH_BYTES`] of plain bytes each, decoded and encoded in parallel and
-//! then written in order, so memory stays at a few tensors however large the
-//! checkpoint.
+//! written in order while the next batch is coded, so memory stays at two
+//! batches (a few tensors) however large the checkpoint. Decoded tensors'
+//! buffers are reused from batch to batch.
 
 use super::decode::{CpuDecoder, Decoder, bytes_to_u16, pool};
 use super::error::{IoContext, Result, tensor_err};
