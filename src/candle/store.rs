@@ -604,6 +604,18 @@ impl BlockStore {
         &self.ckpt
     }
 
+    /// Decodes `b`'s compressed tensors into the buffer, in place.
+    fn decode_into_buffer(&self, b: &Block) -> Result<()> {
+        Ok(self.buffer.inplace_op1(&DecodeInto {
+            ckpt: &self.ckpt,
+            block: b,
+            #[cfg(feature = "candle-cuda")]
+            scratch: &self.scratch,
+            #[cfg(feature = "candle-cuda")]
+            gpu: self.gpu.as_ref(),
+        })?)
+    }
+
     /// Decodes block `i` into the buffer and returns its weights by name
     /// within the block (f32 on the CPU, bf16 on CUDA); see the module docs
     /// for what stays valid how long.
@@ -612,14 +624,7 @@ impl BlockStore {
         let b = self.blocks.get(i).ok_or_else(|| Error::Format(format!("no block {i} (the model has {nb})")))?;
         let start = Instant::now();
         if !b.slots.is_empty() {
-            self.buffer.inplace_op1(&DecodeInto {
-                ckpt: &self.ckpt,
-                block: b,
-                #[cfg(feature = "candle-cuda")]
-                scratch: &self.scratch,
-                #[cfg(feature = "candle-cuda")]
-                gpu: self.gpu.as_ref(),
-            })?;
+            self.decode_into_buffer(b)?;
         }
         self.decode_time += start.elapsed();
         self.decodes += 1;
@@ -677,14 +682,7 @@ impl Weights for BlockStore {
         };
         let mut parts = Vec::with_capacity(pieces.len());
         for b in pieces {
-            self.buffer.inplace_op1(&DecodeInto {
-                ckpt: &self.ckpt,
-                block: b,
-                #[cfg(feature = "candle-cuda")]
-                scratch: &self.scratch,
-                #[cfg(feature = "candle-cuda")]
-                gpu: self.gpu.as_ref(),
-            })?;
+            self.decode_into_buffer(b)?;
             let s = &b.slots[0];
             let w = self.buffer.narrow(0, 0, s.numel)?.reshape(s.shape.as_slice())?;
             // f32 on the CPU, bf16 on CUDA: multiplied as a block weight is.

@@ -273,10 +273,8 @@ impl Job<'_> {
         // the next. Two batches are in memory at a time.
         let mut written: Option<(&[usize], Vec<Result<Out<'a>>>)> = None;
         for batch in batches(&all, threads, BATCH_BYTES, |&u| plain_bytes(u)) {
-            let (results, done) = rayon::join(
-                || code_batch(batch),
-                || written.take().map_or(Ok(()), |(b, r)| write_batch(b, r)),
-            );
+            let (results, done) =
+                rayon::join(|| code_batch(batch), || written.take().map_or(Ok(()), |(b, r)| write_batch(b, r)));
             done?;
             written = Some((batch, results));
         }
