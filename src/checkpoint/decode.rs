@@ -85,30 +85,37 @@ fn decode_df11_into(container: &[u8], out: &mut [u8], dec: &dyn Decoder) -> std:
 /// Buffers of decoded tensors, handed back once written and taken again for
 /// the next ones: a streaming decompress of a large checkpoint then reuses a
 /// few buffers instead of faulting in fresh memory, page by page, for every
-/// tensor (about 3 of the 4 seconds it took for 1.5 GB were spent so, in
-/// the kernel). At most [`pool::KEEP`] buffers are kept, and a writer
-/// empties the pool when it finishes, so memory stays bounded by a few
-/// tensors.
+/// tensor. The pool holds buffers only while a writer's [`pool::Scope`] is
+/// open, up to the bytes the scope allows (the writer's two batches), and
+/// the scope empties it when it ends: memory stays bounded by the batch
+/// budget (`tests/memory.rs`).
 pub(crate) mod pool {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Mutex, MutexGuard};
 
-    /// Buffers kept at most: enough for two batches of a 16-thread writer.
-    pub const KEEP: usize = 32;
-
-    /// Free buffers.
-    pub struct Pool(Mutex<Vec<Vec<u8>>>);
+    /// Free buffers, and how many bytes of them may be kept.
+    pub struct Pool {
+        free: Mutex<Vec<Vec<u8>>>,
+        limit: AtomicU64,
+    }
 
     /// The pool the checkpoint writers and decoders share.
     static SHARED: Pool = Pool::new();
 
     impl Pool {
+        /// An empty pool that keeps nothing until [`Pool::set_limit`].
         pub const fn new() -> Self {
-            Pool(Mutex::new(Vec::new()))
+            Pool { free: Mutex::new(Vec::new()), limit: AtomicU64::new(0) }
         }
 
         fn free(&self) -> MutexGuard<'_, Vec<Vec<u8>>> {
             // A panic elsewhere cannot leave the list inconsistent: use it as is.
-            self.0.lock().unwrap_or_else(|e| e.into_inner())
+            self.free.lock().unwrap_or_else(|e| e.into_inner())
+        }
+
+        /// Keeps at most `bytes` of free buffers from now on.
+        pub fn set_limit(&self, bytes: u64) {
+            self.limit.store(bytes, Ordering::Relaxed);
         }
 
         /// A buffer of `len` bytes whose contents are unspecified (earlier
@@ -127,22 +134,25 @@ pub(crate) mod pool {
             v
         }
 
-        /// Hands a buffer back for [`Pool::take`] (dropped if the pool is full).
+        /// Hands a buffer back for [`Pool::take`]; dropped if keeping it
+        /// would pass the limit.
         pub fn give(&self, v: Vec<u8>) {
             let mut list = self.free();
-            if list.len() < KEEP && v.capacity() > 0 {
+            let held: u64 = list.iter().map(|b| b.capacity() as u64).sum();
+            if held + v.capacity() as u64 <= self.limit.load(Ordering::Relaxed) {
                 list.push(v);
             }
         }
 
-        /// Buffers kept now.
+        /// Bytes of free buffers kept now.
         #[cfg(test)]
-        pub fn len(&self) -> usize {
-            self.free().len()
+        pub fn held(&self) -> u64 {
+            self.free().iter().map(|b| b.capacity() as u64).sum()
         }
 
-        /// Frees every kept buffer.
+        /// Frees every kept buffer and keeps none from now on.
         pub fn clear(&self) {
+            self.set_limit(0);
             let list = std::mem::take(&mut *self.free());
             drop(list);
         }
@@ -158,9 +168,16 @@ pub(crate) mod pool {
         SHARED.give(v)
     }
 
-    /// Empties the shared pool when dropped: a writer holds one for its
-    /// whole run, so the buffers go when it ends, by error too.
+    /// Lets the shared pool keep `limit` bytes while it lives, and empties
+    /// it when dropped (by error too): a writer holds one for its run.
     pub struct Scope;
+
+    impl Scope {
+        pub fn new(limit: u64) -> Self {
+            SHARED.set_limit(limit);
+            Scope
+        }
+    }
 
     impl Drop for Scope {
         fn drop(&mut self) {
@@ -282,6 +299,9 @@ mod tests {
     #[test]
     fn pool_hands_back_buffers_of_the_length_asked() {
         let pool = Pool::new();
+        pool.give(vec![1u8; 10]);
+        assert_eq!(pool.held(), 0, "no limit yet: nothing kept");
+        pool.set_limit(4000);
         pool.give(vec![7u8; 1000]);
         let v = pool.take(10);
         assert_eq!(v.len(), 10);
@@ -289,14 +309,15 @@ mod tests {
         pool.give(v);
         let w = pool.take(2000);
         assert_eq!(w.len(), 2000, "grown past its capacity");
-        assert!(w.capacity() >= 2000);
         assert_eq!(pool.take(5).len(), 5);
         pool.give(w);
+        pool.give(vec![0; 1500]);
+        pool.give(vec![0; 1500]);
+        assert!(pool.held() <= 4000, "bounded: {}", pool.held());
         pool.clear();
+        assert_eq!(pool.held(), 0);
         assert_eq!(pool.take(3), vec![0; 3], "a new buffer is zeroed");
-        for _ in 0..super::pool::KEEP + 5 {
-            pool.give(vec![0; 1]);
-        }
-        assert_eq!(pool.len(), super::pool::KEEP, "bounded");
+        pool.give(vec![0; 3]);
+        assert_eq!(pool.held(), 0, "cleared pools keep nothing");
     }
 }

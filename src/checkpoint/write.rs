@@ -112,11 +112,14 @@ pub struct WriteOptions<'a> {
     pub decoder: &'a dyn Decoder,
     /// Called with plain bytes done, as units finish (from worker threads).
     pub progress: &'a (dyn Fn(u64) + Sync),
+    /// Plain bytes per batch ([`BATCH_BYTES`] by default): memory holds two
+    /// batches, or two tensors where one is larger.
+    pub batch_bytes: u64,
 }
 
 impl Default for WriteOptions<'static> {
     fn default() -> Self {
-        WriteOptions { encode: None, decoder: &CpuDecoder, progress: &no_progress }
+        WriteOptions { encode: None, decoder: &CpuDecoder, progress: &no_progress, batch_bytes: BATCH_BYTES }
     }
 }
 
@@ -136,7 +139,15 @@ pub fn write_file<S: TensorSource + ?Sized>(
     let out = OutputFile::create(path)?;
     let mut totals = WriteSummary::default();
     let produce = |u: usize| source.data(units[u].start).map(|d| vec![d]);
-    let job = Job { path: out.path(), metas: &metas, units: &units, encode, metadata, progress: &no_progress };
+    let job = Job {
+        path: out.path(),
+        metas: &metas,
+        units: &units,
+        encode,
+        metadata,
+        progress: &no_progress,
+        batch_bytes: BATCH_BYTES,
+    };
     job.run(out.file()?, &produce, &|_| {}, &mut totals)?;
     out.commit()?;
     Ok(totals)
@@ -151,6 +162,7 @@ struct Job<'j> {
     encode: Option<EncodeOptions>,
     metadata: Option<Metadata>,
     progress: &'j (dyn Fn(u64) + Sync),
+    batch_bytes: u64,
 }
 
 type Produce<'a, 'j> = dyn Fn(usize) -> Result<Vec<Cow<'a, [u8]>>> + Sync + 'j;
@@ -163,7 +175,8 @@ impl Job<'_> {
         after: &(dyn Fn(usize) + Sync),
         totals: &mut WriteSummary,
     ) -> Result<()> {
-        let _pool = pool::Scope;
+        // Room for the decoded buffers of the two batches in flight.
+        let _pool = pool::Scope::new(self.batch_bytes.saturating_mul(2));
         let compress = self.encode.is_some();
         let coded = |m: &TensorMeta| compress && m.dtype == "BF16";
         // Planned as their own dtype: a coded tensor is written as a U8
@@ -258,7 +271,9 @@ impl Job<'_> {
                         }
                         Stored::Plain => writer.write(shape, &bytes)?,
                     }
-                    if let Cow::Owned(v) = bytes {
+                    // Decoded tensors' buffers serve the next ones (a compressed
+                    // output's would only be held).
+                    if let (Cow::Owned(v), false) = (bytes, compress) {
                         pool::give(v);
                     }
                     totals.plain += plain_len;
@@ -272,7 +287,7 @@ impl Job<'_> {
         // mostly in the kernel, copying into the page cache), the pool codes
         // the next. Two batches are in memory at a time.
         let mut written: Option<(&[usize], Vec<Result<Out<'a>>>)> = None;
-        for batch in batches(&all, threads, BATCH_BYTES, |&u| plain_bytes(u)) {
+        for batch in batches(&all, threads, self.batch_bytes, |&u| plain_bytes(u)) {
             let (results, done) =
                 rayon::join(|| code_batch(batch), || written.take().map_or(Ok(()), |(b, r)| write_batch(b, r)));
             done?;
@@ -391,6 +406,7 @@ impl Checkpoint {
             encode: opts.encode,
             metadata: f.user_metadata.clone(),
             progress: opts.progress,
+            batch_bytes: opts.batch_bytes,
         };
         let produce = |u: usize| f.decode_unit(&f.units[u], opts.decoder);
         job.run(file, &produce, &|u| f.release(&f.units[u]), totals)

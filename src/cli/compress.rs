@@ -4,7 +4,7 @@ use super::{Common, human};
 use crate::error::{Result, bail, err};
 use df11::EncodeOptions;
 use df11::checkpoint::output::check_output;
-use df11::checkpoint::{CpuDecoder, Kind, WriteOptions};
+use df11::checkpoint::{Kind, WriteOptions};
 use df11::dfloat11::patterns::{PatternDict, PatternError};
 use df11::dfloat11::write::{self as dfw, EncodeError, Unencodable, WriteError};
 use std::path::Path;
@@ -28,7 +28,7 @@ pub fn run(
     let total: u64 = ckpt.units().fold(0u64, |a, (_, u)| a.saturating_add(u.plain_bytes()));
     let bar = common.progress(total);
     let t =
-        ckpt.write_to(output, &WriteOptions { encode: Some(opts), decoder: &CpuDecoder, progress: &|n| bar.inc(n) })?;
+        ckpt.write_to(output, &WriteOptions { encode: Some(opts), progress: &|n| bar.inc(n), ..Default::default() })?;
     bar.finish_and_clear();
     if !common.quiet {
         let secs = start.elapsed().as_secs_f64();

@@ -25,7 +25,7 @@ pub fn run(
     let stored: u64 = ckpt.units().map(|(_, u)| u.stored_bytes()).sum();
     let total: u64 = ckpt.units().fold(0u64, |a, (_, u)| a.saturating_add(u.plain_bytes()));
     let bar = common.progress(total);
-    let t = ckpt.write_to(output, &WriteOptions { encode: None, decoder: dec, progress: &|n| bar.inc(n) })?;
+    let t = ckpt.write_to(output, &WriteOptions { decoder: dec, progress: &|n| bar.inc(n), ..Default::default() })?;
     bar.finish_and_clear();
     if !common.quiet {
         let secs = start.elapsed().as_secs_f64();
