@@ -173,6 +173,12 @@ fn plain_head(map: &HashMap<String, Tensor>) -> Result<(Tensor, Tensor)> {
     Ok((embed, head))
 }
 
+/// Rows `ids` of a decoded embedding matrix, bf16.
+fn plain_rows(embed: &Tensor, ids: &[u32]) -> Result<Tensor> {
+    let ids = Tensor::new(ids, embed.device())?;
+    Ok(embed.index_select(&ids, 0)?.to_dtype(DType::BF16)?)
+}
+
 /// `x · headᵀ` for a decoded bf16 head.
 fn plain_logits(head: &Tensor, x: &Tensor) -> Result<Tensor> {
     Ok(x.matmul(&head.to_dtype(DType::BF16)?.t()?)?)
@@ -213,8 +219,7 @@ impl Weights for PlainWeights {
     }
 
     fn embed(&mut self, ids: &[u32]) -> Result<Tensor> {
-        let ids = Tensor::new(ids, self.embed.device())?;
-        Ok(self.embed.index_select(&ids, 0)?.to_dtype(DType::BF16)?)
+        plain_rows(&self.embed, ids)
     }
 
     fn lm_head(&mut self, x: &Tensor) -> Result<Tensor> {
@@ -409,31 +414,35 @@ fn matrix(
     if rows == 0 || cols == 0 {
         return Err(Error::Format(format!("{name}: shape {shape:?} is empty")));
     }
-    let stored = match (&entry.storage, entry.dtype.as_str()) {
-        (Storage::Df11 { .. }, "BF16") => {
-            let t = ckpt.compressed_group(&[name])?.tensors.pop();
-            let t = t.ok_or_else(|| Error::Format(format!("{name}: no container")))?;
-            let bad = |e: crate::Error| Error::Format(format!("{name}: {e}"));
-            t.validate().map_err(bad)?;
-            // k·seg elements hold whole rows when k is a multiple of `unit`.
-            let seg = t.segment_elems() as usize;
-            let unit = cols / gcd(seg, cols);
-            let k = unit * (budget / (unit * seg)).max(1);
-            let rows_per = k * seg / cols;
-            let segments = t.num_segments();
-            let mut pieces = Vec::new();
-            for first in (0..segments).step_by(k) {
-                let piece = t.segments(first, (k as u64).min(segments - first)).map_err(bad)?;
-                let n = piece.num_elements as usize;
-                pieces.push(Block::single(name, vec![n / cols, cols], piece));
-            }
-            Stored::Pieces { rows_per, pieces }
+    let stored = if is_df11_bf16(&entry) {
+        let t = ckpt.compressed_group(&[name])?.tensors.pop();
+        let t = t.ok_or_else(|| Error::Format(format!("{name}: no container")))?;
+        let bad = |e: crate::Error| Error::Format(format!("{name}: {e}"));
+        t.validate().map_err(bad)?;
+        // k·seg elements hold whole rows when k is a multiple of `unit`.
+        let seg = t.segment_elems() as usize;
+        let unit = cols / gcd(seg, cols);
+        let k = unit * (budget / (unit * seg)).max(1);
+        let rows_per = k * seg / cols;
+        let segments = t.num_segments();
+        let mut pieces = Vec::new();
+        for first in (0..segments).step_by(k) {
+            let piece = t.segments(first, (k as u64).min(segments - first)).map_err(bad)?;
+            let n = piece.num_elements as usize;
+            pieces.push(Block::single(name, vec![n / cols, cols], piece));
         }
-        _ => Stored::Plain(
-            plain.get(name).ok_or_else(|| Error::Format(format!("{name} was not loaded")))?.to_dtype(DType::BF16)?,
-        ),
+        Stored::Pieces { rows_per, pieces }
+    } else {
+        let t = plain.get(name).ok_or_else(|| Error::Format(format!("{name} was not loaded")))?;
+        Stored::Plain(t.to_dtype(DType::BF16)?)
     };
     Ok(Some(Matrix { name, rows, cols, stored }))
+}
+
+/// A bf16 tensor stored as a df11 container: one that [`matrix`] keeps
+/// compressed (when it is a matrix; any other shape is an error there).
+fn is_df11_bf16(t: &crate::checkpoint::TensorEntry) -> bool {
+    matches!(t.storage, Storage::Df11 { .. }) && t.dtype == "BF16"
 }
 
 fn gcd(a: usize, b: usize) -> usize {
@@ -453,10 +462,8 @@ impl BlockStore {
         for g in groups.iter() {
             let Some(i) = model_block(g) else {
                 for m in &g.members {
-                    let compressed = ckpt.tensor(&m.name).is_some_and(|t| {
-                        matches!(t.storage, Storage::Df11 { .. }) && t.dtype == "BF16" && t.shape.len() == 2
-                    });
-                    if compressed && (m.name == EMBED || m.name == LM_HEAD) {
+                    let df11 = ckpt.tensor(&m.name).is_some_and(|t| is_df11_bf16(&t));
+                    if df11 && (m.name == EMBED || m.name == LM_HEAD) {
                         continue; // kept compressed, see `matrix`
                     }
                     globals.insert(m.name.clone(), load_tensor(&ckpt, &m.name, device)?);
@@ -658,7 +665,7 @@ impl Weights for BlockStore {
         let m = &self.embed;
         let (rows_per, pieces) = match &m.stored {
             Stored::Pieces { rows_per, pieces } => (*rows_per, pieces),
-            Stored::Plain(e) => return Ok(e.index_select(&Tensor::new(ids, e.device())?, 0)?),
+            Stored::Plain(e) => return plain_rows(e, ids),
         };
         let mut bits = vec![bf16::ZERO; ids.len() * m.cols];
         let opts = crate::DecodeOptions { verify_crc: false, parallel: false };
