@@ -136,6 +136,81 @@ pub unsafe fn ld_shared_u16(i: u32) -> u16 {
     v
 }
 
+/// When `load` holds, `*dst = *p`, or 0 when `c` does not hold; otherwise
+/// `*dst` is left alone. Predicated moves and a predicated load straight into
+/// `dst`: with a select, the load would go to a temporary and the select
+/// would wait for it.
+///
+/// # Safety
+/// As [`ld_global_u32_if`].
+#[inline(always)]
+pub unsafe fn ld_global_u32_update(dst: &mut u32, load: bool, p: *const u32, c: bool) {
+    // SAFETY: the load only happens when `load` and `c` hold (the caller's contract).
+    unsafe {
+        asm!(
+            "{{ .reg .pred l, z, g; .reg .u64 a;",
+            "setp.ne.u32 l, {l}, 0; setp.ne.and.u32 g, {c}, 0, l; setp.eq.and.u32 z, {c}, 0, l;",
+            "cvta.to.global.u64 a, {p};",
+            "@z mov.u32 {d}, 0; @g ld.global.u32 {d}, [a]; }}",
+            l = in(reg32) u32::from(load),
+            c = in(reg32) u32::from(c),
+            p = in(reg64) p,
+            d = inout(reg32) *dst,
+            options(pure, readonly, nostack)
+        )
+    };
+}
+
+/// Words `2i` and `2i + 1` of the block's dynamic shared memory, read with
+/// one `ld.shared.v2.u32`.
+///
+/// # Safety
+/// `8 * i + 8` must not exceed the dynamic shared allocation.
+#[inline(always)]
+pub unsafe fn ld_shared_pair(i: u32) -> [u32; 2] {
+    let (a, b): (u32, u32);
+    // SAFETY: as in `ld_shared_u16`.
+    unsafe {
+        asm!(
+            "{{ .reg .u32 a; mov.u32 a, df11_smem; mad.lo.u32 a, {i}, 8, a; ld.shared.v2.u32 {{{x}, {y}}}, [a]; }}",
+            i = in(reg32) i,
+            x = out(reg32) a,
+            y = out(reg32) b,
+            options(pure, readonly, nostack)
+        )
+    };
+    [a, b]
+}
+
+/// Asks for the line holding `*p` in the L1 (`L2 == false`) or L2 cache when
+/// `c` holds: a predicated `prefetch`, which loads into no register, so no
+/// instruction waits for it.
+///
+/// # Safety
+/// When `c` holds, `p` must point into a global allocation.
+#[inline(always)]
+pub unsafe fn prefetch_if<const L2: bool, T>(p: *const T, c: bool) {
+    // SAFETY: a prefetch has no architectural effect; the caller keeps the
+    // address inside an allocation.
+    unsafe {
+        if L2 {
+            asm!(
+                "{{ .reg .pred p; .reg .u64 g; setp.ne.u32 p, {c}, 0; cvta.to.global.u64 g, {a}; @p prefetch.global.L2 [g]; }}",
+                c = in(reg32) u32::from(c),
+                a = in(reg64) p,
+                options(nostack, readonly)
+            )
+        } else {
+            asm!(
+                "{{ .reg .pred p; .reg .u64 g; setp.ne.u32 p, {c}, 0; cvta.to.global.u64 g, {a}; @p prefetch.global.L1 [g]; }}",
+                c = in(reg32) u32::from(c),
+                a = in(reg64) p,
+                options(nostack, readonly)
+            )
+        }
+    }
+}
+
 /// `*p` when `c` holds, else 0: one predicated `ld.global`, not a branch
 /// around a load (see `crate::mem` for why).
 ///

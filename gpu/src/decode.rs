@@ -18,7 +18,8 @@
 //! one 8 KiB copy from L2 per block and tensor, and the kernel stays small.
 
 use crate::format::{
-    DESC_WORDS, ERR_LAUNCH, ERR_WORD_COUNT, LANE_RUN, LANES, ROW_ELEMS, TABLE_BITS, TABLE_WORDS, WORD_BITS,
+    DESC_WORDS, ERR_LAUNCH, ERR_WORD_COUNT, LANE_RUN, LANES, LAYOUT_LANES, LAYOUT_WARP, MULTI_TABLE_WORDS, ROW_ELEMS,
+    TABLE_BITS, TABLE_WORDS, WORD_BITS,
 };
 use crate::mem;
 use crate::table::entry_len;
@@ -27,6 +28,9 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Entry-point name of [`decode_group`] in the PTX module.
 pub const KERNEL_NAME: &str = "df11_decode_group";
+
+/// Entry-point name of [`decode_group_lanes`] in the PTX module.
+pub const LANES_KERNEL_NAME: &str = "df11_decode_group_lanes";
 
 /// Where one tensor of a group lives in the device buffers of [`GroupInput`].
 ///
@@ -53,6 +57,9 @@ pub struct TensorDesc {
     pub num_segments: u32,
     /// Longest code length; refills happen below it.
     pub max_len: u32,
+    /// The record's layout (`LAYOUT_WARP` or `LAYOUT_LANES` of `crate::format`):
+    /// each kernel decodes the tensors of its own layout and skips the others.
+    pub layout: u8,
     /// Group-wide index of the tensor's segment 0 (segments of all tensors
     /// numbered in order), for error reports; saturates at `u32::MAX`.
     pub first_segment: u32,
@@ -69,7 +76,7 @@ impl TensorDesc {
             self.offset_base,
             self.table_base,
             self.segment_rows as u64 | (self.num_segments as u64) << 32,
-            self.max_len as u64 | (self.first_segment as u64) << 32,
+            self.max_len as u64 | (self.layout as u64) << 8 | (self.first_segment as u64) << 32,
         ]
     }
 
@@ -86,7 +93,8 @@ impl TensorDesc {
             table_base: w[5],
             segment_rows: w[6] as u32,
             num_segments: (w[6] >> 32) as u32,
-            max_len: w[7] as u32,
+            max_len: w[7] as u32 & 0xff,
+            layout: (w[7] >> 8) as u8,
             first_segment: (w[7] >> 32) as u32,
         }
     }
@@ -126,9 +134,37 @@ pub struct GroupInput<'a> {
 /// [`crate::format::ERR_WORD_COUNT`] and the segment when a segment's stream
 /// does not match its offsets, [`crate::format::ERR_LAUNCH`] on a bad launch
 /// shape (then nothing is decoded).
+///
+/// Tensors in the lanes layout are skipped: [`decode_group_lanes`] decodes them.
 pub fn decode_group<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O, error: &ErrorReport) {
+    for_each_segment::<LAYOUT_WARP, TABLE_WORDS, T, O>(t, g, out, error, decode_segment);
+}
+
+/// Decodes every tensor of `g` in the lanes layout into `out` (the others are
+/// skipped), with one thread per lane stream (`crate::lanes`).
+///
+/// Launch as [`decode_group`], with at least [`MULTI_TABLE_WORDS`] words of
+/// shared memory; `g.tables` holds a multi-symbol table
+/// (`crate::table::build_multi`) for each lanes tensor. Reports as
+/// [`decode_group`] does, [`ERR_WORD_COUNT`] also for a lane whose stream
+/// does not end in its last word followed by zero bits.
+pub fn decode_group_lanes<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O, error: &ErrorReport) {
+    for_each_segment::<LAYOUT_LANES, MULTI_TABLE_WORDS, T, O>(t, g, out, error, crate::lanes::decode_segment);
+}
+
+/// The block loop both kernels share: hands each warp of the block a segment
+/// of a tensor of layout `LAYOUT` at a time, with that tensor's `W`-word
+/// table in shared memory, and calls `segment` for it.
+#[inline(always)]
+fn for_each_segment<const LAYOUT: u8, const W: usize, T: Thread, O: GlobalRuns>(
+    t: &T,
+    g: &GroupInput<'_>,
+    out: &O,
+    error: &ErrorReport,
+    segment: impl Fn(&T, &GroupInput<'_>, &TensorDesc, u64, &O, &ErrorReport),
+) {
     let block_dim = t.block_dim();
-    if !block_dim.is_multiple_of(LANES as u32) || t.shared_len() < TABLE_WORDS {
+    if !block_dim.is_multiple_of(LANES as u32) || t.shared_len() < W {
         if t.thread_idx() == 0 {
             error.flags.fetch_or(ERR_LAUNCH, Ordering::Relaxed);
         }
@@ -152,7 +188,8 @@ pub fn decode_group<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O
                 return;
             }
             let d = TensorDesc::read(g.descs, tensor);
-            let items = u64::from(d.num_segments).div_ceil(warps);
+            // Another kernel's tensors have no items here.
+            let items = if d.layout == LAYOUT { u64::from(d.num_segments).div_ceil(warps) } else { 0 };
             if item < first_item + items {
                 break d;
             }
@@ -166,13 +203,13 @@ pub fn decode_group<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O
             // number of trips: a lane-dependent loop with a bounds check (a
             // possible exit) in it would make ptxas guard every warp vote and
             // shuffle of the decode with `BRA.DIV`.
-            let table: &[u32; TABLE_WORDS] =
+            let table: &[u32; W] =
                 g.tables.get(d.table_base as usize..).and_then(|s| s.first_chunk()).expect("table in bounds");
-            // `TABLE_WORDS` (checked above), written so that the compiler
-            // sees both bounds checks hold.
-            let words = TABLE_WORDS.min(t.shared_len());
+            // `W` (checked above), written so that the compiler sees both
+            // bounds checks hold.
+            let words = W.min(t.shared_len());
             let mut j = 0;
-            while j < TABLE_WORDS {
+            while j < W {
                 let i = j + t.thread_idx() as usize;
                 if i < words {
                     t.shared_store(i, table[i]);
@@ -184,7 +221,7 @@ pub fn decode_group<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O
         }
         let seg = (item - first_item) * warps + warp;
         if seg < u64::from(d.num_segments) {
-            decode_segment(t, g, &d, seg, out, error);
+            segment(t, g, &d, seg, out, error);
         }
         item += u64::from(t.grid_dim());
     }
@@ -201,6 +238,45 @@ fn decode_segment<T: Thread, O: GlobalRuns>(
     out: &O,
     error: &ErrorReport,
 ) {
+    let lane = t.lane_id();
+    let oi = d.offset_base as usize + seg as usize;
+    let (start, end) = (g.offsets[oi], g.offsets[oi + 1]);
+    let base = d.word_base as usize + start as usize;
+    let mut s = LaneStream::new(&g.words[base..base + end.saturating_sub(start) as usize], lane, d.max_len);
+    segment_rows::<0, T, O>(t, g, d, seg, out, |bytes, valid| s.decode_run(t, bytes, valid));
+    let taken = s.taken();
+    let seg_words = s.words.len() as u32;
+    if lane == 0 && taken != seg_words {
+        report_segment(d, seg, error);
+    }
+}
+
+/// Records segment `seg` of `d` as corrupt.
+#[inline(always)]
+pub(crate) fn report_segment(d: &TensorDesc, seg: u64, error: &ErrorReport) {
+    error.flags.fetch_or(ERR_WORD_COUNT, Ordering::Relaxed);
+    let global = u64::from(d.first_segment) + seg;
+    error.first_bad_segment.fetch_min(global.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
+}
+
+/// The row loop both kernels share: for each row of segment `seg` of `d`,
+/// this lane's run of sign+mantissa bytes goes to `decode_run` with the
+/// number of valid slots, and the run it returns (two bf16 values a word, the
+/// first in the low half) is stored. Called by all lanes of a warp together.
+///
+/// A row's bytes are loaded one row ahead, so that the load's latency hides
+/// behind the decoding of a row; with `AHEAD > 0` the bytes `AHEAD` rows
+/// ahead are also prefetched into the L2 cache, for a kernel whose rows take
+/// less time than a load from memory.
+#[inline(always)]
+pub(crate) fn segment_rows<const AHEAD: u32, T: Thread, O: GlobalRuns>(
+    t: &T,
+    g: &GroupInput<'_>,
+    d: &TensorDesc,
+    seg: u64,
+    out: &O,
+    mut decode_run: impl FnMut(u64, u32) -> [u32; LANE_RUN / 2],
+) {
     const RUN: u32 = LANE_RUN as u32;
     const ROW: u32 = ROW_ELEMS as u32;
     let lane = t.lane_id();
@@ -209,10 +285,6 @@ fn decode_segment<T: Thread, O: GlobalRuns>(
     // narrow saves registers, and with them occupancy.
     let seg_len = d.num_elements.saturating_sub(seg_elem0).min(u64::from(d.segment_rows) * u64::from(ROW)) as u32;
     let rows = seg_len.div_ceil(ROW);
-    let oi = d.offset_base as usize + seg as usize;
-    let (start, end) = (g.offsets[oi], g.offsets[oi + 1]);
-    let base = d.word_base as usize + start as usize;
-    let mut s = LaneStream::new(&g.words[base..base + end.saturating_sub(start) as usize], lane, d.max_len);
     let out_base = (d.out_offset + seg_elem0) as usize;
     // The runs of the full rows (all but a tensor's last row), checked here
     // once: a row's store is then one 32-bit compare and the store. `None`
@@ -235,9 +307,10 @@ fn decode_segment<T: Thread, O: GlobalRuns>(
     };
     // This lane's run of the row, in runs from the segment's start.
     let mut k = lane;
-    // One row ahead: a row's bytes are loaded while the previous row decodes,
-    // so the load's latency hides behind 8 decode steps.
     let mut sm_next = load_sm(k);
+    for r in 1..AHEAD {
+        mem::prefetch::<true, u64>(&sm[..sm_len as usize], (k + r * LANES as u32) as usize);
+    }
     // Every row but a tensor's last is full: decode those with all slots
     // live, so the steps carry no per-slot predicates. One loop per kind of
     // store, so that the loop holds no branch between them.
@@ -245,7 +318,10 @@ fn decode_segment<T: Thread, O: GlobalRuns>(
         for _ in 0..full_rows {
             let bytes = sm_next;
             sm_next = load_sm(k + LANES as u32);
-            let run = s.decode_run(t, bytes, RUN);
+            if AHEAD > 0 {
+                mem::prefetch::<true, u64>(&sm[..sm_len as usize], (k + AHEAD * LANES as u32) as usize);
+            }
+            let run = decode_run(bytes, RUN);
             store(k, run);
             k += LANES as u32;
         }
@@ -256,15 +332,8 @@ fn decode_segment<T: Thread, O: GlobalRuns>(
     }
     if full_rows < rows {
         let valid = seg_len.saturating_sub(k * RUN).min(RUN);
-        let run = s.decode_run(t, sm_next, valid);
+        let run = decode_run(sm_next, valid);
         store_each(k, run, valid);
-    }
-    let taken = s.taken();
-    let seg_words = s.words.len() as u32;
-    if lane == 0 && taken != seg_words {
-        error.flags.fetch_or(ERR_WORD_COUNT, Ordering::Relaxed);
-        let global = u64::from(d.first_segment) + seg;
-        error.first_bad_segment.fetch_min(global.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
     }
 }
 
@@ -468,7 +537,7 @@ impl<'a> LaneStream<'a> {
 /// `x << s`, or 0 for `s >= 64`: one `shl.b64` on the GPU, whose shift
 /// clamps, where a Rust shift needs a mask or a compare for the same.
 #[inline(always)]
-fn shl_or_zero(x: u64, s: u32) -> u64 {
+pub(crate) fn shl_or_zero(x: u64, s: u32) -> u64 {
     #[cfg(target_arch = "nvptx64")]
     {
         crate::arch::shl_b64(x, s)
@@ -483,7 +552,7 @@ fn shl_or_zero(x: u64, s: u32) -> u64 {
 /// `n & 7` of `b:a` (`a` holding bytes 0..4), `n = sel >> 4 * i & 15`, or,
 /// when `n & 8` is set, that byte's top bit copied into all eight.
 #[inline(always)]
-fn byte_perm(a: u32, b: u32, sel: u32) -> u32 {
+pub(crate) fn byte_perm(a: u32, b: u32, sel: u32) -> u32 {
     #[cfg(target_arch = "nvptx64")]
     {
         crate::arch::prmt(a, b, sel)

@@ -92,11 +92,17 @@ pub const MAX_SEGMENT_ROWS: u32 = 1 << 16;
 /// 16-bit entries per word, the even entry in the low half).
 pub const TABLE_WORDS: usize = TABLE_SIZE / 2;
 
+/// `u32` words of one multi-symbol decode table of the lanes kernel
+/// (`crate::table::build_multi`): two per entry.
+pub const MULTI_TABLE_WORDS: usize = 2 * TABLE_SIZE;
+
 /// `u64` words of one tensor descriptor (`decode::TensorDesc`).
 pub const DESC_WORDS: usize = 8;
 
 /// Error-flag bit: a segment consumed a different number of words than its
-/// offsets give it (corrupt stream or offsets). Its output is garbage.
+/// offsets give it, or (lanes layout) a lane's stream does not end in its
+/// last word followed by zero bits: a corrupt stream or offsets. Its output
+/// is garbage.
 pub const ERR_WORD_COUNT: u32 = 1;
 
 /// Error-flag bit: the launch shape does not fit the kernel (block size not a

@@ -7,7 +7,7 @@
 //!
 //! The reference decoder in `df11-host` deliberately does not use this table.
 
-use crate::format::{MAX_CODE_LEN, SYMBOLS, TABLE_BITS, TABLE_SIZE};
+use crate::format::{MAX_CODE_LEN, MULTI_TABLE_WORDS, SYMBOLS, TABLE_BITS, TABLE_SIZE};
 
 /// One decode-table entry: the symbol in bits 0..8, the code length in bits 8..12.
 pub type Entry = u16;
@@ -76,6 +76,57 @@ pub fn build(lengths: &[u8; SYMBOLS], only_symbol: u8, table: &mut [Entry; TABLE
     Ok(max_len)
 }
 
+/// Codes a multi-symbol lookup decodes at most: four exponent bytes fill
+/// one `u32`, and at realistic entropies (about 2.6 bits a code) a 12-bit
+/// window rarely holds a fifth whole code.
+pub const MULTI_MAX: u32 = 4;
+
+/// The whole codes at the start of a 12-bit window `idx` (zeros after its
+/// end), at most [`MULTI_MAX`]: `(exponents, count, cumulative)`, the first
+/// exponent in the low byte, and nibble `i` of `cumulative` the bits of the
+/// first `i + 1` codes (nibbles past `count` repeat the total).
+///
+/// A code is taken only when it lies whole inside the window, so the result
+/// never depends on bits past the window, and the first `k` codes and their
+/// bits never on bits after those `k` codes: a decoder that takes only `k`
+/// codes of a lookup is exact even when the rest of the window is garbage.
+/// `single` must be a table [`build`] made; every entry then decodes at least
+/// one code (a code is at most 12 bits), or four of the zero-length code.
+#[inline]
+pub fn multi_entry(single: &[Entry; TABLE_SIZE], idx: usize) -> (u32, u32, u32) {
+    let (mut used, mut count, mut exps, mut cumulative) = (0u32, 0u32, 0u32, 0u32);
+    while count < MULTI_MAX {
+        // The next code's window: the rest of `idx`, zeros after it.
+        let e = single[(idx << used) & (TABLE_SIZE - 1)];
+        if used + entry_len(e) > TABLE_BITS {
+            break;
+        }
+        exps |= u32::from(entry_symbol(e)) << (8 * count);
+        used += entry_len(e);
+        cumulative |= used << (4 * count);
+        count += 1;
+    }
+    for i in count..MULTI_MAX {
+        cumulative |= used << (4 * i);
+    }
+    (exps, count, cumulative)
+}
+
+/// Fills the GPU's multi-symbol table for the lanes layout from a table
+/// [`build`] made: entry `i` is the words `2i` (the exponents of
+/// [`multi_entry`]) and `2i + 1`: nibble `k` (0..=4) the bits of the first
+/// `min(k, count)` codes (nibble 0 is zero, so that taking no code consumes
+/// nothing), the count in bits 20..23. One 8-byte shared-memory load serves
+/// a lookup, and a decoder that needs `r` more codes consumes nibble
+/// `min(r, 4)`: a shift it knows before the load.
+pub fn build_multi(single: &[Entry; TABLE_SIZE], out: &mut [u32; MULTI_TABLE_WORDS]) {
+    for (idx, w) in out.chunks_exact_mut(2).enumerate() {
+        let (exps, count, cumulative) = multi_entry(single, idx);
+        w[0] = exps;
+        w[1] = cumulative << 4 | count << 20;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +154,31 @@ mod tests {
         assert_eq!(build(&lengths, 0, &mut t), Err(TableError::Incomplete));
         lengths[2] = 13;
         assert_eq!(build(&lengths, 0, &mut t), Err(TableError::LengthTooLong));
+    }
+
+    #[test]
+    fn multi_entries_take_whole_codes_in_order() {
+        // Lengths 1, 2, 3, 3 for symbols 10, 11, 12, 13: codes 0, 10, 110, 111.
+        let mut lengths = [0u8; SYMBOLS];
+        lengths[10..14].copy_from_slice(&[1, 2, 3, 3]);
+        let mut t = [0; TABLE_SIZE];
+        assert_eq!(build(&lengths, 0, &mut t), Ok(3));
+        // 0 10 110 111 0.. : four codes in 9 bits, the fifth not taken.
+        let idx = 0b0101_1011_1000;
+        assert_eq!(multi_entry(&t, idx), (10 | 11 << 8 | 12 << 16 | 13 << 24, 4, 1 | 3 << 4 | 6 << 8 | 9 << 12));
+        // 111 111 111 111: four 3-bit codes, exactly 12 bits.
+        assert_eq!(multi_entry(&t, 0xfff).1, 4);
+        // A 12-bit code alone fills the window: one code, nibbles repeat it.
+        lengths = [0; SYMBOLS];
+        for (s, l) in lengths.iter_mut().zip(1..=12u8) {
+            *s = l;
+        }
+        lengths[12] = 12;
+        assert_eq!(build(&lengths, 0, &mut t), Ok(12));
+        assert_eq!(multi_entry(&t, TABLE_SIZE - 1), (12, 1, 0xcccc));
+        let mut m = [0; MULTI_TABLE_WORDS];
+        build_multi(&t, &mut m);
+        assert_eq!(m[2 * (TABLE_SIZE - 1)..], [12, 0xcccc0 | 1 << 20]);
     }
 
     #[test]

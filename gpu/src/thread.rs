@@ -31,6 +31,11 @@ pub trait Thread {
     /// word `i / 2` when `i` is even: little-endian, as on the GPU). Panics
     /// (traps on the GPU) if out of range.
     fn shared_load_u16(&self, i: usize) -> u16;
+    /// Reads shared words `2i` and `2i + 1` (one 8-byte load on the GPU).
+    /// Panics (traps on the GPU) if out of range.
+    fn shared_load_pair(&self, i: usize) -> [u32; 2] {
+        [self.shared_load(2 * i), self.shared_load(2 * i + 1)]
+    }
 
     /// This thread's lane within its warp, `0..32`.
     fn lane_id(&self) -> u32;

@@ -17,8 +17,9 @@ pub enum Layout {
     /// kernel's layout, one offset per segment. Version 1 and 2.
     #[default]
     Warp,
-    /// Every lane's stream whole, one offset per lane: the layout for CPU
-    /// decoding, which decodes several lanes at once. Version 2 only.
+    /// Every lane's stream whole, one offset per lane: the CPU decodes
+    /// several lanes at once, the GPU one lane per thread. The encoder's
+    /// default. Version 2 only.
     Lanes,
 }
 

@@ -19,11 +19,11 @@
 use super::join::{Output, join_rows, stored};
 use crate::container::lane_slots;
 use df11_gpu::format::{LANE_RUN, LANES, MAX_CODE_LEN, ROW_ELEMS, TABLE_SIZE};
-use df11_gpu::table::{Entry, entry_len, entry_symbol};
+use df11_gpu::table::{Entry, MULTI_MAX, entry_len, entry_symbol, multi_entry};
 
 /// Symbols a multi-symbol lookup yields at most: four exponent bytes are one
 /// `u32` store.
-const MAX_PER_LOOKUP: usize = 4;
+const MAX_PER_LOOKUP: usize = MULTI_MAX as usize;
 
 /// Bits a lookup consumes at most.
 const LOOKUP_BITS: u32 = MAX_CODE_LEN;
@@ -66,21 +66,12 @@ impl MultiTable {
     pub(super) fn new(single: &[Entry; TABLE_SIZE]) -> Box<Self> {
         let mut t = Box::new(MultiTable { symbols: [0; TABLE_SIZE], meta: [0; TABLE_SIZE], single: *single });
         for idx in 0..TABLE_SIZE {
-            let (mut used, mut count, mut symbols) = (0u32, 0usize, 0u32);
-            while count < MAX_PER_LOOKUP {
-                // The next code's window: the rest of `idx`, zeros after it.
-                // The code is whole in `idx` exactly when its length fits.
-                let e = single[(idx << used) & (TABLE_SIZE - 1)];
-                if used + entry_len(e) > LOOKUP_BITS {
-                    break;
-                }
-                symbols |= (stored(entry_symbol(e)) as u32) << (8 * count);
-                used += entry_len(e);
-                count += 1;
-            }
+            let (exps, count, cumulative) = multi_entry(single, idx);
             // count ≥ 1: every code is at most 12 bits.
-            t.symbols[idx] = symbols;
-            t.meta[idx] = (used | ((count as u32 - 1) << 6)) as u8;
+            let symbols = exps.to_le_bytes();
+            t.symbols[idx] = u32::from_le_bytes(std::array::from_fn(|i| stored(symbols[i])));
+            let used = cumulative >> (4 * (MULTI_MAX - 1));
+            t.meta[idx] = (used | ((count - 1) << 6)) as u8;
         }
         t
     }

@@ -8,7 +8,7 @@
 use crate::container::{CompressedTensor, Group, Layout};
 use crate::error::{Error, Result};
 use df11_gpu::decode::{GroupInput, TensorDesc};
-use df11_gpu::format::{DESC_WORDS, LANE_RUN, TABLE_SIZE, TABLE_WORDS};
+use df11_gpu::format::{DESC_WORDS, LANE_RUN, MULTI_TABLE_WORDS, TABLE_SIZE};
 use df11_gpu::table;
 
 /// Host copies of a group's device buffers.
@@ -22,12 +22,15 @@ pub struct GroupLayout {
     pub offsets: Vec<u32>,
     /// Sign+mantissa bytes packed little-endian, each tensor padded to 8 bytes.
     pub sign_mantissa: Vec<u64>,
-    /// One decode table per tensor.
+    /// One decode table per tensor: `TABLE_WORDS` words for the warp
+    /// layout, a multi-symbol table of [`MULTI_TABLE_WORDS`] for the lanes layout.
     pub tables: Vec<u32>,
     /// Elements of the decoded group (the output length).
     pub total_elements: u64,
     /// Segments over all tensors.
     pub total_segments: u64,
+    /// Segments of warp-layout and of lanes-layout tensors: the work of each kernel.
+    pub segments_by_layout: [u64; 2],
     /// Bytes of compressed payload the decoder reads: code words plus one
     /// sign+mantissa byte per element.
     pub payload_bytes: u64,
@@ -40,7 +43,7 @@ impl GroupLayout {
         let mut l = GroupLayout::default();
         for (i, t) in group.tensors.iter().enumerate() {
             let table = check_tensor(t)?;
-            let num_segments = t.stream_offsets.len() - 1;
+            let num_segments = t.num_segments() as usize;
             let desc = TensorDesc {
                 num_elements: t.num_elements,
                 out_offset: l.total_elements,
@@ -53,6 +56,7 @@ impl GroupLayout {
                 num_segments: u32::try_from(num_segments)
                     .map_err(|_| Error::invalid("stream_offsets", format!("tensor {i}: too many segments")))?,
                 max_len: u32::from(t.max_len),
+                layout: t.layout.code(),
                 first_segment: u32::try_from(l.total_segments).unwrap_or(u32::MAX),
             };
             l.descs.extend_from_slice(&desc.to_words());
@@ -63,7 +67,17 @@ impl GroupLayout {
                 b[..c.len()].copy_from_slice(c);
                 u64::from_le_bytes(b)
             }));
-            l.tables.extend(table.chunks_exact(2).map(|p| u32::from(p[0]) | u32::from(p[1]) << 16));
+            match t.layout {
+                Layout::Warp => {
+                    l.tables.extend(table.chunks_exact(2).map(|p| u32::from(p[0]) | u32::from(p[1]) << 16));
+                }
+                Layout::Lanes => {
+                    let mut multi = [0u32; MULTI_TABLE_WORDS];
+                    table::build_multi(&table, &mut multi);
+                    l.tables.extend_from_slice(&multi);
+                }
+            }
+            l.segments_by_layout[usize::from(t.layout == Layout::Lanes)] += num_segments as u64;
             l.total_elements =
                 l.total_elements.checked_add(t.num_elements).filter(|&n| usize::try_from(n).is_ok()).ok_or_else(
                     || Error::invalid("num_elements", "the group does not fit this machine's address space"),
@@ -72,7 +86,6 @@ impl GroupLayout {
             l.payload_bytes += 4 * t.words.len() as u64 + t.num_elements;
         }
         debug_assert_eq!(l.descs.len(), group.tensors.len() * DESC_WORDS);
-        debug_assert_eq!(l.tables.len(), group.tensors.len() * TABLE_WORDS);
         Ok(l)
     }
 
@@ -96,9 +109,6 @@ impl GroupLayout {
 /// Validates the tensor (`docs/FORMAT.md` §4–5) and returns its decode table.
 fn check_tensor(t: &CompressedTensor) -> Result<[u16; TABLE_SIZE]> {
     t.validate()?;
-    if t.layout != Layout::Warp {
-        return Err(Error::UnsupportedLayout { layout: t.layout.name(), decoder: "GPU" });
-    }
     let mut table = [0u16; TABLE_SIZE];
     match table::build(&t.code_lengths, t.only_symbol, &mut table) {
         Ok(m) if m == u32::from(t.max_len) => Ok(table),

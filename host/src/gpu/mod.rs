@@ -87,7 +87,7 @@ fn check_report(flags: u32, first_bad_segment: u32) -> Result<()> {
 /// and fuzzing (feature `emulator`).
 #[cfg(any(feature = "emulator", test))]
 pub fn decode_emulated(group: &crate::Group, grid_dim: u32, warps: u32) -> Result<(Vec<Option<u16>>, Result<()>)> {
-    use df11_gpu::format::TABLE_WORDS;
+    use df11_gpu::format::{MULTI_TABLE_WORDS, TABLE_WORDS};
     use std::sync::atomic::AtomicU32;
     let layout = GroupLayout::new(group)?;
     let out = crate::emu::EmuOut::new(layout.total_elements as usize);
@@ -96,8 +96,17 @@ pub fn decode_emulated(group: &crate::Group, grid_dim: u32, warps: u32) -> Resul
         first_bad_segment: AtomicU32::new(ERROR_CLEAR[1]),
     };
     let input = layout.input();
-    let launch = crate::emu::Launch { grid_dim, block_dim: warps * LANES as u32, shared_words: TABLE_WORDS };
-    crate::emu::run(launch, |t| df11_gpu::decode::decode_group(t, &input, &out, &report));
+    // One launch per layout present, as the CUDA launcher does.
+    let [warp, lanes] = layout.segments_by_layout;
+    let block_dim = warps * LANES as u32;
+    if warp > 0 {
+        let launch = crate::emu::Launch { grid_dim, block_dim, shared_words: TABLE_WORDS };
+        crate::emu::run(launch, |t| df11_gpu::decode::decode_group(t, &input, &out, &report));
+    }
+    if lanes > 0 {
+        let launch = crate::emu::Launch { grid_dim, block_dim, shared_words: MULTI_TABLE_WORDS };
+        crate::emu::run(launch, |t| df11_gpu::decode::decode_group_lanes(t, &input, &out, &report));
+    }
     let checked = check_report(report.flags.into_inner(), report.first_bad_segment.into_inner());
     Ok((out.into_vec(), checked))
 }

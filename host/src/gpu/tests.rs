@@ -1,11 +1,12 @@
 //! The decode kernel's logic, run on the block emulator, bit-exact against the
 //! CPU reference decoder and the original bits.
 //!
-//! Every input is encoded twice: by the production encoder, and by a small
-//! encoder written here straight from `docs/FORMAT.md` §5–7 that can also
-//! produce codes the production encoder would not choose (worst-case 12-bit
-//! codes on purpose). Given the production encoder's code lengths, the spec
-//! encoder must reproduce its words exactly.
+//! Every input is encoded in both layouts, each twice: by the production
+//! encoder, and by a small encoder written here straight from
+//! `docs/FORMAT.md` §5–8 that can also produce codes the production encoder
+//! would not choose (worst-case 12-bit codes on purpose). Given the
+//! production encoder's code lengths, the spec encoder must reproduce its
+//! words exactly.
 
 use super::{GroupLayout, decode_emulated};
 use crate::container::{CompressedTensor, Group, Layout, data_crc};
@@ -68,11 +69,11 @@ fn canonical(lengths: &[u8; SYMBOLS]) -> Vec<(u32, u32)> {
 
 /// Encodes `bits` per `docs/FORMAT.md` §6–7 with the code from [`code_lengths`].
 fn encode(bits: &[u16], segment_rows: u32, skewed: bool) -> CompressedTensor {
-    encode_with_lengths(bits, segment_rows, code_lengths(bits, skewed))
+    encode_with_lengths(bits, segment_rows, code_lengths(bits, skewed), Layout::Warp)
 }
 
-/// Encodes `bits` per `docs/FORMAT.md` §6–7 with the given complete code.
-fn encode_with_lengths(bits: &[u16], segment_rows: u32, lengths: [u8; SYMBOLS]) -> CompressedTensor {
+/// Encodes `bits` per `docs/FORMAT.md` §6–8 in `layout` with the given complete code.
+fn encode_with_lengths(bits: &[u16], segment_rows: u32, lengths: [u8; SYMBOLS], layout: Layout) -> CompressedTensor {
     let max_len = lengths.iter().copied().max().unwrap_or(0);
     let codes = canonical(&lengths);
     let n = bits.len();
@@ -107,6 +108,15 @@ fn encode_with_lengths(bits: &[u16], segment_rows: u32, lengths: [u8; SYMBOLS]) 
                 lw.push((acc << (32 - nacc)) as u32);
             }
         }
+        if layout == Layout::Lanes {
+            // §8: each lane's words whole, lane by lane, each word as its
+            // stream bytes read little-endian.
+            for lw in &lane_words {
+                words.extend(lw.iter().map(|w| w.swap_bytes()));
+                offsets.push(words.len() as u32);
+            }
+            continue;
+        }
         // The interleaving procedure, with the decoder's refill rule.
         let mut nbits = [0u32; LANES];
         let mut next = [0usize; LANES];
@@ -133,7 +143,7 @@ fn encode_with_lengths(bits: &[u16], segment_rows: u32, lengths: [u8; SYMBOLS]) 
         only_symbol: if max_len == 0 && n > 0 { exponent(bits[0]) } else { 0 },
         code_lengths: lengths,
         data_crc: data_crc(bits),
-        layout: Layout::Warp,
+        layout,
         stream_offsets: offsets,
         words,
         sign_mantissa: bits.iter().map(|&b| sign_mantissa(b)).collect(),
@@ -155,22 +165,38 @@ fn check_decoded(group: &Group, original: &[u16], grid: u32, warps: u32) {
     }
 }
 
-/// Encodes each `(bits, segment_rows, skewed)` with both encoders, decodes
-/// each as one group and checks the result.
+/// Encodes each `(bits, segment_rows, skewed)` with both encoders in both
+/// layouts, decodes each as one group, and the tensors in alternating layouts
+/// as another (both kernels on one output), and checks the results.
 fn check_group(inputs: &[(Vec<u16>, u32, bool)], grid: u32, warps: u32) {
     let original: Vec<u16> = inputs.iter().flat_map(|(b, _, _)| b.iter().copied()).collect();
-    let spec = Group { tensors: inputs.iter().map(|(b, r, s)| encode(b, *r, *s)).collect() };
-    check_decoded(&spec, &original, grid, warps);
-    let production = Group {
+    for layout in [Layout::Warp, Layout::Lanes] {
+        let spec = Group {
+            tensors: inputs.iter().map(|(b, r, s)| encode_with_lengths(b, *r, code_lengths(b, *s), layout)).collect(),
+        };
+        check_decoded(&spec, &original, grid, warps);
+        let production = Group {
+            tensors: inputs
+                .iter()
+                .map(|(b, r, _)| compress_with(b, &EncodeOptions { segment_rows: *r, layout }))
+                .collect(),
+        };
+        for (t, (b, r, _)) in production.tensors.iter().zip(inputs) {
+            assert_eq!(&encode_with_lengths(b, *r, t.code_lengths, layout), t, "spec and production encoders disagree");
+        }
+        check_decoded(&production, &original, grid, warps);
+    }
+    let mixed = Group {
         tensors: inputs
             .iter()
-            .map(|(b, r, _)| compress_with(b, &EncodeOptions { segment_rows: *r, ..Default::default() }))
+            .enumerate()
+            .map(|(i, (b, r, _))| {
+                let layout = if i % 2 == 0 { Layout::Lanes } else { Layout::Warp };
+                compress_with(b, &EncodeOptions { segment_rows: *r, layout })
+            })
             .collect(),
     };
-    for (t, (b, r, _)) in production.tensors.iter().zip(inputs) {
-        assert_eq!(&encode_with_lengths(b, *r, t.code_lengths), t, "spec and production encoders disagree");
-    }
-    check_decoded(&production, &original, grid, warps);
+    check_decoded(&mixed, &original, grid, warps);
 }
 
 /// Deterministic pseudo-random numbers (SplitMix64).
@@ -296,10 +322,62 @@ fn layout_rejects_inconsistent_tensors() {
             other => panic!("{what}: accepted or wrong error: {:?}", other.map(|_| ())),
         }
     }
-    // A valid tensor in the lanes layout is refused by name.
+    // The same checks guard lanes tensors, whose offsets are per lane.
     let lanes = compress_with(&realistic(600, 4), &EncodeOptions { segment_rows: 1, layout: Layout::Lanes });
-    let e = GroupLayout::new(&Group { tensors: vec![lanes] }).map(|_| ()).unwrap_err();
-    assert_eq!(e, Error::UnsupportedLayout { layout: "lanes", decoder: "GPU" });
+    let mut t = lanes.clone();
+    t.stream_offsets.pop();
+    let mut u = lanes;
+    u.stream_offsets.swap(3, 4);
+    for (what, t) in [("lanes offset count", t), ("lanes decreasing offsets", u)] {
+        match GroupLayout::new(&Group { tensors: vec![t] }) {
+            Err(Error::Invalid { .. }) => {}
+            other => panic!("{what}: accepted or wrong error: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+/// What the emulated kernel reports for a lanes tensor must be what the
+/// reference decoder finds wrong with its streams: the same first corrupt
+/// segment, or nothing when the streams are well formed (a checksum mismatch
+/// is not the kernel's to find). Layout validation may refuse the tensor
+/// first; then the reference decoder must refuse it too.
+fn check_lanes_verdict(t: CompressedTensor) {
+    let reference = decode_reference(&t);
+    let group = Group { tensors: vec![t] };
+    let Ok((out, report)) = decode_emulated(&group, 2, 2) else {
+        assert!(reference.is_err(), "layout refused a tensor the reference decodes");
+        return;
+    };
+    match reference {
+        Err(Error::CorruptStream { segment }) => assert_eq!(report, Err(Error::CorruptStream { segment })),
+        Err(Error::Invalid { .. }) => panic!("the layout accepted a tensor the reference finds invalid"),
+        _ => assert_eq!(report, Ok(()), "kernel flagged well-formed streams"),
+    }
+    assert!(out.iter().all(Option::is_some), "every element is written, corrupt or not");
+}
+
+#[test]
+fn lanes_corrupt_streams_are_flagged_like_the_reference() {
+    let bits = realistic(3 * ROW_ELEMS + 77, 5);
+    let good = compress_with(&bits, &EncodeOptions { segment_rows: 1, layout: Layout::Lanes });
+    check_lanes_verdict(good.clone());
+    // A word more in one lane and one fewer in the next.
+    let mut t = good.clone();
+    t.stream_offsets[5] += 1;
+    check_lanes_verdict(t);
+    // Non-zero padding after a lane's last code.
+    let mut t = good.clone();
+    let last = t.stream_offsets[40] as usize - 1;
+    t.words[last] ^= 0x0100_0000;
+    check_lanes_verdict(t);
+    // Every single-bit flip of the first lanes' words.
+    for i in 0..good.words.len().min(64) {
+        for b in [0, 7, 13, 31] {
+            let mut t = good.clone();
+            t.words[i] ^= 1 << b;
+            check_lanes_verdict(t);
+        }
+    }
 }
 
 proptest! {
@@ -313,6 +391,25 @@ proptest! {
     #[test]
     fn realistic_bits(n in 0usize..2500, seed in any::<u64>(), rows in 1u32..4, skewed in any::<bool>()) {
         check_group(&[(realistic(n, seed), rows, skewed)], 2, 2);
+    }
+
+    #[test]
+    fn lanes_random_corruption(n in 1usize..1200, seed in any::<u64>(), flips in prop::collection::vec((any::<usize>(), 0u32..32), 1..4), shift in prop::option::of((any::<usize>(), any::<bool>()))) {
+        let mut t = compress_with(&realistic(n, seed), &EncodeOptions { segment_rows: 1, layout: Layout::Lanes });
+        if !t.words.is_empty() {
+            for &(i, b) in &flips {
+                let len = t.words.len();
+                t.words[i % len] ^= 1 << b;
+            }
+        }
+        if let Some((i, up)) = shift {
+            // Move one inner lane boundary by a word (validation may refuse it).
+            let k = 1 + i % (t.stream_offsets.len() - 1).max(1);
+            if k + 1 < t.stream_offsets.len() {
+                t.stream_offsets[k] = if up { t.stream_offsets[k] + 1 } else { t.stream_offsets[k].saturating_sub(1) };
+            }
+        }
+        check_lanes_verdict(t);
     }
 
     #[test]

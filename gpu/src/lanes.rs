@@ -1,0 +1,194 @@
+//! The GPU decoder of the lanes layout (`docs/FORMAT.md` §8): one thread per
+//! lane stream.
+//!
+//! In the warp layout a lane's words are interleaved with the other lanes' in
+//! refill order, so every step is a warp-wide vote, rank and shuffle, and
+//! decodes one symbol: a chain of about 140 cycles per symbol. Here each lane
+//! has its own stream and offset, so a thread decodes its lane alone, with
+//! the multi-symbol table of `crate::table::build_multi` in shared memory: one
+//! 8-byte shared load yields up to four exponents, and the chain per lookup
+//! is the load plus a few integer operations. No warp operation sits in the
+//! chain; one ballot per lookup only ends a row's loop when every lane has its
+//! eight exponents, so that the warp still stores each row as 512 contiguous
+//! bytes and loads its sign+mantissa bytes as 256 (the row loop is the warp
+//! kernel's, `crate::decode::segment_rows`).
+//!
+//! A lane takes exactly the codes its row needs from a lookup (the cumulative
+//! lengths say how many bits they take), so it never reads past its last
+//! code, and the codes a lookup sees after those, which may be the next
+//! lane's bits or zeros, never matter.
+//!
+//! Memory: each lane reads its own stream one word at a time, a word ahead
+//! of its use, from the L1 cache: the line after the one in use is
+//! prefetched into L1 once a row (a lane uses a 128-byte line for about 50
+//! rows). The sign+mantissa bytes are prefetched into the L2
+//! cache [`AHEAD`] rows ahead, because a row takes far less time here than a
+//! load from memory. Prefetches load into no register, so no instruction waits
+//! on them; a register loaded ahead of its use would make every lane of the
+//! warp wait for it whenever one lane reads it.
+
+use crate::decode::{ErrorReport, GroupInput, TensorDesc, byte_perm, report_segment, segment_rows, shl_or_zero};
+use crate::format::{LANE_RUN, LANES, TABLE_BITS, WORD_BITS};
+use crate::mem;
+use crate::table::MULTI_MAX;
+use crate::thread::{GlobalRuns, Thread};
+
+/// Rows ahead whose sign+mantissa bytes are prefetched into L2: about 8 rows
+/// of decoding cover a load from memory under load.
+const AHEAD: u32 = 8;
+
+/// Words in a 128-byte cache line.
+const LINE_WORDS: u32 = 32;
+
+/// One thread decodes lane `lane_id` of segment `seg` of tensor `d`; all lanes
+/// of the warp call it together. The tensor's multi-symbol table is in
+/// shared memory.
+#[inline(always)]
+pub(crate) fn decode_segment<T: Thread, O: GlobalRuns>(
+    t: &T,
+    g: &GroupInput<'_>,
+    d: &TensorDesc,
+    seg: u64,
+    out: &O,
+    error: &ErrorReport,
+) {
+    let lane = t.lane_id();
+    let oi = d.offset_base as usize + seg as usize * LANES + lane as usize;
+    let (start, end) = (g.offsets[oi], g.offsets[oi + 1]);
+    // The tensor's words from its word 0, indexed in 32 bits (a tensor has
+    // fewer than 2^32 words).
+    let mut s = LaneBits::new(&g.words[d.word_base as usize..], start);
+    segment_rows::<AHEAD, T, O>(t, g, d, seg, out, |bytes, valid| join(s.decode_run(t, valid), bytes));
+    let bad = !s.ends_in(start, end);
+    if t.ballot(bad) != 0 && lane == 0 {
+        report_segment(d, seg, error);
+    }
+}
+
+/// A lane's stream and bit buffer.
+struct LaneBits<'a> {
+    /// The tensor's words; reads past the end give zero.
+    words: &'a [u32],
+    /// Index in `words` of the word after `ahead`.
+    next: u32,
+    /// The next word of the stream, as stored (loaded one refill ahead).
+    ahead: u32,
+    /// The last two words taken, in stream bit order, `prev` first: the
+    /// unread bits are the low `64 - consumed` bits of `prev:last` (at most
+    /// 43), as in the warp kernel's `LaneStream`.
+    prev: u32,
+    last: u32,
+    /// Bits of `prev:last` consumed.
+    consumed: u32,
+}
+
+impl<'a> LaneBits<'a> {
+    /// The lane whose stream starts at word `start` of `words`.
+    #[inline(always)]
+    fn new(words: &'a [u32], start: u32) -> Self {
+        mem::prefetch::<false, u32>(words, start as usize);
+        let mut ahead = 0;
+        mem::load_if(&mut ahead, true, words, start);
+        LaneBits { words, next: start.wrapping_add(1), ahead, prev: 0, last: 0, consumed: 64 }
+    }
+
+    /// This lane's next `want` exponents (at most 8), packed in bytes, the
+    /// first in the low byte; the bytes past `want` hold no exponent. Called
+    /// by all lanes of the warp together.
+    #[inline(always)]
+    fn decode_run<T: Thread>(&mut self, t: &T, want: u32) -> u64 {
+        // The line after the one in use, once a row: a lane uses a line for
+        // about 50 rows, so it is in L1 long before the lane gets there.
+        mem::prefetch::<false, u32>(self.words, self.next.wrapping_add(LINE_WORDS) as usize);
+        let mut exps = 0u64;
+        let mut have = 0u32;
+        // A full run needs at least two lookups (four codes a lookup): those
+        // go without the vote, which would sit in the loop's chain.
+        if want == LANE_RUN as u32 {
+            self.lookup(t, &mut exps, &mut have, want);
+            self.lookup(t, &mut exps, &mut have, want);
+        }
+        loop {
+            // Uniform: the warp leaves together, once every lane has its run.
+            if t.ballot(have < want) == 0 {
+                return exps;
+            }
+            self.lookup(t, &mut exps, &mut have, want);
+        }
+    }
+
+    /// One multi-symbol lookup for a lane that has `have` of its `want`
+    /// exponents (none is taken when it has them all). Branch-free: some lane
+    /// of the warp refills in almost every lookup, so a branch around the
+    /// refill would be taken anyway, and cost its convergence bookkeeping.
+    #[inline(always)]
+    fn lookup<T: Thread>(&mut self, t: &T, exps: &mut u64, have: &mut u32, want: u32) {
+        let rest = want - *have;
+        // Fewer than 12 unread bits: take a word. At most 43 are then unread,
+        // all in `prev:last`.
+        let refill = rest > 0 && self.consumed > 64 - TABLE_BITS;
+        if refill {
+            self.prev = self.last;
+        }
+        if refill {
+            self.last = self.ahead.swap_bytes();
+        }
+        self.consumed = self.consumed.wrapping_sub(if refill { WORD_BITS } else { 0 });
+        mem::load_if(&mut self.ahead, refill, self.words, self.next);
+        self.next = self.next.wrapping_add(u32::from(refill));
+        let bits = u64::from(self.prev) << WORD_BITS | u64::from(self.last);
+        // For a table the host built, `consumed <= 52` here; a larger shift
+        // (a corrupt table) gives index 0 and a flagged segment.
+        let idx = (shl_or_zero(bits, self.consumed) >> (u64::BITS - TABLE_BITS)) as usize;
+        // Nibble `j` of the entry's lengths is the bits of its first
+        // `min(j, count)` codes, so the shift that picks the bits to consume
+        // is known before the lookup: the chain from one lookup to the next
+        // is a shift, a mask and an add.
+        let pick = 4 * rest.min(MULTI_MAX);
+        let [symbols, meta] = t.shared_load_pair(idx);
+        self.consumed = self.consumed.wrapping_add(meta >> pick & 15);
+        // Bytes past the entry's count are zero; those past the run's eighth
+        // slot fall off (the shift clamps to 0 at 64).
+        *exps |= shl_or_zero(u64::from(symbols), 8 * *have);
+        // At most 7 whatever the table, and never past `want`.
+        *have += (meta >> 20 & 7).min(rest);
+    }
+
+    /// Whether the lane's codes, from word `start` of the tensor, ended in the
+    /// last word before `end` and only zero bits follow them there
+    /// (FORMAT.md §8's rule).
+    #[inline(always)]
+    fn ends_in(&self, start: u32, end: u32) -> bool {
+        // Words taken into `last`, and the stream position of the next unread bit.
+        let taken = self.next.wrapping_sub(start).wrapping_sub(1);
+        let at = (32 * taken).wrapping_add(self.consumed).wrapping_sub(64);
+        let stream = 32 * end.wrapping_sub(start);
+        if stream == 0 {
+            return at == 0;
+        }
+        // `pad < 32` puts the padding in `prev:last`: past word `words - 1`
+        // started, the lane has taken at least `words` words.
+        let pad = stream.wrapping_sub(at);
+        let rest = shl_or_zero(u64::from(self.prev) << WORD_BITS | u64::from(self.last), self.consumed);
+        pad < 32 && (pad == 0 || rest >> (64 - pad) == 0)
+    }
+}
+
+/// A run's eight exponent bytes (`exps`, first in the low byte) joined with
+/// its sign+mantissa bytes: two bf16 values a word, the first in the low half.
+///
+/// Per pair of slots, one byte permute puts each sign+mantissa byte twice in
+/// its half (mantissa from the low copy, sign from the high one, the rest
+/// masked off), another the two exponents in bytes 0 and 2; shifted by 7 they
+/// fill the exponent bits, which the mask cleared.
+#[inline(always)]
+fn join(exps: u64, sm: u64) -> [u32; LANE_RUN / 2] {
+    let sm = [sm as u32, (sm >> 32) as u32];
+    let exps = [exps as u32, (exps >> 32) as u32];
+    core::array::from_fn(|j| {
+        let (b_sel, e_sel) = if j % 2 == 0 { (0x1100, 0x4140) } else { (0x3322, 0x4342) };
+        let b = byte_perm(sm[j / 2], 0, b_sel);
+        let e = byte_perm(exps[j / 2], 0, e_sel);
+        (b & 0x807f_807f) + (e << 7)
+    })
+}
