@@ -57,15 +57,6 @@ pub enum Error {
         /// Index of the segment.
         segment: u64,
     },
-    /// The decoder cannot read this record layout (the GPU kernel reads only
-    /// the warp layout).
-    #[error("the {decoder} decoder does not read the {layout} layout (compress with --layout warp)")]
-    UnsupportedLayout {
-        /// The record's layout.
-        layout: &'static str,
-        /// The decoder that refused it.
-        decoder: &'static str,
-    },
     /// A GPU driver or launch failure.
     #[error("GPU error: {0}")]
     Gpu(String),

@@ -15,7 +15,7 @@ use cudarc::driver::{CudaSlice, CudaStream};
 use df11::format::DEFAULT_SEGMENT_ROWS;
 use df11::gpu::{DeviceGroup, GpuDecoder};
 use df11::synth::{SplitMix64, realistic_weights};
-use df11::{CompressedTensor, EncodeOptions, Group};
+use df11::{CompressedTensor, EncodeOptions, Group, Layout};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -37,9 +37,12 @@ fn realistic_bits(n: usize, rng: &mut SplitMix64) -> Vec<u16> {
     realistic_weights(1, n, 0.02, rng.next_u64())
 }
 
-fn encode(bits: &[u16], segment_rows: u32) -> CompressedTensor {
-    df11::compress_with(bits, &EncodeOptions { segment_rows, ..Default::default() })
+fn encode(bits: &[u16], segment_rows: u32, layout: Layout) -> CompressedTensor {
+    df11::compress_with(bits, &EncodeOptions { segment_rows, layout })
 }
+
+/// Both layouts, the default first.
+const LAYOUTS: [Layout; 2] = [Layout::Lanes, Layout::Warp];
 
 struct Check {
     log: String,
@@ -103,8 +106,10 @@ fn correctness(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Chec
                 if rows < 256 && n > 1 << 20 {
                     continue;
                 }
-                let group = Group { tensors: vec![encode(&bits, rows)] };
-                check_group(dec, &group, &bits, &format!("{kind} n={n} R={rows}"), c);
+                for layout in LAYOUTS {
+                    let group = Group { tensors: vec![encode(&bits, rows, layout)] };
+                    check_group(dec, &group, &bits, &format!("{kind} n={n} R={rows} {}", layout.name()), c);
+                }
             }
         }
     }
@@ -116,19 +121,28 @@ fn correctness(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Chec
         vec![0x3F80; 70_001],
         realistic_bits(4_194_304, rng),
     ];
-    let group = Group { tensors: parts.iter().map(|p| encode(p, DEFAULT_SEGMENT_ROWS)).collect() };
-    check_group(dec, &group, &parts.concat(), "group of 5 (odd lengths)", c);
+    for layout in LAYOUTS {
+        let group = Group { tensors: parts.iter().map(|p| encode(p, DEFAULT_SEGMENT_ROWS, layout)).collect() };
+        check_group(dec, &group, &parts.concat(), &format!("group of 5 (odd lengths) {}", layout.name()), c);
+    }
+    // Both kernels into one output: the layouts alternate.
+    let group = Group {
+        tensors: parts.iter().zip(LAYOUTS.iter().cycle()).map(|(p, &l)| encode(p, DEFAULT_SEGMENT_ROWS, l)).collect(),
+    };
+    check_group(dec, &group, &parts.concat(), "group of 5, layouts alternating", c);
     // Corrupt streams must be reported (or decode to garbage), never crash.
     let bits = realistic_bits(1 << 20, rng);
-    let mut t = encode(&bits, DEFAULT_SEGMENT_ROWS);
-    if t.stream_offsets.len() > 2 {
-        t.stream_offsets[1] += 1;
-    }
-    match dec.upload(&Group { tensors: vec![t] }).and_then(|mut g| dec.decode(&mut g)) {
-        Err(e) => c.line(format!("ok   moved segment boundary rejected: {e}")),
-        Ok(_) => {
-            c.failures += 1;
-            c.line("FAIL moved segment boundary decoded without an error");
+    for layout in LAYOUTS {
+        let mut t = encode(&bits, DEFAULT_SEGMENT_ROWS, layout);
+        if t.stream_offsets.len() > 2 {
+            t.stream_offsets[1] += 1;
+        }
+        match dec.upload(&Group { tensors: vec![t] }).and_then(|mut g| dec.decode(&mut g)) {
+            Err(e) => c.line(format!("ok   moved stream boundary rejected ({}): {e}", layout.name())),
+            Ok(_) => {
+                c.failures += 1;
+                c.line(format!("FAIL moved stream boundary decoded without an error ({})", layout.name()));
+            }
         }
     }
 }
@@ -168,7 +182,7 @@ fn bench_one(dec: &GpuDecoder, name: &str, group: &Group, c: &mut Check) -> Resu
     let copy_traffic = 2.0 * out_bytes;
     let gbs = |bytes: f64, ms: f64| bytes / ms / 1e6;
     c.line(format!(
-        "{name:<24} {:>8.1} {:>6.3} {:>9.4} {:>9.4} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>6.2}",
+        "{name:<30} {:>8.1} {:>6.3} {:>9.4} {:>9.4} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>6.2}",
         n as f64 / 1e6,
         g.payload_bytes() as f64 / out_bytes,
         dec_ms,
@@ -185,35 +199,40 @@ fn bench_one(dec: &GpuDecoder, name: &str, group: &Group, c: &mut Check) -> Resu
 fn throughput(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Check) {
     c.line(format!("== throughput (median of {RUNS} runs after {WARMUP} warm-up, CUDA events)"));
     c.line(
-        "case                     Melems  ratio    dec ms   copy ms  dec GB/s copy GB/s  dec traf copy traf dec/copy",
+        "case                           Melems  ratio    dec ms   copy ms  dec GB/s copy GB/s  dec traf copy traf dec/copy",
     );
-    c.line("                                               (bf16 out) (bf16)  (rd+wr)  (rd+wr)   time");
+    c.line("                                                     (bf16 out) (bf16)  (rd+wr)  (rd+wr)   time");
     let mut sizes = vec![1usize << 20, 1 << 22, 1 << 24, 1 << 26];
     if !quick {
         sizes.push(1 << 28);
     }
-    // The default R and R = 256: the default trades GPU parallelism for ratio
-    // (docs/PERFORMANCE.md predicts what this costs; these rows measure it).
+    // The default (lanes, R = 1024) against the warp kernel at the old
+    // default R and at R = 256, which trades ratio for GPU parallelism
+    // (docs/PERFORMANCE.md predicts these; the rows measure them).
+    let cases = [(Layout::Lanes, DEFAULT_SEGMENT_ROWS), (Layout::Warp, DEFAULT_SEGMENT_ROWS), (Layout::Warp, 256)];
+    let name = |what: &str, (layout, rows): (Layout, u32)| format!("{what} {} R={rows}", layout.name());
     for n in sizes {
         let bits = realistic_bits(n, rng);
-        for rows in [DEFAULT_SEGMENT_ROWS, 256] {
-            let group = Group { tensors: vec![encode(&bits, rows)] };
-            if let Err(e) = bench_one(dec, &format!("realistic {}M R={rows}", n >> 20), &group, c) {
+        for case in cases {
+            let group = Group { tensors: vec![encode(&bits, case.1, case.0)] };
+            if let Err(e) = bench_one(dec, &name(&format!("realistic {}M", n >> 20), case), &group, c) {
                 c.failures += 1;
                 c.line(format!("FAIL throughput {n}: {e}"));
             }
         }
     }
-    // One Llama-7B-shaped transformer block: q, k, v, o, gate, up, down.
-    let (h, f) = (4096usize, 11008usize);
-    let shapes = [h * h, h * h, h * h, h * h, h * f, h * f, f * h];
-    let shapes: Vec<usize> = if quick { shapes.iter().map(|s| s / 16).collect() } else { shapes.to_vec() };
-    let block: Vec<Vec<u16>> = shapes.iter().map(|&n| realistic_bits(n, rng)).collect();
-    for rows in [DEFAULT_SEGMENT_ROWS, 256] {
-        let tensors = block.iter().map(|b| encode(b, rows)).collect();
-        if let Err(e) = bench_one(dec, &format!("block (7) R={rows}"), &Group { tensors }, c) {
-            c.failures += 1;
-            c.line(format!("FAIL throughput block: {e}"));
+    // Transformer blocks of Llama-3.2-1B and Llama-3.1-8B (q, k, v, o, gate,
+    // up, down; grouped-query k and v), the shapes an engine decodes at once.
+    for (what, h, kv, f) in [("1B block", 2048usize, 512usize, 8192usize), ("8B block", 4096, 1024, 14336)] {
+        let shapes = [h * h, h * kv, h * kv, h * h, h * f, h * f, f * h];
+        let shapes: Vec<usize> = if quick { shapes.iter().map(|s| s / 16).collect() } else { shapes.to_vec() };
+        let block: Vec<Vec<u16>> = shapes.iter().map(|&n| realistic_bits(n, rng)).collect();
+        for case in cases {
+            let tensors = block.iter().map(|b| encode(b, case.1, case.0)).collect();
+            if let Err(e) = bench_one(dec, &name(what, case), &Group { tensors }, c) {
+                c.failures += 1;
+                c.line(format!("FAIL throughput {what}: {e}"));
+            }
         }
     }
 }
@@ -229,7 +248,7 @@ fn sanitize_one() -> ExitCode {
     };
     let mut rng = SplitMix64::new(1);
     let parts = [realistic_bits(100_003, &mut rng), random_bits(5_000, &mut rng), vec![0x4000; 999]];
-    let group = Group { tensors: parts.iter().map(|p| encode(p, 4)).collect() };
+    let group = Group { tensors: parts.iter().zip(LAYOUTS.iter().cycle()).map(|(p, &l)| encode(p, 4, l)).collect() };
     match dec.upload(&group).and_then(|mut g| dec.decode(&mut g)) {
         Ok(v) if v == parts.concat() => ExitCode::SUCCESS,
         Ok(_) => {
@@ -330,16 +349,20 @@ fn main() -> ExitCode {
         }
     };
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-    let geo = dec.geometry();
+    let (geo, lanes) = (dec.geometry(), dec.lanes_geometry());
     let mut head = String::new();
     let _ = write!(
         head,
-        "device {}: {} SMs, {} blocks/SM of {} threads, {} B shared/block; seed {seed}",
+        "device {}: {} SMs; warp kernel {} blocks/SM of {} threads, {} B shared/block; \
+         lanes kernel {} blocks/SM of {} threads, {} B shared/block; seed {seed}",
         dec.device_name(),
         geo.sm_count,
         geo.blocks_per_sm,
         geo.block_threads,
-        geo.shared_bytes
+        geo.shared_bytes,
+        lanes.blocks_per_sm,
+        lanes.block_threads,
+        lanes.shared_bytes
     );
     c.line(head);
     let mut rng = SplitMix64::new(seed);

@@ -23,7 +23,7 @@ use crate::gpu::{DeviceGroup, GpuDecoder};
 use std::sync::{Arc, Mutex};
 
 /// A [`Decoder`] that decodes on the GPU and copies the result to host
-/// memory. Containers in the lanes layout (the CPU's) are decoded on the CPU.
+/// memory, whatever the container's layout.
 pub struct GpuHostDecoder(Mutex<GpuDecoder>);
 
 impl GpuHostDecoder {
@@ -42,11 +42,6 @@ impl GpuHostDecoder {
 impl Decoder for GpuHostDecoder {
     fn decode(&self, container: &[u8], out: &mut [u16]) -> std::result::Result<(), String> {
         let t = parse_container(container, out.len())?;
-        if t.layout != crate::Layout::Warp {
-            // The kernel reads the warp layout only; the lanes layout is the
-            // CPU's, and decodes fast there.
-            return crate::decompress_into(&t, bytemuck::cast_slice_mut(out)).map_err(|e| e.to_string());
-        }
         let group = crate::Group { tensors: vec![t] };
         // One device: tensors are decoded one after another while the CPU
         // threads read and write the neighbouring tensors.
@@ -64,18 +59,9 @@ impl Decoder for GpuHostDecoder {
 /// Uploads the df11-compressed tensors `names` of `ckpt` as one group (in
 /// that order), ready for [`decode_to_device`] or
 /// [`GpuDecoder::decode_into`]. Fails, naming the tensor, if one is not a
-/// df11 container in the warp layout.
+/// df11 container.
 pub fn upload(decoder: &GpuDecoder, ckpt: &Checkpoint, names: &[&str]) -> Result<DeviceGroup> {
     let group = ckpt.compressed_group(names)?;
-    for (t, name) in group.tensors.iter().zip(names) {
-        if t.layout != crate::Layout::Warp {
-            return Err(super::error::tensor_err(
-                ckpt.path(),
-                name,
-                "is stored in the lanes layout, which the GPU decoder does not read (compress with --layout warp)",
-            ));
-        }
-    }
     decoder.upload(&group).map_err(|source| Error::Gpu {
         path: ckpt.path().to_path_buf(),
         context: format!("GPU upload of {} tensors", names.len()),

@@ -10,8 +10,8 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr,
 };
 use cudarc::nvrtc::Ptx;
-use df11_gpu::decode::KERNEL_NAME;
-use df11_gpu::format::TABLE_WORDS;
+use df11_gpu::decode::{KERNEL_NAME, LANES_KERNEL_NAME};
+use df11_gpu::format::{MULTI_TABLE_WORDS, TABLE_WORDS};
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -22,8 +22,18 @@ use std::sync::Arc;
 /// of every SM generation since sm_80 (2048 or 1536).
 const BLOCK_THREADS: u32 = 256;
 
-/// The decoder's shared memory: one decode table.
+/// The warp kernel's shared memory: one decode table.
 const SHARED_BYTES: u32 = (TABLE_WORDS * 4) as u32;
+
+/// Threads per block of the lanes kernel: two warps. Its work is one warp
+/// per segment, and the tensors of a 1B model's block have only a few
+/// hundred segments, which small blocks spread over more multiprocessors
+/// (a warp here issues about two thirds of the time, so a few per SM keep
+/// its schedulers busy); its 32 KiB table still serves 2 segments per load.
+const LANES_BLOCK_THREADS: u32 = 64;
+
+/// The lanes kernel's shared memory: one multi-symbol table.
+const LANES_SHARED_BYTES: u32 = (MULTI_TABLE_WORDS * 4) as u32;
 
 /// Dynamic shared memory a kernel may use without opting in.
 const DEFAULT_MAX_DYNAMIC_SHARED: u32 = 48 * 1024;
@@ -47,11 +57,17 @@ mod sealed {
 pub struct GpuDecoder {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
-    // Keeps the module (and so `func`) loaded.
+    // Keeps the module (and so the functions) loaded.
     _module: Arc<CudaModule>,
+    /// The warp-layout kernel and the lanes-layout kernel.
+    kernels: [Kernel; 2],
+    name: String,
+}
+
+/// One kernel of the module and how it is launched on this device.
+struct Kernel {
     func: CudaFunction,
     geometry: Geometry,
-    name: String,
 }
 
 /// A group resident in device memory, ready for [`GpuDecoder::decode_into`].
@@ -68,7 +84,8 @@ pub struct DeviceGroup {
     total_elements: usize,
     num_tensors: usize,
     payload_bytes: u64,
-    grid: u32,
+    /// Blocks of the warp-layout and of the lanes-layout kernel (0: no launch).
+    grids: [u32; 2],
 }
 
 impl DeviceGroup {
@@ -89,7 +106,13 @@ impl DeviceGroup {
 
     /// Blocks one decode launches (0 for a group without elements).
     pub fn grid(&self) -> u32 {
-        self.grid
+        self.grids[0]
+    }
+
+    /// Blocks in the lanes-layout kernel's launch (0 when the group has no
+    /// lanes tensor).
+    pub fn lanes_grid(&self) -> u32 {
+        self.grids[1]
     }
 }
 
@@ -103,9 +126,10 @@ impl GpuDecoder {
     /// `ptx` must be the kernels of `df11-gpu` of this very version, compiled
     /// to PTX (as the `df11` crate embeds them: `df11::PTX`, loaded by
     /// `df11::gpu::decoder`). The decoder launches the module's
-    /// `KERNEL_NAME` function with the arguments and launch shape that
-    /// kernel expects and trusts it to stay within the buffers it is given;
-    /// any other code under that name could read or write any device memory.
+    /// `KERNEL_NAME` and `LANES_KERNEL_NAME` functions with the arguments and
+    /// launch shapes those kernels expect and trusts them to stay within the
+    /// buffers they are given; any other code under those names could read or
+    /// write any device memory.
     pub unsafe fn with_ptx(ordinal: usize, ptx: &str) -> Result<Self> {
         // Loaded at run time, the driver may be missing: cudarc would panic.
         #[cfg(feature = "dynamic-loading")]
@@ -140,30 +164,36 @@ impl GpuDecoder {
             return Err(gpu_err(format!("{name} is sm_{major}{minor}; the decoder needs sm_80 or newer")));
         }
         let module = ctx.load_module(Ptx::from_src(ptx)).map_err(|e| gpu_err(format!("loading the PTX: {e}")))?;
-        let func = module.load_function(KERNEL_NAME).map_err(|e| gpu_err(format!("kernel {KERNEL_NAME}: {e}")))?;
-        if SHARED_BYTES > DEFAULT_MAX_DYNAMIC_SHARED {
-            // Only needed if the table ever grows past 48 KiB; kept so the
-            // limit cannot silently bite.
-            func.set_attribute(
-                CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                SHARED_BYTES as i32,
-            )
-            .map_err(gpu_err)?;
-        }
         let attr = |a| ctx.attribute(a).map_err(gpu_err);
         let sm_count = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
         let max_threads_per_sm = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR)? as u32;
         let smem_per_sm = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)? as u32;
-        // The occupancy calculator also knows the kernel's register count; the
-        // thread and shared-memory bounds are the fallback if it answers 0.
-        let by_limits = (max_threads_per_sm / BLOCK_THREADS).min(smem_per_sm / SHARED_BYTES).max(1);
-        let blocks_per_sm = func
-            .occupancy_max_active_blocks_per_multiprocessor(BLOCK_THREADS, SHARED_BYTES as usize, None)
-            .map_err(gpu_err)?;
-        let blocks_per_sm = if blocks_per_sm == 0 { by_limits } else { blocks_per_sm.min(by_limits) };
-        let geometry = Geometry { block_threads: BLOCK_THREADS, shared_bytes: SHARED_BYTES, sm_count, blocks_per_sm };
+        let kernel = |name: &str, block_threads: u32, shared_bytes: u32| -> Result<Kernel> {
+            let func = module.load_function(name).map_err(|e| gpu_err(format!("kernel {name}: {e}")))?;
+            if shared_bytes > DEFAULT_MAX_DYNAMIC_SHARED {
+                // Only needed if a table ever grows past 48 KiB; kept so the
+                // limit cannot silently bite.
+                func.set_attribute(
+                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    shared_bytes as i32,
+                )
+                .map_err(gpu_err)?;
+            }
+            // The occupancy calculator also knows the kernel's register count; the
+            // thread and shared-memory bounds are the fallback if it answers 0.
+            let by_limits = (max_threads_per_sm / block_threads).min(smem_per_sm / shared_bytes).max(1);
+            let blocks_per_sm = func
+                .occupancy_max_active_blocks_per_multiprocessor(block_threads, shared_bytes as usize, None)
+                .map_err(gpu_err)?;
+            let blocks_per_sm = if blocks_per_sm == 0 { by_limits } else { blocks_per_sm.min(by_limits) };
+            Ok(Kernel { func, geometry: Geometry { block_threads, shared_bytes, sm_count, blocks_per_sm } })
+        };
+        let kernels = [
+            kernel(KERNEL_NAME, BLOCK_THREADS, SHARED_BYTES)?,
+            kernel(LANES_KERNEL_NAME, LANES_BLOCK_THREADS, LANES_SHARED_BYTES)?,
+        ];
         let stream = ctx.default_stream();
-        Ok(GpuDecoder { ctx, stream, _module: module, func, geometry, name })
+        Ok(GpuDecoder { ctx, stream, _module: module, kernels, name })
     }
 
     /// The device's context.
@@ -183,7 +213,12 @@ impl GpuDecoder {
 
     /// The launch geometry chosen for this device.
     pub fn geometry(&self) -> Geometry {
-        self.geometry
+        self.kernels[0].geometry
+    }
+
+    /// The launch geometry of the lanes-layout kernel on this device.
+    pub fn lanes_geometry(&self) -> Geometry {
+        self.kernels[1].geometry
     }
 
     /// Validates `group` and copies it to the device.
@@ -200,10 +235,20 @@ impl GpuDecoder {
             let r = if v.is_empty() { s.clone_htod(&[T::default()]) } else { s.clone_htod(v) };
             r.map_err(|e| gpu_err(format!("upload: {e}")))
         }
-        let warps = u64::from(self.geometry.warps_per_block());
-        let items: u64 = (0..l.num_tensors())
-            .map(|i| u64::from(df11_gpu::decode::TensorDesc::read(&l.descs, i).num_segments).div_ceil(warps))
-            .sum();
+        // Each kernel's work items: its tensors' segments, a block's warps at a time.
+        let items = |k: &Kernel, layout: u8| -> u64 {
+            let warps = u64::from(k.geometry.warps_per_block());
+            (0..l.num_tensors())
+                .map(|i| df11_gpu::decode::TensorDesc::read(&l.descs, i))
+                .filter(|d| d.layout == layout)
+                .map(|d| u64::from(d.num_segments).div_ceil(warps))
+                .sum()
+        };
+        let [warp, lanes] = &self.kernels;
+        let grids = [
+            warp.geometry.grid_for(items(warp, df11_gpu::format::LAYOUT_WARP)),
+            lanes.geometry.grid_for(items(lanes, df11_gpu::format::LAYOUT_LANES)),
+        ];
         Ok(DeviceGroup {
             descs: put(s, &l.descs)?,
             words: put(s, &l.words)?,
@@ -215,7 +260,7 @@ impl GpuDecoder {
             total_elements: l.total_elements as usize,
             num_tensors: l.num_tensors(),
             payload_bytes: l.payload_bytes,
-            grid: self.geometry.grid_for(items),
+            grids,
         })
     }
 
@@ -233,7 +278,7 @@ impl GpuDecoder {
         if !ours(stream.context()) || !ours(g.descs.context()) || !ours(out.stream().context()) {
             return Err(gpu_err("the stream, group or output belongs to another device context"));
         }
-        if g.grid == 0 {
+        if g.grids == [0, 0] {
             return Ok(());
         }
         let [descs_len, words_len, offsets_len, sm_len, tables_len] = g.lens;
@@ -266,25 +311,30 @@ impl GpuDecoder {
             arg(&error),
         ];
         self.ctx.bind_to_thread().map_err(gpu_err)?;
-        // SAFETY: the module is df11's kernels (the contract of `with_ptx`),
-        // so the arguments match `df11_decode_group`'s parameters in
-        // order and type (device pointers and `usize` lengths, all 8 bytes).
-        // Every input buffer holds at least its stated length, `out` (one of
-        // cudarc's own buffers: `DeviceOutput` is sealed) holds `out_len`
-        // elements and is 16-byte aligned (checked above), and the
-        // layout was validated by `GroupLayout::new`, so the kernel's accesses
-        // stay in bounds. `args` outlives the call, which copies the values.
-        unsafe {
-            cudarc::driver::result::launch_kernel(
-                self.func.cu_function(),
-                (g.grid, 1, 1),
-                (self.geometry.block_threads, 1, 1),
-                self.geometry.shared_bytes,
-                stream.cu_stream(),
-                &mut args,
-            )
+        // One launch per layout present; both write disjoint parts of `out`.
+        for (k, &grid) in self.kernels.iter().zip(&g.grids).filter(|(_, grid)| **grid > 0) {
+            // SAFETY: the module is df11's kernels (the contract of
+            // `with_ptx`), so the arguments match the parameters of both
+            // `df11_decode_group` and `df11_decode_group_lanes` in order and
+            // type (device pointers and `usize` lengths, all 8 bytes). Every
+            // input buffer holds at least its stated length, `out` (one of
+            // cudarc's own buffers: `DeviceOutput` is sealed) holds `out_len`
+            // elements and is 16-byte aligned (checked above), and the layout
+            // was validated by `GroupLayout::new`, so the kernel's accesses
+            // stay in bounds. `args` outlives the call, which copies the values.
+            unsafe {
+                cudarc::driver::result::launch_kernel(
+                    k.func.cu_function(),
+                    (grid, 1, 1),
+                    (k.geometry.block_threads, 1, 1),
+                    k.geometry.shared_bytes,
+                    stream.cu_stream(),
+                    &mut args,
+                )
+            }
+            .map_err(|e| gpu_err(format!("launch: {e}")))?;
         }
-        .map_err(|e| gpu_err(format!("launch: {e}")))
+        Ok(())
     }
 
     /// [`GpuDecoder::decode_into`], then waits for the result and checks the
