@@ -161,8 +161,8 @@ impl<'a> LaneBits<'a> {
     fn ends_in(&self, start: u32, end: u32) -> bool {
         // Words taken into `last`, and the stream position of the next unread bit.
         let taken = self.next.wrapping_sub(start).wrapping_sub(1);
-        let at = (32 * taken).wrapping_add(self.consumed).wrapping_sub(64);
-        let stream = 32 * end.wrapping_sub(start);
+        let at = taken.wrapping_mul(32).wrapping_add(self.consumed).wrapping_sub(64);
+        let stream = end.wrapping_sub(start).wrapping_mul(32);
         if stream == 0 {
             return at == 0;
         }

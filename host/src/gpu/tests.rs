@@ -425,8 +425,8 @@ proptest! {
 #[test]
 fn bad_launch_shape_is_reported_not_decoded() {
     use crate::emu::{EmuOut, Launch, run};
-    use df11_gpu::decode::{ErrorReport, decode_group};
-    use df11_gpu::format::{ERR_LAUNCH, TABLE_WORDS};
+    use df11_gpu::decode::{ErrorReport, decode_group, decode_group_lanes};
+    use df11_gpu::format::{ERR_LAUNCH, MULTI_TABLE_WORDS, TABLE_WORDS};
     use std::sync::atomic::AtomicU32;
     let layout = GroupLayout::new(&Group { tensors: vec![encode(&realistic(300, 1), 1, false)] }).expect("valid");
     for launch in [
@@ -436,6 +436,19 @@ fn bad_launch_shape_is_reported_not_decoded() {
         let out = EmuOut::new(300);
         let report = ErrorReport { flags: AtomicU32::new(0), first_bad_segment: AtomicU32::new(u32::MAX) };
         run(launch, |t| decode_group(t, &layout.input(), &out, &report));
+        assert_eq!(report.flags.into_inner(), ERR_LAUNCH, "{launch:?}");
+        assert!(out.into_vec().iter().all(Option::is_none));
+    }
+    // The lanes kernel needs room for its multi-symbol table.
+    let lanes = compress_with(&realistic(300, 1), &EncodeOptions { segment_rows: 1, layout: Layout::Lanes });
+    let layout = GroupLayout::new(&Group { tensors: vec![lanes] }).expect("valid");
+    for launch in [
+        Launch { grid_dim: 1, block_dim: 48, shared_words: MULTI_TABLE_WORDS },
+        Launch { grid_dim: 1, block_dim: 32, shared_words: MULTI_TABLE_WORDS - 1 },
+    ] {
+        let out = EmuOut::new(300);
+        let report = ErrorReport { flags: AtomicU32::new(0), first_bad_segment: AtomicU32::new(u32::MAX) };
+        run(launch, |t| decode_group_lanes(t, &layout.input(), &out, &report));
         assert_eq!(report.flags.into_inner(), ERR_LAUNCH, "{launch:?}");
         assert!(out.into_vec().iter().all(Option::is_none));
     }
