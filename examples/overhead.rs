@@ -2,26 +2,28 @@
 //! part of a df11 record and of its safetensors header entry, against the
 //! 8 + H bound.
 //!
-//! `cargo run --release --example overhead`
+//! `cargo run --release --example overhead [-- warp|lanes]` (default: lanes,
+//! the encoder's default layout)
 //!
 //! Columns, in bits/weight: `df11` the whole container; `8+H` the bound;
 //! `huff` an unlimited Huffman code's redundancy over the entropy; `lim12`
 //! what the 12-bit length limit adds; `tails` unread lane-stream tails and
-//! zero words of the refill rule; `hdr` the container and record headers
-//! (16 + 160 bytes, 128 of them the code-length table); `offs` the segment
-//! offsets; `crc+pad` the record CRC and padding; `json` the tensor's share
-//! of the safetensors header in a df11 file (its entry, its df11 metadata
-//! entry and the reserved room left as spaces) beyond the plain file's.
-//! Then the same parts in bytes, for one tensor (`of it room`: the spaces);
-//! and, for tiny tensors, the
-//! container's size against what a df11 checkpoint stores (raw when the
-//! container would not save `RAW_FALLBACK_MARGIN` bytes).
+//! zero words of the refill rule (warp) or each lane's padding to a whole
+//! word (lanes); `hdr` the container and record headers (16 + 160 bytes, 128
+//! of them the code-length table); `offs` the stream offsets (one per
+//! segment in the warp layout, one per lane in the lanes layout); `crc+pad`
+//! the record CRC and padding; `json` the tensor's share of the safetensors
+//! header in a df11 file (its entry, its df11 metadata entry and the
+//! reserved room left as spaces) beyond the plain file's. Then the same
+//! parts in bytes, for one tensor (`of it room`: the spaces); and, for tiny
+//! tensors, the container's size against what a df11 checkpoint stores (raw
+//! when the container would not save `RAW_FALLBACK_MARGIN` bytes).
 
 use df11::checkpoint::{Checkpoint, OwnedTensor, write_file};
 use df11::encode::huffman;
 use df11::format::{CONTAINER_HEADER_BYTES, MAX_CODE_LEN, TENSOR_HEADER_BYTES};
 use df11::synth::{self, Dist, SynthParams};
-use df11::{EncodeOptions, compress_with, decode_reference, entropy_bits, exponent_histogram};
+use df11::{EncodeOptions, Layout, compress_with, decode_reference, entropy_bits, exponent_histogram};
 
 fn params(scale: f32, dist: Dist, seed: u64) -> SynthParams {
     SynthParams {
@@ -37,10 +39,10 @@ fn params(scale: f32, dist: Dist, seed: u64) -> SynthParams {
 
 /// The safetensors header of a file of `tensors`, plain or df11: its length,
 /// and how much of it is the spaces that pad it to the reserved room.
-fn header_len(tensors: &[OwnedTensor], df11: bool) -> (u64, u64) {
+fn header_len(tensors: &[OwnedTensor], df11: Option<EncodeOptions>) -> (u64, u64) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("m.safetensors");
-    write_file(&path, tensors, df11.then(EncodeOptions::default), None).expect("writes");
+    write_file(&path, tensors, df11, None).expect("writes");
     let bytes = std::fs::read(&path).expect("reads back");
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     let spaces = bytes[8..8 + n as usize].iter().rev().take_while(|&&b| b == b' ').count();
@@ -48,6 +50,16 @@ fn header_len(tensors: &[OwnedTensor], df11: bool) -> (u64, u64) {
 }
 
 fn main() {
+    let layout = match std::env::args().nth(1).as_deref() {
+        None | Some("lanes") => Layout::Lanes,
+        Some("warp") => Layout::Warp,
+        Some(other) => {
+            eprintln!("usage: overhead [warp|lanes] (not {other:?})");
+            std::process::exit(2);
+        }
+    };
+    let opts = EncodeOptions { layout, ..Default::default() };
+    println!("{} layout, R = {}", layout.name(), opts.segment_rows);
     let cases: Vec<(&str, usize, usize, SynthParams)> = vec![
         ("384x384 gauss", 384, 384, params(0.02, Dist::Gaussian, 11)),
         ("512x384 laplace", 512, 384, params(0.02, Dist::Laplace, 12)),
@@ -67,7 +79,7 @@ fn main() {
         let n = bits.len() as f64;
         let hist = exponent_histogram(&bits);
         let h = entropy_bits(&hist);
-        let t = compress_with(&bits, &EncodeOptions::default());
+        let t = compress_with(&bits, &opts);
         assert_eq!(decode_reference(&t).expect("decodes"), bits, "round trip of {name}");
         let total = t.to_bytes().len() as f64 * 8.0;
         let limited = huffman::coded_bits(&hist, &huffman::code_lengths(&hist, MAX_CODE_LEN)) as f64;
@@ -86,11 +98,11 @@ fn main() {
             })
             .collect();
         let ((df11_len, df11_spaces), (plain_len, plain_spaces)) =
-            (header_len(&tensors, true), header_len(&tensors, false));
+            (header_len(&tensors, Some(opts)), header_len(&tensors, None));
         let per = |b: u64| b as f64 * 8.0 / tensors.len() as f64;
         let json = per(df11_len - plain_len);
         let room = per(df11_spaces) - per(plain_spaces);
-        let s = t.stream_offsets.len() - 1;
+        let s = t.num_segments();
         println!(
             "{:<17} {:>9} {:>3} {:>8.4} {:>8.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4}",
             name,
@@ -143,12 +155,12 @@ fn main() {
     ];
     for (name, bits) in tiny {
         let n = bits.len() as f64;
-        let container = compress_with(&bits, &EncodeOptions::default()).to_bytes().len() as f64;
+        let container = compress_with(&bits, &opts).to_bytes().len() as f64;
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("t.safetensors");
         let data: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
         let src = vec![OwnedTensor::new("t", "BF16", vec![bits.len() as u64], data)];
-        write_file(&path, &src, Some(EncodeOptions::default()), None).expect("writes");
+        write_file(&path, &src, Some(opts), None).expect("writes");
         let e = Checkpoint::open(&path).expect("opens").tensor("t").expect("listed");
         println!(
             "{:<17} {:>9} {:>10.2} {:>10.2} {:>8}",

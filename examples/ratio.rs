@@ -1,12 +1,14 @@
 //! Compression ratio of df11 on synthetic bf16 weights, against the 8 + H
 //! bound and zstd.
 //!
-//! `cargo run --release --example ratio`
+//! `cargo run --release --example ratio [-- warp|lanes]` (default: lanes, the
+//! encoder's default layout)
 //!
 //! Bits/weight count every serialized byte (headers, offsets, padding, CRCs).
 //! The gap to the 8 + H bound splits into: `huff`, unlimited Huffman codes
 //! over the entropy; `lim12`, what the 12-bit length limit adds; `stream`, the
-//! unread tails of lane streams and zero words of the refill rule; `meta`,
+//! unread tails of lane streams and zero words of the refill rule (warp) or
+//! each lane's padding to a whole word (lanes); `meta`,
 //! headers, offsets, padding and checksums.
 //! zstd-19 runs on the first 4M elements only (it is slow); zstd-3 on everything.
 //! Encode speed is single-threaded, from the thread's CPU time where Linux
@@ -15,7 +17,7 @@
 use df11::encode::huffman;
 use df11::format::MAX_CODE_LEN;
 use df11::synth::{self, Dist, SynthParams};
-use df11::{EncodeOptions, compress_with, decode_reference, entropy_bits, exponent_histogram};
+use df11::{EncodeOptions, Layout, compress_with, decode_reference, entropy_bits, exponent_histogram};
 use std::time::Instant;
 
 const ZSTD19_SAMPLE: usize = 4 << 20;
@@ -57,6 +59,16 @@ fn zstd_bpw(bits: &[u16], level: i32) -> f64 {
 }
 
 fn main() {
+    let layout = match std::env::args().nth(1).as_deref() {
+        None | Some("lanes") => Layout::Lanes,
+        Some("warp") => Layout::Warp,
+        Some(other) => {
+            eprintln!("usage: ratio [warp|lanes] (not {other:?})");
+            std::process::exit(2);
+        }
+    };
+    let opts = EncodeOptions { layout, ..Default::default() };
+    println!("{} layout, R = {} unless stated", layout.name(), opts.segment_rows);
     let cases: Vec<(&str, usize, usize, SynthParams)> = vec![
         ("tiny 4K gauss", 4, 1024, params(0.02, Dist::Gaussian, 0.25, 0.002, 1)),
         ("small 64K laplace", 64, 1024, params(0.02, Dist::Laplace, 0.25, 0.002, 2)),
@@ -76,7 +88,7 @@ fn main() {
         let n = bits.len() as f64;
         let hist = exponent_histogram(&bits);
         let h = entropy_bits(&hist);
-        let (t, secs) = pool1.install(|| timed(|| compress_with(&bits, &EncodeOptions::default())));
+        let (t, secs) = pool1.install(|| timed(|| compress_with(&bits, &opts)));
         assert_eq!(decode_reference(&t).expect("decodes"), bits, "round trip of {name}");
         let bpw = t.bits_per_weight();
         let limited = huffman::coded_bits(&hist, &huffman::code_lengths(&hist, MAX_CODE_LEN)) as f64;
@@ -107,7 +119,7 @@ fn main() {
         let bits = synth::weights_with(*rows, *cols, p);
         let bound = 8.0 + entropy_bits(&exponent_histogram(&bits));
         for r in [64u32, 128, 256, 512, 1024, 4096] {
-            let t = compress_with(&bits, &EncodeOptions { segment_rows: r, ..Default::default() });
+            let t = compress_with(&bits, &EncodeOptions { segment_rows: r, ..opts });
             println!("  R = {r:>5}: {:.4} (gap {:.4})", t.bits_per_weight(), t.bits_per_weight() - bound);
         }
     }
@@ -115,7 +127,7 @@ fn main() {
     let (_, rows, cols, p) = &cases[4];
     let bits = synth::weights_with(*rows, *cols, p);
     let t0 = Instant::now();
-    let t = compress_with(&bits, &EncodeOptions::default());
+    let t = compress_with(&bits, &opts);
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "\nencode, {} threads, 16M elements: {:.2} GB/s of bf16 input (wall time)",

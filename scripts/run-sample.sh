@@ -3,10 +3,11 @@
 # builds df11, writes a small synthetic Llama-style checkpoint (sharded, with
 # config.json and an index), compresses it, verifies it bit for bit, shows
 # the per-tensor ratio against the entropy bound, restores it, verifies the
-# restored copy against the original, does the same with the CPU decoding
-# layout, runs the benchmark for both layouts, and runs the model from its
-# compressed checkpoint with per-block decoding (`df11 run`), checking that
-# its logits are bit-identical to the bf16 model's.
+# restored copy against the original, does the same with the warp layout
+# (the first one, which readers still read), runs the benchmark for both
+# layouts, and runs the model from its compressed checkpoint with per-block
+# decoding (`df11 run`), checking that its logits are bit-identical to the
+# bf16 model's.
 #
 # Usage: scripts/run-sample.sh [WORK_DIR]   (default: target/sample)
 set -euo pipefail
@@ -26,11 +27,11 @@ target/release/examples/make_checkpoint "$work/original" 2 1024 2
 "$df11" inspect "$work/compressed"
 "$df11" decompress "$work/compressed" -o "$work/restored"
 "$df11" verify "$work/original" "$work/restored"
-# The layout for CPU decoding: each lane's stream whole.
-"$df11" compress "$work/original" -o "$work/compressed-lanes" --layout lanes
-"$df11" verify "$work/original" "$work/compressed-lanes"
-"$df11" decompress "$work/compressed-lanes" -o "$work/restored-lanes"
-"$df11" verify "$work/original" "$work/restored-lanes"
+# The warp layout (the default before lanes): still written on request and read.
+"$df11" compress "$work/original" -o "$work/compressed-warp" --layout warp
+"$df11" verify "$work/original" "$work/compressed-warp"
+"$df11" decompress "$work/compressed-warp" -o "$work/restored-warp"
+"$df11" verify "$work/original" "$work/restored-warp"
 "$df11" bench --synthetic --layout lanes
 "$df11" bench --synthetic --layout warp
 # Generate a few tokens from the compressed checkpoint, one block decoded at a

@@ -40,9 +40,9 @@ struct Cli {
 /// `--layout` values.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum LayoutArg {
-    /// Interleaved in a warp's read order: the GPU decoder's layout.
+    /// Interleaved in a warp's read order: the first layout.
     Warp,
-    /// Each lane's stream whole: the fast CPU decoder's layout.
+    /// Each lane's stream whole: the default, fast on the CPU.
     Lanes,
 }
 
@@ -115,10 +115,10 @@ enum Command {
         #[arg(long, value_name = "R", default_value_t = df11::format::DEFAULT_SEGMENT_ROWS,
               value_parser = clap::value_parser!(u32).range(1..=df11::format::MAX_SEGMENT_ROWS as i64))]
         segment_rows: u32,
-        /// How lane streams are stored: `warp` for the GPU decoder (interleaved
-        /// as a warp reads them), `lanes` for CPU decoding (each lane whole:
-        /// about 5x faster on a CPU core; the GPU decoder does not read it).
-        #[arg(long, value_enum, default_value_t = LayoutArg::Warp)]
+        /// How lane streams are stored: `lanes` (each lane's stream whole; a
+        /// CPU core decodes it about 5x faster) or `warp` (the first layout,
+        /// interleaved as a GPU warp reads them; every reader still reads it).
+        #[arg(long, value_enum, default_value_t = LayoutArg::Lanes)]
         layout: LayoutArg,
     },
     /// Write a plain safetensors checkpoint from a df11 or DFloat11 one.
@@ -171,8 +171,8 @@ enum Command {
     /// 96 MiB of synthetic realistic weights) in memory, checks the round trip
     /// bit for bit, and reports bits/weight, the 8 + H bound, GB/s (decode
     /// with and without the output's CRC32C check), and memcpy and zstd level
-    /// 3 on the same bytes for comparison. Measures the lanes layout, the one
-    /// for CPU decoding, unless --layout warp.
+    /// 3 on the same bytes for comparison. Measures the lanes layout (the
+    /// default) unless --layout warp.
     ///
     /// Example: df11 bench model.safetensors --threads 8
     Bench {

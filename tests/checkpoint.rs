@@ -113,11 +113,20 @@ fn by_name(ts: &[OwnedTensor]) -> BTreeMap<&str, &OwnedTensor> {
 
 #[test]
 fn write_open_list_and_decode_a_df11_file() {
+    // The default (lanes) and the first layout, which files still hold.
+    for layout in [df11::Layout::Lanes, df11::Layout::Warp] {
+        write_open_list_and_decode(layout);
+    }
+    assert_eq!(df11::EncodeOptions::default().layout, df11::Layout::Lanes);
+}
+
+fn write_open_list_and_decode(layout: df11::Layout) {
     let dir = tempfile::tempdir().unwrap();
     let src = llama_tensors(3);
     let path = dir.path().join("m.safetensors");
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
-    let summary = write_file(&path, &src, Some(df11::EncodeOptions::default()), Some(meta)).unwrap();
+    let opts = df11::EncodeOptions { layout, ..Default::default() };
+    let summary = write_file(&path, &src, Some(opts), Some(meta)).unwrap();
     assert_eq!(summary.tensors, src.len());
     assert!(summary.written < summary.plain);
     // No temporary is left next to it.
@@ -140,7 +149,7 @@ fn write_open_list_and_decode_a_df11_file() {
         assert_eq!(e.decoded_bytes, w.data.len() as u64);
         match e.dtype.as_str() {
             "BF16" if e.decoded_bytes >= 8192 => {
-                assert_eq!(e.storage, Storage::Df11 { layout: Some(df11::Layout::Warp) }, "{}", e.name);
+                assert_eq!(e.storage, Storage::Df11 { layout: Some(layout) }, "{}", e.name);
                 assert!(e.stored_bytes < e.decoded_bytes, "{}", e.name);
             }
             // The container's fixed part outweighs a 64-element tensor's saving: stored raw.
@@ -289,7 +298,9 @@ fn device_groups_decode_on_the_gpu() {
     let dir = tempfile::tempdir().unwrap();
     let src = llama_tensors(2);
     let path = dir.path().join("m.safetensors");
-    write_file(&path, &src, Some(df11::EncodeOptions::default()), None).unwrap();
+    // Warp: the layout the GPU decoder reads.
+    let opts = df11::EncodeOptions { layout: df11::Layout::Warp, ..Default::default() };
+    write_file(&path, &src, Some(opts), None).unwrap();
     let ck = Checkpoint::open(&path).unwrap();
     let names = ["model.layers.1.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight"];
     let mut group = df11::checkpoint::gpu::upload(&gpu, &ck, &names).unwrap();
@@ -363,7 +374,7 @@ fn tiny_bf16_tensors_are_stored_raw_bit_exact() {
         let pays = container + RAW_FALLBACK_MARGIN <= n;
         assert!(e.stored_bytes <= n + 16, "{}: {} bytes stored for {n}", e.name, e.stored_bytes);
         if pays {
-            assert_eq!(e.storage, Storage::Df11 { layout: Some(df11::Layout::Warp) }, "{}", e.name);
+            assert_eq!(e.storage, Storage::Df11 { layout: Some(df11::Layout::Lanes) }, "{}", e.name);
             assert_eq!(e.stored_bytes, container, "{}", e.name);
             assert_eq!(meta["tensors"][&e.name]["shape"], serde_json::json!(t.meta.shape), "{}", e.name);
         } else {
@@ -376,10 +387,12 @@ fn tiny_bf16_tensors_are_stored_raw_bit_exact() {
             raw.push(e.name.clone());
         }
     }
-    assert_eq!(raw, ["one", "seven", "patterns", "empty"]);
-    assert_eq!(meta["raw"].as_object().unwrap().len(), 4);
+    // "norm" too: 384 weights save less than the lanes layout's 32 offsets
+    // per segment cost (the warp layout stored it compressed).
+    assert_eq!(raw, ["one", "seven", "patterns", "empty", "norm"]);
+    assert_eq!(meta["raw"].as_object().unwrap().len(), 5);
     assert!(ck.tensor("large").unwrap().stored_bytes < (1 << 17) * 7 / 10);
-    assert_eq!((summary.bf16_raw, summary.bf16_elems), (4, 1 + 7 + 384 + 384 + (1 << 16)));
+    assert_eq!((summary.bf16_raw, summary.bf16_elems), (5, 1 + 7 + 384 + 384 + (1 << 16)));
     // Blocks and groups decode the raw tensors with the rest.
     let g = ck.group(&["seven", "large", "one"]).unwrap();
     let mut want = src[1].data.clone();

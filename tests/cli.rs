@@ -229,7 +229,8 @@ fn gpu_flag_reports_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let (orig, comp) = (dir.path().join("m.safetensors"), dir.path().join("c.safetensors"));
     write_st(&orig, &sample_tensors(4), None);
-    ok(&[&"compress", &orig, &"-o", &comp]);
+    // Warp: the layout the GPU decoder reads.
+    ok(&[&"compress", &orig, &"-o", &comp, &"--layout", &"warp"]);
     // On a machine with a GPU this decodes there; elsewhere the refusal names the GPU.
     let o = run(&[&"verify", &"--gpu", &orig, &comp]);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -254,13 +255,14 @@ fn inspect_reports_sizes_and_bound() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["kind"], "df11");
     assert_eq!(v["format_version"], 1);
-    assert_eq!(v["container_version"], 1);
+    // The default layout, lanes, needs container version 2.
+    assert_eq!(v["container_version"], 2);
     let rows = v["tensors"].as_array().unwrap();
     assert_eq!(rows.len(), 7);
     let up = rows.iter().find(|r| r["name"] == "model.layers.0.mlp.up_proj.weight").unwrap();
     assert_eq!(up["shape"], serde_json::json!([96, 64]));
     assert_eq!(up["storage"], "df11");
-    assert_eq!(up["layout"], "warp");
+    assert_eq!(up["layout"], "lanes");
     let (bpw, bound) = (up["bits_per_weight"].as_f64().unwrap(), up["bound_bits_per_weight"].as_f64().unwrap());
     assert!(bound > 8.0 && bound < 12.0 && bpw >= bound - 0.01, "bpw {bpw} bound {bound}");
     assert_eq!(v["totals"]["tensors"], 7);
@@ -366,16 +368,22 @@ fn segment_rows_option_is_stored_and_decodes() {
     let orig = dir.path().join("m.safetensors");
     let tensors = sample_tensors(5);
     write_st(&orig, &tensors, None);
-    for rows in ["1", "3", "256"] {
+    // R = 1 in the warp layout: in the default lanes layout, 32 offsets and
+    // 32 padded words per 256 weights cost as much as raw bf16 (below).
+    for (rows, layout) in [("1", "warp"), ("3", "lanes"), ("256", "lanes")] {
         let (comp, back) = (dir.path().join(format!("c{rows}.safetensors")), dir.path().join(format!("b{rows}.st")));
-        ok(&[&"compress", &orig, &"-o", &comp, &"--segment-rows", &rows]);
+        ok(&[&"compress", &orig, &"-o", &comp, &"--segment-rows", &rows, &"--layout", &layout]);
         let (c, _) = read_st(&comp);
         let t = df11::CompressedTensor::from_bytes(&c["model.layers.0.mlp.up_proj.weight"].data).unwrap();
-        assert_eq!(t.segment_rows.to_string(), rows);
+        assert_eq!((t.segment_rows.to_string().as_str(), t.layout.name()), (rows, layout));
         ok(&[&"verify", &orig, &comp]);
         ok(&[&"decompress", &comp, &"-o", &back]);
         assert_eq!(read_st(&back).0, tensors, "R = {rows}");
     }
+    let comp = dir.path().join("c1-lanes.safetensors");
+    ok(&[&"compress", &orig, &"-o", &comp, &"--segment-rows", &"1"]);
+    assert_eq!(read_st(&comp).0["model.layers.0.mlp.up_proj.weight"].dtype, "BF16", "stored raw");
+    ok(&[&"verify", &orig, &comp]);
     for bad in ["0", "65537", "x"] {
         // A usage error: clap's exit status 2 and a message naming the option.
         let out = run(&[&"compress", &orig, &"-o", &dir.path().join("bad.safetensors"), &"--segment-rows", &bad]);
@@ -446,7 +454,7 @@ fn tiny_tensors_are_stored_raw_and_inspected_as_raw() {
         let orig_bytes = r["original_bytes"].as_u64().unwrap();
         assert!(r["stored_bytes"].as_u64().unwrap() <= orig_bytes + 16, "{name}");
         if name == "e.weight" {
-            assert_eq!((&r["storage"], &r["layout"]), (&"df11".into(), &"warp".into()));
+            assert_eq!((&r["storage"], &r["layout"]), (&"df11".into(), &"lanes".into()));
             assert!(r["bits_per_weight"].as_f64().unwrap() < 12.0, "{r}");
             continue;
         }

@@ -8,7 +8,12 @@ mod gpu_common;
 
 use df11::gpu::GpuDecoder;
 use df11::synth::{SplitMix64, realistic_weights};
-use df11::{EncodeOptions, Error, Group, compress_with, decode_reference};
+use df11::{EncodeOptions, Error, Group, Layout, compress_with, decode_reference};
+
+/// The warp layout: the one the GPU decoder reads.
+fn warp(segment_rows: u32) -> EncodeOptions {
+    EncodeOptions { segment_rows, layout: Layout::Warp }
+}
 
 /// A seed that differs between runs, printed so a failure can be replayed.
 fn fresh_seed() -> u64 {
@@ -53,7 +58,7 @@ fn gpu_matches_cpu_reference() {
         for (kind, bits) in [("random", &random), ("realistic", &realistic)] {
             let rows: &[u32] = if n <= 1 << 21 { &[1, 7, 256] } else { &[256] };
             for &segment_rows in rows {
-                let t = compress_with(bits, &EncodeOptions { segment_rows, ..Default::default() });
+                let t = compress_with(bits, &warp(segment_rows));
                 check(&dec, &Group { tensors: vec![t] }, &format!("{kind} n={n} R={segment_rows}"));
             }
         }
@@ -72,8 +77,7 @@ fn gpu_decodes_groups_with_odd_boundaries() {
         vec![0x3F80; 70_001],
         realistic_weights(64, 4096, 0.05, seed ^ 1),
     ];
-    let tensors =
-        parts.iter().map(|p| compress_with(p, &EncodeOptions { segment_rows: 16, ..Default::default() })).collect();
+    let tensors = parts.iter().map(|p| compress_with(p, &warp(16))).collect();
     check(&dec, &Group { tensors }, "group of 5");
 }
 
@@ -81,7 +85,7 @@ fn gpu_decodes_groups_with_odd_boundaries() {
 fn gpu_reports_corrupt_streams() {
     let Some(dec) = gpu_common::decoder() else { return };
     let bits = realistic_weights(16, 65_536, 0.02, 5);
-    let mut t = compress_with(&bits, &EncodeOptions { segment_rows: 4, ..Default::default() });
+    let mut t = compress_with(&bits, &warp(4));
     t.stream_offsets[3] += 1;
     let mut g = dec.upload(&Group { tensors: vec![t] }).expect("still a consistent layout");
     match dec.decode(&mut g) {

@@ -7,7 +7,7 @@
 mod gpu_common;
 
 use cudarc::nvrtc::Ptx;
-use df11::{Group, compress_bits};
+use df11::{EncodeOptions, Group, Layout, compress_with};
 
 #[test]
 fn embedded_ptx_loads_and_decodes_on_the_gpu() {
@@ -18,7 +18,9 @@ fn embedded_ptx_loads_and_decodes_on_the_gpu() {
     }
     // 1000 scattered bit patterns: many exponents, and a partial last row.
     let bits: Vec<u16> = (0..1000u16).map(|i| i.wrapping_mul(40_503)).collect();
-    let group = Group { tensors: vec![compress_bits(&bits)] };
+    // Warp: the layout the GPU decoder reads.
+    let t = compress_with(&bits, &EncodeOptions { layout: Layout::Warp, ..Default::default() });
+    let group = Group { tensors: vec![t] };
     let got = dec.upload(&group).and_then(|mut g| dec.decode(&mut g)).expect("decode");
     assert_eq!(got, bits);
     println!("decode kernel ran bit-exact on the GPU");

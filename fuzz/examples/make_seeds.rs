@@ -23,8 +23,9 @@ fn weights(n: usize, seed: u64) -> Vec<u16> {
         .collect()
 }
 
+/// The warp layout (container version 1), which the GPU launcher reads.
 fn tensor(n: usize, rows: u32, seed: u64) -> CompressedTensor {
-    compress_with(&weights(n, seed), &EncodeOptions { segment_rows: rows, ..Default::default() })
+    compress_with(&weights(n, seed), &EncodeOptions { segment_rows: rows, layout: Layout::Warp })
 }
 
 /// The same in the lanes layout (container version 2).
@@ -38,7 +39,7 @@ fn main() {
     let singles: Vec<(&str, CompressedTensor)> = vec![
         ("empty", tensor(0, 1, 0)),
         ("one", tensor(1, 1, 1)),
-        ("constant", compress_with(&[0x3F80; 37], &EncodeOptions { segment_rows: 1, ..Default::default() })),
+        ("constant", compress_with(&[0x3F80; 37], &EncodeOptions { segment_rows: 1, layout: Layout::Warp })),
         ("odd_7", tensor(7, 1, 2)),
         ("rows1_300", tensor(300, 1, 3)),
         ("rows2_777", tensor(777, 2, 4)),

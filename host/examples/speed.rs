@@ -1,6 +1,7 @@
 //! Single-core encode and decode throughput, in bf16 bytes per second of
 //! *thread CPU time*, so that other work on a shared machine does not count:
-//! `cargo run --release -p df11-host --example speed [MiB] [reps] [warp|lanes|id]`.
+//! `cargo run --release -p df11-host --example speed [MiB] [reps] [lanes|warp|id]`
+//! (default lanes; `id` prints the warp layout's container CRCs).
 //! The all-threads figures are wall time (and so only meaningful on an idle
 //! machine); `df11 bench` is the end-to-end measurement.
 
@@ -27,9 +28,11 @@ fn main() {
     let cols = 4096;
     let bits = df11_host::synth::realistic_weights((mib << 19) / cols, cols, 0.02, 1);
     let n = bits.len();
+    // `id` stays on the warp layout, so its CRCs compare with those printed
+    // before lanes became the default.
     let layout = match args.get(3).map(String::as_str) {
-        Some("lanes") => df11_host::Layout::Lanes,
-        _ => df11_host::Layout::Warp,
+        Some("warp" | "id") => df11_host::Layout::Warp,
+        _ => df11_host::Layout::Lanes,
     };
     let opts = df11_host::EncodeOptions { layout, ..Default::default() };
     let t = df11_host::compress_with(&bits, &opts);
@@ -43,8 +46,7 @@ fn main() {
     if args.get(3).is_some_and(|a| a == "id") {
         for rows in [1, 3, 256] {
             let small = &bits[..bits.len().min(1_000_003)];
-            let t =
-                df11_host::compress_with(small, &df11_host::EncodeOptions { segment_rows: rows, ..Default::default() });
+            let t = df11_host::compress_with(small, &df11_host::EncodeOptions { segment_rows: rows, layout });
             println!("R = {rows}: container crc {:08x}", crc32c::crc32c(&t.to_bytes()));
         }
         return;

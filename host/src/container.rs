@@ -13,13 +13,14 @@ pub const MAX_ELEMENTS: u64 = 1 << 40;
 /// How a record stores its lane streams (`docs/FORMAT.md` sections 7 and 8).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Layout {
-    /// The lanes of a segment interleaved in a warp's refill order: the GPU
-    /// kernel's layout, one offset per segment. Version 1 and 2.
-    #[default]
+    /// The lanes of a segment interleaved in a warp's refill order, one
+    /// offset per segment: the first layout, kept for the files written in
+    /// it. Version 1 and 2.
     Warp,
-    /// Every lane's stream whole, one offset per lane: the CPU decodes
-    /// several lanes at once, the GPU one lane per thread. The encoder's
-    /// default. Version 2 only.
+    /// Every lane's stream whole, one offset per lane: the default. A CPU
+    /// decodes several lanes at once (about 5x the warp layout per core),
+    /// the GPU one lane per thread. Version 2 only.
+    #[default]
     Lanes,
 }
 

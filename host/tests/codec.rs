@@ -4,27 +4,37 @@ use df11_gpu::format::{MAX_CODE_LEN, TABLE_BITS, TABLE_SIZE};
 use df11_gpu::table;
 use df11_host::encode::huffman;
 use df11_host::synth::{self, Dist, SplitMix64, SynthParams};
-use df11_host::{CompressedTensor, EncodeOptions, Error, Group, compress_with, decode_reference};
+use df11_host::{CompressedTensor, EncodeOptions, Error, Group, Layout, compress_with, decode_reference};
 use proptest::prelude::*;
 
 mod common;
 use common::shuffled;
 
+/// The warp layout, which the byte-level tests here were written against
+/// (version 1 containers, one offset per segment); lanes files have their
+/// own in `lanes.rs`.
 fn enc(bits: &[u16], rows: u32) -> CompressedTensor {
-    compress_with(bits, &EncodeOptions { segment_rows: rows, ..Default::default() })
+    enc_with(bits, rows, Layout::Warp)
 }
 
-/// Encodes, checks the tensor and its serialization, decodes, compares bits.
+fn enc_with(bits: &[u16], rows: u32, layout: Layout) -> CompressedTensor {
+    compress_with(bits, &EncodeOptions { segment_rows: rows, layout })
+}
+
+/// Encodes in both layouts, checks each tensor and its serialization,
+/// decodes, compares bits; returns the warp one.
 fn round_trip(bits: &[u16], rows: u32) -> CompressedTensor {
-    let t = enc(bits, rows);
-    t.validate().expect("encoder output is valid");
-    assert_eq!(decode_reference(&t).expect("decodes"), bits, "rows {rows}");
-    let bytes = t.to_bytes();
-    assert_eq!(bytes.len() as u64, t.serialized_len());
-    let back = CompressedTensor::from_bytes(&bytes).expect("parses");
-    assert_eq!(back, t);
-    assert_eq!(back.to_bytes(), bytes);
-    t
+    for layout in [Layout::Lanes, Layout::Warp] {
+        let t = enc_with(bits, rows, layout);
+        t.validate().expect("encoder output is valid");
+        assert_eq!(decode_reference(&t).expect("decodes"), bits, "rows {rows} {layout:?}");
+        let bytes = t.to_bytes();
+        assert_eq!(bytes.len() as u64, t.serialized_len());
+        let back = CompressedTensor::from_bytes(&bytes).expect("parses");
+        assert_eq!(back, t);
+        assert_eq!(back.to_bytes(), bytes);
+    }
+    enc(bits, rows)
 }
 
 fn skewed(n: usize, seed: u64, dist: Dist) -> Vec<u16> {

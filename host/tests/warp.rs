@@ -7,11 +7,11 @@ mod common;
 use common::{ONE_THREAD, decode_both, shuffled};
 use df11_host::decode::{self, DecodeOptions};
 use df11_host::synth;
-use df11_host::{CompressedTensor, EncodeOptions, Error, compress_with, decode_reference};
+use df11_host::{CompressedTensor, EncodeOptions, Error, Layout, compress_with, decode_reference};
 use proptest::prelude::*;
 
 fn enc(bits: &[u16], rows: u32) -> CompressedTensor {
-    compress_with(bits, &EncodeOptions { segment_rows: rows, ..Default::default() })
+    compress_with(bits, &EncodeOptions { segment_rows: rows, layout: Layout::Warp })
 }
 
 fn check(bits: &[u16], rows: u32) {
