@@ -32,8 +32,7 @@ prompt=1,450,7483,310,278,3303,338,263
 
 # Llama-3.1-8B: hidden 4096, MLP 14336, 32 heads, 8 KV heads, vocabulary 128256, untied.
 [[ -d "$work/bf16" ]] || "$make" "$work/bf16" "$layers" 4096 4 14336 128256 untied 2>/dev/null
-# The warp layout: the GPU decoder this script was written for reads it.
-[[ -d "$work/df11" ]] || "$bin" compress "$work/bf16" -o "$work/df11" --layout warp
+[[ -d "$work/df11" ]] || "$bin" compress "$work/bf16" -o "$work/df11"
 [[ -d "$work/dfloat11" ]] || "$bin" compress "$work/bf16" -o "$work/dfloat11" --format dfloat11
 
 # Runs a command while sampling the GPU's memory in use into $out/mem-$1.txt.

@@ -10,9 +10,11 @@ use df11::gpu::GpuDecoder;
 use df11::synth::{SplitMix64, realistic_weights};
 use df11::{EncodeOptions, Error, Group, Layout, compress_with, decode_reference};
 
-/// The warp layout: the one the GPU decoder reads.
-fn warp(segment_rows: u32) -> EncodeOptions {
-    EncodeOptions { segment_rows, layout: Layout::Warp }
+/// Both layouts, each with its own kernel.
+const LAYOUTS: [Layout; 2] = [Layout::Lanes, Layout::Warp];
+
+fn opts(segment_rows: u32, layout: Layout) -> EncodeOptions {
+    EncodeOptions { segment_rows, layout }
 }
 
 /// A seed that differs between runs, printed so a failure can be replayed.
@@ -58,8 +60,11 @@ fn gpu_matches_cpu_reference() {
         for (kind, bits) in [("random", &random), ("realistic", &realistic)] {
             let rows: &[u32] = if n <= 1 << 21 { &[1, 7, 256] } else { &[256] };
             for &segment_rows in rows {
-                let t = compress_with(bits, &warp(segment_rows));
-                check(&dec, &Group { tensors: vec![t] }, &format!("{kind} n={n} R={segment_rows}"));
+                for layout in LAYOUTS {
+                    let t = compress_with(bits, &opts(segment_rows, layout));
+                    let what = format!("{kind} n={n} R={segment_rows} {}", layout.name());
+                    check(&dec, &Group { tensors: vec![t] }, &what);
+                }
             }
         }
     }
@@ -77,19 +82,28 @@ fn gpu_decodes_groups_with_odd_boundaries() {
         vec![0x3F80; 70_001],
         realistic_weights(64, 4096, 0.05, seed ^ 1),
     ];
-    let tensors = parts.iter().map(|p| compress_with(p, &warp(16))).collect();
-    check(&dec, &Group { tensors }, "group of 5");
+    for layout in LAYOUTS {
+        let tensors = parts.iter().map(|p| compress_with(p, &opts(16, layout))).collect();
+        check(&dec, &Group { tensors }, &format!("group of 5, {}", layout.name()));
+    }
+    // Both kernels writing one output: the layouts alternate.
+    let tensors = parts.iter().zip(LAYOUTS.iter().cycle()).map(|(p, &l)| compress_with(p, &opts(16, l))).collect();
+    check(&dec, &Group { tensors }, "group of 5, layouts alternating");
 }
 
 #[test]
 fn gpu_reports_corrupt_streams() {
     let Some(dec) = gpu_common::decoder() else { return };
     let bits = realistic_weights(16, 65_536, 0.02, 5);
-    let mut t = compress_with(&bits, &warp(4));
-    t.stream_offsets[3] += 1;
-    let mut g = dec.upload(&Group { tensors: vec![t] }).expect("still a consistent layout");
-    match dec.decode(&mut g) {
-        Err(Error::CorruptStream { segment }) => assert!(segment == 2 || segment == 3, "segment {segment}"),
-        other => panic!("corruption not reported: {:?}", other.map(|v| v.len())),
+    // Warp: segment 2 gets a word too many and 3 one too few. Lanes: lane 4
+    // of segment 0 and lane 5 the same.
+    for (layout, at, bad) in [(Layout::Warp, 3, [2, 3]), (Layout::Lanes, 5, [0, 0])] {
+        let mut t = compress_with(&bits, &opts(4, layout));
+        t.stream_offsets[at] += 1;
+        let mut g = dec.upload(&Group { tensors: vec![t] }).expect("still a consistent layout");
+        match dec.decode(&mut g) {
+            Err(Error::CorruptStream { segment }) => assert!(bad.contains(&segment), "{layout:?}: segment {segment}"),
+            other => panic!("{layout:?}: corruption not reported: {:?}", other.map(|v| v.len())),
+        }
     }
 }

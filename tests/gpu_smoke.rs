@@ -18,10 +18,12 @@ fn embedded_ptx_loads_and_decodes_on_the_gpu() {
     }
     // 1000 scattered bit patterns: many exponents, and a partial last row.
     let bits: Vec<u16> = (0..1000u16).map(|i| i.wrapping_mul(40_503)).collect();
-    // Warp: the layout the GPU decoder reads.
-    let t = compress_with(&bits, &EncodeOptions { layout: Layout::Warp, ..Default::default() });
-    let group = Group { tensors: vec![t] };
-    let got = dec.upload(&group).and_then(|mut g| dec.decode(&mut g)).expect("decode");
-    assert_eq!(got, bits);
-    println!("decode kernel ran bit-exact on the GPU");
+    // Each layout has its own kernel.
+    for layout in [Layout::Lanes, Layout::Warp] {
+        let t = compress_with(&bits, &EncodeOptions { layout, ..Default::default() });
+        let group = Group { tensors: vec![t] };
+        let got = dec.upload(&group).and_then(|mut g| dec.decode(&mut g)).expect("decode");
+        assert_eq!(got, bits, "{layout:?}");
+    }
+    println!("both decode kernels ran bit-exact on the GPU");
 }
