@@ -157,121 +157,62 @@ unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
     }
 }
 
-/// The kernels' arguments as the safe types of the kernel logic.
-///
-/// SAFETY: the caller guarantees each pointer points to its `*_len` readable
-/// device elements and `error` to two device `u32`s.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn inputs<'a>(
-    descs: *const u64,
-    descs_len: usize,
-    words: *const u32,
-    words_len: usize,
-    offsets: *const u32,
-    offsets_len: usize,
-    sign_mantissa: *const u64,
-    sign_mantissa_len: usize,
-    tables: *const u32,
-    tables_len: usize,
-    error: *mut u32,
-) -> (GroupInput<'a>, &'a ErrorReport) {
-    // SAFETY: see the function contract; `ErrorReport` is two `AtomicU32`s
-    // (`repr(C)`, the layout of `[u32; 2]`), only accessed atomically.
-    unsafe {
-        (
-            GroupInput {
-                descs: slice(descs, descs_len),
-                words: slice(words, words_len),
-                offsets: slice(offsets, offsets_len),
-                sign_mantissa: slice(sign_mantissa, sign_mantissa_len),
-                tables: slice(tables, tables_len),
-            },
-            &*error.cast::<ErrorReport>(),
-        )
-    }
+/// Defines a group decode kernel: an entry point that turns the raw launch
+/// arguments into the safe types `$logic` takes. Both kernels take the same
+/// arguments, so the launcher passes one argument list to either.
+macro_rules! group_kernel {
+    ($(#[$doc:meta])* $name:ident => $logic:path) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Each pointer points to its `*_len` readable (for `out`: writable)
+        /// device elements, `out` is 16-byte aligned, and `error` points to two
+        /// device `u32`s. The launcher checks these and validates every tensor
+        /// before the launch; the kernel's own bounds checks then never fire.
+        #[unsafe(no_mangle)]
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe extern "ptx-kernel" fn $name(
+            descs: *const u64,
+            descs_len: usize,
+            words: *const u32,
+            words_len: usize,
+            offsets: *const u32,
+            offsets_len: usize,
+            sign_mantissa: *const u64,
+            sign_mantissa_len: usize,
+            tables: *const u32,
+            tables_len: usize,
+            out: *mut u16,
+            out_len: usize,
+            error: *mut u32,
+        ) {
+            // SAFETY: guaranteed by the launcher (see above); `ErrorReport` is
+            // two `AtomicU32`s (`repr(C)`, the layout of `[u32; 2]`), only
+            // accessed atomically.
+            let (g, error) = unsafe {
+                (
+                    GroupInput {
+                        descs: slice(descs, descs_len),
+                        words: slice(words, words_len),
+                        offsets: slice(offsets, offsets_len),
+                        sign_mantissa: slice(sign_mantissa, sign_mantissa_len),
+                        tables: slice(tables, tables_len),
+                    },
+                    &*error.cast::<ErrorReport>(),
+                )
+            };
+            $logic(&Gpu, &g, &DeviceOut { ptr: out, len: out_len }, error);
+        }
+    };
 }
 
-/// Group decode kernel: see [`crate::decode::decode_group`].
-///
-/// # Safety
-/// Each pointer points to its `*_len` readable (for `out`: writable) device
-/// elements, `out` is 16-byte aligned, and `error` points to two device `u32`s.
-/// The launcher checks these and validates every tensor before the launch;
-/// the kernel's own bounds checks then never fire.
-#[unsafe(no_mangle)]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn df11_decode_group(
-    descs: *const u64,
-    descs_len: usize,
-    words: *const u32,
-    words_len: usize,
-    offsets: *const u32,
-    offsets_len: usize,
-    sign_mantissa: *const u64,
-    sign_mantissa_len: usize,
-    tables: *const u32,
-    tables_len: usize,
-    out: *mut u16,
-    out_len: usize,
-    error: *mut u32,
-) {
-    // SAFETY: guaranteed by the launcher (see above).
-    let (g, error) = unsafe {
-        inputs(
-            descs,
-            descs_len,
-            words,
-            words_len,
-            offsets,
-            offsets_len,
-            sign_mantissa,
-            sign_mantissa_len,
-            tables,
-            tables_len,
-            error,
-        )
-    };
-    crate::decode::decode_group(&Gpu, &g, &DeviceOut { ptr: out, len: out_len }, error);
+group_kernel! {
+    /// Group decode kernel for the warp layout: see [`crate::decode::decode_group`].
+    df11_decode_group => crate::decode::decode_group
 }
 
-/// Group decode kernel for the lanes layout: see
-/// [`crate::decode::decode_group_lanes`].
-///
-/// # Safety
-/// As [`df11_decode_group`].
-#[unsafe(no_mangle)]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "ptx-kernel" fn df11_decode_group_lanes(
-    descs: *const u64,
-    descs_len: usize,
-    words: *const u32,
-    words_len: usize,
-    offsets: *const u32,
-    offsets_len: usize,
-    sign_mantissa: *const u64,
-    sign_mantissa_len: usize,
-    tables: *const u32,
-    tables_len: usize,
-    out: *mut u16,
-    out_len: usize,
-    error: *mut u32,
-) {
-    // SAFETY: as in `df11_decode_group`.
-    let (g, error) = unsafe {
-        inputs(
-            descs,
-            descs_len,
-            words,
-            words_len,
-            offsets,
-            offsets_len,
-            sign_mantissa,
-            sign_mantissa_len,
-            tables,
-            tables_len,
-            error,
-        )
-    };
-    crate::decode::decode_group_lanes(&Gpu, &g, &DeviceOut { ptr: out, len: out_len }, error);
+group_kernel! {
+    /// Group decode kernel for the lanes layout: see
+    /// [`crate::decode::decode_group_lanes`].
+    df11_decode_group_lanes => crate::decode::decode_group_lanes
 }

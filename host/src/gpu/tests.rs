@@ -289,7 +289,7 @@ fn corrupt_offsets_are_flagged_not_fatal() {
 }
 
 #[test]
-fn layout_rejects_inconsistent_tensors() {
+fn group_layoutrejects_inconsistent_tensors() {
     let good = encode(&realistic(600, 4), 1, false);
     let mut cases: Vec<(&str, CompressedTensor)> = Vec::new();
     let mut t = good.clone();
@@ -428,28 +428,22 @@ fn bad_launch_shape_is_reported_not_decoded() {
     use df11_gpu::decode::{ErrorReport, decode_group, decode_group_lanes};
     use df11_gpu::format::{ERR_LAUNCH, MULTI_TABLE_WORDS, TABLE_WORDS};
     use std::sync::atomic::AtomicU32;
-    let layout = GroupLayout::new(&Group { tensors: vec![encode(&realistic(300, 1), 1, false)] }).expect("valid");
-    for launch in [
-        Launch { grid_dim: 1, block_dim: 48, shared_words: TABLE_WORDS },
-        Launch { grid_dim: 1, block_dim: 32, shared_words: TABLE_WORDS - 1 },
-    ] {
-        let out = EmuOut::new(300);
-        let report = ErrorReport { flags: AtomicU32::new(0), first_bad_segment: AtomicU32::new(u32::MAX) };
-        run(launch, |t| decode_group(t, &layout.input(), &out, &report));
-        assert_eq!(report.flags.into_inner(), ERR_LAUNCH, "{launch:?}");
-        assert!(out.into_vec().iter().all(Option::is_none));
-    }
-    // The lanes kernel needs room for its multi-symbol table.
-    let lanes = compress_with(&realistic(300, 1), &EncodeOptions { segment_rows: 1, layout: Layout::Lanes });
-    let layout = GroupLayout::new(&Group { tensors: vec![lanes] }).expect("valid");
-    for launch in [
-        Launch { grid_dim: 1, block_dim: 48, shared_words: MULTI_TABLE_WORDS },
-        Launch { grid_dim: 1, block_dim: 32, shared_words: MULTI_TABLE_WORDS - 1 },
-    ] {
-        let out = EmuOut::new(300);
-        let report = ErrorReport { flags: AtomicU32::new(0), first_bad_segment: AtomicU32::new(u32::MAX) };
-        run(launch, |t| decode_group_lanes(t, &layout.input(), &out, &report));
-        assert_eq!(report.flags.into_inner(), ERR_LAUNCH, "{launch:?}");
-        assert!(out.into_vec().iter().all(Option::is_none));
+    // Each kernel needs room for its own table.
+    for (layout, words) in [(Layout::Warp, TABLE_WORDS), (Layout::Lanes, MULTI_TABLE_WORDS)] {
+        let t = compress_with(&realistic(300, 1), &EncodeOptions { segment_rows: 1, layout });
+        let group_layout = GroupLayout::new(&Group { tensors: vec![t] }).expect("valid");
+        for launch in [
+            Launch { grid_dim: 1, block_dim: 48, shared_words: words },
+            Launch { grid_dim: 1, block_dim: 32, shared_words: words - 1 },
+        ] {
+            let out = EmuOut::new(300);
+            let report = ErrorReport { flags: AtomicU32::new(0), first_bad_segment: AtomicU32::new(u32::MAX) };
+            run(launch, |t| match layout {
+                Layout::Warp => decode_group(t, &group_layout.input(), &out, &report),
+                Layout::Lanes => decode_group_lanes(t, &group_layout.input(), &out, &report),
+            });
+            assert_eq!(report.flags.into_inner(), ERR_LAUNCH, "{layout:?} {launch:?}");
+            assert!(out.into_vec().iter().all(Option::is_none));
+        }
     }
 }
