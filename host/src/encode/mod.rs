@@ -31,8 +31,9 @@ pub struct EncodeOptions {
     /// padding and one offset per segment.
     pub segment_rows: u32,
     /// How the lane streams are stored. [`Layout::Lanes`] is the default: a
-    /// CPU core decodes it at 3-4 GB/s against about 0.5 GB/s for
-    /// [`Layout::Warp`], and the GPU kernel reads it too. [`Layout::Warp`]
+    /// CPU core decodes it at 3-5 GB/s against 0.5-1.1 GB/s for
+    /// [`Layout::Warp`] (`docs/PERFORMANCE.md` section 2), and the GPU kernel
+    /// reads it too. [`Layout::Warp`]
     /// stays for files written before (every decoder still reads them) and
     /// for whoever asks for it (`--layout warp`).
     pub layout: Layout,
