@@ -298,9 +298,7 @@ fn device_groups_decode_on_the_gpu() {
     let dir = tempfile::tempdir().unwrap();
     let src = llama_tensors(2);
     let path = dir.path().join("m.safetensors");
-    // Warp: the layout the GPU decoder reads.
-    let opts = df11::EncodeOptions { layout: df11::Layout::Warp, ..Default::default() };
-    write_file(&path, &src, Some(opts), None).unwrap();
+    write_file(&path, &src, None, None).unwrap();
     let ck = Checkpoint::open(&path).unwrap();
     let names = ["model.layers.1.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight"];
     let mut group = df11::checkpoint::gpu::upload(&gpu, &ck, &names).unwrap();

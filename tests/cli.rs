@@ -229,8 +229,7 @@ fn gpu_flag_reports_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let (orig, comp) = (dir.path().join("m.safetensors"), dir.path().join("c.safetensors"));
     write_st(&orig, &sample_tensors(4), None);
-    // Warp: the layout the GPU decoder reads.
-    ok(&[&"compress", &orig, &"-o", &comp, &"--layout", &"warp"]);
+    ok(&[&"compress", &orig, &"-o", &comp]);
     // On a machine with a GPU this decodes there; elsewhere the refusal names the GPU.
     let o = run(&[&"verify", &"--gpu", &orig, &comp]);
     let err = String::from_utf8_lossy(&o.stderr);
