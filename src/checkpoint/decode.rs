@@ -22,18 +22,35 @@ pub struct CpuDecoder;
 
 impl Decoder for CpuDecoder {
     fn decode(&self, container: &[u8], out: &mut [u16]) -> std::result::Result<(), String> {
-        let t = parse_container(container, out.len())?;
-        crate::decompress_into(&t, bytemuck::cast_slice_mut(out)).map_err(|e| e.to_string())
+        // While buffers are being reused (a writer or a `BufferReuse` runs),
+        // each thread parses into the vectors of its previous tensor;
+        // otherwise it keeps none.
+        thread_local!(static SPARE: std::cell::RefCell<Option<crate::CompressedTensor>> = const { std::cell::RefCell::new(None) });
+        let reuse = pool::reusing();
+        let spare = SPARE.with_borrow_mut(Option::take).filter(|_| reuse);
+        let t = crate::CompressedTensor::from_bytes_reusing(container, spare).map_err(|e| e.to_string())?;
+        check_elements(&t, out.len())?;
+        let r = crate::decompress_into(&t, bytemuck::cast_slice_mut(out)).map_err(|e| e.to_string());
+        if reuse {
+            SPARE.set(Some(t));
+        }
+        r
     }
 }
 
 /// Parses a container and checks it holds `numel` elements.
 pub(crate) fn parse_container(container: &[u8], numel: usize) -> std::result::Result<crate::CompressedTensor, String> {
     let t = crate::CompressedTensor::from_bytes(container).map_err(|e| e.to_string())?;
+    check_elements(&t, numel)?;
+    Ok(t)
+}
+
+/// Checks a parsed container holds `numel` elements.
+fn check_elements(t: &crate::CompressedTensor, numel: usize) -> std::result::Result<(), String> {
     if t.num_elements != numel as u64 {
         return Err(format!("container holds {} elements, the tensor's shape needs {numel}", t.num_elements));
     }
-    Ok(t)
+    Ok(())
 }
 
 /// The version field of a container, if the bytes start like one.
@@ -158,6 +175,11 @@ pub(crate) mod pool {
         }
     }
 
+    /// Whether the shared pool keeps buffers now (a scope is open).
+    pub fn reusing() -> bool {
+        SHARED.limit.load(Ordering::Relaxed) > 0
+    }
+
     /// [`Pool::take`] from the shared pool.
     pub fn take(len: usize) -> Vec<u8> {
         SHARED.take(len)
@@ -182,6 +204,31 @@ pub(crate) mod pool {
     impl Drop for Scope {
         fn drop(&mut self) {
             SHARED.clear();
+        }
+    }
+}
+
+/// Keeps the buffers handed back with [`recycle`] for the next decodes, up
+/// to `limit` bytes, while it lives: a reader that decodes a checkpoint
+/// tensor by tensor ([`Shard::decode_unit`]) then reuses a few buffers
+/// instead of faulting in and zeroing fresh memory for every tensor.
+/// Dropping it frees them. One at a time per process: the checkpoint writers
+/// hold one too, so do not keep one across a write.
+pub struct BufferReuse(#[allow(dead_code)] pool::Scope);
+
+impl BufferReuse {
+    /// Reuse up to `limit` bytes of buffers.
+    pub fn new(limit: u64) -> Self {
+        BufferReuse(pool::Scope::new(limit))
+    }
+}
+
+/// Hands the buffers of decoded tensors back for reuse while a
+/// [`BufferReuse`] lives; borrowed bytes (raw tensors) are left alone.
+pub fn recycle(decoded: Vec<Cow<'_, [u8]>>) {
+    for b in decoded {
+        if let Cow::Owned(v) = b {
+            pool::give(v);
         }
     }
 }

@@ -90,7 +90,7 @@ mod write;
 
 pub(crate) use decode::bytes_to_u16;
 pub use decode::container_version;
-pub use decode::{CpuDecoder, Decoder};
+pub use decode::{BufferReuse, CpuDecoder, Decoder, recycle};
 pub use error::{Error, Result};
 pub use files::{DirInput, Input};
 pub use groups::{Block, BlockGroups, GroupMember, TensorGroup, block_of};

@@ -2,7 +2,7 @@
 
 use super::{Common, human};
 use crate::error::{Result, bail};
-use df11::checkpoint::{BATCH_BYTES, Decoder, batches};
+use df11::checkpoint::{BATCH_BYTES, BufferReuse, Decoder, batches, recycle};
 use rayon::prelude::*;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -25,6 +25,9 @@ pub fn run(original: &Path, compressed: &Path, shapes: Option<&Path>, dec: &dyn 
             }
         }
     }
+    // Decoded tensors' buffers are reused by the next ones: one batch in
+    // flight and one batch's worth kept.
+    let _reuse = BufferReuse::new(2 * BATCH_BYTES);
     let total: u64 = comp.units().fold(0u64, |a, (_, i)| a.saturating_add(i.plain_bytes()));
     let bar = common.progress(total);
     let problems = Mutex::new(Vec::<String>::new());
@@ -60,8 +63,10 @@ pub fn run(original: &Path, compressed: &Path, shapes: Option<&Path>, dec: &dyn 
                     if let Some(pos) = first_difference(&orig_bytes[oi], bytes) {
                         problems.lock().unwrap().push(format!("tensor {} differs (first at byte {pos})", o.name));
                     }
+                    recycle(orig_bytes);
                     of.release(oitem);
                 }
+                recycle(decoded);
                 bar.inc(item.plain_bytes());
                 f.release(item);
                 Ok(())
