@@ -14,7 +14,9 @@
 
 use df11_fuzz::{fix_crcs, reference_bits};
 use df11_gpu::decode::TensorDesc;
-use df11_gpu::format::{LANE_RUN, MAX_CODE_LEN, MAX_SEGMENT_ROWS, ROW_ELEMS, TABLE_WORDS};
+use df11_gpu::format::{
+    LANE_RUN, LANES, LAYOUT_LANES, MAX_CODE_LEN, MAX_SEGMENT_ROWS, MULTI_TABLE_WORDS, ROW_ELEMS, TABLE_WORDS,
+};
 use df11_host::gpu::{GroupLayout, decode_emulated};
 use df11_host::{Error, Group};
 use libfuzzer_sys::fuzz_target;
@@ -54,8 +56,8 @@ fn tweak(g: &mut Group, kind: u8, value: u32, index: u8) {
 /// Every index the kernel derives from `layout` stays inside its buffers.
 fn check_bounds(l: &GroupLayout, num_tensors: usize) {
     assert_eq!(l.num_tensors(), num_tensors);
-    assert_eq!(l.tables.len(), num_tensors * TABLE_WORDS);
     let mut out_end = 0u64;
+    let mut table_end = 0usize;
     let mut segments = 0u64;
     for i in 0..num_tensors {
         let d = TensorDesc::read(&l.descs, i);
@@ -68,17 +70,25 @@ fn check_bounds(l: &GroupLayout, num_tensors: usize) {
         assert_eq!(d.out_offset, out_end, "tensors are back to back in the output");
         out_end += n;
         assert!(d.out_offset + n <= l.total_elements, "writes stay in the output");
+        // One offset per segment (warp) or per lane (lanes), and each
+        // kernel's own table.
+        let lanes = d.layout == LAYOUT_LANES;
+        let k = s as usize * if lanes { LANES } else { 1 };
+        let table_words = if lanes { MULTI_TABLE_WORDS } else { TABLE_WORDS };
         let ob = d.offset_base as usize;
-        assert!(ob + (s as usize) < l.offsets.len(), "offsets in bounds");
-        let offs = &l.offsets[ob..=ob + s as usize];
+        assert!(ob + k < l.offsets.len(), "offsets in bounds");
+        let offs = &l.offsets[ob..=ob + k];
         assert!(offs.windows(2).all(|w| w[0] <= w[1]), "offsets non-decreasing");
-        assert!(d.word_base + u64::from(offs[s as usize]) <= l.words.len() as u64, "words in bounds");
+        assert!(d.word_base + u64::from(offs[k]) <= l.words.len() as u64, "words in bounds");
         assert!(d.sm_base + n.div_ceil(LANE_RUN as u64) <= l.sign_mantissa.len() as u64, "sign+mantissa in bounds");
-        assert!(d.table_base as usize + TABLE_WORDS <= l.tables.len(), "table in bounds");
+        assert_eq!(d.table_base as usize, table_end, "tables back to back");
+        table_end += table_words;
+        assert!(table_end <= l.tables.len(), "table in bounds");
         assert_eq!(u64::from(d.first_segment), segments);
         segments += s;
     }
     assert_eq!(out_end, l.total_elements);
+    assert_eq!(table_end, l.tables.len());
     assert_eq!(segments, l.total_segments);
 }
 
