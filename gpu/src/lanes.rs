@@ -8,7 +8,8 @@
 //! the multi-symbol table of `crate::table::build_multi` in shared memory: one
 //! 8-byte shared load yields up to four exponents, and the chain per lookup
 //! is the load plus a few integer operations. No warp operation sits in the
-//! chain; one ballot per lookup only ends a row's loop when every lane has its
+//! chain. A full row always needs two lookups, which go without a vote; after
+//! those, one ballot per lookup ends the row's loop once every lane has its
 //! eight exponents, so that the warp still stores each row as 512 contiguous
 //! bytes and loads its sign+mantissa bytes as 256 (the row loop is the warp
 //! kernel's, `crate::decode::segment_rows`).
@@ -24,8 +25,9 @@
 //! rows). The sign+mantissa bytes are prefetched into the L2
 //! cache [`AHEAD`] rows ahead, because a row takes far less time here than a
 //! load from memory. Prefetches load into no register, so no instruction waits
-//! on them; a register loaded ahead of its use would make every lane of the
-//! warp wait for it whenever one lane reads it.
+//! on them. Loads into registers are kept short (the one word ahead is an L1
+//! hit, used a lookup or two later): a register whose load is in flight makes
+//! every lane of the warp wait whenever any lane reads it.
 
 use crate::decode::{ErrorReport, GroupInput, TensorDesc, byte_perm, report_segment, segment_rows, shl_or_zero};
 use crate::format::{LANE_RUN, LANES, TABLE_BITS, WORD_BITS};

@@ -39,7 +39,7 @@ impl Decoder for CpuDecoder {
 }
 
 /// Parses a container and checks it holds `numel` elements.
-#[cfg(feature = "cuda")]
+#[cfg(feature = "gpu")]
 pub(crate) fn parse_container(container: &[u8], numel: usize) -> std::result::Result<crate::CompressedTensor, String> {
     let t = crate::CompressedTensor::from_bytes(container).map_err(|e| e.to_string())?;
     check_elements(&t, numel)?;
