@@ -190,25 +190,23 @@ pub unsafe fn ld_shared_pair(i: u32) -> [u32; 2] {
 /// When `c` holds, `p` must point into a global allocation.
 #[inline(always)]
 pub unsafe fn prefetch_if<const L2: bool, T>(p: *const T, c: bool) {
+    macro_rules! prefetch {
+        ($level:literal) => {
+            asm!(
+                concat!(
+                    "{{ .reg .pred p; .reg .u64 g; setp.ne.u32 p, {c}, 0; cvta.to.global.u64 g, {a}; @p prefetch.global.",
+                    $level,
+                    " [g]; }}"
+                ),
+                c = in(reg32) u32::from(c),
+                a = in(reg64) p,
+                options(nostack, readonly)
+            )
+        };
+    }
     // SAFETY: a prefetch has no architectural effect; the caller keeps the
     // address inside an allocation.
-    unsafe {
-        if L2 {
-            asm!(
-                "{{ .reg .pred p; .reg .u64 g; setp.ne.u32 p, {c}, 0; cvta.to.global.u64 g, {a}; @p prefetch.global.L2 [g]; }}",
-                c = in(reg32) u32::from(c),
-                a = in(reg64) p,
-                options(nostack, readonly)
-            )
-        } else {
-            asm!(
-                "{{ .reg .pred p; .reg .u64 g; setp.ne.u32 p, {c}, 0; cvta.to.global.u64 g, {a}; @p prefetch.global.L1 [g]; }}",
-                c = in(reg32) u32::from(c),
-                a = in(reg64) p,
-                options(nostack, readonly)
-            )
-        }
-    }
+    unsafe { if L2 { prefetch!("L2") } else { prefetch!("L1") } }
 }
 
 /// `*p` when `c` holds, else 0: one predicated `ld.global`, not a branch

@@ -32,7 +32,7 @@
 use crate::decode::{ErrorReport, GroupInput, TensorDesc, byte_perm, report_segment, segment_rows, shl_or_zero};
 use crate::format::{LANE_RUN, LANES, TABLE_BITS, WORD_BITS};
 use crate::mem;
-use crate::table::MULTI_MAX;
+use crate::table::{MULTI_MAX, multi_bits, multi_count};
 use crate::thread::{GlobalRuns, Thread};
 
 /// Rows ahead whose sign+mantissa bytes are prefetched into L2: about 8 rows
@@ -131,29 +131,33 @@ impl<'a> LaneBits<'a> {
         let refill = rest > 0 && self.consumed > 64 - TABLE_BITS;
         if refill {
             self.prev = self.last;
-        }
-        if refill {
             self.last = self.ahead.swap_bytes();
         }
         self.consumed = self.consumed.wrapping_sub(if refill { WORD_BITS } else { 0 });
         mem::load_if(&mut self.ahead, refill, self.words, self.next);
         self.next = self.next.wrapping_add(u32::from(refill));
-        let bits = u64::from(self.prev) << WORD_BITS | u64::from(self.last);
         // For a table the host built, `consumed <= 52` here; a larger shift
         // (a corrupt table) gives index 0 and a flagged segment.
-        let idx = (shl_or_zero(bits, self.consumed) >> (u64::BITS - TABLE_BITS)) as usize;
+        let idx = (self.unread() >> (u64::BITS - TABLE_BITS)) as usize;
         // Nibble `j` of the entry's lengths is the bits of its first
         // `min(j, count)` codes, so the shift that picks the bits to consume
         // is known before the lookup: the chain from one lookup to the next
         // is a shift, a mask and an add.
-        let pick = 4 * rest.min(MULTI_MAX);
+        let pick = rest.min(MULTI_MAX);
         let [symbols, meta] = t.shared_load_pair(idx);
-        self.consumed = self.consumed.wrapping_add(meta >> pick & 15);
+        self.consumed = self.consumed.wrapping_add(multi_bits(meta, pick));
         // Bytes past the entry's count are zero; those past the run's eighth
         // slot fall off (the shift clamps to 0 at 64).
         *exps |= shl_or_zero(u64::from(symbols), 8 * *have);
-        // At most 7 whatever the table, and never past `want`.
-        *have += (meta >> 20 & 7).min(rest);
+        // Never past `want`.
+        *have += multi_count(meta).min(rest);
+    }
+
+    /// The unread bits of `prev:last`, MSB-aligned, zeros after them (all
+    /// zeros once `consumed` reaches 64).
+    #[inline(always)]
+    fn unread(&self) -> u64 {
+        shl_or_zero(u64::from(self.prev) << WORD_BITS | u64::from(self.last), self.consumed)
     }
 
     /// Whether the lane's codes, from word `start` of the tensor, ended in the
@@ -163,16 +167,15 @@ impl<'a> LaneBits<'a> {
     fn ends_in(&self, start: u32, end: u32) -> bool {
         // Words taken into `last`, and the stream position of the next unread bit.
         let taken = self.next.wrapping_sub(start).wrapping_sub(1);
-        let at = taken.wrapping_mul(32).wrapping_add(self.consumed).wrapping_sub(64);
-        let stream = end.wrapping_sub(start).wrapping_mul(32);
+        let at = taken.wrapping_mul(WORD_BITS).wrapping_add(self.consumed).wrapping_sub(64);
+        let stream = end.wrapping_sub(start).wrapping_mul(WORD_BITS);
         if stream == 0 {
             return at == 0;
         }
-        // `pad < 32` puts the padding in `prev:last`: past word `words - 1`
-        // started, the lane has taken at least `words` words.
+        // `pad < 32` puts the padding in `prev:last`: a lane past the start of
+        // its last word has taken at least all of its words.
         let pad = stream.wrapping_sub(at);
-        let rest = shl_or_zero(u64::from(self.prev) << WORD_BITS | u64::from(self.last), self.consumed);
-        pad < 32 && (pad == 0 || rest >> (64 - pad) == 0)
+        pad < WORD_BITS && (pad == 0 || self.unread() >> (64 - pad) == 0)
     }
 }
 

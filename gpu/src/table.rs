@@ -112,6 +112,23 @@ pub fn multi_entry(single: &[Entry; TABLE_SIZE], idx: usize) -> (u32, u32, u32) 
     (exps, count, cumulative)
 }
 
+/// Bit of a multi-symbol entry's meta word where its code count starts.
+const MULTI_COUNT_SHIFT: u32 = 20;
+
+/// The bits the first `min(k, count)` codes of a multi-symbol entry take,
+/// from its meta word (`k` at most [`MULTI_MAX`]; 0 for `k = 0`).
+#[inline(always)]
+pub const fn multi_bits(meta: u32, k: u32) -> u32 {
+    meta >> (4 * k) & 15
+}
+
+/// The number of codes of a multi-symbol entry, from its meta word: at most
+/// 7 whatever the word holds.
+#[inline(always)]
+pub const fn multi_count(meta: u32) -> u32 {
+    meta >> MULTI_COUNT_SHIFT & 7
+}
+
 /// Fills the GPU's multi-symbol table for the lanes layout from a table
 /// [`build`] made: entry `i` is the words `2i` (the exponents of
 /// [`multi_entry`]) and `2i + 1`: nibble `k` (0..=4) the bits of the first
@@ -123,7 +140,7 @@ pub fn build_multi(single: &[Entry; TABLE_SIZE], out: &mut [u32; MULTI_TABLE_WOR
     for (idx, w) in out.chunks_exact_mut(2).enumerate() {
         let (exps, count, cumulative) = multi_entry(single, idx);
         w[0] = exps;
-        w[1] = cumulative << 4 | count << 20;
+        w[1] = cumulative << 4 | count << MULTI_COUNT_SHIFT;
     }
 }
 
@@ -179,6 +196,8 @@ mod tests {
         let mut m = [0; MULTI_TABLE_WORDS];
         build_multi(&t, &mut m);
         assert_eq!(m[2 * (TABLE_SIZE - 1)..], [12, 0xcccc0 | 1 << 20]);
+        let meta = m[2 * (TABLE_SIZE - 1) + 1];
+        assert_eq!((multi_count(meta), multi_bits(meta, 0), multi_bits(meta, 1), multi_bits(meta, 4)), (1, 0, 12, 12));
     }
 
     #[test]

@@ -235,19 +235,10 @@ impl GpuDecoder {
             let r = if v.is_empty() { s.clone_htod(&[T::default()]) } else { s.clone_htod(v) };
             r.map_err(|e| gpu_err(format!("upload: {e}")))
         }
-        // Each kernel's work items: its tensors' segments, a block's warps at a time.
-        let items = |k: &Kernel, layout: u8| -> u64 {
-            let warps = u64::from(k.geometry.warps_per_block());
-            (0..l.num_tensors())
-                .map(|i| df11_gpu::decode::TensorDesc::read(&l.descs, i))
-                .filter(|d| d.layout == layout)
-                .map(|d| u64::from(d.num_segments).div_ceil(warps))
-                .sum()
-        };
         let [warp, lanes] = &self.kernels;
         let grids = [
-            warp.geometry.grid_for(items(warp, df11_gpu::format::LAYOUT_WARP)),
-            lanes.geometry.grid_for(items(lanes, df11_gpu::format::LAYOUT_LANES)),
+            warp.geometry.grid_for(l.items(df11_gpu::format::LAYOUT_WARP, warp.geometry.warps_per_block())),
+            lanes.geometry.grid_for(l.items(df11_gpu::format::LAYOUT_LANES, lanes.geometry.warps_per_block())),
         ];
         Ok(DeviceGroup {
             descs: put(s, &l.descs)?,

@@ -29,8 +29,6 @@ pub struct GroupLayout {
     pub total_elements: u64,
     /// Segments over all tensors.
     pub total_segments: u64,
-    /// Segments of warp-layout and of lanes-layout tensors: the work of each kernel.
-    pub segments_by_layout: [u64; 2],
     /// Bytes of compressed payload the decoder reads: code words plus one
     /// sign+mantissa byte per element.
     pub payload_bytes: u64,
@@ -77,7 +75,6 @@ impl GroupLayout {
                     l.tables.extend_from_slice(&multi);
                 }
             }
-            l.segments_by_layout[usize::from(t.layout == Layout::Lanes)] += num_segments as u64;
             l.total_elements =
                 l.total_elements.checked_add(t.num_elements).filter(|&n| usize::try_from(n).is_ok()).ok_or_else(
                     || Error::invalid("num_elements", "the group does not fit this machine's address space"),
@@ -92,6 +89,17 @@ impl GroupLayout {
     /// Number of tensors.
     pub fn num_tensors(&self) -> usize {
         self.descs.len() / DESC_WORDS
+    }
+
+    /// Work items of the kernel for `layout` (a `LAYOUT_*` code) at `warps`
+    /// warps per block: its tensors' segments, a block's warps at a time, as
+    /// the kernel's block loop counts them. Zero: that kernel has no work.
+    pub fn items(&self, layout: u8, warps: u32) -> u64 {
+        (0..self.num_tensors())
+            .map(|i| TensorDesc::read(&self.descs, i))
+            .filter(|d| d.layout == layout)
+            .map(|d| u64::from(d.num_segments).div_ceil(u64::from(warps.max(1))))
+            .sum()
     }
 
     /// The buffers as the kernel logic takes them.

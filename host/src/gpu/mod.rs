@@ -97,13 +97,12 @@ pub fn decode_emulated(group: &crate::Group, grid_dim: u32, warps: u32) -> Resul
     };
     let input = layout.input();
     // One launch per layout present, as the CUDA launcher does.
-    let [warp, lanes] = layout.segments_by_layout;
     let block_dim = warps * LANES as u32;
-    if warp > 0 {
+    if layout.items(df11_gpu::format::LAYOUT_WARP, warps) > 0 {
         let launch = crate::emu::Launch { grid_dim, block_dim, shared_words: TABLE_WORDS };
         crate::emu::run(launch, |t| df11_gpu::decode::decode_group(t, &input, &out, &report));
     }
-    if lanes > 0 {
+    if layout.items(df11_gpu::format::LAYOUT_LANES, warps) > 0 {
         let launch = crate::emu::Launch { grid_dim, block_dim, shared_words: MULTI_TABLE_WORDS };
         crate::emu::run(launch, |t| df11_gpu::decode::decode_group_lanes(t, &input, &out, &report));
     }
