@@ -2,6 +2,7 @@
 //! their byte serialization (`docs/FORMAT.md`).
 
 use crate::error::{Error, Result};
+use std::borrow::Cow;
 use df11_gpu::format::{
     CODE_LENGTH_BYTES, CONTAINER_HEADER_BYTES, FIRST_VERSION, LANE_RUN, LANES, LAYOUT_LANES, LAYOUT_WARP, MAGIC,
     MAX_CODE_LEN, MAX_SEGMENT_ROWS, RECORD_LAYOUT_BYTE, ROW_ELEMS, SYMBOLS, TENSOR_HEADER_BYTES, VERSION, WORD_BITS,
@@ -92,45 +93,28 @@ pub struct CompressedTensor {
     pub sign_mantissa: Vec<u8>,
 }
 
-/// Several tensors decoded together, e.g. all weights of a transformer block:
-/// one container, one kernel launch, one output buffer (tensors back to back).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Group {
-    /// The tensors, in output order.
-    pub tensors: Vec<CompressedTensor>,
+/// A record's fields with its per-element data borrowed: what the CPU
+/// decoders read. [`TensorView::from_bytes`] parses one straight from a
+/// container's bytes (a memory-mapped checkpoint, say) without copying the
+/// sign+mantissa bytes, nor the offsets and words where they are 4-byte
+/// aligned on a little-endian host; [`CompressedTensor::view`] views an
+/// owned tensor. The fields mean what [`CompressedTensor`]'s do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct TensorView<'a> {
+    pub num_elements: u64,
+    pub segment_rows: u32,
+    pub max_len: u8,
+    pub only_symbol: u8,
+    pub code_lengths: [u8; 256],
+    pub data_crc: u32,
+    pub layout: Layout,
+    pub stream_offsets: Cow<'a, [u32]>,
+    pub words: Cow<'a, [u32]>,
+    pub sign_mantissa: &'a [u8],
 }
 
-/// Segments of a tensor with `num_elements` elements and `segment_rows` rows
-/// per segment: `ceil(N / (256·R))`. `segment_rows` must be at least 1.
-pub fn segments_for(num_elements: u64, segment_rows: u32) -> u64 {
-    num_elements.div_ceil(ROW_ELEMS as u64 * segment_rows as u64)
-}
-
-/// Zero bytes after the sign+mantissa bytes that align the record to 4 bytes.
-fn pad_for(num_elements: u64) -> u64 {
-    (4 - num_elements % 4) % 4
-}
-
-/// Serialized record length from its header fields, in `u64` so that no
-/// header value, however large, can overflow it.
-fn record_len(num_elements: u64, num_segments: u64, num_words: u64, layout: Layout) -> u64 {
-    TENSOR_HEADER_BYTES as u64
-        + 4 * (layout.streams_per_segment() * num_segments + 1)
-        + 4 * num_words
-        + num_elements
-        + pad_for(num_elements)
-        + 4
-}
-
-/// Valid slots (elements) of lane `lane` in a segment of `seg_len` elements:
-/// the lane owns 8 consecutive elements of each 256-element row.
-pub fn lane_slots(seg_len: usize, lane: usize) -> usize {
-    let full_rows = seg_len / ROW_ELEMS;
-    let tail = seg_len % ROW_ELEMS;
-    full_rows * LANE_RUN + tail.saturating_sub(lane * LANE_RUN).min(LANE_RUN)
-}
-
-impl CompressedTensor {
+impl<'a> TensorView<'a> {
     /// Number of segments (S).
     pub fn num_segments(&self) -> u64 {
         self.stream_offsets.len().saturating_sub(1) as u64 / self.layout.streams_per_segment()
@@ -141,43 +125,22 @@ impl CompressedTensor {
         ROW_ELEMS as u64 * self.segment_rows as u64
     }
 
-    /// Segments `first .. first + count` as a tensor of their own: segments
-    /// decode independently, so this is a valid record (same code, rebased
-    /// offsets, the segments' words and bytes) holding elements
-    /// `first·256R ..` of this one. Its data CRC is computed by decoding
-    /// them, which also checks their streams. A consumer can so split a large
-    /// matrix into pieces of whole segments that decode on their own, on
-    /// the GPU too, without re-encoding.
-    pub fn segments(&self, first: u64, count: u64) -> Result<CompressedTensor> {
-        self.validate()?;
-        let s = self.num_segments();
-        let end = first.checked_add(count).filter(|&e| e <= s && count > 0);
-        let Some(end) = end else {
-            return Err(Error::invalid("segments", format!("{first} + {count} is not a range of the {s} segments")));
-        };
-        let per = self.layout.streams_per_segment() as usize;
-        let offsets = &self.stream_offsets[first as usize * per..=end as usize * per];
-        let base = offsets[0];
-        let e0 = first * self.segment_elems();
-        let e1 = (end * self.segment_elems()).min(self.num_elements);
-        let mut t = CompressedTensor {
-            num_elements: e1 - e0,
-            stream_offsets: offsets.iter().map(|o| o - base).collect(),
-            words: self.words[base as usize..offsets[offsets.len() - 1] as usize].to_vec(),
-            sign_mantissa: self.sign_mantissa[e0 as usize..e1 as usize].to_vec(),
-            ..self.clone_header()
-        };
-        let bits = crate::decode::decode(&t, &crate::DecodeOptions { verify_crc: false, parallel: true })?;
-        t.data_crc = data_crc(&bits);
+    /// Parses a container that holds exactly one tensor, as strictly as
+    /// [`CompressedTensor::from_bytes`], borrowing its data from `bytes`.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self> {
+        let (version, count) = read_container_header(bytes)?;
+        if count != 1 {
+            return Err(Error::invalid("tensor_count", format!("{count} tensors where exactly 1 is expected")));
+        }
+        let mut pos = CONTAINER_HEADER_BYTES;
+        let t = read_record(bytes, version, &mut pos)?;
+        check_end(bytes, pos)?;
         Ok(t)
     }
 
-    /// Everything but the per-element data (empty vectors).
-    fn clone_header(&self) -> CompressedTensor {
+    /// An owned copy.
+    pub fn to_owned(&self) -> CompressedTensor {
         CompressedTensor {
-            stream_offsets: Vec::new(),
-            words: Vec::new(),
-            sign_mantissa: Vec::new(),
             num_elements: self.num_elements,
             segment_rows: self.segment_rows,
             max_len: self.max_len,
@@ -185,17 +148,10 @@ impl CompressedTensor {
             code_lengths: self.code_lengths,
             data_crc: self.data_crc,
             layout: self.layout,
+            stream_offsets: self.stream_offsets.to_vec(),
+            words: self.words.to_vec(),
+            sign_mantissa: self.sign_mantissa.to_vec(),
         }
-    }
-
-    /// Bytes [`CompressedTensor::to_bytes`] produces, container header included.
-    pub fn serialized_len(&self) -> u64 {
-        CONTAINER_HEADER_BYTES as u64 + self.record_len()
-    }
-
-    /// Bytes of this tensor's record alone.
-    pub fn record_len(&self) -> u64 {
-        record_len(self.num_elements, self.num_segments(), self.words.len() as u64, self.layout)
     }
 
     /// Checks every invariant of `docs/FORMAT.md` sections 4 and 5.
@@ -301,6 +257,134 @@ impl CompressedTensor {
         }
         Ok(())
     }
+}
+
+/// Several tensors decoded together, e.g. all weights of a transformer block:
+/// one container, one kernel launch, one output buffer (tensors back to back).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Group {
+    /// The tensors, in output order.
+    pub tensors: Vec<CompressedTensor>,
+}
+
+/// Segments of a tensor with `num_elements` elements and `segment_rows` rows
+/// per segment: `ceil(N / (256·R))`. `segment_rows` must be at least 1.
+pub fn segments_for(num_elements: u64, segment_rows: u32) -> u64 {
+    num_elements.div_ceil(ROW_ELEMS as u64 * segment_rows as u64)
+}
+
+/// Zero bytes after the sign+mantissa bytes that align the record to 4 bytes.
+fn pad_for(num_elements: u64) -> u64 {
+    (4 - num_elements % 4) % 4
+}
+
+/// Serialized record length from its header fields, in `u64` so that no
+/// header value, however large, can overflow it.
+fn record_len(num_elements: u64, num_segments: u64, num_words: u64, layout: Layout) -> u64 {
+    TENSOR_HEADER_BYTES as u64
+        + 4 * (layout.streams_per_segment() * num_segments + 1)
+        + 4 * num_words
+        + num_elements
+        + pad_for(num_elements)
+        + 4
+}
+
+/// Valid slots (elements) of lane `lane` in a segment of `seg_len` elements:
+/// the lane owns 8 consecutive elements of each 256-element row.
+pub fn lane_slots(seg_len: usize, lane: usize) -> usize {
+    let full_rows = seg_len / ROW_ELEMS;
+    let tail = seg_len % ROW_ELEMS;
+    full_rows * LANE_RUN + tail.saturating_sub(lane * LANE_RUN).min(LANE_RUN)
+}
+
+impl CompressedTensor {
+    /// Number of segments (S).
+    pub fn num_segments(&self) -> u64 {
+        self.view().num_segments()
+    }
+
+    /// Elements in one full segment: `256·R`.
+    pub fn segment_elems(&self) -> u64 {
+        self.view().segment_elems()
+    }
+
+    /// Segments `first .. first + count` as a tensor of their own: segments
+    /// decode independently, so this is a valid record (same code, rebased
+    /// offsets, the segments' words and bytes) holding elements
+    /// `first·256R ..` of this one. Its data CRC is computed by decoding
+    /// them, which also checks their streams. A consumer can so split a large
+    /// matrix into pieces of whole segments that decode on their own, on
+    /// the GPU too, without re-encoding.
+    pub fn segments(&self, first: u64, count: u64) -> Result<CompressedTensor> {
+        self.validate()?;
+        let s = self.num_segments();
+        let end = first.checked_add(count).filter(|&e| e <= s && count > 0);
+        let Some(end) = end else {
+            return Err(Error::invalid("segments", format!("{first} + {count} is not a range of the {s} segments")));
+        };
+        let per = self.layout.streams_per_segment() as usize;
+        let offsets = &self.stream_offsets[first as usize * per..=end as usize * per];
+        let base = offsets[0];
+        let e0 = first * self.segment_elems();
+        let e1 = (end * self.segment_elems()).min(self.num_elements);
+        let mut t = CompressedTensor {
+            num_elements: e1 - e0,
+            stream_offsets: offsets.iter().map(|o| o - base).collect(),
+            words: self.words[base as usize..offsets[offsets.len() - 1] as usize].to_vec(),
+            sign_mantissa: self.sign_mantissa[e0 as usize..e1 as usize].to_vec(),
+            ..self.clone_header()
+        };
+        let bits = crate::decode::decode(&t, &crate::DecodeOptions { verify_crc: false, parallel: true })?;
+        t.data_crc = data_crc(&bits);
+        Ok(t)
+    }
+
+    /// Everything but the per-element data (empty vectors).
+    fn clone_header(&self) -> CompressedTensor {
+        CompressedTensor {
+            stream_offsets: Vec::new(),
+            words: Vec::new(),
+            sign_mantissa: Vec::new(),
+            num_elements: self.num_elements,
+            segment_rows: self.segment_rows,
+            max_len: self.max_len,
+            only_symbol: self.only_symbol,
+            code_lengths: self.code_lengths,
+            data_crc: self.data_crc,
+            layout: self.layout,
+        }
+    }
+
+    /// Bytes [`CompressedTensor::to_bytes`] produces, container header included.
+    pub fn serialized_len(&self) -> u64 {
+        CONTAINER_HEADER_BYTES as u64 + self.record_len()
+    }
+
+    /// Bytes of this tensor's record alone.
+    pub fn record_len(&self) -> u64 {
+        record_len(self.num_elements, self.num_segments(), self.words.len() as u64, self.layout)
+    }
+
+    /// Checks every invariant of `docs/FORMAT.md` sections 4 and 5.
+    pub fn validate(&self) -> Result<()> {
+        self.view().validate()
+    }
+
+    /// This tensor's fields, its data borrowed.
+    pub fn view(&self) -> TensorView<'_> {
+        TensorView {
+            num_elements: self.num_elements,
+            segment_rows: self.segment_rows,
+            max_len: self.max_len,
+            only_symbol: self.only_symbol,
+            code_lengths: self.code_lengths,
+            data_crc: self.data_crc,
+            layout: self.layout,
+            stream_offsets: Cow::Borrowed(&self.stream_offsets),
+            words: Cow::Borrowed(&self.words),
+            sign_mantissa: &self.sign_mantissa,
+        }
+    }
 
     /// Serializes as a container holding this one tensor.
     ///
@@ -316,24 +400,7 @@ impl CompressedTensor {
     /// Parses a container that holds exactly one tensor, strictly: checksums,
     /// every invariant, and no trailing bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        Self::from_bytes_reusing(bytes, None)
-    }
-
-    /// [`CompressedTensor::from_bytes`], filling the offset, word and
-    /// sign+mantissa vectors of `spare` (an earlier parse's) instead of new
-    /// ones where their capacity suffices: a reader that parses tensor after
-    /// tensor then copies into memory it already has, instead of faulting
-    /// in and zeroing fresh pages for each (a third of a checkpoint
-    /// verification's time, measured; docs/PERFORMANCE.md section 4).
-    pub fn from_bytes_reusing(bytes: &[u8], spare: Option<CompressedTensor>) -> Result<Self> {
-        let (version, count) = read_container_header(bytes)?;
-        if count != 1 {
-            return Err(Error::invalid("tensor_count", format!("{count} tensors where exactly 1 is expected")));
-        }
-        let mut pos = CONTAINER_HEADER_BYTES;
-        let t = Self::read_record(bytes, version, &mut pos, spare)?;
-        check_end(bytes, pos)?;
-        Ok(t)
+        TensorView::from_bytes(bytes).map(|v| v.to_owned())
     }
 
     fn write_record(&self, out: &mut Vec<u8>) {
@@ -356,85 +423,82 @@ impl CompressedTensor {
         let crc = crc32c::crc32c(&out[start..]);
         out.extend_from_slice(&crc.to_le_bytes());
     }
+}
 
-    /// Reads one record of a container of `version` at `*pos`, advancing it
-    /// past the record.
-    fn read_record(bytes: &[u8], version: u16, pos: &mut usize, spare: Option<CompressedTensor>) -> Result<Self> {
-        let rest = &bytes[*pos..];
-        need(rest, TENSOR_HEADER_BYTES as u64)?;
-        let n = u64_at(rest, 0);
-        let segment_rows = u32_at(rest, 8);
-        let s = u32_at(rest, 12) as u64;
-        let w = u32_at(rest, 16) as u64;
-        // These three fields size the record; check them before trusting its length.
-        if n >= MAX_ELEMENTS {
-            return Err(Error::invalid("num_elements", format!("{n} is not below 2^40")));
-        }
-        if !(1..=MAX_SEGMENT_ROWS).contains(&segment_rows) {
-            return Err(Error::invalid("segment_rows", format!("{segment_rows} is outside 1..={MAX_SEGMENT_ROWS}")));
-        }
-        let expected_s = segments_for(n, segment_rows);
-        if s != expected_s {
-            return Err(Error::invalid("num_segments", format!("{s}, expected {expected_s} for {n} elements")));
-        }
-        // Version 1 had no layout byte: it was reserved, so zero (warp).
-        let layout = match Layout::from_code(rest[RECORD_LAYOUT_BYTE]) {
-            Some(Layout::Lanes) if version < 2 => {
-                return Err(Error::invalid("reserved", "reserved header bytes are not zero"));
-            }
-            Some(l) => l,
-            None => {
-                return Err(Error::invalid("layout", format!("unknown layout {}", rest[RECORD_LAYOUT_BYTE])));
-            }
-        };
-        let len = record_len(n, s, w, layout);
-        need(rest, len)?;
-        // `len` fits in the input, hence in usize, and nothing was allocated yet.
-        let len = len as usize;
-        let body = &rest[..len - 4];
-        let stored = u32_at(rest, len - 4);
-        let computed = crc32c::crc32c(body);
-        if stored != computed {
-            return Err(Error::Checksum { what: "record", stored, computed });
-        }
-        if rest[RECORD_LAYOUT_BYTE + 1] != 0 || rest[28..32] != [0; 4] {
+/// Reads one record of a container of `version` at `*pos`, advancing it
+/// past the record.
+fn read_record<'a>(bytes: &'a [u8], version: u16, pos: &mut usize) -> Result<TensorView<'a>> {
+    let rest = &bytes[*pos..];
+    need(rest, TENSOR_HEADER_BYTES as u64)?;
+    let n = u64_at(rest, 0);
+    let segment_rows = u32_at(rest, 8);
+    let s = u32_at(rest, 12) as u64;
+    let w = u32_at(rest, 16) as u64;
+    // These three fields size the record; check them before trusting its length.
+    if n >= MAX_ELEMENTS {
+        return Err(Error::invalid("num_elements", format!("{n} is not below 2^40")));
+    }
+    if !(1..=MAX_SEGMENT_ROWS).contains(&segment_rows) {
+        return Err(Error::invalid("segment_rows", format!("{segment_rows} is outside 1..={MAX_SEGMENT_ROWS}")));
+    }
+    let expected_s = segments_for(n, segment_rows);
+    if s != expected_s {
+        return Err(Error::invalid("num_segments", format!("{s}, expected {expected_s} for {n} elements")));
+    }
+    // Version 1 had no layout byte: it was reserved, so zero (warp).
+    let layout = match Layout::from_code(rest[RECORD_LAYOUT_BYTE]) {
+        Some(Layout::Lanes) if version < 2 => {
             return Err(Error::invalid("reserved", "reserved header bytes are not zero"));
         }
-        let mut code_lengths = [0u8; SYMBOLS];
-        for (i, &b) in rest[32..32 + CODE_LENGTH_BYTES].iter().enumerate() {
-            code_lengths[2 * i] = b & 0xf;
-            code_lengths[2 * i + 1] = b >> 4;
+        Some(l) => l,
+        None => {
+            return Err(Error::invalid("layout", format!("unknown layout {}", rest[RECORD_LAYOUT_BYTE])));
         }
-        let mut at = TENSOR_HEADER_BYTES;
-        let offsets_len = 4 * (layout.streams_per_segment() as usize * s as usize + 1);
-        let (mut stream_offsets, mut words, mut sign_mantissa) =
-            spare.map(|t| (t.stream_offsets, t.words, t.sign_mantissa)).unwrap_or_default();
-        read_u32s(&rest[at..at + offsets_len], &mut stream_offsets);
-        at += offsets_len;
-        read_u32s(&rest[at..at + 4 * w as usize], &mut words);
-        at += 4 * w as usize;
-        sign_mantissa.clear();
-        sign_mantissa.extend_from_slice(&rest[at..at + n as usize]);
-        at += n as usize;
-        if body[at..].iter().any(|&b| b != 0) {
-            return Err(Error::invalid("padding", "padding bytes are not zero"));
-        }
-        let t = CompressedTensor {
-            num_elements: n,
-            segment_rows,
-            max_len: rest[20],
-            only_symbol: rest[21],
-            code_lengths,
-            data_crc: u32_at(rest, 24),
-            layout,
-            stream_offsets,
-            words,
-            sign_mantissa,
-        };
-        t.validate()?;
-        *pos += len;
-        Ok(t)
+    };
+    let len = record_len(n, s, w, layout);
+    need(rest, len)?;
+    // `len` fits in the input, hence in usize, and nothing was allocated yet.
+    let len = len as usize;
+    let body = &rest[..len - 4];
+    let stored = u32_at(rest, len - 4);
+    let computed = crc32c::crc32c(body);
+    if stored != computed {
+        return Err(Error::Checksum { what: "record", stored, computed });
     }
+    if rest[RECORD_LAYOUT_BYTE + 1] != 0 || rest[28..32] != [0; 4] {
+        return Err(Error::invalid("reserved", "reserved header bytes are not zero"));
+    }
+    let mut code_lengths = [0u8; SYMBOLS];
+    for (i, &b) in rest[32..32 + CODE_LENGTH_BYTES].iter().enumerate() {
+        code_lengths[2 * i] = b & 0xf;
+        code_lengths[2 * i + 1] = b >> 4;
+    }
+    let mut at = TENSOR_HEADER_BYTES;
+    let offsets_len = 4 * (layout.streams_per_segment() as usize * s as usize + 1);
+    let stream_offsets = u32s(&rest[at..at + offsets_len]);
+    at += offsets_len;
+    let words = u32s(&rest[at..at + 4 * w as usize]);
+    at += 4 * w as usize;
+    let sign_mantissa = &rest[at..at + n as usize];
+    at += n as usize;
+    if body[at..].iter().any(|&b| b != 0) {
+        return Err(Error::invalid("padding", "padding bytes are not zero"));
+    }
+    let t = TensorView {
+        num_elements: n,
+        segment_rows,
+        max_len: rest[20],
+        only_symbol: rest[21],
+        code_lengths,
+        data_crc: u32_at(rest, 24),
+        layout,
+        stream_offsets,
+        words,
+        sign_mantissa,
+    };
+    t.validate()?;
+    *pos += len;
+    Ok(t)
 }
 
 impl Group {
@@ -473,7 +537,7 @@ impl Group {
         // No capacity from `count`: it is untrusted until the records are read.
         let mut tensors = Vec::new();
         for _ in 0..count {
-            tensors.push(CompressedTensor::read_record(bytes, version, &mut pos, None)?);
+            tensors.push(read_record(bytes, version, &mut pos)?.to_owned());
         }
         check_end(bytes, pos)?;
         Ok(Group { tensors })
@@ -581,10 +645,16 @@ fn extend_u32s(out: &mut Vec<u8>, v: &[u32]) {
     }
 }
 
-/// Replaces `v`'s contents with the little-endian `u32`s of `b`.
-fn read_u32s(b: &[u8], v: &mut Vec<u32>) {
-    v.clear();
-    v.extend(b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+/// The little-endian `u32`s of `b`: a view where `b` is 4-byte aligned on a
+/// little-endian host (the records df11 writes into safetensors files
+/// usually are), a copy otherwise.
+fn u32s(b: &[u8]) -> Cow<'_, [u32]> {
+    if cfg!(target_endian = "little")
+        && let Ok(v) = bytemuck::try_cast_slice(b)
+    {
+        return Cow::Borrowed(v);
+    }
+    Cow::Owned(b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 /// CRC32C of bf16 bit patterns as little-endian `u16`s: the `data_crc` field.

@@ -15,7 +15,7 @@ pub mod reference;
 pub mod stats;
 pub mod synth;
 
-pub use container::{CompressedTensor, Group, Layout};
+pub use container::{CompressedTensor, Group, Layout, TensorView};
 pub use decode::DecodeOptions;
 pub use df11_gpu::format;
 pub use encode::{EncodeOptions, compress, compress_bits, compress_with};

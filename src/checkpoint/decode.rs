@@ -13,45 +13,58 @@ use std::collections::BTreeMap;
 pub trait Decoder: Sync {
     /// Decodes a single-tensor container into `out` (one `u16` per element).
     fn decode(&self, container: &[u8], out: &mut [u16]) -> std::result::Result<(), String>;
+
+    /// Decodes a single-tensor container and compares it with `expected`
+    /// (one `u16` per element): the index of the first element that
+    /// differs and the element decoded there, `None` if all are equal. By
+    /// default it decodes into a new buffer; a decoder may compare without
+    /// storing the whole output.
+    fn compare(&self, container: &[u8], expected: &[u16]) -> std::result::Result<Option<(u64, u16)>, String> {
+        let mut out = vec![0u16; expected.len()];
+        self.decode(container, &mut out)?;
+        Ok(out.iter().zip(expected).position(|(a, b)| a != b).map(|i| (i as u64, out[i])))
+    }
 }
 
 /// The CPU decoder (the fast decoder on the current rayon pool; the data
-/// CRC is checked).
+/// CRC is checked). It reads the container in place (no copy of its data,
+/// [`df11_host::TensorView`]) and compares segment by segment.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuDecoder;
 
 impl Decoder for CpuDecoder {
     fn decode(&self, container: &[u8], out: &mut [u16]) -> std::result::Result<(), String> {
-        // While buffers are being reused (a writer or a `BufferReuse` runs),
-        // each thread parses into the vectors of its previous tensor;
-        // otherwise it keeps none.
-        thread_local!(static SPARE: std::cell::RefCell<Option<crate::CompressedTensor>> = const { std::cell::RefCell::new(None) });
-        let reuse = pool::reusing();
-        let spare = SPARE.with_borrow_mut(Option::take).filter(|_| reuse);
-        let t = crate::CompressedTensor::from_bytes_reusing(container, spare).map_err(|e| e.to_string())?;
-        check_elements(&t, out.len())?;
-        let r = crate::decompress_into(&t, bytemuck::cast_slice_mut(out)).map_err(|e| e.to_string());
-        if reuse {
-            SPARE.set(Some(t));
-        }
-        r
+        let t = parse_view(container, out.len())?;
+        df11_host::decode::decode_view_into(&t, out, &df11_host::DecodeOptions::default()).map_err(|e| e.to_string())
     }
+
+    fn compare(&self, container: &[u8], expected: &[u16]) -> std::result::Result<Option<(u64, u16)>, String> {
+        let t = parse_view(container, expected.len())?;
+        df11_host::decode::compare_view(&t, expected, &df11_host::DecodeOptions::default()).map_err(|e| e.to_string())
+    }
+}
+
+/// Parses a container in place and checks it holds `numel` elements.
+fn parse_view(container: &[u8], numel: usize) -> std::result::Result<df11_host::TensorView<'_>, String> {
+    let t = df11_host::TensorView::from_bytes(container).map_err(|e| e.to_string())?;
+    if t.num_elements != numel as u64 {
+        return Err(elements_err(t.num_elements, numel));
+    }
+    Ok(t)
+}
+
+fn elements_err(held: u64, numel: usize) -> String {
+    format!("container holds {held} elements, the tensor's shape needs {numel}")
 }
 
 /// Parses a container and checks it holds `numel` elements.
 #[cfg(feature = "gpu")]
 pub(crate) fn parse_container(container: &[u8], numel: usize) -> std::result::Result<crate::CompressedTensor, String> {
     let t = crate::CompressedTensor::from_bytes(container).map_err(|e| e.to_string())?;
-    check_elements(&t, numel)?;
-    Ok(t)
-}
-
-/// Checks a parsed container holds `numel` elements.
-fn check_elements(t: &crate::CompressedTensor, numel: usize) -> std::result::Result<(), String> {
     if t.num_elements != numel as u64 {
-        return Err(format!("container holds {} elements, the tensor's shape needs {numel}", t.num_elements));
+        return Err(elements_err(t.num_elements, numel));
     }
-    Ok(())
+    Ok(t)
 }
 
 /// The version field of a container, if the bytes start like one.
@@ -176,11 +189,6 @@ pub(crate) mod pool {
         }
     }
 
-    /// Whether the shared pool keeps buffers now (a scope is open).
-    pub fn reusing() -> bool {
-        SHARED.limit.load(Ordering::Relaxed) > 0
-    }
-
     /// [`Pool::take`] from the shared pool.
     pub fn take(len: usize) -> Vec<u8> {
         SHARED.take(len)
@@ -232,6 +240,38 @@ pub fn recycle(decoded: Vec<Cow<'_, [u8]>>) {
             pool::give(v);
         }
     }
+}
+
+/// Compares the tensors a unit decodes to with `expected` (one per output,
+/// `None` for one not to compare): per output, the first byte that differs,
+/// `None` where equal or not compared. A df11 tensor is compared as it is
+/// decoded ([`Decoder::compare`]), without its output in memory.
+pub(crate) fn compare(f: &Shard, unit: &Unit, expected: &[Option<&[u8]>], dec: &dyn Decoder) -> Result<Vec<Option<u64>>> {
+    if let (Payload::Df11(t), [Some(want)], [o]) = (&unit.payload, expected, unit.outputs.as_slice())
+        && Some(want.len() as u64) == o.num_elements().checked_mul(2)
+    {
+        let want16 = bytes_to_u16(want);
+        let found = dec.compare(f.file.bytes(t), &want16).map_err(|e| tensor_err(&f.file.path, &t.name, e))?;
+        // The element's little-endian bytes: the low one first.
+        return Ok(vec![found.map(|(i, got)| 2 * i + u64::from(got as u8 == want16[i as usize] as u8))]);
+    }
+    let got = materialize(f, unit, dec)?;
+    let out = got.iter().zip(expected).map(|(g, w)| w.and_then(|w| first_difference(w, g))).collect();
+    recycle(got);
+    Ok(out)
+}
+
+/// The first byte at which `a` and `b` differ (the shorter one's length when
+/// one is a prefix of the other).
+pub(crate) fn first_difference(a: &[u8], b: &[u8]) -> Option<u64> {
+    if a.len() != b.len() {
+        return Some(a.len().min(b.len()) as u64);
+    }
+    // Compare in large chunks first: equal is the common case.
+    a.chunks(1 << 16).zip(b.chunks(1 << 16)).position(|(x, y)| x != y).map(|c| {
+        let base = c << 16;
+        (base + a[base..].iter().zip(&b[base..]).position(|(x, y)| x != y).unwrap_or(0)) as u64
+    })
 }
 
 /// Produces a unit's tensors' bytes (borrowed for raw tensors).

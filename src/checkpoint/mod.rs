@@ -243,6 +243,15 @@ impl Shard {
         decode::materialize(self, unit, dec)
     }
 
+    /// Compares the tensors `unit` decodes to with `expected` (one per
+    /// output; `None` for one not to compare): per output, the first byte
+    /// that differs, `None` where equal or not compared. A df11 tensor is
+    /// compared as it is decoded ([`Decoder::compare`]), so its output is
+    /// never held whole.
+    pub fn compare_unit(&self, unit: &Unit, expected: &[Option<&[u8]>], dec: &dyn Decoder) -> Result<Vec<Option<u64>>> {
+        decode::compare(self, unit, expected, dec)
+    }
+
     /// The tensors a unit of this shard decodes to, as [`Checkpoint::tensors`] lists them.
     pub fn entries(&self, unit: &Unit) -> Vec<TensorEntry> {
         (0..unit.outputs.len()).map(|o| entry(self, unit, o)).collect()

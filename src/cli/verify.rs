@@ -25,8 +25,9 @@ pub fn run(original: &Path, compressed: &Path, shapes: Option<&Path>, dec: &dyn 
             }
         }
     }
-    // Decoded tensors' buffers are reused by the next ones: one batch in
-    // flight and one batch's worth kept.
+    // df11 tensors are compared as they decode; the buffers of anything
+    // else decoded (an original that is compressed too, DFloat11 modules)
+    // are reused by the next ones: one batch in flight and one batch's worth kept.
     let _reuse = BufferReuse::new(2 * BATCH_BYTES);
     let total: u64 = comp.units().fold(0u64, |a, (_, i)| a.saturating_add(i.plain_bytes()));
     let bar = common.progress(total);
@@ -36,8 +37,10 @@ pub fn run(original: &Path, compressed: &Path, shapes: Option<&Path>, dec: &dyn 
     for f in comp.shards() {
         for batch in batches(&f.units, threads, BATCH_BYTES, |i| i.plain_bytes()) {
             batch.par_iter().try_for_each(|item| -> Result<()> {
-                let decoded = f.decode_unit(item, dec)?;
-                for (o, bytes) in item.outputs.iter().zip(&decoded) {
+                // Each output's original, where it has one of the same dtype and shape.
+                let mut origs = Vec::with_capacity(item.outputs.len());
+                for o in &item.outputs {
+                    origs.push(None);
                     if !seen.lock().unwrap().insert(o.name.clone()) {
                         problems.lock().unwrap().push(format!(
                             "tensor {} appears twice in {}",
@@ -59,14 +62,21 @@ pub fn run(original: &Path, compressed: &Path, shapes: Option<&Path>, dec: &dyn 
                         ));
                         continue;
                     }
-                    let orig_bytes = of.decode_unit(oitem, dec)?;
-                    if let Some(pos) = first_difference(&orig_bytes[oi], bytes) {
+                    *origs.last_mut().unwrap() = Some((of, oitem, of.decode_unit(oitem, dec)?, oi));
+                }
+                let expected: Vec<Option<&[u8]>> =
+                    origs.iter().map(|x| x.as_ref().map(|(_, _, bytes, oi)| &*bytes[*oi])).collect();
+                // Decoded and compared as it goes: no decoded copy is held.
+                let diffs = f.compare_unit(item, &expected, dec)?;
+                for (o, d) in item.outputs.iter().zip(diffs) {
+                    if let Some(pos) = d {
                         problems.lock().unwrap().push(format!("tensor {} differs (first at byte {pos})", o.name));
                     }
-                    recycle(orig_bytes);
+                }
+                for (of, oitem, bytes, _) in origs.into_iter().flatten() {
+                    recycle(bytes);
                     of.release(oitem);
                 }
-                recycle(decoded);
                 bar.inc(item.plain_bytes());
                 f.release(item);
                 Ok(())
@@ -96,15 +106,4 @@ pub fn run(original: &Path, compressed: &Path, shapes: Option<&Path>, dec: &dyn 
         );
     }
     Ok(())
-}
-
-fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
-    if a.len() != b.len() {
-        return Some(a.len().min(b.len()));
-    }
-    // Compare in large chunks first: equal is the common case.
-    a.chunks(1 << 16).zip(b.chunks(1 << 16)).position(|(x, y)| x != y).map(|c| {
-        let base = c << 16;
-        base + a[base..].iter().zip(&b[base..]).position(|(x, y)| x != y).unwrap_or(0)
-    })
 }

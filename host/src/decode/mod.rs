@@ -27,7 +27,7 @@ mod lanes;
 mod warp;
 
 use crate::CompressedTensor;
-use crate::container::{Layout, data_crc_append};
+use crate::container::{Layout, TensorView, data_crc_append};
 use crate::error::{Error, Result};
 use df11_gpu::format::{LANES, TABLE_SIZE};
 use df11_gpu::table::{self, Entry};
@@ -56,6 +56,12 @@ impl Default for DecodeOptions {
 /// Decodes `t` into `out`, which must hold exactly its element count, as
 /// `opts` says.
 pub fn decode_into(t: &CompressedTensor, out: &mut [u16], opts: &DecodeOptions) -> Result<()> {
+    decode_view_into(&t.view(), out, opts)
+}
+
+/// [`decode_into`] for a tensor whose data is borrowed, e.g. parsed in place
+/// from a memory-mapped file with [`TensorView::from_bytes`].
+pub fn decode_view_into(t: &TensorView, out: &mut [u16], opts: &DecodeOptions) -> Result<()> {
     let p = prepare(t, out.len())?;
     let crc = if opts.parallel {
         let segs_per_task = (TASK_ELEMS / p.seg_elems).max(1);
@@ -64,18 +70,95 @@ pub fn decode_into(t: &CompressedTensor, out: &mut [u16], opts: &DecodeOptions) 
             .par_chunks_mut(task_elems)
             .enumerate()
             .map(|(i, chunk)| {
-                decode_range(&p, t, i * segs_per_task, chunk, opts.verify_crc).map(|crc| (crc, chunk.len()))
+                decode_range(&p, t, i * segs_per_task, chunk, opts.verify_crc.then_some(0), p.stream_out)
+                    .map(|crc| (crc, chunk.len()))
             })
             .collect::<Result<Vec<_>>>()?;
         // CRCs of consecutive chunks combine exactly into the CRC of the whole.
         crcs.iter().fold(0, |acc, &(crc, len)| crate::crc::combine(acc, crc, 2 * len as u64))
     } else {
-        decode_range(&p, t, 0, out, opts.verify_crc)?
+        decode_range(&p, t, 0, out, opts.verify_crc.then_some(0), p.stream_out)?
     };
+    check_data_crc(t, crc, opts)
+}
+
+fn check_data_crc(t: &TensorView, crc: u32, opts: &DecodeOptions) -> Result<()> {
     if opts.verify_crc && crc != t.data_crc {
         return Err(Error::Checksum { what: "data", stored: t.data_crc, computed: crc });
     }
     Ok(())
+}
+
+/// Decodes `t` and compares it with `expected`, which must hold exactly its
+/// element count, without storing the output: segment by segment into a
+/// per-thread buffer of one segment, which stays in cache for the compare.
+/// Returns the index of the first element that differs and the element
+/// decoded there, `None` if every one is equal. Errors as [`decode_view_into`] does, a data CRC that does not
+/// match the decoded elements included (when [`DecodeOptions::verify_crc`]
+/// is on and they all equal `expected`).
+///
+/// This is a checkpoint verification's inner loop: against decoding into a
+/// buffer and comparing that, it saves writing the output to memory and
+/// reading it back.
+pub fn compare_view(t: &TensorView, expected: &[u16], opts: &DecodeOptions) -> Result<Option<(u64, u16)>> {
+    let p = prepare(t, expected.len())?;
+    let segs_per_task = (TASK_ELEMS / p.seg_elems).max(1);
+    let task_elems = p.seg_elems * segs_per_task;
+    let task = |(i, chunk): (usize, &[u16])| -> Result<(u32, Option<(u64, u16)>, usize)> {
+        let (crc, diff) = compare_range(&p, t, i * segs_per_task, chunk, opts.verify_crc)?;
+        Ok((crc, diff.map(|(d, got)| ((i * task_elems + d) as u64, got)), chunk.len()))
+    };
+    let results: Vec<_> = if opts.parallel {
+        expected.par_chunks(task_elems).enumerate().map(task).collect::<Result<_>>()?
+    } else {
+        let mut v = Vec::new();
+        for r in expected.chunks(task_elems).enumerate().map(task) {
+            let r = r?;
+            let differs = r.1.is_some();
+            v.push(r);
+            if differs {
+                break;
+            }
+        }
+        v
+    };
+    if let Some(d) = results.iter().filter_map(|r| r.1).min() {
+        return Ok(Some(d));
+    }
+    let crc = results.iter().fold(0, |acc, &(crc, _, len)| crate::crc::combine(acc, crc, 2 * len as u64));
+    check_data_crc(t, crc, opts).map(|()| None)
+}
+
+thread_local! {
+    /// Each thread's one-segment output buffer for [`compare_view`].
+    static SEGMENT_BUF: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`compare_view`] of the segments from `first_seg` on that `expected`
+/// holds: the CRC of the elements compared (0 if not `want_crc`) and the
+/// first difference (index, decoded element), where the compare stopped.
+fn compare_range(
+    p: &Prepared,
+    t: &TensorView,
+    first_seg: usize,
+    expected: &[u16],
+    want_crc: bool,
+) -> Result<(u32, Option<(usize, u16)>)> {
+    SEGMENT_BUF.with_borrow_mut(|buf| {
+        let mut crc = 0;
+        for (i, want) in expected.chunks(p.seg_elems).enumerate() {
+            if buf.len() < want.len() {
+                buf.resize(want.len(), 0);
+            }
+            let got = &mut buf[..want.len()];
+            crc = decode_range(p, t, first_seg + i, got, want_crc.then_some(crc), false)?;
+            if got != want {
+                let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+                return Ok((crc, Some((i * p.seg_elems + at, got[at]))));
+            }
+        }
+        Ok((crc, None))
+    })
 }
 
 /// Decodes elements `start .. start + out.len()` of `t` into `out`: only the
@@ -89,11 +172,13 @@ pub fn decode_into(t: &CompressedTensor, out: &mut [u16], opts: &DecodeOptions) 
 /// ([`DecodeOptions::verify_crc`] is ignored); the structure is validated as
 /// for [`decode_into`], and a corrupt stream is still reported.
 pub fn decode_range_into(t: &CompressedTensor, start: u64, out: &mut [u16], opts: &DecodeOptions) -> Result<()> {
+    let t = &t.view();
     let end = start.checked_add(out.len() as u64).filter(|&e| e <= t.num_elements);
     let Some(end) = end else {
         return Err(Error::OutputLength { expected: t.num_elements.saturating_sub(start), actual: out.len() as u64 });
     };
     let p = prepare(t, t.num_elements as usize)?;
+    let stream = p.stream_out;
     if start == end {
         return Ok(());
     }
@@ -112,10 +197,10 @@ pub fn decode_range_into(t: &CompressedTensor, start: u64, out: &mut [u16], opts
     let one = |(s, skip, piece): (usize, usize, &mut [u16])| -> Result<()> {
         let seg_len = (t.num_elements - s as u64 * seg).min(seg) as usize;
         if skip == 0 && piece.len() == seg_len {
-            return decode_range(&p, t, s, piece, false).map(drop);
+            return decode_range(&p, t, s, piece, None, stream).map(drop);
         }
         let mut whole = vec![0u16; seg_len];
-        decode_range(&p, t, s, &mut whole, false)?;
+        decode_range(&p, t, s, &mut whole, None, false)?;
         piece.copy_from_slice(&whole[skip..skip + piece.len()]);
         Ok(())
     };
@@ -150,6 +235,8 @@ struct Prepared<'a> {
     max_len: u32,
     only_symbol: u8,
     seg_elems: usize,
+    /// Whether the output is large enough to be written around the caches.
+    stream_out: bool,
     /// Lanes layout: the multi-symbol table and the stream bytes.
     lanes: Option<(Box<MultiTable>, Cow<'a, [u8]>)>,
 }
@@ -160,7 +247,7 @@ thread_local! {
 }
 
 /// Checks everything the decoders rely on and builds the table.
-fn prepare(t: &CompressedTensor, out_len: usize) -> Result<Prepared<'_>> {
+fn prepare<'a>(t: &'a TensorView, out_len: usize) -> Result<Prepared<'a>> {
     // O(segments): offsets, sizes and the code's completeness. After this every
     // slice taken below is in bounds and every table entry is meaningful.
     t.validate()?;
@@ -176,6 +263,9 @@ fn prepare(t: &CompressedTensor, out_len: usize) -> Result<Prepared<'_>> {
         max_len: t.max_len as u32,
         only_symbol: t.only_symbol,
         seg_elems: t.segment_elems() as usize,
+        // The lanes decoder writes outputs beyond the caches around them (it
+        // checksums what it joins before storing it, so nothing is read back).
+        stream_out: t.num_elements.saturating_mul(2) >= STREAM_OUT_BYTES,
         lanes,
     })
 }
@@ -192,13 +282,19 @@ fn stream_bytes(words: &[u32]) -> Cow<'_, [u8]> {
 }
 
 /// Decodes consecutive segments starting at `first_seg` into `out` (their
-/// whole output, the last one possibly short) and returns the CRC32C of it
-/// if `want_crc` (else 0).
-fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut [u16], want_crc: bool) -> Result<u32> {
-    // The lanes decoder writes outputs beyond the caches around them (it
-    // checksums what it joins before storing it, so nothing is read back).
-    let large = t.num_elements.saturating_mul(2) >= STREAM_OUT_BYTES;
-    let mut crc = 0;
+/// whole output, the last one possibly short). With `crc: Some(c)`, returns
+/// `c`, the CRC32C of the elements before, continued with these (else 0).
+/// `stream_out`: write around the caches (the lanes decoder).
+fn decode_range(
+    p: &Prepared,
+    t: &TensorView,
+    first_seg: usize,
+    out: &mut [u16],
+    crc: Option<u32>,
+    stream_out: bool,
+) -> Result<u32> {
+    let want_crc = crc.is_some();
+    let mut crc = crc.unwrap_or(0);
     for (i, seg_out) in out.chunks_mut(p.seg_elems).enumerate() {
         let s = first_seg + i;
         let base = s * p.seg_elems;
@@ -209,7 +305,7 @@ fn decode_range(p: &Prepared, t: &CompressedTensor, first_seg: usize, out: &mut 
             true
         } else if let Some((multi, bytes)) = &p.lanes {
             let starts = &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
-            let mut how = join::Output { stream_out: large, crc: want_crc.then_some(crc) };
+            let mut how = join::Output { stream_out, crc: want_crc.then_some(crc) };
             let ok = LANE_BUFS.with_borrow_mut(|bufs| {
                 let bufs = bufs.get_or_insert_with(LaneBufs::new);
                 lanes::decode_segment(multi, &Stream::new(bytes), starts, sm, seg_out, bufs, &mut how)
