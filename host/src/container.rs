@@ -2,11 +2,11 @@
 //! their byte serialization (`docs/FORMAT.md`).
 
 use crate::error::{Error, Result};
-use std::borrow::Cow;
 use df11_gpu::format::{
     CODE_LENGTH_BYTES, CONTAINER_HEADER_BYTES, FIRST_VERSION, LANE_RUN, LANES, LAYOUT_LANES, LAYOUT_WARP, MAGIC,
     MAX_CODE_LEN, MAX_SEGMENT_ROWS, RECORD_LAYOUT_BYTE, ROW_ELEMS, SYMBOLS, TENSOR_HEADER_BYTES, VERSION, WORD_BITS,
 };
+use std::borrow::Cow;
 
 /// Exclusive upper bound on elements per tensor (FORMAT.md section 9).
 pub const MAX_ELEMENTS: u64 = 1 << 40;
@@ -259,6 +259,49 @@ impl<'a> TensorView<'a> {
     }
 }
 
+/// A single-tensor container parsed in place with its record CRC not
+/// checked yet: the decoders checksum each segment's words and bytes as they
+/// decode it, while those are in cache, instead of reading the whole record
+/// once more beforehand (`decode::decode_container_into`). The record CRC is
+/// `crc(head ‖ words ‖ sign+mantissa ‖ padding)`.
+pub(crate) struct Unchecked<'a> {
+    pub view: TensorView<'a>,
+    /// The record's bytes before its words: header and offsets.
+    head: &'a [u8],
+    pad: usize,
+    stored: u32,
+}
+
+impl<'a> Unchecked<'a> {
+    /// Parses `bytes` as [`TensorView::from_bytes`] does but for the record CRC.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        let (version, count) = read_container_header(bytes)?;
+        if count != 1 {
+            return Err(Error::invalid("tensor_count", format!("{count} tensors where exactly 1 is expected")));
+        }
+        let mut pos = CONTAINER_HEADER_BYTES;
+        let view = read_record_as(bytes, version, &mut pos, false)?;
+        check_end(bytes, pos)?;
+        let record = &bytes[CONTAINER_HEADER_BYTES..];
+        let head = TENSOR_HEADER_BYTES + 4 * view.stream_offsets.len();
+        let pad = pad_for(view.num_elements) as usize;
+        Ok(Unchecked { stored: u32_at(record, record.len() - 4), head: &record[..head], pad, view })
+    }
+
+    /// Checks the record CRC from those of all the words and all the
+    /// sign+mantissa bytes.
+    pub fn check(&self, words_crc: u32, sm_crc: u32) -> Result<()> {
+        let head = crc32c::crc32c(self.head);
+        let words = crate::crc::combine(head, words_crc, 4 * self.view.words.len() as u64);
+        let sm = crate::crc::combine(words, sm_crc, self.view.num_elements);
+        let computed = crc32c::crc32c_append(sm, &[0; 3][..self.pad]);
+        if computed != self.stored {
+            return Err(Error::Checksum { what: "record", stored: self.stored, computed });
+        }
+        Ok(())
+    }
+}
+
 /// Several tensors decoded together, e.g. all weights of a transformer block:
 /// one container, one kernel launch, one output buffer (tensors back to back).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -428,6 +471,11 @@ impl CompressedTensor {
 /// Reads one record of a container of `version` at `*pos`, advancing it
 /// past the record.
 fn read_record<'a>(bytes: &'a [u8], version: u16, pos: &mut usize) -> Result<TensorView<'a>> {
+    read_record_as(bytes, version, pos, true)
+}
+
+/// [`read_record`], checking the record CRC only if `check_crc`.
+fn read_record_as<'a>(bytes: &'a [u8], version: u16, pos: &mut usize, check_crc: bool) -> Result<TensorView<'a>> {
     let rest = &bytes[*pos..];
     need(rest, TENSOR_HEADER_BYTES as u64)?;
     let n = u64_at(rest, 0);
@@ -460,10 +508,12 @@ fn read_record<'a>(bytes: &'a [u8], version: u16, pos: &mut usize) -> Result<Ten
     // `len` fits in the input, hence in usize, and nothing was allocated yet.
     let len = len as usize;
     let body = &rest[..len - 4];
-    let stored = u32_at(rest, len - 4);
-    let computed = crc32c::crc32c(body);
-    if stored != computed {
-        return Err(Error::Checksum { what: "record", stored, computed });
+    if check_crc {
+        let stored = u32_at(rest, len - 4);
+        let computed = crc32c::crc32c(body);
+        if stored != computed {
+            return Err(Error::Checksum { what: "record", stored, computed });
+        }
     }
     if rest[RECORD_LAYOUT_BYTE + 1] != 0 || rest[28..32] != [0; 4] {
         return Err(Error::invalid("reserved", "reserved header bytes are not zero"));

@@ -19,7 +19,11 @@ pub trait Decoder: Sync {
     /// differs and the element decoded there, `None` if all are equal. By
     /// default it decodes into a new buffer; a decoder may compare without
     /// storing the whole output.
-    fn compare(&self, container: &[u8], expected: &[u16]) -> std::result::Result<Option<(u64, u16)>, String> {
+    fn compare(
+        &self,
+        container: &[u8],
+        expected: &[u16],
+    ) -> std::result::Result<Option<df11_host::decode::Difference>, String> {
         let mut out = vec![0u16; expected.len()];
         self.decode(container, &mut out)?;
         Ok(out.iter().zip(expected).position(|(a, b)| a != b).map(|i| (i as u64, out[i])))
@@ -34,23 +38,25 @@ pub struct CpuDecoder;
 
 impl Decoder for CpuDecoder {
     fn decode(&self, container: &[u8], out: &mut [u16]) -> std::result::Result<(), String> {
-        let t = parse_view(container, out.len())?;
-        df11_host::decode::decode_view_into(&t, out, &df11_host::DecodeOptions::default()).map_err(|e| e.to_string())
+        df11_host::decode::decode_container_into(container, out, &df11_host::DecodeOptions::default()).map_err(message)
     }
 
-    fn compare(&self, container: &[u8], expected: &[u16]) -> std::result::Result<Option<(u64, u16)>, String> {
-        let t = parse_view(container, expected.len())?;
-        df11_host::decode::compare_view(&t, expected, &df11_host::DecodeOptions::default()).map_err(|e| e.to_string())
+    fn compare(
+        &self,
+        container: &[u8],
+        expected: &[u16],
+    ) -> std::result::Result<Option<df11_host::decode::Difference>, String> {
+        df11_host::decode::compare_container(container, expected, &df11_host::DecodeOptions::default()).map_err(message)
     }
 }
 
-/// Parses a container in place and checks it holds `numel` elements.
-fn parse_view(container: &[u8], numel: usize) -> std::result::Result<df11_host::TensorView<'_>, String> {
-    let t = df11_host::TensorView::from_bytes(container).map_err(|e| e.to_string())?;
-    if t.num_elements != numel as u64 {
-        return Err(elements_err(t.num_elements, numel));
+/// A decode error as the checkpoint reports it: the output length is the
+/// tensor's shape here.
+fn message(e: df11_host::Error) -> String {
+    match e {
+        df11_host::Error::OutputLength { expected, actual } => elements_err(expected, actual as usize),
+        e => e.to_string(),
     }
-    Ok(t)
 }
 
 fn elements_err(held: u64, numel: usize) -> String {
@@ -246,7 +252,12 @@ pub fn recycle(decoded: Vec<Cow<'_, [u8]>>) {
 /// `None` for one not to compare): per output, the first byte that differs,
 /// `None` where equal or not compared. A df11 tensor is compared as it is
 /// decoded ([`Decoder::compare`]), without its output in memory.
-pub(crate) fn compare(f: &Shard, unit: &Unit, expected: &[Option<&[u8]>], dec: &dyn Decoder) -> Result<Vec<Option<u64>>> {
+pub(crate) fn compare(
+    f: &Shard,
+    unit: &Unit,
+    expected: &[Option<&[u8]>],
+    dec: &dyn Decoder,
+) -> Result<Vec<Option<u64>>> {
     if let (Payload::Df11(t), [Some(want)], [o]) = (&unit.payload, expected, unit.outputs.as_slice())
         && Some(want.len() as u64) == o.num_elements().checked_mul(2)
     {

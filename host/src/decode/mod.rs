@@ -27,7 +27,7 @@ mod lanes;
 mod warp;
 
 use crate::CompressedTensor;
-use crate::container::{Layout, TensorView, data_crc_append};
+use crate::container::{Layout, TensorView, Unchecked, data_crc_append};
 use crate::error::{Error, Result};
 use df11_gpu::format::{LANES, TABLE_SIZE};
 use df11_gpu::table::{self, Entry};
@@ -35,6 +35,10 @@ use lanes::{LaneBufs, MultiTable, Stream};
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::cell::RefCell;
+
+/// Where a decoded tensor first differs from the expected elements: the
+/// element's index and what was decoded there.
+pub type Difference = (u64, u16);
 
 /// How [`decode_into`] decodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,23 +67,63 @@ pub fn decode_into(t: &CompressedTensor, out: &mut [u16], opts: &DecodeOptions) 
 /// from a memory-mapped file with [`TensorView::from_bytes`].
 pub fn decode_view_into(t: &TensorView, out: &mut [u16], opts: &DecodeOptions) -> Result<()> {
     let p = prepare(t, out.len())?;
-    let crc = if opts.parallel {
-        let segs_per_task = (TASK_ELEMS / p.seg_elems).max(1);
-        let task_elems = p.seg_elems * segs_per_task;
-        let crcs = out
-            .par_chunks_mut(task_elems)
-            .enumerate()
-            .map(|(i, chunk)| {
-                decode_range(&p, t, i * segs_per_task, chunk, opts.verify_crc.then_some(0), p.stream_out)
-                    .map(|crc| (crc, chunk.len()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        // CRCs of consecutive chunks combine exactly into the CRC of the whole.
-        crcs.iter().fold(0, |acc, &(crc, len)| crate::crc::combine(acc, crc, 2 * len as u64))
-    } else {
-        decode_range(&p, t, 0, out, opts.verify_crc.then_some(0), p.stream_out)?
+    let want = Want { data: opts.verify_crc, record: false, stream_out: p.stream_out };
+    let sums = decode_sums(&p, t, out, want, opts.parallel)?;
+    check_data_crc(t, sums.data, opts)
+}
+
+/// Decodes the tensor of a single-tensor container's bytes into `out`, in
+/// place: what [`TensorView::from_bytes`] then [`decode_view_into`] do, in
+/// one pass over the record. Each segment's words and sign+mantissa bytes
+/// are checksummed for the record CRC just before they are decoded, while
+/// they are in cache, instead of in a pass of their own. Any corrupt record
+/// is reported as [`TensorView::from_bytes`] reports it.
+pub fn decode_container_into(bytes: &[u8], out: &mut [u16], opts: &DecodeOptions) -> Result<()> {
+    if cfg!(target_endian = "big") {
+        return decode_view_into(&TensorView::from_bytes(bytes)?, out, opts);
+    }
+    let mut run = || {
+        let u = Unchecked::parse(bytes)?;
+        let p = prepare(&u.view, out.len())?;
+        let want = Want { data: opts.verify_crc, record: true, stream_out: p.stream_out };
+        let sums = decode_sums(&p, &u.view, out, want, opts.parallel)?;
+        u.check(sums.words, sums.sm)?;
+        check_data_crc(&u.view, sums.data, opts)
     };
-    check_data_crc(t, crc, opts)
+    run().or_else(|e| strict_first(bytes, e))
+}
+
+/// [`compare_view`] of the tensor of a single-tensor container's bytes, in
+/// place and in one pass over the record as [`decode_container_into`] does.
+/// A difference is only reported for a record whose checksums hold.
+pub fn compare_container(bytes: &[u8], expected: &[u16], opts: &DecodeOptions) -> Result<Option<Difference>> {
+    if cfg!(target_endian = "big") {
+        return compare_view(&TensorView::from_bytes(bytes)?, expected, opts);
+    }
+    let run = || {
+        let u = Unchecked::parse(bytes)?;
+        let p = prepare(&u.view, expected.len())?;
+        let want = Want { data: opts.verify_crc, record: true, stream_out: false };
+        let (sums, diff) = compare_sums(&p, &u.view, expected, want, opts.parallel)?;
+        if diff.is_some() {
+            return Ok(diff);
+        }
+        u.check(sums.words, sums.sm)?;
+        check_data_crc(&u.view, sums.data, opts).map(|()| None)
+    };
+    match run() {
+        Ok(None) => Ok(None),
+        Ok(Some(d)) => TensorView::from_bytes(bytes).map(|_| Some(d)),
+        Err(e) => strict_first(bytes, e),
+    }
+}
+
+/// After a failure of the one-pass decode: the strict parse's error if it
+/// finds one (a record checksum mismatch, say, is what corrupt bytes are
+/// reported as), else `e`.
+fn strict_first<R>(bytes: &[u8], e: Error) -> Result<R> {
+    TensorView::from_bytes(bytes)?;
+    Err(e)
 }
 
 fn check_data_crc(t: &TensorView, crc: u32, opts: &DecodeOptions) -> Result<()> {
@@ -89,32 +133,104 @@ fn check_data_crc(t: &TensorView, crc: u32, opts: &DecodeOptions) -> Result<()> 
     Ok(())
 }
 
+/// What a run of segments computes as it decodes.
+#[derive(Clone, Copy)]
+struct Want {
+    /// The output's CRC.
+    data: bool,
+    /// The CRCs of the segments' words and sign+mantissa bytes (the record
+    /// CRC's parts; little-endian hosts only, where words are stored as is).
+    record: bool,
+    /// Write the output around the caches.
+    stream_out: bool,
+}
+
+/// The CRCs a run of segments accumulates ([`Want`]), each of the run alone.
+#[derive(Clone, Copy, Default)]
+struct Sums {
+    data: u32,
+    words: u32,
+    word_bytes: u64,
+    sm: u32,
+}
+
+impl Sums {
+    /// These sums followed by those of the next run, of `elems` elements.
+    fn then(self, next: Sums, elems: usize) -> Sums {
+        use crate::crc::combine;
+        Sums {
+            data: combine(self.data, next.data, 2 * elems as u64),
+            words: combine(self.words, next.words, next.word_bytes),
+            word_bytes: self.word_bytes + next.word_bytes,
+            sm: combine(self.sm, next.sm, elems as u64),
+        }
+    }
+}
+
+/// Decodes all of `t` into `out`, in tasks of whole segments on the rayon
+/// pool if `parallel`, and returns the sums of the whole.
+fn decode_sums(p: &Prepared, t: &TensorView, out: &mut [u16], want: Want, parallel: bool) -> Result<Sums> {
+    if !parallel {
+        let mut sums = Sums::default();
+        decode_range(p, t, 0, out, want, &mut sums)?;
+        return Ok(sums);
+    }
+    let segs_per_task = (TASK_ELEMS / p.seg_elems).max(1);
+    let parts = out
+        .par_chunks_mut(p.seg_elems * segs_per_task)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut sums = Sums::default();
+            decode_range(p, t, i * segs_per_task, chunk, want, &mut sums).map(|()| (sums, chunk.len()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(parts.into_iter().fold(Sums::default(), |acc, (s, n)| acc.then(s, n)))
+}
+
 /// Decodes `t` and compares it with `expected`, which must hold exactly its
 /// element count, without storing the output: segment by segment into a
 /// per-thread buffer of one segment, which stays in cache for the compare.
 /// Returns the index of the first element that differs and the element
-/// decoded there, `None` if every one is equal. Errors as [`decode_view_into`] does, a data CRC that does not
-/// match the decoded elements included (when [`DecodeOptions::verify_crc`]
-/// is on and they all equal `expected`).
+/// decoded there, `None` if every one is equal. Errors as [`decode_view_into`]
+/// does, a data CRC that does not match the decoded elements included (when
+/// [`DecodeOptions::verify_crc`] is on and they all equal `expected`).
 ///
 /// This is a checkpoint verification's inner loop: against decoding into a
 /// buffer and comparing that, it saves writing the output to memory and
 /// reading it back.
-pub fn compare_view(t: &TensorView, expected: &[u16], opts: &DecodeOptions) -> Result<Option<(u64, u16)>> {
+pub fn compare_view(t: &TensorView, expected: &[u16], opts: &DecodeOptions) -> Result<Option<Difference>> {
     let p = prepare(t, expected.len())?;
+    let want = Want { data: opts.verify_crc, record: false, stream_out: false };
+    let (sums, diff) = compare_sums(&p, t, expected, want, opts.parallel)?;
+    if diff.is_some() {
+        return Ok(diff);
+    }
+    check_data_crc(t, sums.data, opts).map(|()| None)
+}
+
+/// [`compare_view`]'s work: the sums of the whole (complete only if no
+/// difference was found) and the first difference.
+fn compare_sums(
+    p: &Prepared,
+    t: &TensorView,
+    expected: &[u16],
+    want: Want,
+    parallel: bool,
+) -> Result<(Sums, Option<Difference>)> {
     let segs_per_task = (TASK_ELEMS / p.seg_elems).max(1);
     let task_elems = p.seg_elems * segs_per_task;
-    let task = |(i, chunk): (usize, &[u16])| -> Result<(u32, Option<(u64, u16)>, usize)> {
-        let (crc, diff) = compare_range(&p, t, i * segs_per_task, chunk, opts.verify_crc)?;
-        Ok((crc, diff.map(|(d, got)| ((i * task_elems + d) as u64, got)), chunk.len()))
+    let task = |(i, chunk): (usize, &[u16])| -> Result<(Sums, usize, Option<Difference>)> {
+        let mut sums = Sums::default();
+        let diff = compare_range(p, t, i * segs_per_task, chunk, want, &mut sums)?;
+        Ok((sums, chunk.len(), diff.map(|(d, got)| ((i * task_elems + d) as u64, got))))
     };
-    let results: Vec<_> = if opts.parallel {
+    let parts: Vec<_> = if parallel {
         expected.par_chunks(task_elems).enumerate().map(task).collect::<Result<_>>()?
     } else {
         let mut v = Vec::new();
         for r in expected.chunks(task_elems).enumerate().map(task) {
             let r = r?;
-            let differs = r.1.is_some();
+            let differs = r.2.is_some();
             v.push(r);
             if differs {
                 break;
@@ -122,11 +238,8 @@ pub fn compare_view(t: &TensorView, expected: &[u16], opts: &DecodeOptions) -> R
         }
         v
     };
-    if let Some(d) = results.iter().filter_map(|r| r.1).min() {
-        return Ok(Some(d));
-    }
-    let crc = results.iter().fold(0, |acc, &(crc, _, len)| crate::crc::combine(acc, crc, 2 * len as u64));
-    check_data_crc(t, crc, opts).map(|()| None)
+    let diff = parts.iter().filter_map(|r| r.2).min();
+    Ok((parts.into_iter().fold(Sums::default(), |acc, (s, n, _)| acc.then(s, n)), diff))
 }
 
 thread_local! {
@@ -134,30 +247,30 @@ thread_local! {
     static SEGMENT_BUF: RefCell<Vec<u16>> = const { RefCell::new(Vec::new()) };
 }
 
-/// [`compare_view`] of the segments from `first_seg` on that `expected`
-/// holds: the CRC of the elements compared (0 if not `want_crc`) and the
-/// first difference (index, decoded element), where the compare stopped.
+/// Compares the segments from `first_seg` on that `expected` holds, adding
+/// to `sums`: the first difference (index, decoded element), where the
+/// compare stopped.
 fn compare_range(
     p: &Prepared,
     t: &TensorView,
     first_seg: usize,
     expected: &[u16],
-    want_crc: bool,
-) -> Result<(u32, Option<(usize, u16)>)> {
+    want: Want,
+    sums: &mut Sums,
+) -> Result<Option<(usize, u16)>> {
     SEGMENT_BUF.with_borrow_mut(|buf| {
-        let mut crc = 0;
-        for (i, want) in expected.chunks(p.seg_elems).enumerate() {
-            if buf.len() < want.len() {
-                buf.resize(want.len(), 0);
+        for (i, want_seg) in expected.chunks(p.seg_elems).enumerate() {
+            if buf.len() < want_seg.len() {
+                buf.resize(want_seg.len(), 0);
             }
-            let got = &mut buf[..want.len()];
-            crc = decode_range(p, t, first_seg + i, got, want_crc.then_some(crc), false)?;
-            if got != want {
-                let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
-                return Ok((crc, Some((i * p.seg_elems + at, got[at]))));
+            let got = &mut buf[..want_seg.len()];
+            decode_range(p, t, first_seg + i, got, want, sums)?;
+            if got != want_seg {
+                let at = got.iter().zip(want_seg).position(|(a, b)| a != b).unwrap_or(0);
+                return Ok(Some((i * p.seg_elems + at, got[at])));
             }
         }
-        Ok((crc, None))
+        Ok(None)
     })
 }
 
@@ -178,7 +291,7 @@ pub fn decode_range_into(t: &CompressedTensor, start: u64, out: &mut [u16], opts
         return Err(Error::OutputLength { expected: t.num_elements.saturating_sub(start), actual: out.len() as u64 });
     };
     let p = prepare(t, t.num_elements as usize)?;
-    let stream = p.stream_out;
+    let want = Want { data: false, record: false, stream_out: p.stream_out };
     if start == end {
         return Ok(());
     }
@@ -197,10 +310,10 @@ pub fn decode_range_into(t: &CompressedTensor, start: u64, out: &mut [u16], opts
     let one = |(s, skip, piece): (usize, usize, &mut [u16])| -> Result<()> {
         let seg_len = (t.num_elements - s as u64 * seg).min(seg) as usize;
         if skip == 0 && piece.len() == seg_len {
-            return decode_range(&p, t, s, piece, None, stream).map(drop);
+            return decode_range(&p, t, s, piece, want, &mut Sums::default());
         }
         let mut whole = vec![0u16; seg_len];
-        decode_range(&p, t, s, &mut whole, None, false)?;
+        decode_range(&p, t, s, &mut whole, Want { stream_out: false, ..want }, &mut Sums::default())?;
         piece.copy_from_slice(&whole[skip..skip + piece.len()]);
         Ok(())
     };
@@ -282,35 +395,41 @@ fn stream_bytes(words: &[u32]) -> Cow<'_, [u8]> {
 }
 
 /// Decodes consecutive segments starting at `first_seg` into `out` (their
-/// whole output, the last one possibly short). With `crc: Some(c)`, returns
-/// `c`, the CRC32C of the elements before, continued with these (else 0).
-/// `stream_out`: write around the caches (the lanes decoder).
+/// whole output, the last one possibly short), continuing `sums` with them
+/// as `want` says.
 fn decode_range(
     p: &Prepared,
     t: &TensorView,
     first_seg: usize,
     out: &mut [u16],
-    crc: Option<u32>,
-    stream_out: bool,
-) -> Result<u32> {
-    let want_crc = crc.is_some();
-    let mut crc = crc.unwrap_or(0);
+    want: Want,
+    sums: &mut Sums,
+) -> Result<()> {
+    let per = t.layout.streams_per_segment() as usize;
     for (i, seg_out) in out.chunks_mut(p.seg_elems).enumerate() {
         let s = first_seg + i;
         let base = s * p.seg_elems;
         let sm = &t.sign_mantissa[base..base + seg_out.len()];
+        if want.record {
+            // A segment's words are consecutive, and follow the previous one's.
+            let words = &t.words[t.stream_offsets[per * s] as usize..t.stream_offsets[per * (s + 1)] as usize];
+            let bytes: &[u8] = bytemuck::cast_slice(words);
+            sums.words = crc32c::crc32c_append(sums.words, bytes);
+            sums.word_bytes += bytes.len() as u64;
+            sums.sm = crc32c::crc32c_append(sums.sm, sm);
+        }
         let ok = if p.max_len == 0 {
             // The tensor has no words at all (validated).
             join_const(p.only_symbol, sm, seg_out);
             true
         } else if let Some((multi, bytes)) = &p.lanes {
             let starts = &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
-            let mut how = join::Output { stream_out, crc: want_crc.then_some(crc) };
+            let mut how = join::Output { stream_out: want.stream_out, crc: want.data.then_some(sums.data) };
             let ok = LANE_BUFS.with_borrow_mut(|bufs| {
                 let bufs = bufs.get_or_insert_with(LaneBufs::new);
                 lanes::decode_segment(multi, &Stream::new(bytes), starts, sm, seg_out, bufs, &mut how)
             });
-            crc = how.crc.unwrap_or(0);
+            sums.data = how.crc.unwrap_or(0);
             ok
         } else {
             let words = &t.words[t.stream_offsets[s] as usize..t.stream_offsets[s + 1] as usize];
@@ -321,11 +440,11 @@ fn decode_range(
         }
         // The lanes decoder continued the CRC as it joined; other segments
         // are checksummed here, while still in cache.
-        if want_crc && p.lanes.is_none() {
-            crc = data_crc_append(crc, seg_out);
+        if want.data && p.lanes.is_none() {
+            sums.data = data_crc_append(sums.data, seg_out);
         }
     }
-    Ok(crc)
+    Ok(())
 }
 
 /// A tensor with a single exponent: every element has it.
