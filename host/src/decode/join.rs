@@ -146,46 +146,88 @@ unsafe fn join_rows_x86<const CRC: bool>(
     let stream_out = stream_out && out.as_ptr().cast::<u8>().align_offset(16) == 0;
     // SAFETY: SSE2 is part of the x86-64 baseline.
     let high = unsafe { _mm_set1_epi8(0x80u8 as i8) };
-    let mut c = u64::from(!crc);
-    for (r, (out, sm)) in out.iter_mut().zip(sm).enumerate() {
+    // One 16-byte half-row pair: lanes 2p and 2p+1 of row `r`, joined.
+    let pair = |r: usize, sm: &[u8; ROW_ELEMS], p: usize| {
         let exps = |j: usize| i64::from_le_bytes(bufs[j][LANE_RUN * r..LANE_RUN * r + 8].try_into().unwrap());
-        let out: &mut [u8; 2 * ROW_ELEMS] = bytemuck::cast_mut(out);
-        for p in 0..LANES / 2 {
-            // The high byte of a bf16 is sign | exponent >> 1, the low byte
-            // (exponent & 1) << 7 | mantissa: with the stored exponent byte
-            // `e`, each takes bit 7 from one of `e` and `s` and the rest from
-            // the other. `d` holds the bit 7s that differ.
-            let s: __m128i = bytemuck::pod_read_unaligned(&sm[16 * p..16 * p + 16]);
-            // SAFETY: SSE2 is part of the x86-64 baseline.
-            let (a, b) = unsafe {
-                let e = _mm_set_epi64x(exps(2 * p + 1), exps(2 * p));
-                let d = _mm_and_si128(_mm_xor_si128(s, e), high);
-                let (hi, lo) = (_mm_xor_si128(e, d), _mm_xor_si128(s, d));
-                (_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi))
-            };
-            if CRC {
-                // x86 is little-endian: the u64s are the output's bytes in order.
-                for v in [a, b] {
-                    // SAFETY: with `CRC` the CPU has SSE4.2 (the caller's contract).
-                    unsafe {
-                        c = _mm_crc32_u64(c, _mm_cvtsi128_si64(v) as u64);
-                        c = _mm_crc32_u64(c, _mm_cvtsi128_si64(_mm_unpackhi_epi64(v, v)) as u64);
-                    }
-                }
+        // The high byte of a bf16 is sign | exponent >> 1, the low byte
+        // (exponent & 1) << 7 | mantissa: with the stored exponent byte
+        // `e`, each takes bit 7 from one of `e` and `s` and the rest from
+        // the other. `d` holds the bit 7s that differ.
+        let s: __m128i = bytemuck::pod_read_unaligned(&sm[16 * p..16 * p + 16]);
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        unsafe {
+            let e = _mm_set_epi64x(exps(2 * p + 1), exps(2 * p));
+            let d = _mm_and_si128(_mm_xor_si128(s, e), high);
+            let (hi, lo) = (_mm_xor_si128(e, d), _mm_xor_si128(s, d));
+            (_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi))
+        }
+    };
+    let store = |out: &mut [u16; ROW_ELEMS], p: usize, (a, b): (__m128i, __m128i)| {
+        let dst = &mut bytemuck::cast_mut::<_, [u8; 2 * ROW_ELEMS]>(out)[32 * p..32 * p + 32];
+        if stream_out {
+            // SAFETY: the 32 bytes are in `dst`, borrowed mutably, and
+            // 16-byte aligned (checked above for the first row).
+            unsafe {
+                _mm_stream_si128(dst.as_mut_ptr().cast(), a);
+                _mm_stream_si128(dst.as_mut_ptr().add(16).cast(), b);
             }
-            let dst = &mut out[32 * p..32 * p + 32];
-            if stream_out {
-                // SAFETY: the 32 bytes are in `dst`, borrowed mutably, and
-                // 16-byte aligned (checked above for the first row).
-                unsafe {
-                    _mm_stream_si128(dst.as_mut_ptr().cast(), a);
-                    _mm_stream_si128(dst.as_mut_ptr().add(16).cast(), b);
-                }
-            } else {
-                dst[..16].copy_from_slice(bytemuck::bytes_of(&a));
-                dst[16..].copy_from_slice(bytemuck::bytes_of(&b));
+        } else {
+            dst[..16].copy_from_slice(bytemuck::bytes_of(&a));
+            dst[16..].copy_from_slice(bytemuck::bytes_of(&b));
+        }
+    };
+    // x86 is little-endian: the u64s are the output's bytes in order.
+    let checksum = |c: &mut u64, (a, b): (__m128i, __m128i)| {
+        for v in [a, b] {
+            // SAFETY: with `CRC` the CPU has SSE4.2 (the caller's contract),
+            // and this runs only with `CRC`.
+            unsafe {
+                *c = _mm_crc32_u64(*c, _mm_cvtsi128_si64(v) as u64);
+                *c = _mm_crc32_u64(*c, _mm_cvtsi128_si64(_mm_unpackhi_epi64(v, v)) as u64);
             }
         }
+    };
+    let mut result = 0;
+    if !CRC {
+        for (r, (out, sm)) in out.iter_mut().zip(sm).enumerate() {
+            for p in 0..LANES / 2 {
+                store(out, p, pair(r, sm, p));
+            }
+        }
+    } else {
+        // One CRC32C chain would run at the instruction's latency (3 cycles
+        // per 8 bytes, about three times the rest of the join): the rows go
+        // in three parts, each with its own chain, interleaved so the
+        // chains overlap, and the parts' CRCs are joined at the end.
+        let k = out.len() / 3;
+        let (first, rest) = out.split_at_mut(k);
+        let (second, third) = rest.split_at_mut(k);
+        let mut c = [u64::from(!crc), u64::from(!0u32), u64::from(!0u32)];
+        for i in 0..k {
+            let rows = [(i, &mut first[i]), (k + i, &mut second[i]), (2 * k + i, &mut third[i])];
+            let [(r0, o0), (r1, o1), (r2, o2)] = rows;
+            for p in 0..LANES / 2 {
+                let v = [pair(r0, &sm[r0], p), pair(r1, &sm[r1], p), pair(r2, &sm[r2], p)];
+                for (ci, &vi) in c.iter_mut().zip(&v) {
+                    checksum(ci, vi);
+                }
+                store(o0, p, v[0]);
+                store(o1, p, v[1]);
+                store(o2, p, v[2]);
+            }
+        }
+        for (i, out) in third.iter_mut().enumerate().skip(k) {
+            let r = 2 * k + i;
+            for p in 0..LANES / 2 {
+                let v = pair(r, &sm[r], p);
+                checksum(&mut c[2], v);
+                store(out, p, v);
+            }
+        }
+        let row_bytes = 2 * ROW_ELEMS as u64;
+        let crc = |c: u64| !(c as u32);
+        let two = crate::crc::combine(crc(c[0]), crc(c[1]), row_bytes * k as u64);
+        result = crate::crc::combine(two, crc(c[2]), row_bytes * third.len() as u64);
     }
     if stream_out {
         // Non-temporal stores are weakly ordered: fence them before the
@@ -193,7 +235,7 @@ unsafe fn join_rows_x86<const CRC: bool>(
         // SAFETY: SSE is part of the x86-64 baseline.
         unsafe { _mm_sfence() };
     }
-    !(c as u32)
+    result
 }
 
 #[cfg(test)]
@@ -207,7 +249,6 @@ mod tests {
     #[test]
     fn sse2_join_matches_portable() {
         let mut bufs = LaneBufs::new();
-        let rows = 8;
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
             x ^= x << 13;
@@ -215,25 +256,29 @@ mod tests {
             x ^= x << 17;
             x as u8
         };
+        let most = 512;
         for b in bufs.0.iter_mut() {
-            b[..LANE_RUN * rows].iter_mut().for_each(|v| *v = next());
+            b[..LANE_RUN * most].iter_mut().for_each(|v| *v = next());
         }
-        let sm: Vec<[u8; ROW_ELEMS]> = (0..rows).map(|_| std::array::from_fn(|_| next())).collect();
-        let mut want = vec![[0u16; ROW_ELEMS]; rows];
-        join_rows_portable(&bufs.0, &sm, &mut want);
-        for stream_out in [false, true] {
-            let mut got: Vec<[u16; ROW_ELEMS]> = vec![[0; ROW_ELEMS]; rows];
-            // SAFETY: SSE2 is part of the x86-64 baseline.
-            unsafe { join_rows_sse2(&bufs.0, &sm, &mut got, stream_out) };
-            assert!(got == want, "stream_out = {stream_out}");
-            // The join that checksums as it goes: the same output, and the
-            // CRC of it continued from an arbitrary one.
-            if std::is_x86_feature_detected!("sse4.2") {
+        // Row counts around the CRC join's three parts, and a whole chunk.
+        for rows in [0, 1, 2, 3, 4, 5, 8, 10, 11, most] {
+            let sm: Vec<[u8; ROW_ELEMS]> = (0..rows).map(|_| std::array::from_fn(|_| next())).collect();
+            let mut want = vec![[0u16; ROW_ELEMS]; rows];
+            join_rows_portable(&bufs.0, &sm, &mut want);
+            for stream_out in [false, true] {
                 let mut got: Vec<[u16; ROW_ELEMS]> = vec![[0; ROW_ELEMS]; rows];
-                // SAFETY: the CPU has SSE4.2.
-                let crc = unsafe { join_rows_sse42_crc(&bufs.0, &sm, &mut got, stream_out, 0x1234_5678) };
-                assert!(got == want, "with CRC, stream_out = {stream_out}");
-                assert_eq!(crc, data_crc_append(0x1234_5678, want.as_flattened()));
+                // SAFETY: SSE2 is part of the x86-64 baseline.
+                unsafe { join_rows_sse2(&bufs.0, &sm, &mut got, stream_out) };
+                assert!(got == want, "rows {rows}, stream_out = {stream_out}");
+                // The join that checksums as it goes: the same output, and the
+                // CRC of it continued from an arbitrary one.
+                if std::is_x86_feature_detected!("sse4.2") {
+                    let mut got: Vec<[u16; ROW_ELEMS]> = vec![[0; ROW_ELEMS]; rows];
+                    // SAFETY: the CPU has SSE4.2.
+                    let crc = unsafe { join_rows_sse42_crc(&bufs.0, &sm, &mut got, stream_out, 0x1234_5678) };
+                    assert!(got == want, "with CRC, rows {rows}, stream_out = {stream_out}");
+                    assert_eq!(crc, data_crc_append(0x1234_5678, want.as_flattened()), "rows {rows}");
+                }
             }
         }
         // Every (exponent, byte) pair joins to the bf16 it came from.
