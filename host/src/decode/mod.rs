@@ -410,14 +410,6 @@ fn decode_range(
         let s = first_seg + i;
         let base = s * p.seg_elems;
         let sm = &t.sign_mantissa[base..base + seg_out.len()];
-        if want.record {
-            // A segment's words are consecutive, and follow the previous one's.
-            let words = &t.words[t.stream_offsets[per * s] as usize..t.stream_offsets[per * (s + 1)] as usize];
-            let bytes: &[u8] = bytemuck::cast_slice(words);
-            sums.words = crc32c::crc32c_append(sums.words, bytes);
-            sums.word_bytes += bytes.len() as u64;
-            sums.sm = crc32c::crc32c_append(sums.sm, sm);
-        }
         let ok = if p.max_len == 0 {
             // The tensor has no words at all (validated).
             join_const(p.only_symbol, sm, seg_out);
@@ -437,6 +429,16 @@ fn decode_range(
         };
         if !ok {
             return Err(Error::CorruptStream { segment: s as u64 });
+        }
+        if want.record {
+            // After the decode, which has just read the segment's words and
+            // bytes into the cache. A segment's words are consecutive, and
+            // follow the previous one's.
+            let words = &t.words[t.stream_offsets[per * s] as usize..t.stream_offsets[per * (s + 1)] as usize];
+            let bytes: &[u8] = bytemuck::cast_slice(words);
+            sums.words = crc32c::crc32c_append(sums.words, bytes);
+            sums.word_bytes += bytes.len() as u64;
+            sums.sm = crc32c::crc32c_append(sums.sm, sm);
         }
         // The lanes decoder continued the CRC as it joined; other segments
         // are checksummed here, while still in cache.
