@@ -472,3 +472,32 @@ fn tiny_tensors_are_stored_raw_and_inspected_as_raw() {
     let (b, bmeta) = read_st(&back);
     assert!(b == m && bmeta.is_none(), "decompress changed a tensor");
 }
+
+/// A tensor large enough to be decoded in several runs as it is written:
+/// a corrupt byte near its end is only found by the checksums after the
+/// first runs are on disk, and the command still fails with nothing left
+/// behind, neither the output nor its temporary.
+#[test]
+fn decompress_fails_cleanly_when_a_late_run_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (orig, comp) = (dir.path().join("m.safetensors"), dir.path().join("c.safetensors"));
+    let name = "model.embed_tokens.weight";
+    let mut m = BTreeMap::new();
+    m.insert(name.to_string(), t("BF16", &[1536, 1024], bf16_data(1536 * 1024, 5)));
+    write_st(&orig, &m, None);
+    ok(&[&"compress", &orig, &"-o", &comp]);
+    let back = dir.path().join("back.safetensors");
+    ok(&[&"decompress", &comp, &"-o", &back]);
+    assert_eq!(read_st(&back).0, m, "the runs are written in order");
+    std::fs::remove_file(&back).unwrap();
+
+    let (mut c, cmeta) = read_st(&comp);
+    let len = c[name].data.len();
+    c.get_mut(name).unwrap().data[len - 100] ^= 0x04;
+    let corrupt = dir.path().join("corrupt.safetensors");
+    write_st(&corrupt, &c, cmeta.as_ref());
+    let e = fails(&[&"decompress", &corrupt, &"-o", &back]);
+    assert!(e.contains("corrupt.safetensors") && e.contains(name) && e.contains("checksum"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 3, "only the three inputs are left: {left:?}");
+}

@@ -5,7 +5,7 @@
 //! inputs included.
 
 use df11_host::container::reseal_crcs;
-use df11_host::decode::{compare_container, compare_view, decode_container_into, decode_view_into};
+use df11_host::decode::{Runs, compare_container, compare_view, decode_container_into, decode_view_into};
 use df11_host::synth::SplitMix64;
 use df11_host::{
     CompressedTensor, DecodeOptions, EncodeOptions, Error, Layout, TensorView, compress_with, decode_reference,
@@ -94,6 +94,22 @@ fn in_place_decode(bytes: &[u8], n: usize, opts: &DecodeOptions) -> Result<Vec<u
     decode_container_into(bytes, &mut out, opts).map(|()| out)
 }
 
+/// The tensor through [`Runs`], `segs` segments per run, concatenated.
+fn runs_decode(bytes: &[u8], segs: usize, opts: &DecodeOptions) -> Result<Vec<u16>, Error> {
+    let mut runs = Runs::new(bytes, opts)?;
+    let mut buf = vec![0u16; runs.segment_elems() * segs];
+    let mut out = Vec::new();
+    loop {
+        let n = runs.next_into(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    runs.finish()?;
+    Ok(out)
+}
+
 fn strict_compare(
     bytes: &[u8],
     expected: &[u16],
@@ -118,6 +134,9 @@ proptest! {
         let bytes = t.to_bytes();
         let opts = &OPTS[par as usize];
         prop_assert_eq!(in_place_decode(&bytes, n, opts), Ok(want.clone()));
+        for segs in [1, 2, 5] {
+            prop_assert_eq!(runs_decode(&bytes, segs, opts), Ok(want.clone()), "{} segments per run", segs);
+        }
         let mut expected = want.clone();
         for &c in &changes {
             if n > 0 {
@@ -155,9 +174,35 @@ proptest! {
             reseal_crcs(&mut bytes);
         }
         let opts = &OPTS[par as usize];
-        prop_assert_eq!(in_place_decode(&bytes, n, opts), strict_decode(&bytes, n, opts));
+        let strict = strict_decode(&bytes, n, opts);
+        prop_assert_eq!(in_place_decode(&bytes, n, opts), strict.clone());
+        // In runs too: the same verdict, whichever run meets the fault.
+        for segs in [1, 3] {
+            prop_assert_eq!(runs_decode(&bytes, segs, opts), strict.clone(), "{} segments per run", segs);
+        }
         prop_assert_eq!(compare_container(&bytes, &want, opts), strict_compare(&bytes, &want, opts));
     }
+}
+
+#[test]
+fn runs_refuse_a_buffer_shorter_than_a_segment_and_an_early_finish() {
+    let bits = weights(3 * 256 + 5, 9);
+    let bytes = enc(&bits, 1, Layout::Lanes).to_bytes();
+    let opts = &OPTS[0];
+    let mut runs = Runs::new(&bytes, opts).unwrap();
+    assert_eq!(runs.num_elements(), bits.len() as u64);
+    assert!(matches!(runs.next_into(&mut [0u16; 255]), Err(Error::OutputLength { .. })));
+    let mut buf = vec![0u16; 256];
+    assert_eq!(runs.next_into(&mut buf), Ok(256));
+    assert_eq!(buf, bits[..256]);
+    assert!(matches!(runs.finish(), Err(Error::OutputLength { .. })));
+    // The last run is the rest, however short.
+    let mut runs = Runs::new(&bytes, opts).unwrap();
+    let mut buf = vec![0u16; 3 * 256];
+    assert_eq!(runs.next_into(&mut buf), Ok(3 * 256));
+    assert_eq!(runs.next_into(&mut buf[..5]), Ok(5));
+    assert_eq!(runs.next_into(&mut buf), Ok(0));
+    runs.finish().unwrap();
 }
 
 #[test]
@@ -175,6 +220,8 @@ fn a_stale_record_crc_is_reported_as_such() {
                 let e = in_place_decode(&bytes, bits.len(), opts).unwrap_err();
                 assert!(matches!(e, Error::Checksum { what: "record", .. }), "{layout:?} at {at}: {e}");
                 let e = compare_container(&bytes, &bits, opts).unwrap_err();
+                assert!(matches!(e, Error::Checksum { what: "record", .. }), "{layout:?} at {at}: {e}");
+                let e = runs_decode(&bytes, 2, opts).unwrap_err();
                 assert!(matches!(e, Error::Checksum { what: "record", .. }), "{layout:?} at {at}: {e}");
             }
         }

@@ -28,6 +28,13 @@ pub trait Decoder: Sync {
         self.decode(container, &mut out)?;
         Ok(out.iter().zip(expected).position(|(a, b)| a != b).map(|i| (i as u64, out[i])))
     }
+
+    /// Whether the checkpoint writer may decode this decoder's tensors
+    /// itself, on the CPU, a run of segments at a time as it writes them
+    /// ([`df11_host::decode::Runs`]): what [`CpuDecoder`] does.
+    fn streams(&self) -> bool {
+        false
+    }
 }
 
 /// The CPU decoder (the fast decoder on the current rayon pool; the data
@@ -48,18 +55,22 @@ impl Decoder for CpuDecoder {
     ) -> std::result::Result<Option<df11_host::decode::Difference>, String> {
         df11_host::decode::compare_container(container, expected, &df11_host::DecodeOptions::default()).map_err(message)
     }
+
+    fn streams(&self) -> bool {
+        true
+    }
 }
 
 /// A decode error as the checkpoint reports it: the output length is the
 /// tensor's shape here.
-fn message(e: df11_host::Error) -> String {
+pub(crate) fn message(e: df11_host::Error) -> String {
     match e {
         df11_host::Error::OutputLength { expected, actual } => elements_err(expected, actual as usize),
         e => e.to_string(),
     }
 }
 
-fn elements_err(held: u64, numel: usize) -> String {
+pub(crate) fn elements_err(held: u64, numel: usize) -> String {
     format!("container holds {held} elements, the tensor's shape needs {numel}")
 }
 

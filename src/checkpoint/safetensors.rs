@@ -243,6 +243,8 @@ pub struct StreamWriter {
     written: u64,
     /// File offset up to which writeback has been started.
     kicked: u64,
+    /// The tensor being appended to, if one is.
+    open: Option<Written>,
 }
 
 struct Written {
@@ -288,6 +290,7 @@ impl StreamWriter {
             metadata,
             written: 0,
             kicked: 0,
+            open: None,
         })
     }
 
@@ -300,12 +303,34 @@ impl StreamWriter {
     /// one). The header must still fit the room reserved when it was planned
     /// ([`StreamWriter::finish`] fails otherwise).
     pub fn write_as(&mut self, dtype: Option<&str>, shape: Vec<u64>, data: &[u8]) -> Result<()> {
+        self.begin(dtype, shape, data.len() as u64)?;
+        self.append(data)?;
+        self.end()
+    }
+
+    /// Starts the next planned tensor, of `len` bytes as `dtype` (`None`:
+    /// the planned one), whose data then comes in pieces through
+    /// [`StreamWriter::append`] until [`StreamWriter::end`].
+    pub fn begin(&mut self, dtype: Option<&str>, shape: Vec<u64>, len: u64) -> Result<()> {
         let i = self.done.len();
-        let Some(p) = self.planned.get(i) else {
+        let Some(p) = self.planned.get(i).filter(|_| self.open.is_none()) else {
             return Err(super::error::at(&self.path, "more tensors written than planned"));
         };
         let dtype = dtype.unwrap_or(&p.dtype).to_string();
-        check_size(&self.path, &p.name, &dtype, &shape, data.len())?;
+        let len_usize = usize::try_from(len).map_err(|_| super::error::at(&self.path, "tensor too large"))?;
+        check_size(&self.path, &p.name, &dtype, &shape, len_usize)?;
+        self.open = Some(Written { dtype, shape, start: self.written, end: self.written + len });
+        Ok(())
+    }
+
+    /// Appends a piece of the tensor begun with [`StreamWriter::begin`].
+    pub fn append(&mut self, data: &[u8]) -> Result<()> {
+        let Some(open) = &self.open else {
+            return Err(super::error::at(&self.path, "data written outside a tensor"));
+        };
+        if self.written + data.len() as u64 > open.end {
+            return Err(super::error::at(&self.path, "more data written than the tensor holds"));
+        }
         for chunk in data.chunks(WRITE_CHUNK) {
             self.out.write_all(chunk).ctx("cannot write", &self.path)?;
             // Bytes already handed to the kernel (not in the BufWriter).
@@ -317,9 +342,19 @@ impl StreamWriter {
             }
             self.written += chunk.len() as u64;
         }
-        let start = self.written - data.len() as u64;
-        self.done.push(Written { dtype, shape, start, end: self.written });
         Ok(())
+    }
+
+    /// Ends the tensor begun with [`StreamWriter::begin`], which must have
+    /// had all its bytes.
+    pub fn end(&mut self) -> Result<()> {
+        match self.open.take() {
+            Some(w) if w.end == self.written => {
+                self.done.push(w);
+                Ok(())
+            }
+            _ => Err(super::error::at(&self.path, "a tensor ended without all its data")),
+        }
     }
 
     /// Replaces the metadata given to [`StreamWriter::new`] (which reserved
@@ -330,7 +365,7 @@ impl StreamWriter {
 
     /// Writes the header, flushes and fsyncs. Returns the data section size.
     pub fn finish(mut self) -> Result<u64> {
-        if self.done.len() != self.planned.len() {
+        if self.done.len() != self.planned.len() || self.open.is_some() {
             return Err(super::error::at(&self.path, "fewer tensors written than planned"));
         }
         let mut header = header_json(&self.planned, &self.done, &self.metadata);
@@ -415,4 +450,57 @@ pub fn check_size(path: &Path, name: &str, dtype: &str, shape: &[u64], len: usiz
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned(names: &[&str]) -> Vec<Planned> {
+        names.iter().map(|n| Planned { name: n.to_string(), dtype: "U8".into() }).collect()
+    }
+
+    fn writer(dir: &Path, names: &[&str]) -> StreamWriter {
+        let path = dir.join("w.safetensors");
+        let room: Vec<(String, Vec<u64>)> = names.iter().map(|_| ("U8".into(), vec![u64::MAX])).collect();
+        StreamWriter::new(&path, File::create(&path).unwrap(), planned(names), &room, None).unwrap()
+    }
+
+    /// A tensor appended in pieces (more than a write call's worth, cut
+    /// unevenly) lands where one written whole would.
+    #[test]
+    fn pieces_write_the_same_file_as_whole_tensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let a: Vec<u8> = (0..3 * WRITE_CHUNK + 17).map(|i| (i * 7) as u8).collect();
+        let b = vec![9u8; 5];
+        let mut w = writer(dir.path(), &["a", "b"]);
+        w.begin(None, vec![a.len() as u64], a.len() as u64).unwrap();
+        for piece in [&a[..1], &a[1..WRITE_CHUNK + 3], &a[WRITE_CHUNK + 3..]] {
+            w.append(piece).unwrap();
+        }
+        w.end().unwrap();
+        w.write(vec![5], &b).unwrap();
+        assert_eq!(w.finish().unwrap(), (a.len() + 5) as u64);
+        let bytes = std::fs::read(dir.path().join("w.safetensors")).unwrap();
+        let (start, tensors, _) = parse(&bytes).unwrap();
+        let data = |t: &TensorInfo| &bytes[start + t.start as usize..start + t.end as usize];
+        assert_eq!((tensors[0].name.as_str(), data(&tensors[0])), ("a", &a[..]));
+        assert_eq!((tensors[1].name.as_str(), data(&tensors[1])), ("b", &b[..]));
+    }
+
+    #[test]
+    fn pieces_must_add_up_to_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), &["a", "b"]);
+        assert!(w.append(&[1]).is_err(), "data outside a tensor");
+        w.begin(None, vec![4], 4).unwrap();
+        assert!(w.begin(None, vec![4], 4).is_err(), "a second tensor while one is open");
+        w.append(&[1, 2, 3]).unwrap();
+        assert!(w.append(&[4, 5]).is_err(), "more than the tensor holds");
+        assert!(w.end().is_err(), "ended a byte short");
+        let mut w = writer(dir.path(), &["a"]);
+        w.begin(None, vec![2], 2).unwrap();
+        w.append(&[1]).unwrap();
+        assert!(w.finish().is_err(), "finished with a tensor open");
+    }
 }

@@ -91,13 +91,16 @@ pub struct WriteSummary {
 
 /// How the writer stored a tensor.
 #[derive(Clone, Copy)]
-enum Stored {
+enum Stored<'a> {
     /// As given (not BF16, or a plain output).
     Plain,
     /// A df11 container in a U8 vector.
     Df11,
     /// A BF16 tensor as given, because its container would not have been smaller.
     RawFallback,
+    /// A df11 container, decoded as it is written (a plain output), from
+    /// the file named.
+    Runs(&'a Path),
 }
 
 fn no_progress(_: u64) {}
@@ -148,7 +151,7 @@ pub fn write_file<S: TensorSource + ?Sized>(
         progress: &no_progress,
         batch_bytes: BATCH_BYTES,
     };
-    job.run(out.file()?, &produce, &|_| {}, &mut totals)?;
+    job.run(out.file()?, &produce, &|_| None, &|_| {}, &mut totals)?;
     out.commit()?;
     Ok(totals)
 }
@@ -167,11 +170,16 @@ struct Job<'j> {
 
 type Produce<'a, 'j> = dyn Fn(usize) -> Result<Vec<Cow<'a, [u8]>>> + Sync + 'j;
 
+/// For a unit to decode as it is written (its one tensor), the container
+/// and the file it is in.
+type Stream<'a, 'j> = dyn Fn(usize) -> Option<(&'a [u8], &'a Path)> + Sync + 'j;
+
 impl Job<'_> {
     fn run<'a>(
         self,
         file: File,
         produce: &Produce<'a, '_>,
+        stream: &Stream<'a, '_>,
         after: &(dyn Fn(usize) + Sync),
         totals: &mut WriteSummary,
     ) -> Result<()> {
@@ -218,13 +226,17 @@ impl Job<'_> {
         let all: Vec<usize> = (0..self.units.len()).collect();
         let threads = rayon::current_num_threads();
         // Per output: stored shape, stored bytes, plain byte count, how it was stored.
-        type Out<'a> = Vec<(Vec<u64>, Cow<'a, [u8]>, u64, Stored)>;
+        type Out<'a> = Vec<(Vec<u64>, Cow<'a, [u8]>, u64, Stored<'a>)>;
         let code_batch = |batch: &[usize]| -> Vec<Result<Out<'a>>> {
             batch
                 .par_iter()
                 .map(|&u| {
-                    let plain = produce(u)?;
                     let metas = &self.metas[self.units[u].clone()];
+                    if let (Some((container, src)), [m]) = (stream(u), metas) {
+                        // Decoded by the writer, run by run (`write_runs`).
+                        return Ok(vec![(m.shape.clone(), Cow::Borrowed(container), m.num_bytes(), Stored::Runs(src))]);
+                    }
+                    let plain = produce(u)?;
                     if plain.len() != metas.len() {
                         let name = metas.first().map_or("", |m| m.name.as_str());
                         return Err(tensor_err(self.path, name, "the source gave the wrong number of tensors"));
@@ -250,6 +262,7 @@ impl Job<'_> {
                 })
                 .collect()
         };
+        let mut run_bufs: [Vec<u16>; 2] = Default::default();
         let mut write_batch = |batch: &[usize], results: Vec<Result<Out<'a>>>| -> Result<()> {
             for (&u, r) in batch.iter().zip(results) {
                 for ((shape, bytes, plain_len, stored), m) in r?.into_iter().zip(&self.metas[self.units[u].clone()]) {
@@ -270,6 +283,10 @@ impl Job<'_> {
                             writer.write(shape, &bytes)?;
                         }
                         Stored::Plain => writer.write(shape, &bytes)?,
+                        Stored::Runs(src) => {
+                            write_runs(&mut writer, src, m, shape, &bytes, plain_len, &mut run_bufs)?;
+                            (self.progress)(plain_len);
+                        }
                     }
                     // Decoded tensors' buffers serve the next ones (a compressed
                     // output's would only be held).
@@ -303,6 +320,53 @@ impl Job<'_> {
         totals.written += writer.finish()?;
         Ok(())
     }
+}
+
+/// Plain bytes of the runs a streamed tensor is decoded in: two runs are in
+/// memory, one being written while the next is decoded, small enough to
+/// stay in the last-level cache for the write's copy.
+const RUN_BYTES: usize = 2 << 20;
+
+/// Writes a df11 tensor of the file `path` as it is decoded, a run of
+/// segments at a time ([`df11_host::decode::Runs`]): while one run is
+/// written, the next is decoded on the rayon pool. A tensor of any size so
+/// takes two run buffers (`bufs`, kept for the next tensors) instead of a
+/// buffer of its size, and its bytes are written from the cache. The CRCs
+/// are checked after the last run; a failure fails the write, whose
+/// temporary output is then removed, so no unchecked bytes are ever kept.
+fn write_runs(
+    writer: &mut StreamWriter,
+    path: &Path,
+    m: &TensorMeta,
+    shape: Vec<u64>,
+    container: &[u8],
+    plain_len: u64,
+    bufs: &mut [Vec<u16>; 2],
+) -> Result<()> {
+    use super::decode::{elements_err, message, u16_to_bytes};
+    let err = |e: df11_host::Error| tensor_err(path, &m.name, message(e));
+    let mut runs = df11_host::decode::Runs::new(container, &df11_host::DecodeOptions::default()).map_err(err)?;
+    if runs.num_elements().checked_mul(2) != Some(plain_len) {
+        return Err(tensor_err(path, &m.name, elements_err(runs.num_elements(), (plain_len / 2) as usize)));
+    }
+    let seg = runs.segment_elems();
+    let run = (RUN_BYTES / 2).div_ceil(seg).max(1) * seg;
+    for b in bufs.iter_mut().filter(|b| b.len() < run) {
+        b.resize(run, 0);
+    }
+    writer.begin(None, shape, plain_len)?;
+    let [cur, next] = bufs;
+    let (mut cur, mut next) = (&mut cur[..run], &mut next[..run]);
+    let mut n = runs.next_into(cur).map_err(err)?;
+    while n > 0 {
+        let done = &cur[..n];
+        let (decoded, written) = rayon::join(|| runs.next_into(next), || writer.append(&u16_to_bytes(done)));
+        written?;
+        n = decoded.map_err(err)?;
+        std::mem::swap(&mut cur, &mut next);
+    }
+    runs.finish().map_err(err)?;
+    writer.end()
 }
 
 /// Splits items into batches that are processed in parallel and then written
@@ -409,6 +473,14 @@ impl Checkpoint {
             batch_bytes: opts.batch_bytes,
         };
         let produce = |u: usize| f.decode_unit(&f.units[u], opts.decoder);
-        job.run(file, &produce, &|u| f.release(&f.units[u]), totals)
+        // A plain output decodes df11 tensors as it writes them, with a
+        // decoder that allows it (the CPU's).
+        let stream = |u: usize| match &f.units[u].payload {
+            super::Payload::Df11(t) if opts.encode.is_none() && opts.decoder.streams() => {
+                Some((f.file.bytes(t), f.file.path.as_path()))
+            }
+            _ => None,
+        };
+        job.run(file, &produce, &stream, &|u| f.release(&f.units[u]), totals)
     }
 }

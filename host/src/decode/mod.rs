@@ -118,6 +118,91 @@ pub fn compare_container(bytes: &[u8], expected: &[u16], opts: &DecodeOptions) -
     }
 }
 
+/// Decodes the tensor of a single-tensor container's bytes a run of whole
+/// segments at a time, each into a buffer the caller then uses (writes to a
+/// file, say) before the next: so a tensor of any size goes through a
+/// buffer of a few segments, which stays in cache, instead of a buffer of
+/// its size. The checks are [`decode_container_into`]'s: the record CRC
+/// from each segment's words and bytes as they are decoded, the data CRC,
+/// and any failure reported as the strict parse reports it; the CRCs can
+/// only be checked at the end, by [`Runs::finish`], so a caller must not
+/// take the runs for the tensor until that returns `Ok`.
+pub struct Runs<'a> {
+    bytes: &'a [u8],
+    u: Unchecked<'a>,
+    p: Prepared<'a>,
+    opts: DecodeOptions,
+    next_seg: usize,
+    done: usize,
+    sums: Sums,
+}
+
+impl<'a> Runs<'a> {
+    /// Parses the container (everything but its CRCs, which come with the runs).
+    pub fn new(bytes: &'a [u8], opts: &DecodeOptions) -> Result<Self> {
+        let start = || {
+            let u = Unchecked::parse(bytes)?;
+            let p = prepare(&u.view, u.view.num_elements as usize)?;
+            Ok((u, p))
+        };
+        let (u, p) = start().or_else(|e| strict_first(bytes, e))?;
+        Ok(Runs { bytes, u, p, opts: *opts, next_seg: 0, done: 0, sums: Sums::default() })
+    }
+
+    /// Elements of the tensor.
+    pub fn num_elements(&self) -> u64 {
+        self.u.view.num_elements
+    }
+
+    /// Elements of a full segment: a run buffer holds at least one segment
+    /// (or what is left of the tensor).
+    pub fn segment_elems(&self) -> usize {
+        self.p.seg_elems
+    }
+
+    /// Decodes the next whole segments that fit into the start of `buf` and
+    /// returns how many elements it wrote there: 0 once the tensor is done.
+    /// `buf` must hold a full segment, or all that is left.
+    pub fn next_into(&mut self, buf: &mut [u16]) -> Result<usize> {
+        let left = self.u.view.num_elements as usize - self.done;
+        let seg = self.p.seg_elems;
+        let n = if buf.len() >= left { left } else { buf.len() / seg * seg };
+        if n == 0 && left > 0 {
+            return Err(Error::OutputLength { expected: left.min(seg) as u64, actual: buf.len() as u64 });
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        let want = Want { data: self.opts.verify_crc, record: cfg!(target_endian = "little"), stream_out: false };
+        let out = &mut buf[..n];
+        match decode_segments(&self.p, &self.u.view, self.next_seg, out, want, self.opts.parallel) {
+            Ok(run) => self.sums = self.sums.then(run, n),
+            Err(e) => return strict_first(self.bytes, e),
+        }
+        self.next_seg += n.div_ceil(seg);
+        self.done += n;
+        Ok(n)
+    }
+
+    /// After the last run: checks the record CRC and, if
+    /// [`DecodeOptions::verify_crc`], the data CRC. Fails if runs are left.
+    pub fn finish(self) -> Result<()> {
+        let left = self.u.view.num_elements - self.done as u64;
+        if left > 0 {
+            return Err(Error::OutputLength { expected: self.u.view.num_elements, actual: self.done as u64 });
+        }
+        let check = || {
+            if cfg!(target_endian = "little") {
+                self.u.check(self.sums.words, self.sums.sm)?;
+            } else {
+                TensorView::from_bytes(self.bytes)?;
+            }
+            check_data_crc(&self.u.view, self.sums.data, &self.opts)
+        };
+        check().or_else(|e| strict_first(self.bytes, e))
+    }
+}
+
 /// After a failure of the one-pass decode: the strict parse's error if it
 /// finds one (a record checksum mismatch, say, is what corrupt bytes are
 /// reported as), else `e`.
@@ -170,9 +255,21 @@ impl Sums {
 /// Decodes all of `t` into `out`, in tasks of whole segments on the rayon
 /// pool if `parallel`, and returns the sums of the whole.
 fn decode_sums(p: &Prepared, t: &TensorView, out: &mut [u16], want: Want, parallel: bool) -> Result<Sums> {
+    decode_segments(p, t, 0, out, want, parallel)
+}
+
+/// [`decode_sums`] of the segments from `first_seg` on that `out` holds.
+fn decode_segments(
+    p: &Prepared,
+    t: &TensorView,
+    first_seg: usize,
+    out: &mut [u16],
+    want: Want,
+    parallel: bool,
+) -> Result<Sums> {
     if !parallel {
         let mut sums = Sums::default();
-        decode_range(p, t, 0, out, want, &mut sums)?;
+        decode_range(p, t, first_seg, out, want, &mut sums)?;
         return Ok(sums);
     }
     let segs_per_task = (TASK_ELEMS / p.seg_elems).max(1);
@@ -181,7 +278,7 @@ fn decode_sums(p: &Prepared, t: &TensorView, out: &mut [u16], want: Want, parall
         .enumerate()
         .map(|(i, chunk)| {
             let mut sums = Sums::default();
-            decode_range(p, t, i * segs_per_task, chunk, want, &mut sums).map(|()| (sums, chunk.len()))
+            decode_range(p, t, first_seg + i * segs_per_task, chunk, want, &mut sums).map(|()| (sums, chunk.len()))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(parts.into_iter().fold(Sums::default(), |acc, (s, n)| acc.then(s, n)))
@@ -360,7 +457,7 @@ thread_local! {
 }
 
 /// Checks everything the decoders rely on and builds the table.
-fn prepare<'a>(t: &'a TensorView, out_len: usize) -> Result<Prepared<'a>> {
+fn prepare<'a>(t: &TensorView<'a>, out_len: usize) -> Result<Prepared<'a>> {
     // O(segments): offsets, sizes and the code's completeness. After this every
     // slice taken below is in bounds and every table entry is meaningful.
     t.validate()?;
@@ -384,10 +481,14 @@ fn prepare<'a>(t: &'a TensorView, out_len: usize) -> Result<Prepared<'a>> {
 }
 
 /// The lanes layout's stream bytes in stream order (the words' little-endian
-/// bytes), at least 8 of them: a view where possible, else a padded copy.
-fn stream_bytes(words: &[u32]) -> Cow<'_, [u8]> {
-    if cfg!(target_endian = "little") && words.len() >= 2 {
-        return Cow::Borrowed(bytemuck::cast_slice(words));
+/// bytes), at least 8 of them: a view of borrowed words where possible (for
+/// as long as they are borrowed), else a padded copy.
+fn stream_bytes<'a>(words: &Cow<'a, [u32]>) -> Cow<'a, [u8]> {
+    if let Cow::Borrowed(w) = words
+        && cfg!(target_endian = "little")
+        && w.len() >= 2
+    {
+        return Cow::Borrowed(bytemuck::cast_slice(w));
     }
     let mut v: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     v.resize(v.len().max(8), 0);
