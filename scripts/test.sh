@@ -34,5 +34,9 @@ cargo "+$DF11_MSRV" run --manifest-path tests/consumer/Cargo.toml --target-dir t
 # not unpack them again over an older copy of the same version, so a copy
 # left by an earlier run (an older API) would be built instead: remove them.
 # No df11 package is ever fetched from a registry, so nothing else is lost.
+# Builds of those copies are never rebuilt either (a registry package's
+# version names its contents), so the check builds in a directory of its
+# own and forgets every df11 crate built there before.
 rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/df11-gpu-0.* "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/df11-host-0.*
-cargo package --workspace --locked --allow-dirty
+rm -rf target/package-check/debug/.fingerprint/df11-* target/package-check/debug/deps/*df11*
+cargo package --workspace --locked --allow-dirty --target-dir target/package-check
