@@ -434,10 +434,18 @@ impl CompressedTensor {
     /// The tensor should be valid ([`CompressedTensor::validate`]); the encoder
     /// only produces valid tensors.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.serialized_len() as usize);
-        write_container_header(1, version_for([self]), &mut out);
-        self.write_record(&mut out);
+        let mut out = Vec::new();
+        self.to_bytes_into(&mut out);
         out
+    }
+
+    /// [`CompressedTensor::to_bytes`] into `out`, replacing what it held
+    /// (its capacity is reused).
+    pub fn to_bytes_into(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(self.serialized_len() as usize);
+        write_container_header(1, version_for([self]), out);
+        self.write_record(out);
     }
 
     /// Parses a container that holds exactly one tensor, strictly: checksums,
@@ -447,24 +455,58 @@ impl CompressedTensor {
     }
 
     fn write_record(&self, out: &mut Vec<u8>) {
-        let start = out.len();
+        let r: std::result::Result<(), std::convert::Infallible> = self.record_pieces(&mut |p: &[u8]| {
+            out.extend_from_slice(p);
+            Ok(())
+        });
+        r.unwrap_or_else(|e| match e {})
+    }
+
+    /// The bytes of [`CompressedTensor::to_bytes`], handed to `sink` in
+    /// order in a few pieces (headers, offsets, words, sign+mantissa bytes,
+    /// padding and CRC) instead of assembled: a container can so be written
+    /// to a file without a copy of it in memory.
+    pub fn write_pieces<E>(
+        &self,
+        mut sink: impl FnMut(&[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let mut head = Vec::with_capacity(CONTAINER_HEADER_BYTES);
+        write_container_header(1, version_for([self]), &mut head);
+        sink(&head)?;
+        self.record_pieces(&mut sink)
+    }
+
+    /// The record's bytes, in pieces, to `sink`.
+    fn record_pieces<E>(
+        &self,
+        sink: &mut impl FnMut(&[u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         let s = self.num_segments() as u32;
-        out.extend_from_slice(&self.num_elements.to_le_bytes());
-        out.extend_from_slice(&self.segment_rows.to_le_bytes());
-        out.extend_from_slice(&s.to_le_bytes());
-        out.extend_from_slice(&(self.words.len() as u32).to_le_bytes());
-        out.push(self.max_len);
-        out.push(self.only_symbol);
-        out.extend_from_slice(&[self.layout.code(), 0]);
-        out.extend_from_slice(&self.data_crc.to_le_bytes());
-        out.extend_from_slice(&[0; 4]);
-        out.extend(self.code_lengths.chunks_exact(2).map(|p| (p[0] & 0xf) | (p[1] << 4)));
-        extend_u32s(out, &self.stream_offsets);
-        extend_u32s(out, &self.words);
-        out.extend_from_slice(&self.sign_mantissa);
-        out.resize(out.len() + pad_for(self.num_elements) as usize, 0);
-        let crc = crc32c::crc32c(&out[start..]);
-        out.extend_from_slice(&crc.to_le_bytes());
+        let mut head = Vec::with_capacity(TENSOR_HEADER_BYTES);
+        head.extend_from_slice(&self.num_elements.to_le_bytes());
+        head.extend_from_slice(&self.segment_rows.to_le_bytes());
+        head.extend_from_slice(&s.to_le_bytes());
+        head.extend_from_slice(&(self.words.len() as u32).to_le_bytes());
+        head.push(self.max_len);
+        head.push(self.only_symbol);
+        head.extend_from_slice(&[self.layout.code(), 0]);
+        head.extend_from_slice(&self.data_crc.to_le_bytes());
+        head.extend_from_slice(&[0; 4]);
+        head.extend(self.code_lengths.chunks_exact(2).map(|p| (p[0] & 0xf) | (p[1] << 4)));
+        let mut crc = crc32c::crc32c(&head);
+        sink(&head)?;
+        for v in [&self.stream_offsets, &self.words] {
+            let bytes = u32_bytes(v);
+            crc = crc32c::crc32c_append(crc, &bytes);
+            sink(&bytes)?;
+        }
+        crc = crc32c::crc32c_append(crc, &self.sign_mantissa);
+        sink(&self.sign_mantissa)?;
+        let pad = &[0u8; 3][..pad_for(self.num_elements) as usize];
+        crc = crc32c::crc32c_append(crc, pad);
+        let mut tail = pad.to_vec();
+        tail.extend_from_slice(&crc.to_le_bytes());
+        sink(&tail)
     }
 }
 
@@ -687,11 +729,12 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-fn extend_u32s(out: &mut Vec<u8>, v: &[u32]) {
+/// The little-endian bytes of `v`: a view on a little-endian host.
+fn u32_bytes(v: &[u32]) -> Cow<'_, [u8]> {
     if cfg!(target_endian = "little") {
-        out.extend_from_slice(bytemuck::cast_slice(v));
+        Cow::Borrowed(bytemuck::cast_slice(v))
     } else {
-        out.extend(v.iter().flat_map(|w| w.to_le_bytes()));
+        Cow::Owned(v.iter().flat_map(|w| w.to_le_bytes()).collect())
     }
 }
 

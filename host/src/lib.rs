@@ -18,7 +18,7 @@ pub mod synth;
 pub use container::{CompressedTensor, Group, Layout, TensorView};
 pub use decode::DecodeOptions;
 pub use df11_gpu::format;
-pub use encode::{EncodeOptions, compress, compress_bits, compress_with};
+pub use encode::{EncodeOptions, compress, compress_bits, compress_reusing, compress_with};
 pub use error::{Error, Result};
 pub use reference::{decode_reference, decode_reference_into};
 pub use stats::{bound_bits_per_weight, entropy_bits, exponent_histogram};

@@ -441,3 +441,46 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn encoding_into_an_earlier_tensors_vectors_gives_the_same_tensor() {
+    // Spares larger and smaller than the tensor, of the other layout, empty;
+    // on one thread (one words vector) and on several (parts joined).
+    let tensors: Vec<(Vec<u16>, EncodeOptions)> =
+        [(70_001, Layout::Lanes, 2), (300, Layout::Warp, 1), (600_000, Layout::Lanes, 1)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(n, layout, rows))| {
+                (skewed(n, i as u64, Dist::Gaussian), EncodeOptions { segment_rows: rows, layout })
+            })
+            .collect();
+    let plain: Vec<CompressedTensor> = tensors.iter().map(|(b, o)| compress_with(b, o)).collect();
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    for ((bits, opts), want) in tensors.iter().zip(&plain) {
+        for spare in plain.iter().cloned().map(Some).chain([None]) {
+            assert_eq!(&df11_host::compress_reusing(bits, opts, spare.clone()), want);
+            assert_eq!(&one.install(|| df11_host::compress_reusing(bits, opts, spare)), want);
+        }
+    }
+}
+
+#[test]
+fn pieces_make_the_container() {
+    for (n, layout) in [(0, Layout::Lanes), (1, Layout::Warp), (70_001, Layout::Lanes), (5_003, Layout::Warp)] {
+        let t = enc_with(&skewed(n, n as u64, Dist::Gaussian), 1, layout);
+        let mut joined = Vec::new();
+        let mut pieces = 0;
+        t.write_pieces(|p| {
+            joined.extend_from_slice(p);
+            pieces += 1;
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(joined, t.to_bytes(), "n {n}");
+        assert!(pieces >= 5);
+        // And into a buffer that held something else.
+        let mut reused = vec![7u8; 99];
+        t.to_bytes_into(&mut reused);
+        assert_eq!(reused, joined);
+    }
+}

@@ -206,6 +206,35 @@ pub(crate) mod pool {
         }
     }
 
+    /// Compressed tensors whose vectors the next encodes reuse
+    /// (`compress_reusing`): one per thread at most, and only while a
+    /// scope is open.
+    static SPARES: Mutex<Vec<crate::CompressedTensor>> = Mutex::new(Vec::new());
+
+    fn spares() -> MutexGuard<'static, Vec<crate::CompressedTensor>> {
+        // As for the buffers: a panic elsewhere leaves a usable list.
+        SPARES.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A spare tensor for the encode of `n` elements, if one is kept: the
+    /// one with the least room that has enough, else the one with the most.
+    pub fn take_spare(n: usize) -> Option<crate::CompressedTensor> {
+        let mut list = spares();
+        let room = |i: usize| list[i].sign_mantissa.capacity();
+        let best = (0..list.len()).filter(|&i| room(i) >= n).min_by_key(|&i| room(i));
+        let i = best.or_else(|| (0..list.len()).max_by_key(|&i| room(i)))?;
+        Some(list.swap_remove(i))
+    }
+
+    /// Keeps `t`'s vectors for a next encode while a scope is open: as
+    /// many as two batches of tensors hold.
+    pub fn give_spare(t: crate::CompressedTensor) {
+        let mut list = spares();
+        if SHARED.limit.load(Ordering::Relaxed) > 0 && list.len() < 2 * rayon::current_num_threads() {
+            list.push(t);
+        }
+    }
+
     /// [`Pool::take`] from the shared pool.
     pub fn take(len: usize) -> Vec<u8> {
         SHARED.take(len)
@@ -230,6 +259,8 @@ pub(crate) mod pool {
     impl Drop for Scope {
         fn drop(&mut self) {
             SHARED.clear();
+            let list = std::mem::take(&mut *spares());
+            drop(list);
         }
     }
 }

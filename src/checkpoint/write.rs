@@ -90,12 +90,12 @@ pub struct WriteSummary {
 }
 
 /// How the writer stored a tensor.
-#[derive(Clone, Copy)]
 enum Stored<'a> {
     /// As given (not BF16, or a plain output).
     Plain,
-    /// A df11 container in a U8 vector.
-    Df11,
+    /// A df11 container in a U8 vector, written from the tensor's own
+    /// vectors (no copy of it in memory).
+    Df11(crate::CompressedTensor),
     /// A BF16 tensor as given, because its container would not have been smaller.
     RawFallback,
     /// A df11 container, decoded as it is written (a plain output), from
@@ -247,10 +247,14 @@ impl Job<'_> {
                         let plain_len = bytes.len() as u64;
                         match &self.encode {
                             Some(opts) if coded(m) => {
-                                let c = crate::compress_with(&bytes_to_u16(&bytes), opts).to_bytes();
-                                if c.len() as u64 + RAW_FALLBACK_MARGIN <= plain_len {
-                                    out.push((vec![c.len() as u64], Cow::Owned(c), plain_len, Stored::Df11));
+                                // Into the vectors of an earlier tensor, where one is free.
+                                let n = plain_len as usize / 2;
+                                let t = crate::compress_reusing(&bytes_to_u16(&bytes), opts, pool::take_spare(n));
+                                let len = t.serialized_len();
+                                if len + RAW_FALLBACK_MARGIN <= plain_len {
+                                    out.push((vec![len], Cow::Borrowed(&[][..]), plain_len, Stored::Df11(t)));
                                 } else {
+                                    pool::give_spare(t);
                                     out.push((m.shape.clone(), bytes, plain_len, Stored::RawFallback));
                                 }
                             }
@@ -267,12 +271,16 @@ impl Job<'_> {
             for (&u, r) in batch.iter().zip(results) {
                 for ((shape, bytes, plain_len, stored), m) in r?.into_iter().zip(&self.metas[self.units[u].clone()]) {
                     match stored {
-                        Stored::Df11 => {
+                        Stored::Df11(t) => {
+                            let len = t.serialized_len();
                             totals.bf16_elems += plain_len / 2;
-                            totals.bf16_stored += bytes.len() as u64;
+                            totals.bf16_stored += len;
                             let (name, o) = orig(m);
                             meta.tensors.insert(name, o);
-                            writer.write_as(Some("U8"), shape, &bytes)?;
+                            writer.begin(Some("U8"), shape, len)?;
+                            t.write_pieces(|piece| writer.append(piece))?;
+                            writer.end()?;
+                            pool::give_spare(t);
                         }
                         Stored::RawFallback => {
                             totals.bf16_elems += plain_len / 2;
@@ -288,9 +296,8 @@ impl Job<'_> {
                             (self.progress)(plain_len);
                         }
                     }
-                    // Decoded tensors' buffers serve the next ones (a compressed
-                    // output's would only be held).
-                    if let (Cow::Owned(v), false) = (bytes, compress) {
+                    // Decoded tensors' buffers serve the next ones.
+                    if let Cow::Owned(v) = bytes {
                         pool::give(v);
                     }
                     totals.plain += plain_len;

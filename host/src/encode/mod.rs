@@ -69,12 +69,26 @@ pub fn compress_bits(bits: &[u16]) -> CompressedTensor {
 /// format's limits (2^40 elements, 2^32 - 1 stream words: a tensor of billions
 /// of elements with near-random exponents).
 pub fn compress_with(bits: &[u16], opts: &EncodeOptions) -> CompressedTensor {
+    compress_reusing(bits, opts, None)
+}
+
+/// [`compress_with`], writing the sign+mantissa bytes and the words into the
+/// vectors of `spare` (an earlier tensor's) where their capacity suffices:
+/// an encoder that compresses tensor after tensor then writes into memory
+/// it already has, instead of faulting in fresh pages for each (a quarter
+/// of a checkpoint compression's time, measured: docs/PERFORMANCE.md
+/// section 4). The result is the same as without a spare.
+///
+/// # Panics
+/// As [`compress_with`].
+pub fn compress_reusing(bits: &[u16], opts: &EncodeOptions, spare: Option<CompressedTensor>) -> CompressedTensor {
+    let (spare_sm, spare_words) = spare.map(|t| (t.sign_mantissa, t.words)).unwrap_or_default();
     let rows = opts.segment_rows;
     assert!((1..=MAX_SEGMENT_ROWS).contains(&rows), "segment_rows {rows} is outside 1..={MAX_SEGMENT_ROWS}");
     let n = bits.len() as u64;
     assert!(n < MAX_ELEMENTS, "{n} elements exceed the format's limit of 2^40");
 
-    let scan::Scan { hist, crc: data_crc, sign_mantissa } = scan::scan(bits);
+    let scan::Scan { hist, crc: data_crc, sign_mantissa } = scan::scan(bits, spare_sm);
     let code_lengths = huffman::code_lengths(&hist, MAX_CODE_LEN);
     let max_len = code_lengths.iter().copied().max().unwrap_or(0);
     let only_symbol = match (max_len, bits.first()) {
@@ -86,7 +100,8 @@ pub fn compress_with(bits: &[u16], opts: &EncodeOptions) -> CompressedTensor {
     let code_bits: u64 = hist.iter().zip(&code_lengths).map(|(&n, &l)| n * l as u64).sum();
     let streams = segments_for(n, rows) as usize * opts.layout.streams_per_segment() as usize;
     let max_words = (code_bits / 32) as usize + streams;
-    let (stream_offsets, words) = encode_segments(bits, rows, &code_lengths, max_len as u32, opts.layout, max_words);
+    let (stream_offsets, words) =
+        encode_segments(bits, rows, &code_lengths, max_len as u32, opts.layout, max_words, spare_words);
 
     CompressedTensor {
         num_elements: n,
@@ -110,6 +125,7 @@ fn encode_segments(
     max_len: u32,
     layout: Layout,
     max_words: usize,
+    mut spare: Vec<u32>,
 ) -> (Vec<u32>, Vec<u32>) {
     let num_streams = segments_for(bits.len() as u64, rows) as usize * layout.streams_per_segment() as usize;
     if max_len == 0 {
@@ -139,7 +155,14 @@ fn encode_segments(
             if rayon::current_num_threads() == 1 {
                 // One vector, sized once: nothing to concatenate.
                 let streams = Vec::with_capacity(num_streams);
-                let init = (lanes::Scratch::new(), crate::hint::huge_vec(max_words), streams);
+                let words = match std::mem::take(&mut spare) {
+                    mut s if s.capacity() >= max_words => {
+                        s.clear();
+                        s
+                    }
+                    _ => crate::hint::huge_vec(max_words),
+                };
+                let init = (lanes::Scratch::new(), words, streams);
                 vec![strip(bits.chunks(seg_elems).fold(init, step))]
             } else {
                 // Consecutive segments append to one vector, so that few
@@ -164,7 +187,25 @@ fn encode_segments(
         }));
     }
     if parts.len() == 1 {
-        return (offsets, parts.into_iter().next().map(|p| p.0).unwrap_or_default());
+        let mut words = parts.into_iter().next().map(|p| p.0).unwrap_or_default();
+        if words.capacity() < spare.capacity() {
+            // The warp layout's one segment, or the lanes layout's one
+            // thread given a spare too small: keep the larger vector.
+            let mut s = spare;
+            s.clear();
+            s.extend_from_slice(&words);
+            words = s;
+        }
+        return (offsets, words);
+    }
+    if spare.capacity() >= total {
+        // Memory already faulted in: one sequential copy.
+        let mut words = spare;
+        words.clear();
+        for (w, _) in &parts {
+            words.extend_from_slice(w);
+        }
+        return (offsets, words);
     }
     // The parts are copied in parallel into one zeroed allocation (fresh
     // pages: nothing is written twice).

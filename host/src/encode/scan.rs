@@ -121,11 +121,14 @@ fn crc_histogram_sse42(crc: u32, inp: &[u16], h: &mut [[u32; 2 * SYMBOLS]; 8]) -
 }
 
 /// Histogram, CRC and sign+mantissa bytes of `bits`, the same whatever the
-/// thread count.
-pub(crate) fn scan(bits: &[u16]) -> Scan {
-    // Written once, not zeroed first: zeroing would cost a pass of its own
-    // where the allocator reuses memory.
-    let mut sign_mantissa = crate::hint::huge_vec(bits.len());
+/// thread count. The bytes go into `spare` if it has the capacity.
+pub(crate) fn scan(bits: &[u16], spare: Vec<u8>) -> Scan {
+    // Written once, not zeroed first: zeroing would cost a pass of its own.
+    let mut sign_mantissa = spare;
+    sign_mantissa.clear();
+    if sign_mantissa.capacity() < bits.len() {
+        sign_mantissa = crate::hint::huge_vec(bits.len());
+    }
     let part = sign_mantissa.spare_capacity_mut()[..bits.len()]
         .par_chunks_mut(TASK)
         .zip(bits.par_chunks(TASK))
