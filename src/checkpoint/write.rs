@@ -95,7 +95,7 @@ enum Stored<'a> {
     Plain,
     /// A df11 container in a U8 vector, written from the tensor's own
     /// vectors (no copy of it in memory).
-    Df11(crate::CompressedTensor),
+    Df11(Box<crate::CompressedTensor>),
     /// A BF16 tensor as given, because its container would not have been smaller.
     RawFallback,
     /// A df11 container, decoded as it is written (a plain output), from
@@ -252,7 +252,7 @@ impl Job<'_> {
                                 let t = crate::compress_reusing(&bytes_to_u16(&bytes), opts, pool::take_spare(n));
                                 let len = t.serialized_len();
                                 if len + RAW_FALLBACK_MARGIN <= plain_len {
-                                    out.push((vec![len], Cow::Borrowed(&[][..]), plain_len, Stored::Df11(t)));
+                                    out.push((vec![len], Cow::Borrowed(&[][..]), plain_len, Stored::Df11(Box::new(t))));
                                 } else {
                                     pool::give_spare(t);
                                     out.push((m.shape.clone(), bytes, plain_len, Stored::RawFallback));
@@ -280,7 +280,7 @@ impl Job<'_> {
                             writer.begin(Some("U8"), shape, len)?;
                             t.write_pieces(|piece| writer.append(piece))?;
                             writer.end()?;
-                            pool::give_spare(t);
+                            pool::give_spare(*t);
                         }
                         Stored::RawFallback => {
                             totals.bf16_elems += plain_len / 2;
