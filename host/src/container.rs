@@ -60,13 +60,14 @@ impl Layout {
     }
 }
 
-/// One compressed bf16 tensor: a record of the df11 container format.
+/// A record of the df11 container format, generic over how it holds its
+/// per-element data: [`CompressedTensor`] owns it, [`TensorView`] borrows it.
 ///
 /// Fields are public so decoders and the GPU uploader can read them directly;
 /// [`CompressedTensor::validate`] checks every invariant `docs/FORMAT.md` states,
 /// and every decoder calls it (or relies on a caller that did) before touching data.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CompressedTensor {
+pub struct Record<W, B> {
     /// Number of bf16 elements (N).
     pub num_elements: u64,
     /// Rows of 256 elements per segment (R).
@@ -84,35 +85,42 @@ pub struct CompressedTensor {
     /// Start word of each independent stream, then the total word count W:
     /// per segment (S + 1 entries) in the warp layout, per lane of each
     /// segment, segment-major (32·S + 1 entries), in the lanes layout.
-    pub stream_offsets: Vec<u32>,
+    pub stream_offsets: W,
     /// The code streams. Warp layout: interleaved 32-bit words, MSB-first.
     /// Lanes layout: each lane's bit string as bytes in stream order, read
     /// from these words as little-endian bytes.
-    pub words: Vec<u32>,
+    pub words: W,
     /// Raw sign+mantissa byte per element.
-    pub sign_mantissa: Vec<u8>,
+    pub sign_mantissa: B,
 }
 
-/// A record's fields with its per-element data borrowed: what the CPU
-/// decoders read. [`TensorView::from_bytes`] parses one straight from a
-/// container's bytes (a memory-mapped checkpoint, say) without copying the
-/// sign+mantissa bytes, nor the offsets and words where they are 4-byte
-/// aligned on a little-endian host; [`CompressedTensor::view`] views an
-/// owned tensor. The fields mean what [`CompressedTensor`]'s do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct TensorView<'a> {
-    pub num_elements: u64,
-    pub segment_rows: u32,
-    pub max_len: u8,
-    pub only_symbol: u8,
-    pub code_lengths: [u8; 256],
-    pub data_crc: u32,
-    pub layout: Layout,
-    pub stream_offsets: Cow<'a, [u32]>,
-    pub words: Cow<'a, [u32]>,
-    pub sign_mantissa: &'a [u8],
+impl<W, B> Record<W, B> {
+    /// This record's header fields with other data.
+    fn with_data<W2, B2>(&self, stream_offsets: W2, words: W2, sign_mantissa: B2) -> Record<W2, B2> {
+        Record {
+            num_elements: self.num_elements,
+            segment_rows: self.segment_rows,
+            max_len: self.max_len,
+            only_symbol: self.only_symbol,
+            code_lengths: self.code_lengths,
+            data_crc: self.data_crc,
+            layout: self.layout,
+            stream_offsets,
+            words,
+            sign_mantissa,
+        }
+    }
 }
+
+/// One compressed bf16 tensor, owning its data.
+pub type CompressedTensor = Record<Vec<u32>, Vec<u8>>;
+
+/// A record with its per-element data borrowed: what the CPU decoders read.
+/// [`TensorView::from_bytes`] parses one straight from a container's bytes
+/// (a memory-mapped checkpoint, say) without copying the sign+mantissa
+/// bytes, nor the offsets and words where they are 4-byte aligned on a
+/// little-endian host; [`CompressedTensor::view`] views an owned tensor.
+pub type TensorView<'a> = Record<Cow<'a, [u32]>, &'a [u8]>;
 
 impl<'a> TensorView<'a> {
     /// Number of segments (S).
@@ -140,18 +148,7 @@ impl<'a> TensorView<'a> {
 
     /// An owned copy.
     pub fn to_owned(&self) -> CompressedTensor {
-        CompressedTensor {
-            num_elements: self.num_elements,
-            segment_rows: self.segment_rows,
-            max_len: self.max_len,
-            only_symbol: self.only_symbol,
-            code_lengths: self.code_lengths,
-            data_crc: self.data_crc,
-            layout: self.layout,
-            stream_offsets: self.stream_offsets.to_vec(),
-            words: self.words.to_vec(),
-            sign_mantissa: self.sign_mantissa.to_vec(),
-        }
+        self.with_data(self.stream_offsets.to_vec(), self.words.to_vec(), self.sign_mantissa.to_vec())
     }
 
     /// Checks every invariant of `docs/FORMAT.md` sections 4 and 5.
@@ -384,18 +381,7 @@ impl CompressedTensor {
 
     /// Everything but the per-element data (empty vectors).
     fn clone_header(&self) -> CompressedTensor {
-        CompressedTensor {
-            stream_offsets: Vec::new(),
-            words: Vec::new(),
-            sign_mantissa: Vec::new(),
-            num_elements: self.num_elements,
-            segment_rows: self.segment_rows,
-            max_len: self.max_len,
-            only_symbol: self.only_symbol,
-            code_lengths: self.code_lengths,
-            data_crc: self.data_crc,
-            layout: self.layout,
-        }
+        self.with_data(Vec::new(), Vec::new(), Vec::new())
     }
 
     /// Bytes [`CompressedTensor::to_bytes`] produces, container header included.
@@ -415,18 +401,7 @@ impl CompressedTensor {
 
     /// This tensor's fields, its data borrowed.
     pub fn view(&self) -> TensorView<'_> {
-        TensorView {
-            num_elements: self.num_elements,
-            segment_rows: self.segment_rows,
-            max_len: self.max_len,
-            only_symbol: self.only_symbol,
-            code_lengths: self.code_lengths,
-            data_crc: self.data_crc,
-            layout: self.layout,
-            stream_offsets: Cow::Borrowed(&self.stream_offsets),
-            words: Cow::Borrowed(&self.words),
-            sign_mantissa: &self.sign_mantissa,
-        }
+        self.with_data(Cow::Borrowed(&self.stream_offsets), Cow::Borrowed(&self.words), &self.sign_mantissa)
     }
 
     /// Serializes as a container holding this one tensor.
