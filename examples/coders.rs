@@ -1,0 +1,255 @@
+//! What the exponent coder leaves on the table, and what other coders would
+//! take: measured on a BERT-base-shaped checkpoint of synthetic weights.
+//!
+//! `cargo run --release --example coders`
+//!
+//! First the whole file as df11 writes it today (every byte counted) against
+//! its per-tensor `8 + H` bound. Then, over the same tensors, the exponent
+//! stream alone under other coders, in bits/weight over `H` (weighted by
+//! tensor size; negative means below the order-0 bound):
+//!
+//! * `huff12`: df11's code (Huffman, 12-bit length limit);
+//! * `huff`: the unlimited Huffman code;
+//! * `tans11`, `tans12`: a table ANS coder's ideal cost with the probabilities
+//!   quantized to 2^11 or 2^12 slots (what the quantization costs; the coder's
+//!   own loss is a few thousandths of a bit more);
+//! * `pair`: an unlimited Huffman code over pairs of neighbouring exponents
+//!   (the alphabet extension: it removes part of the redundancy and takes the
+//!   neighbours' correlation);
+//! * `H2/2`: the pair entropy per weight, what `pair` could reach;
+//! * `ctx1`: the entropy of an exponent given the one before it (a coder with
+//!   one table per preceding exponent);
+//! * `+m6`: the entropy of the exponent and the mantissa's top bit together,
+//!   less that one raw bit (coding the bit with the exponent);
+//! * `huff9`: what an unlimited Huffman code over those 9-bit symbols
+//!   takes, less the raw bit;
+//! * `sm`: an unlimited Huffman code over the sign+mantissa bytes, less their
+//!   8 raw bits (a second coded stream, as ZipNN does when it pays).
+//!
+//! The synthetic generator's neighbour correlation (a scale per row) is a
+//! guess at real weights', so `pair`'s gain beyond `huff`, and `ctx1`, are
+//! indications; `huff12`, `huff`, `tans` and `+m6` depend on the exponent
+//! and mantissa distributions, which match real weights' shape.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use df11::checkpoint::{OwnedTensor, write_file};
+use df11::encode::huffman;
+use df11::format::MAX_CODE_LEN;
+use df11::synth::{self, Dist, SynthParams};
+use df11::{EncodeOptions, entropy_bits, exponent_histogram};
+
+fn params(scale: f32, dist: Dist, seed: u64) -> SynthParams {
+    SynthParams {
+        scale,
+        dist,
+        row_log_sigma: 0.25,
+        outlier_col_frac: 0.002,
+        outlier_elem_prob: 0.00002,
+        outlier_gain: 8.0,
+        seed,
+    }
+}
+
+/// BERT-base's tensors (110M weights): name, rows, columns and a generator.
+fn bert_base() -> Vec<(String, usize, usize, Vec<u16>)> {
+    let mut seed = 100;
+    let mut next = || {
+        seed += 1;
+        seed
+    };
+    let mut out = Vec::new();
+    let dense = |out: &mut Vec<_>, name: String, rows: usize, cols: usize, scale: f32, seed: u64| {
+        let dist = if seed.is_multiple_of(3) { Dist::Laplace } else { Dist::Gaussian };
+        out.push((name, rows, cols, synth::weights_with(rows, cols, &params(scale, dist, seed))));
+    };
+    // A LayerNorm weight: values near 1 (spread 0.05); a bias or a LayerNorm
+    // bias: small values around 0.
+    let gamma = |n: usize, seed: u64| -> Vec<u16> {
+        let d = synth::weights_with(1, n, &params(0.05, Dist::Gaussian, seed));
+        d.iter().map(|&b| half::bf16::from_f32(1.0 + half::bf16::from_bits(b).to_f32()).to_bits()).collect()
+    };
+    let e = "bert.embeddings";
+    dense(&mut out, format!("{e}.word_embeddings.weight"), 30522, 768, 0.045, next());
+    dense(&mut out, format!("{e}.position_embeddings.weight"), 512, 768, 0.02, next());
+    dense(&mut out, format!("{e}.token_type_embeddings.weight"), 2, 768, 0.02, next());
+    let norm = |out: &mut Vec<_>, p: String, n: usize, s1: u64, s2: u64| {
+        out.push((format!("{p}.weight"), 1, n, gamma(n, s1)));
+        out.push((format!("{p}.bias"), 1, n, synth::weights_with(1, n, &params(0.02, Dist::Gaussian, s2))));
+    };
+    norm(&mut out, format!("{e}.LayerNorm"), 768, next(), next());
+    for l in 0..12 {
+        let p = format!("bert.encoder.layer.{l}");
+        for (m, scale) in [("query", 0.043), ("key", 0.043), ("value", 0.028)] {
+            dense(&mut out, format!("{p}.attention.self.{m}.weight"), 768, 768, scale, next());
+            dense(&mut out, format!("{p}.attention.self.{m}.bias"), 1, 768, 0.02, next());
+        }
+        dense(&mut out, format!("{p}.attention.output.dense.weight"), 768, 768, 0.027, next());
+        dense(&mut out, format!("{p}.attention.output.dense.bias"), 1, 768, 0.02, next());
+        norm(&mut out, format!("{p}.attention.output.LayerNorm"), 768, next(), next());
+        dense(&mut out, format!("{p}.intermediate.dense.weight"), 3072, 768, 0.04, next());
+        dense(&mut out, format!("{p}.intermediate.dense.bias"), 1, 3072, 0.03, next());
+        dense(&mut out, format!("{p}.output.dense.weight"), 768, 3072, 0.035, next());
+        dense(&mut out, format!("{p}.output.dense.bias"), 1, 768, 0.02, next());
+        norm(&mut out, format!("{p}.output.LayerNorm"), 768, next(), next());
+    }
+    dense(&mut out, "bert.pooler.dense.weight".into(), 768, 768, 0.03, next());
+    dense(&mut out, "bert.pooler.dense.bias".into(), 1, 768, 0.02, next());
+    out
+}
+
+/// Bits of an unlimited Huffman code for these counts (zero counts skipped).
+fn huffman_bits(counts: impl Iterator<Item = u64>) -> u64 {
+    // Each merge adds its weight once per level to every leaf below it, so the
+    // coded size is the sum of the merged weights.
+    let mut heap: BinaryHeap<Reverse<u64>> = counts.filter(|&c| c > 0).map(Reverse).collect();
+    if heap.len() < 2 {
+        return heap.iter().map(|r| r.0).sum();
+    }
+    let mut bits = 0;
+    while heap.len() > 1 {
+        let (Reverse(a), Reverse(b)) = (heap.pop().unwrap_or(Reverse(0)), heap.pop().unwrap_or(Reverse(0)));
+        bits += a + b;
+        heap.push(Reverse(a + b));
+    }
+    bits
+}
+
+/// The ideal cost in bits of coding `hist` with its probabilities quantized
+/// to `2^log` slots (each present symbol keeps at least one), as a tANS
+/// table would.
+fn tans_bits(hist: &[u64], log: u32) -> f64 {
+    let total: u64 = hist.iter().sum();
+    let slots = 1u64 << log;
+    let mut q: Vec<u64> = hist
+        .iter()
+        .map(|&c| if c == 0 { 0 } else { ((c as u128 * slots as u128 / total as u128) as u64).max(1) })
+        .collect();
+    // Give the remainder to (or take the excess from) the largest symbol.
+    let sum: u64 = q.iter().sum();
+    let big = (0..q.len()).max_by_key(|&i| hist[i]).unwrap_or(0);
+    q[big] = (q[big] + slots).saturating_sub(sum).max(1);
+    hist.iter().zip(&q).filter(|(c, _)| **c > 0).map(|(&c, &qs)| c as f64 * (slots as f64 / qs as f64).log2()).sum()
+}
+
+fn entropy(counts: impl Iterator<Item = u64> + Clone) -> f64 {
+    let total: u64 = counts.clone().sum();
+    let t = total as f64;
+    counts.filter(|&c| c > 0).map(|c| c as f64 / t).map(|p| -p * p.log2()).sum::<f64>() * t
+}
+
+#[derive(Default)]
+struct Sums {
+    n: f64,
+    h: f64,
+    huff12: f64,
+    huff: f64,
+    tans11: f64,
+    tans12: f64,
+    pair: f64,
+    h2: f64,
+    ctx1: f64,
+    m6: f64,
+    huff9: f64,
+    sm: f64,
+}
+
+fn main() {
+    let tensors = bert_base();
+    let total_n: usize = tensors.iter().map(|t| t.3.len()).sum();
+    println!("BERT-base shape: {} tensors, {} weights", tensors.len(), total_n);
+
+    // The whole file, as df11 writes it with no options.
+    let owned: Vec<OwnedTensor> = tensors
+        .iter()
+        .map(|(name, rows, cols, bits)| {
+            let shape = if *rows == 1 { vec![*cols as u64] } else { vec![*rows as u64, *cols as u64] };
+            OwnedTensor::new(name.clone(), "BF16", shape, bits.iter().flat_map(|b| b.to_le_bytes()).collect())
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file_bits = |opts: Option<EncodeOptions>| {
+        let path = dir.path().join("m.safetensors");
+        write_file(&path, &owned, opts, None).expect("writes");
+        std::fs::metadata(&path).expect("written").len() as f64 * 8.0
+    };
+    let (df11_bits, plain_bits) = (file_bits(Some(EncodeOptions::default())), file_bits(None));
+
+    let mut s = Sums::default();
+    for (_, _, cols, bits) in &tensors {
+        let n = bits.len() as f64;
+        let hist = exponent_histogram(bits);
+        let e: Vec<usize> = bits.iter().map(|&b| ((b >> 7) & 0xFF) as usize).collect();
+        let mut pairs: HashMap<u32, u64> = HashMap::new();
+        for p in e.chunks(2) {
+            let key = if p.len() == 2 { (p[0] << 8 | p[1]) as u32 } else { 0x1_0000 | p[0] as u32 };
+            *pairs.entry(key).or_default() += 1;
+        }
+        // Contexts restart at each row: a decoder's segments start at rows.
+        let mut ctx = vec![0u64; 257 * 256];
+        for row in e.chunks(*cols) {
+            let mut prev = 256;
+            for &x in row {
+                ctx[prev * 256 + x] += 1;
+                prev = x;
+            }
+        }
+        let ctx_h: f64 = ctx.chunks(256).map(|c| entropy(c.iter().copied())).sum();
+        let (mut m6, mut sm) = (vec![0u64; 512], vec![0u64; 256]);
+        for &b in bits {
+            m6[((b >> 6) & 0x1FF) as usize] += 1;
+            sm[((b >> 8) & 0x80 | b & 0x7F) as usize] += 1;
+        }
+        let h = entropy_bits(&hist) * n;
+        s.n += n;
+        s.h += h;
+        s.huff12 += huffman::coded_bits(&hist, &huffman::code_lengths(&hist, MAX_CODE_LEN)) as f64;
+        s.huff += huffman_bits(hist.iter().copied()) as f64;
+        s.tans11 += tans_bits(&hist, 11);
+        s.tans12 += tans_bits(&hist, 12);
+        s.pair += huffman_bits(pairs.values().copied()) as f64;
+        s.h2 += entropy(pairs.values().copied());
+        s.ctx1 += ctx_h;
+        s.m6 += entropy(m6.iter().copied()) - n;
+        s.huff9 += huffman_bits(m6.iter().copied()) as f64 - n;
+        s.sm += h + huffman_bits(sm.iter().copied()) as f64 - 8.0 * n;
+    }
+    let bound = 8.0 + s.h / s.n;
+    let per = |x: f64| (x - s.h) / s.n;
+    println!(
+        "whole file: df11 {:.4} bits/weight, plain {:.4}, per-tensor 8+H {:.4}: df11 is {:.4} over the bound",
+        df11_bits / s.n,
+        plain_bits / s.n,
+        bound,
+        df11_bits / s.n - bound
+    );
+    let rest = df11_bits / s.n - bound - per(s.huff12);
+    println!(
+        "  of it the exponent code's redundancy {:.4}, the rest (offsets, lane padding, headers, raw tensors) {rest:.4}",
+        per(s.huff12)
+    );
+    println!("\nexponent stream, bits/weight over H (H = {:.4}):", s.h / s.n);
+    println!(
+        "{:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "huff12", "huff", "tans11", "tans12", "pair", "H2/2", "ctx1", "+m6", "huff9", "sm"
+    );
+    println!(
+        "{:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
+        per(s.huff12),
+        per(s.huff),
+        per(s.tans11),
+        per(s.tans12),
+        per(s.pair),
+        per(s.h2),
+        per(s.ctx1),
+        per(s.m6),
+        per(s.huff9),
+        per(s.sm)
+    );
+    println!("\nthe whole file's gap with the exponent code replaced, the rest as today:");
+    let alts = [("tans12", s.tans12), ("pair", s.pair), ("huff9", s.huff9), ("+m6", s.m6)];
+    for (name, bits) in alts {
+        println!("{name:>8} {:>8.4}", per(bits) + rest);
+    }
+}
