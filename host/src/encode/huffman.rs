@@ -16,13 +16,25 @@ use df11_gpu::format::SYMBOLS;
 /// If `2^limit` is below the number of present symbols or `limit > 64`.
 pub fn code_lengths(hist: &[u64; SYMBOLS], limit: u32) -> [u8; SYMBOLS] {
     let mut lengths = [0u8; SYMBOLS];
+    lengths_into(hist, limit, &mut lengths);
+    lengths
+}
+
+/// [`code_lengths`] for an alphabet of any size: writes the length of symbol
+/// `s` to `lengths[s]` (which must be zeros and as long as `hist`). For
+/// measuring other alphabets; the format's is [`SYMBOLS`].
+///
+/// # Panics
+/// As [`code_lengths`], and if the lengths differ.
+pub fn lengths_into(hist: &[u64], limit: u32, lengths: &mut [u8]) {
+    assert_eq!(hist.len(), lengths.len(), "one length per symbol");
     // Leaves sorted by (weight, symbol): ties broken by symbol keep the result deterministic.
-    let mut leaves: Vec<(u64, u8)> =
-        hist.iter().enumerate().filter(|&(_, &c)| c > 0).map(|(s, &c)| (c, s as u8)).collect();
+    let mut leaves: Vec<(u64, usize)> =
+        hist.iter().enumerate().filter(|&(_, &c)| c > 0).map(|(s, &c)| (c, s)).collect();
     leaves.sort_unstable();
     let n = leaves.len();
     if n < 2 {
-        return lengths;
+        return;
     }
     assert!(limit <= 64 && (limit >= 64 || n as u64 <= 1u64 << limit), "{n} symbols cannot fit in {limit}-bit codes");
     // A code never needs to be longer than n - 1 bits, so deeper levels change nothing.
@@ -32,7 +44,7 @@ pub fn code_lengths(hist: &[u64; SYMBOLS], limit: u32) -> [u8; SYMBOLS] {
     // or a package of two consecutive items of the previous level's list.
     #[derive(Clone, Copy)]
     enum Item {
-        Leaf(u8),
+        Leaf(usize),
         Package,
     }
     let mut lists: Vec<Vec<(u64, Item)>> = Vec::with_capacity(levels);
@@ -68,13 +80,12 @@ pub fn code_lengths(hist: &[u64; SYMBOLS], limit: u32) -> [u8; SYMBOLS] {
         let mut packages = 0;
         for &(_, item) in &list[..take] {
             match item {
-                Item::Leaf(s) => lengths[s as usize] += 1,
+                Item::Leaf(s) => lengths[s] += 1,
                 Item::Package => packages += 1,
             }
         }
         take = 2 * packages;
     }
-    lengths
 }
 
 /// Canonical code values for `lengths` (DEFLATE convention): symbols sorted by
@@ -158,6 +169,34 @@ mod tests {
     fn all_256_uniform_symbols_get_8_bits() {
         let h = [7u64; SYMBOLS];
         assert_eq!(code_lengths(&h, 12), [8; SYMBOLS]);
+    }
+
+    #[test]
+    fn larger_alphabets() {
+        // 512 symbols of Zipf-like weights: the limit holds, the Kraft sum is
+        // one, and the cost lies between the entropy and the entropy + 1.
+        let h: Vec<u64> = (0..512u64).map(|i| 1_000_000 / (i + 1)).collect();
+        let mut l = vec![0u8; 512];
+        lengths_into(&h, 12, &mut l);
+        assert!(l.iter().all(|&x| (1..=12).contains(&x)));
+        let kraft: u128 = l.iter().map(|&x| 1u128 << (64 - x)).sum();
+        assert_eq!(kraft, 1u128 << 64);
+        let t: u64 = h.iter().sum();
+        let bits: u64 = h.iter().zip(&l).map(|(&c, &x)| c * x as u64).sum();
+        let ent: f64 = h.iter().map(|&c| c as f64 * (t as f64 / c as f64).log2()).sum();
+        assert!((ent..ent + t as f64).contains(&(bits as f64)), "{bits} vs {ent}");
+        // Unlimited, the cost is Huffman's: the sum of the weights of its merges.
+        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<u64>> =
+            h.iter().map(|&c| std::cmp::Reverse(c)).collect();
+        let mut huffman = 0;
+        while let (Some(a), Some(b)) = (heap.pop(), heap.pop()) {
+            huffman += a.0 + b.0;
+            heap.push(std::cmp::Reverse(a.0 + b.0));
+        }
+        let mut u = vec![0u8; 512];
+        lengths_into(&h, 64, &mut u);
+        assert_eq!(h.iter().zip(&u).map(|(&c, &x)| c * x as u64).sum::<u64>(), huffman);
+        assert!(bits >= huffman);
     }
 
     #[test]
