@@ -43,15 +43,7 @@ use df11::synth::{self, Dist, SynthParams};
 use df11::{EncodeOptions, entropy_bits, exponent_histogram};
 
 fn params(scale: f32, dist: Dist, seed: u64) -> SynthParams {
-    SynthParams {
-        scale,
-        dist,
-        row_log_sigma: 0.25,
-        outlier_col_frac: 0.002,
-        outlier_elem_prob: 0.00002,
-        outlier_gain: 8.0,
-        seed,
-    }
+    SynthParams::typical(scale, dist, seed)
 }
 
 /// BERT-base's tensors (110M weights): name, rows, columns and a generator.

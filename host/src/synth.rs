@@ -77,6 +77,23 @@ pub struct SynthParams {
     pub seed: u64,
 }
 
+impl SynthParams {
+    /// The weights of the ratio examples: per-row scales varying by about
+    /// ±25 %, 0.2 % of the columns 8× outliers and one element in 50,000 a
+    /// 30× outlier.
+    pub fn typical(scale: f32, dist: Dist, seed: u64) -> Self {
+        SynthParams {
+            scale,
+            dist,
+            row_log_sigma: 0.25,
+            outlier_col_frac: 0.002,
+            outlier_elem_prob: 0.00002,
+            outlier_gain: 8.0,
+            seed,
+        }
+    }
+}
+
 /// `rows × cols` weights (row-major bf16 bit patterns) with scale `scale`. The
 /// seed also picks the distribution (Gaussian or Laplace) so that a set of
 /// seeds covers both; per-row scales vary by about ±25 %, about 0.2 % of the
