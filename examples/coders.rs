@@ -1,7 +1,11 @@
 //! What the exponent coder leaves on the table, and what other coders would
 //! take: measured on a BERT-base-shaped checkpoint of synthetic weights.
 //!
-//! `cargo run --release --example coders`
+//! `cargo run --release --example coders [-- CHECKPOINT]`
+//!
+//! With a checkpoint (a plain safetensors file or directory), its BF16
+//! tensors are measured instead of the synthetic ones; the whole file is
+//! then those tensors alone, written with df11's defaults.
 //!
 //! First the whole file as df11 writes it today (every byte counted) against
 //! its per-tensor `8 + H` bound. Then, over the same tensors, the exponent
@@ -25,6 +29,9 @@
 //!   takes, less the raw bit; `huff9/12` the same with df11's 12-bit length
 //!   limit;
 //! * `+m5`: the same with the mantissa's top two bits (10-bit symbols);
+//! * `c256K`, `c64K`: the exponent entropy measured over chunks of 262,144
+//!   weights (an R = 1024 segment) or of 65,536, each chunk with its own
+//!   histogram (what a code per chunk could reach before its table's cost);
 //! * `sm`: an unlimited Huffman code over the sign+mantissa bytes, less their
 //!   8 raw bits (a second coded stream, as ZipNN does when it pays).
 //!
@@ -36,7 +43,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use df11::checkpoint::{OwnedTensor, write_file};
+use df11::checkpoint::{Checkpoint, OwnedTensor, write_file};
 use df11::encode::huffman;
 use df11::format::MAX_CODE_LEN;
 use df11::synth::{self, Dist, SynthParams};
@@ -148,13 +155,37 @@ struct Sums {
     huff9: f64,
     huff9_12: f64,
     m5: f64,
+    c256k: f64,
+    c64k: f64,
     sm: f64,
 }
 
+/// The BF16 tensors of a checkpoint, as (name, rows, columns, bits): a
+/// tensor of one dimension is one row; a tensor of more dimensions has its
+/// last dimension as its columns.
+fn bf16_tensors(path: &str) -> Vec<(String, usize, usize, Vec<u16>)> {
+    let ck = Checkpoint::open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    ck.tensors()
+        .into_iter()
+        .filter(|t| t.dtype == "BF16" && t.decoded_bytes > 0)
+        .map(|t| {
+            let bytes = ck.decode(&t.name).unwrap_or_else(|e| panic!("{}: {e}", t.name));
+            let bits: Vec<u16> = bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect();
+            let cols = t.shape.last().map_or(1, |&c| c.max(1) as usize);
+            (t.name, bits.len() / cols, cols, bits)
+        })
+        .collect()
+}
+
 fn main() {
-    let tensors = bert_base();
+    let path = std::env::args().nth(1);
+    let tensors = match &path {
+        Some(p) => bf16_tensors(p),
+        None => bert_base(),
+    };
     let total_n: usize = tensors.iter().map(|t| t.3.len()).sum();
-    println!("BERT-base shape: {} tensors, {} weights", tensors.len(), total_n);
+    let what = path.as_deref().unwrap_or("BERT-base shape (synthetic)");
+    println!("{what}: {} BF16 tensors, {} weights", tensors.len(), total_n);
 
     // The whole file, as df11 writes it with no options.
     let owned: Vec<OwnedTensor> = tensors
@@ -209,6 +240,9 @@ fn main() {
         s.h2 += entropy(pairs.values().copied());
         s.ctx1 += ctx_h;
         s.m6 += entropy(m6.iter().copied()) - n;
+        for (chunk, sum) in [(1 << 18, &mut s.c256k), (1 << 16, &mut s.c64k)] {
+            *sum += bits.chunks(chunk).map(|c| entropy_bits(&exponent_histogram(c)) * c.len() as f64).sum::<f64>();
+        }
         s.m5 += entropy(m5.iter().copied()) - 2.0 * n;
         s.huff9 += huffman_bits(m6.iter().copied()) as f64 - n;
         let mut len9 = [0u8; 512];
@@ -231,25 +265,24 @@ fn main() {
         per(s.huff12)
     );
     println!("\nexponent stream, bits/weight over H (H = {:.4}):", s.h / s.n);
-    println!(
-        "{:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "huff12", "huff", "tans11", "tans12", "pair", "H2/2", "ctx1", "+m6", "huff9", "huff9/12", "+m5", "sm"
-    );
-    println!(
-        "{:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>8.4}",
-        per(s.huff12),
-        per(s.huff),
-        per(s.tans11),
-        per(s.tans12),
-        per(s.pair),
-        per(s.h2),
-        per(s.ctx1),
-        per(s.m6),
-        per(s.huff9),
-        per(s.huff9_12),
-        per(s.m5),
-        per(s.sm)
-    );
+    let columns = [
+        ("huff12", s.huff12),
+        ("huff", s.huff),
+        ("tans11", s.tans11),
+        ("tans12", s.tans12),
+        ("pair", s.pair),
+        ("H2/2", s.h2),
+        ("ctx1", s.ctx1),
+        ("+m6", s.m6),
+        ("huff9", s.huff9),
+        ("huff9/12", s.huff9_12),
+        ("+m5", s.m5),
+        ("c256K", s.c256k),
+        ("c64K", s.c64k),
+        ("sm", s.sm),
+    ];
+    println!("{}", columns.iter().map(|(name, _)| format!("{name:>8}")).collect::<Vec<_>>().join(" "));
+    println!("{}", columns.iter().map(|&(_, bits)| format!("{:>8.4}", per(bits))).collect::<Vec<_>>().join(" "));
     println!("\nthe whole file's gap with the exponent code replaced, the rest as today:");
     let alts = [("tans12", s.tans12), ("pair", s.pair), ("huff9", s.huff9), ("huff9/12", s.huff9_12), ("+m6", s.m6)];
     for (name, bits) in alts {
