@@ -1,7 +1,7 @@
 //! Writes the seed corpora of the fuzz targets: small valid containers.
 //!
 //! `cargo run --manifest-path fuzz/Cargo.toml --example make_seeds -- fuzz/seeds`
-//! writes `<dir>/<target>/<name>` for the container and round-trip targets;
+//! writes `<dir>/<target>/<name>` for the container, in-place and round-trip targets;
 //! `fuzz/make_file_seeds.py` derives the checkpoint and DFloat11 seeds.
 
 use df11_host::{CompressedTensor, EncodeOptions, Group, Layout, compress_with};
@@ -65,11 +65,14 @@ fn main() {
         write("container_parse", name, bytes);
         write("reference_decode", name, bytes);
         write("fast_decode", name, bytes);
-        write("fast_decode", name, bytes);
         // gpu_layout: a 7-byte control prefix (launch shape, no tweak).
         let mut with_ctrl = vec![0u8; 7];
         with_ctrl.extend_from_slice(bytes);
         write("gpu_layout", name, &with_ctrl);
+    }
+    // in_place reads single-tensor containers.
+    for (name, t) in &singles {
+        write("in_place", name, &t.to_bytes());
     }
     // roundtrip: segment_rows byte, then raw little-endian bf16 bits.
     for (name, n, seed) in [("w1", 1, 1), ("w300", 300, 2), ("w777", 777, 3)] {

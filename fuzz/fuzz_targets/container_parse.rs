@@ -15,7 +15,7 @@ fn check(bytes: &[u8]) {
         assert_eq!(t.to_bytes(), bytes, "tensor round trip");
         assert_eq!(t.serialized_len(), bytes.len() as u64);
         // A one-tensor container is also a group of one.
-        assert_eq!(group.as_ref().expect("group parse of a one-tensor container").tensors, [t.clone()]);
+        assert_eq!(group.as_ref().expect("group parse of a one-tensor container").tensors, std::slice::from_ref(t));
     }
     if let Ok(g) = &group {
         g.validate().expect("accepted group is valid");

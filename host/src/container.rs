@@ -318,15 +318,14 @@ fn pad_for(num_elements: u64) -> u64 {
     (4 - num_elements % 4) % 4
 }
 
-/// Serialized record length from its header fields, in `u64` so that no
-/// header value, however large, can overflow it.
+/// Serialized record length from its header fields, in `u64` and saturating,
+/// so that no header value, however large, can overflow it (a saturated
+/// length is longer than any input, so it is rejected as such).
 fn record_len(num_elements: u64, num_segments: u64, num_words: u64, layout: Layout) -> u64 {
-    TENSOR_HEADER_BYTES as u64
-        + 4 * (layout.streams_per_segment() * num_segments + 1)
-        + 4 * num_words
-        + num_elements
-        + pad_for(num_elements)
-        + 4
+    let offsets = layout.streams_per_segment().saturating_mul(num_segments).saturating_add(1);
+    [4u64.saturating_mul(offsets), 4u64.saturating_mul(num_words), num_elements, pad_for(num_elements), 4]
+        .into_iter()
+        .fold(TENSOR_HEADER_BYTES as u64, u64::saturating_add)
 }
 
 /// Valid slots (elements) of lane `lane` in a segment of `seg_len` elements:
@@ -384,9 +383,10 @@ impl CompressedTensor {
         self.with_data(Vec::new(), Vec::new(), Vec::new())
     }
 
-    /// Bytes [`CompressedTensor::to_bytes`] produces, container header included.
+    /// Bytes [`CompressedTensor::to_bytes`] produces, container header included
+    /// (saturating at `u64::MAX` for fields no valid tensor has).
     pub fn serialized_len(&self) -> u64 {
-        CONTAINER_HEADER_BYTES as u64 + self.record_len()
+        (CONTAINER_HEADER_BYTES as u64).saturating_add(self.record_len())
     }
 
     /// Bytes of this tensor's record alone.
@@ -574,9 +574,10 @@ impl Group {
         self.tensors.iter().map(|t| t.num_elements).sum()
     }
 
-    /// Bytes [`Group::to_bytes`] produces.
+    /// Bytes [`Group::to_bytes`] produces (saturating at `u64::MAX` for fields
+    /// no valid tensor has).
     pub fn serialized_len(&self) -> u64 {
-        CONTAINER_HEADER_BYTES as u64 + self.tensors.iter().map(|t| t.record_len()).sum::<u64>()
+        self.tensors.iter().map(|t| t.record_len()).fold(CONTAINER_HEADER_BYTES as u64, u64::saturating_add)
     }
 
     /// Validates every tensor.
@@ -684,9 +685,12 @@ pub fn reseal_crcs(b: &mut [u8]) {
             return;
         }
         let n = u64_at(rest, 0);
+        if n >= MAX_ELEMENTS {
+            return;
+        }
         let layout = Layout::from_code(rest[RECORD_LAYOUT_BYTE]).unwrap_or_default();
         let len = record_len(n, u32_at(rest, 12) as u64, u32_at(rest, 16) as u64, layout);
-        if n >= MAX_ELEMENTS || len > rest.len() as u64 {
+        if len > rest.len() as u64 {
             return;
         }
         let len = len as usize;
