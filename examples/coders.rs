@@ -43,11 +43,11 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use df11::checkpoint::{Checkpoint, OwnedTensor, write_file};
+use df11::checkpoint::{Checkpoint, OwnedTensor, Storage, write_file};
 use df11::encode::huffman;
-use df11::format::MAX_CODE_LEN;
+use df11::format::{CONTAINER_HEADER_BYTES, MAX_CODE_LEN, TENSOR_HEADER_BYTES};
 use df11::synth::{self, Dist, SynthParams};
-use df11::{EncodeOptions, entropy_bits, exponent_histogram};
+use df11::{EncodeOptions, compress_with, entropy_bits, exponent_histogram};
 
 fn params(scale: f32, dist: Dist, seed: u64) -> SynthParams {
     SynthParams::typical(scale, dist, seed)
@@ -177,6 +177,43 @@ fn bf16_tensors(path: &str) -> Vec<(String, usize, usize, Vec<u16>)> {
         .collect()
 }
 
+/// Where a df11 file's bits go beyond each tensor's `8 + H`, summed over
+/// tensors.
+#[derive(Default)]
+struct Parts {
+    stored: f64,
+    raw: f64,
+    huff12: f64,
+    headers: f64,
+    offsets: f64,
+    padding: f64,
+    crc_pad: f64,
+}
+
+impl Parts {
+    /// A tensor of `bits` that the file stored raw or not in `bits_stored`.
+    fn add(&mut self, bits: &[u16], hist: &[u64; 256], (raw, bits_stored): (bool, f64)) {
+        let n = bits.len() as f64;
+        let bound = (8.0 + entropy_bits(hist)) * n;
+        self.stored += bits_stored;
+        if raw {
+            self.raw += bits_stored - bound;
+            return;
+        }
+        // The file's encoder is deterministic: the same container again.
+        let t = compress_with(bits, &EncodeOptions::default());
+        assert_eq!(t.serialized_len() as f64 * 8.0, bits_stored, "the container the file holds");
+        let code = huffman::coded_bits(hist, &huffman::code_lengths(hist, MAX_CODE_LEN)) as f64;
+        let (words, offsets) = (32.0 * t.words.len() as f64, 32.0 * t.stream_offsets.len() as f64);
+        let headers = 8.0 * (CONTAINER_HEADER_BYTES + TENSOR_HEADER_BYTES) as f64;
+        self.huff12 += code + 8.0 * n - bound;
+        self.headers += headers;
+        self.offsets += offsets;
+        self.padding += words - code;
+        self.crc_pad += bits_stored - headers - offsets - words - 8.0 * n;
+    }
+}
+
 fn main() {
     let path = std::env::args().nth(1);
     let tensors = match &path {
@@ -196,17 +233,27 @@ fn main() {
         })
         .collect();
     let dir = tempfile::tempdir().expect("temporary directory");
-    let file_bits = |opts: Option<EncodeOptions>| {
-        let path = dir.path().join("m.safetensors");
+    let file_bits = |name: &str, opts: Option<EncodeOptions>| {
+        let path = dir.path().join(name);
         write_file(&path, &owned, opts, None).expect("writes");
         std::fs::metadata(&path).expect("written").len() as f64 * 8.0
     };
-    let (df11_bits, plain_bits) = (file_bits(Some(EncodeOptions::default())), file_bits(None));
+    let (df11_bits, plain_bits) =
+        (file_bits("df11.safetensors", Some(EncodeOptions::default())), file_bits("plain.safetensors", None));
+    // How the df11 file stored each tensor, and in how many bytes.
+    let written = Checkpoint::open(dir.path().join("df11.safetensors")).expect("opens");
+    let stored: HashMap<String, (bool, f64)> = written
+        .tensors()
+        .into_iter()
+        .map(|e| (e.name, (matches!(e.storage, Storage::Raw), e.stored_bytes as f64 * 8.0)))
+        .collect();
+    let mut parts = Parts::default();
 
     let mut s = Sums::default();
-    for (_, _, cols, bits) in &tensors {
+    for (name, _, cols, bits) in &tensors {
         let n = bits.len() as f64;
         let hist = exponent_histogram(bits);
+        parts.add(bits, &hist, stored[name]);
         let e: Vec<usize> = bits.iter().map(|&b| ((b >> 7) & 0xFF) as usize).collect();
         let mut pairs: HashMap<u32, u64> = HashMap::new();
         for p in e.chunks(2) {
@@ -260,10 +307,22 @@ fn main() {
         df11_bits / s.n - bound
     );
     let rest = df11_bits / s.n - bound - per(s.huff12);
-    println!(
-        "  of it the exponent code's redundancy {:.4}, the rest (offsets, lane padding, headers, raw tensors) {rest:.4}",
-        per(s.huff12)
-    );
+    let stored_bits = parts.stored;
+    let split = [
+        ("the exponent code's redundancy (df11-stored tensors)", parts.huff12),
+        ("raw-stored tensors over their bound", parts.raw),
+        ("container and record headers (the code lengths mostly)", parts.headers),
+        ("stream offsets", parts.offsets),
+        ("lane padding to whole words", parts.padding),
+        ("record CRC and padding", parts.crc_pad),
+        ("the safetensors header", df11_bits - stored_bits),
+    ];
+    for (what, bits) in split {
+        println!("  {:>7.4}  {what}", bits / s.n);
+    }
+    let sum: f64 = split.iter().map(|p| p.1).sum::<f64>() / s.n;
+    assert!((sum - (df11_bits / s.n - bound)).abs() < 1e-9, "the parts add up to the gap");
+    println!("  (everything but the code of the exponent, of all tensors: {rest:.4})");
     println!("\nexponent stream, bits/weight over H (H = {:.4}):", s.h / s.n);
     let columns = [
         ("huff12", s.huff12),
