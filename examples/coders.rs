@@ -40,12 +40,11 @@
 //! indications; `huff12`, `huff`, `tans` and `+m6` depend on the exponent
 //! and mantissa distributions, which match real weights' shape.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 
 use df11::checkpoint::{Checkpoint, OwnedTensor, Storage, write_file};
 use df11::encode::huffman;
-use df11::format::{CONTAINER_HEADER_BYTES, MAX_CODE_LEN, TENSOR_HEADER_BYTES};
+use df11::format::{CONTAINER_HEADER_BYTES, MAX_CODE_LEN, SYMBOLS, TENSOR_HEADER_BYTES};
 use df11::synth::{self, Dist, SynthParams};
 use df11::{EncodeOptions, compress_with, entropy_bits, exponent_histogram};
 
@@ -100,21 +99,12 @@ fn bert_base() -> Vec<(String, usize, usize, Vec<u16>)> {
     out
 }
 
-/// Bits of an unlimited Huffman code for these counts (zero counts skipped).
-fn huffman_bits(counts: impl Iterator<Item = u64>) -> u64 {
-    // Each merge adds its weight once per level to every leaf below it, so the
-    // coded size is the sum of the merged weights.
-    let mut heap: BinaryHeap<Reverse<u64>> = counts.filter(|&c| c > 0).map(Reverse).collect();
-    if heap.len() < 2 {
-        return heap.iter().map(|r| r.0).sum();
-    }
-    let mut bits = 0;
-    while heap.len() > 1 {
-        let (Reverse(a), Reverse(b)) = (heap.pop().unwrap_or(Reverse(0)), heap.pop().unwrap_or(Reverse(0)));
-        bits += a + b;
-        heap.push(Reverse(a + b));
-    }
-    bits
+/// Bits of the optimal prefix code with lengths at most `limit` for these
+/// counts (`limit` 64: Huffman's); a single symbol takes none, as in df11.
+fn code_bits(counts: &[u64], limit: u32) -> u64 {
+    let mut lengths = vec![0u8; counts.len()];
+    huffman::lengths_into(counts, limit, &mut lengths);
+    counts.iter().zip(&lengths).map(|(&c, &l)| c * l as u64).sum()
 }
 
 /// The ideal cost in bits of coding `hist` with its probabilities quantized
@@ -192,7 +182,7 @@ struct Parts {
 
 impl Parts {
     /// A tensor of `bits` that the file stored raw or not in `bits_stored`.
-    fn add(&mut self, bits: &[u16], hist: &[u64; 256], (raw, bits_stored): (bool, f64)) {
+    fn add(&mut self, bits: &[u16], hist: &[u64; SYMBOLS], (raw, bits_stored): (bool, f64)) {
         let n = bits.len() as f64;
         let bound = (8.0 + entropy_bits(hist)) * n;
         self.stored += bits_stored;
@@ -280,10 +270,10 @@ fn main() {
         s.n += n;
         s.h += h;
         s.huff12 += huffman::coded_bits(&hist, &huffman::code_lengths(&hist, MAX_CODE_LEN)) as f64;
-        s.huff += huffman_bits(hist.iter().copied()) as f64;
+        s.huff += code_bits(&hist, 64) as f64;
         s.tans11 += tans_bits(&hist, 11);
         s.tans12 += tans_bits(&hist, 12);
-        s.pair += huffman_bits(pairs.values().copied()) as f64;
+        s.pair += code_bits(&pairs.values().copied().collect::<Vec<_>>(), 64) as f64;
         s.h2 += entropy(pairs.values().copied());
         s.ctx1 += ctx_h;
         s.m6 += entropy(m6.iter().copied()) - n;
@@ -291,11 +281,9 @@ fn main() {
             *sum += bits.chunks(chunk).map(|c| entropy_bits(&exponent_histogram(c)) * c.len() as f64).sum::<f64>();
         }
         s.m5 += entropy(m5.iter().copied()) - 2.0 * n;
-        s.huff9 += huffman_bits(m6.iter().copied()) as f64 - n;
-        let mut len9 = [0u8; 512];
-        huffman::lengths_into(&m6, MAX_CODE_LEN, &mut len9);
-        s.huff9_12 += m6.iter().zip(&len9).map(|(&c, &l)| (c * l as u64) as f64).sum::<f64>() - n;
-        s.sm += h + huffman_bits(sm.iter().copied()) as f64 - 8.0 * n;
+        s.huff9 += code_bits(&m6, 64) as f64 - n;
+        s.huff9_12 += code_bits(&m6, MAX_CODE_LEN) as f64 - n;
+        s.sm += h + code_bits(&sm, 64) as f64 - 8.0 * n;
     }
     let bound = 8.0 + s.h / s.n;
     let per = |x: f64| (x - s.h) / s.n;
