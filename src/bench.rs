@@ -350,7 +350,7 @@ mod tests {
 
     #[test]
     fn tiny_synthetic_json() {
-        for layout in [df11_host::Layout::Warp, df11_host::Layout::Lanes] {
+        for layout in [df11_host::Layout::Warp, df11_host::Layout::Lanes, df11_host::Layout::Lanes9] {
             tiny_synthetic_json_for(layout);
         }
     }
@@ -381,7 +381,9 @@ mod tests {
         assert_eq!(v["threads"], 2);
         assert_eq!(v["layout"], layout.name());
         let (bpw, bound) = (r.bits_per_weight, r.entropy_bound);
-        assert!(bound > 8.0 && bound < 12.0 && bpw >= bound && bpw < bound + 0.5, "{bpw} vs {bound}");
+        // Lanes9 codes the mantissa's top bit too, so it may go below 8 + H.
+        let floor = if layout == df11_host::Layout::Lanes9 { bound - 0.1 } else { bound };
+        assert!(bound > 8.0 && bound < 12.0 && bpw >= floor && bpw < bound + 0.5, "{bpw} vs {bound}");
         assert!(to_table(&r).contains("bits/weight"));
     }
 }

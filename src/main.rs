@@ -42,8 +42,10 @@ struct Cli {
 enum LayoutArg {
     /// Interleaved in a warp's read order: the first layout.
     Warp,
-    /// Each lane's stream whole: the default, fast on the CPU.
+    /// Each lane's stream whole: the default, fast on the CPU and the GPU.
     Lanes,
+    /// Lanes coding 9-bit symbols: 0.03-0.05 bits/weight smaller; CPU only for now.
+    Lanes9,
 }
 
 impl From<LayoutArg> for df11::Layout {
@@ -51,6 +53,7 @@ impl From<LayoutArg> for df11::Layout {
         match l {
             LayoutArg::Warp => df11::Layout::Warp,
             LayoutArg::Lanes => df11::Layout::Lanes,
+            LayoutArg::Lanes9 => df11::Layout::Lanes9,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Format constants of the df11 container, versions 1 and 2.
+//! Format constants of the df11 container, versions 1 to 3.
 //!
 //! `docs/FORMAT.md` is the prose specification; this module is the one place
 //! its numbers live. The host encoder, the CPU decoders, the container parser
@@ -7,10 +7,18 @@
 /// First four bytes of every serialized container.
 pub const MAGIC: [u8; 4] = *b"DF11";
 
-/// Newest container version: it adds the record's `layout` byte. Readers
-/// accept [`FIRST_VERSION`] to `VERSION`; writers write the lowest version
-/// that can hold their records, so warp-layout containers stay version 1.
-pub const VERSION: u16 = 2;
+/// Newest container version: version 2 added the record's `layout` byte
+/// and the lanes layout, version 3 the lanes9 layout. Readers accept
+/// [`FIRST_VERSION`] to `VERSION`; writers write the lowest version that can
+/// hold their records, so warp-layout containers stay version 1 and lanes
+/// containers version 2.
+pub const VERSION: u16 = 3;
+
+/// Oldest container version that may hold lanes-layout records.
+pub const LANES_VERSION: u16 = 2;
+
+/// Oldest container version that may hold lanes9-layout records.
+pub const LANES9_VERSION: u16 = 3;
 
 /// Oldest container version still read: every record has the warp layout.
 pub const FIRST_VERSION: u16 = 1;
@@ -29,6 +37,14 @@ pub const LAYOUT_WARP: u8 = 0;
 /// several lanes at once from independent streams.
 pub const LAYOUT_LANES: u8 = 1;
 
+/// Record layout 2 (version 3): the lanes layout's streams, but each code
+/// stands for a 9-bit symbol, the exponent and the mantissa's top bit
+/// (FORMAT.md section 12), and the other 7 bits of each element are stored
+/// raw, 8 elements in 7 bytes. Given the exponent, the mantissa's top bit of
+/// real weights is not a fair coin (smaller magnitudes are likelier within
+/// a binade), and a 512-symbol code is closer to its entropy.
+pub const LAYOUT_LANES9: u8 = 2;
+
 /// Size of the container header in bytes.
 pub const CONTAINER_HEADER_BYTES: usize = 16;
 
@@ -40,6 +56,20 @@ pub const SYMBOLS: usize = 256;
 
 /// Bytes holding the 256 code lengths, two 4-bit lengths per byte.
 pub const CODE_LENGTH_BYTES: usize = SYMBOLS / 2;
+
+/// Number of lanes9 symbols: exponent and the mantissa's top bit.
+pub const SYMBOLS9: usize = 512;
+
+/// Bytes holding the 512 code lengths of a lanes9 record.
+pub const CODE_LENGTH_BYTES9: usize = SYMBOLS9 / 2;
+
+/// Size of the fixed part of a lanes9 record, before the segment offsets:
+/// the code-length table is 128 bytes longer.
+pub const TENSOR_HEADER_BYTES9: usize = TENSOR_HEADER_BYTES + CODE_LENGTH_BYTES9 - CODE_LENGTH_BYTES;
+
+/// Raw bytes of one lanes9 group of [`LANE_RUN`] consecutive elements: 7
+/// bits each (FORMAT.md section 12).
+pub const RAW9_GROUP_BYTES: usize = 7;
 
 /// Longest permitted exponent code, in bits.
 ///

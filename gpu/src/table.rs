@@ -7,7 +7,7 @@
 //!
 //! The reference decoder in `df11-host` deliberately does not use this table.
 
-use crate::format::{MAX_CODE_LEN, MULTI_TABLE_WORDS, SYMBOLS, TABLE_BITS, TABLE_SIZE};
+use crate::format::{MAX_CODE_LEN, MULTI_TABLE_WORDS, SYMBOLS, SYMBOLS9, TABLE_BITS, TABLE_SIZE};
 
 /// One decode-table entry: the symbol in bits 0..8, the code length in bits 8..12.
 pub type Entry = u16;
@@ -42,12 +42,39 @@ pub enum TableError {
 /// one), so every table entry is meaningful: no bit pattern, however corrupt,
 /// reaches an undefined entry.
 pub fn build(lengths: &[u8; SYMBOLS], only_symbol: u8, table: &mut [Entry; TABLE_SIZE]) -> Result<u32, TableError> {
+    build_any(lengths, only_symbol as u16, 8, table)
+}
+
+/// One lanes9 decode-table entry: the 9-bit symbol in bits 0..9, the code
+/// length in bits 9..13.
+pub type Entry9 = u16;
+
+/// Symbol of a lanes9 entry.
+#[inline(always)]
+pub const fn entry9_symbol(e: Entry9) -> u16 {
+    e & 0x1ff
+}
+
+/// Code length of a lanes9 entry, in bits.
+#[inline(always)]
+pub const fn entry9_len(e: Entry9) -> u32 {
+    (e >> 9) as u32
+}
+
+/// [`build`] for the 512 symbols of the lanes9 layout, into
+/// [`Entry9`] entries.
+pub fn build9(lengths: &[u8; SYMBOLS9], only_symbol: u16, table: &mut [Entry9; TABLE_SIZE]) -> Result<u32, TableError> {
+    build_any(lengths, only_symbol, 9, table)
+}
+
+/// [`build`] for any alphabet, entries `symbol | length << shift`.
+fn build_any(lengths: &[u8], only_symbol: u16, shift: u32, table: &mut [u16; TABLE_SIZE]) -> Result<u32, TableError> {
     let max_len = lengths.iter().copied().max().unwrap_or(0) as u32;
     if max_len > MAX_CODE_LEN {
         return Err(TableError::LengthTooLong);
     }
     if max_len == 0 {
-        table.fill(only_symbol as Entry);
+        table.fill(only_symbol);
         return Ok(0);
     }
     // Kraft sum in units of 2^-TABLE_BITS.
@@ -67,7 +94,7 @@ pub fn build(lengths: &[u8; SYMBOLS], only_symbol: u8, table: &mut [Entry; TABLE
         let span = 1usize << (TABLE_BITS - len);
         for (sym, &l) in lengths.iter().enumerate() {
             if l as u32 == len {
-                table[next..next + span].fill(sym as Entry | (len as Entry) << 8);
+                table[next..next + span].fill(sym as u16 | (len as u16) << shift);
                 next += span;
             }
         }
@@ -94,22 +121,38 @@ pub const MULTI_MAX: u32 = 4;
 /// one code (a code is at most 12 bits), or four of the zero-length code.
 #[inline]
 pub fn multi_entry(single: &[Entry; TABLE_SIZE], idx: usize) -> (u32, u32, u32) {
-    let (mut used, mut count, mut exps, mut cumulative) = (0u32, 0u32, 0u32, 0u32);
+    let (syms, count, cumulative) = multi_codes(idx, |i| (entry_symbol(single[i]) as u16, entry_len(single[i])));
+    let exps = syms.iter().rev().fold(0u32, |acc, &s| acc << 8 | s as u32);
+    (exps, count, cumulative)
+}
+
+/// [`multi_entry`] for a lanes9 table [`build9`] made: the symbols as
+/// `u16`s, unused ones 0.
+#[inline]
+pub fn multi_entry9(single: &[Entry9; TABLE_SIZE], idx: usize) -> ([u16; MULTI_MAX as usize], u32, u32) {
+    multi_codes(idx, |i| (entry9_symbol(single[i]), entry9_len(single[i])))
+}
+
+/// The codes of [`multi_entry`], from `code(i)`, the symbol and length of
+/// single-table entry `i`.
+#[inline(always)]
+fn multi_codes(idx: usize, code: impl Fn(usize) -> (u16, u32)) -> ([u16; MULTI_MAX as usize], u32, u32) {
+    let (mut used, mut count, mut syms, mut cumulative) = (0u32, 0u32, [0u16; MULTI_MAX as usize], 0u32);
     while count < MULTI_MAX {
         // The next code's window: the rest of `idx`, zeros after it.
-        let e = single[(idx << used) & (TABLE_SIZE - 1)];
-        if used + entry_len(e) > TABLE_BITS {
+        let (sym, len) = code((idx << used) & (TABLE_SIZE - 1));
+        if used + len > TABLE_BITS {
             break;
         }
-        exps |= u32::from(entry_symbol(e)) << (8 * count);
-        used += entry_len(e);
+        syms[count as usize] = sym;
+        used += len;
         cumulative |= used << (4 * count);
         count += 1;
     }
     for i in count..MULTI_MAX {
         cumulative |= used << (4 * i);
     }
-    (exps, count, cumulative)
+    (syms, count, cumulative)
 }
 
 /// Bit of a multi-symbol entry's meta word where its code count starts.
@@ -198,6 +241,26 @@ mod tests {
         assert_eq!(m[2 * (TABLE_SIZE - 1)..], [12, 0xcccc0 | 1 << 20]);
         let meta = m[2 * (TABLE_SIZE - 1) + 1];
         assert_eq!((multi_count(meta), multi_bits(meta, 0), multi_bits(meta, 1), multi_bits(meta, 4)), (1, 0, 12, 12));
+    }
+
+    #[test]
+    fn nine_bit_tables_hold_every_symbol() {
+        // Symbols 0 and 511 at length 1: both ends of the alphabet fit.
+        let mut lengths = [0u8; SYMBOLS9];
+        lengths[511] = 1;
+        lengths[0] = 1;
+        let mut t = [0; TABLE_SIZE];
+        assert_eq!(build9(&lengths, 0, &mut t), Ok(1));
+        assert_eq!((entry9_symbol(t[0]), entry9_len(t[0])), (0, 1));
+        assert_eq!((entry9_symbol(t[TABLE_SIZE - 1]), entry9_len(t[TABLE_SIZE - 1])), (511, 1));
+        assert_eq!(multi_entry9(&t, TABLE_SIZE - 1), ([511; 4], 4, 1 | 2 << 4 | 3 << 8 | 4 << 12));
+        // 512 symbols of 9 bits: a complete code; 12-bit lengths are the limit.
+        assert_eq!(build9(&[9; SYMBOLS9], 0, &mut t), Ok(9));
+        assert_eq!(entry9_symbol(t[TABLE_SIZE - 1]), 511);
+        lengths[300] = 13;
+        assert_eq!(build9(&lengths, 0, &mut t), Err(TableError::LengthTooLong));
+        assert_eq!(build9(&[0; SYMBOLS9], 0x1ab, &mut t), Ok(0));
+        assert!(t.iter().all(|&e| entry9_symbol(e) == 0x1ab && entry9_len(e) == 0));
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! their byte serialization (`docs/FORMAT.md`).
 
 use crate::error::{Error, Result};
+use df11_gpu::bits;
 use df11_gpu::format::{
-    CODE_LENGTH_BYTES, CONTAINER_HEADER_BYTES, FIRST_VERSION, LANE_RUN, LANES, LAYOUT_LANES, LAYOUT_WARP, MAGIC,
-    MAX_CODE_LEN, MAX_SEGMENT_ROWS, RECORD_LAYOUT_BYTE, ROW_ELEMS, SYMBOLS, TENSOR_HEADER_BYTES, VERSION, WORD_BITS,
+    CONTAINER_HEADER_BYTES, FIRST_VERSION, LANE_RUN, LANES, LANES_VERSION, LANES9_VERSION, LAYOUT_LANES, LAYOUT_LANES9,
+    LAYOUT_WARP, MAGIC, MAX_CODE_LEN, MAX_SEGMENT_ROWS, RECORD_LAYOUT_BYTE, ROW_ELEMS, SYMBOLS, SYMBOLS9,
+    TENSOR_HEADER_BYTES, TENSOR_HEADER_BYTES9, VERSION, WORD_BITS,
 };
 use std::borrow::Cow;
 
@@ -23,6 +25,11 @@ pub enum Layout {
     /// the GPU one lane per thread. Version 2 only.
     #[default]
     Lanes,
+    /// The lanes layout's streams coding 9-bit symbols (exponent and the
+    /// mantissa's top bit), the other 7 bits raw, 8 elements in 7 bytes: 0.03–0.05
+    /// bits/weight smaller on real weights. Version 3 only; decoded on the
+    /// CPU (the GPU kernel does not read it yet).
+    Lanes9,
 }
 
 impl Layout {
@@ -31,6 +38,7 @@ impl Layout {
         match self {
             Layout::Warp => LAYOUT_WARP,
             Layout::Lanes => LAYOUT_LANES,
+            Layout::Lanes9 => LAYOUT_LANES9,
         }
     }
 
@@ -39,6 +47,7 @@ impl Layout {
         match code {
             LAYOUT_WARP => Some(Layout::Warp),
             LAYOUT_LANES => Some(Layout::Lanes),
+            LAYOUT_LANES9 => Some(Layout::Lanes9),
             _ => None,
         }
     }
@@ -47,7 +56,38 @@ impl Layout {
     pub fn streams_per_segment(self) -> u64 {
         match self {
             Layout::Warp => 1,
-            Layout::Lanes => LANES as u64,
+            Layout::Lanes | Layout::Lanes9 => LANES as u64,
+        }
+    }
+
+    /// Whether each lane's stream is stored whole with its own offset (the
+    /// lanes and lanes9 layouts).
+    pub fn whole_lanes(self) -> bool {
+        self != Layout::Warp
+    }
+
+    /// Symbols of the code: 256 exponents, or 512 for lanes9.
+    pub fn symbols(self) -> usize {
+        if self == Layout::Lanes9 { SYMBOLS9 } else { SYMBOLS }
+    }
+
+    /// Bytes of a record's fixed part, before its offsets.
+    pub fn header_bytes(self) -> usize {
+        if self == Layout::Lanes9 { TENSOR_HEADER_BYTES9 } else { TENSOR_HEADER_BYTES }
+    }
+
+    /// Bytes of the raw per-element data of `n` elements: one
+    /// sign+mantissa byte each, or lanes9's 7 bits each.
+    pub fn raw_len(self, n: u64) -> u64 {
+        if self == Layout::Lanes9 { bits::raw9_len(n) } else { n }
+    }
+
+    /// The oldest container version that may hold this layout.
+    pub fn min_version(self) -> u16 {
+        match self {
+            Layout::Warp => FIRST_VERSION,
+            Layout::Lanes => LANES_VERSION,
+            Layout::Lanes9 => LANES9_VERSION,
         }
     }
 
@@ -56,6 +96,7 @@ impl Layout {
         match self {
             Layout::Warp => "warp",
             Layout::Lanes => "lanes",
+            Layout::Lanes9 => "lanes9",
         }
     }
 }
@@ -74,10 +115,13 @@ pub struct Record<W, B> {
     pub segment_rows: u32,
     /// Longest code length; 0 means every exponent is `only_symbol`.
     pub max_len: u8,
-    /// The single exponent when `max_len == 0` and N > 0; 0 otherwise.
-    pub only_symbol: u8,
-    /// Code length of each exponent value, 0 = absent.
-    pub code_lengths: [u8; 256],
+    /// The single symbol when `max_len == 0` and N > 0; 0 otherwise. An
+    /// exponent (below 256), or a 9-bit symbol in the lanes9 layout.
+    pub only_symbol: u16,
+    /// Code length of each symbol, 0 = absent: the 256 exponents, or the 512
+    /// 9-bit symbols of the lanes9 layout (entries from 256 on are zero in
+    /// the other layouts).
+    pub code_lengths: [u8; SYMBOLS9],
     /// CRC32C of the original tensor as little-endian `u16`s.
     pub data_crc: u32,
     /// How the lane streams are stored.
@@ -90,11 +134,18 @@ pub struct Record<W, B> {
     /// Lanes layout: each lane's bit string as bytes in stream order, read
     /// from these words as little-endian bytes.
     pub words: W,
-    /// Raw sign+mantissa byte per element.
+    /// The raw bits of each element: a sign+mantissa byte each, element by
+    /// element; in the lanes9 layout, 7 bits each, packed as in
+    /// `docs/FORMAT.md` section 12 ([`Layout::raw_len`] bytes).
     pub sign_mantissa: B,
 }
 
 impl<W, B> Record<W, B> {
+    /// The 256 exponent code lengths of a layout other than lanes9.
+    pub fn lengths8(&self) -> &[u8; SYMBOLS] {
+        self.code_lengths[..SYMBOLS].try_into().expect("256 lengths")
+    }
+
     /// This record's header fields with other data.
     fn with_data<W2, B2>(&self, stream_offsets: W2, words: W2, sign_mantissa: B2) -> Record<W2, B2> {
         Record {
@@ -163,10 +214,24 @@ impl<'a> TensorView<'a> {
                 format!("{} is outside 1..={MAX_SEGMENT_ROWS}", self.segment_rows),
             ));
         }
-        if self.sign_mantissa.len() as u64 != n {
+        let raw = self.layout.raw_len(n);
+        if self.sign_mantissa.len() as u64 != raw {
             return Err(Error::invalid(
                 "sign_mantissa",
-                format!("{} bytes for {n} elements", self.sign_mantissa.len()),
+                format!("{} bytes for {n} elements, expected {raw}", self.sign_mantissa.len()),
+            ));
+        }
+        let symbols = self.layout.symbols();
+        if let Some(s) = self.code_lengths[symbols..].iter().position(|&l| l != 0) {
+            return Err(Error::invalid(
+                "code_lengths",
+                format!("symbol {} is not in the {symbols} of the layout", s + symbols),
+            ));
+        }
+        if self.only_symbol as usize >= symbols {
+            return Err(Error::invalid(
+                "only_symbol",
+                format!("{} is not one of the {symbols} symbols", self.only_symbol),
             ));
         }
         let s = segments_for(n, self.segment_rows);
@@ -229,8 +294,21 @@ impl<'a> TensorView<'a> {
                 ));
             }
         }
-        if self.layout == Layout::Lanes {
+        if self.layout.whole_lanes() {
             self.validate_lane_sizes()?;
+        }
+        if self.layout == Layout::Lanes9 {
+            self.validate_raw_tail()?;
+        }
+        Ok(())
+    }
+
+    /// Lanes9: a partial last group's bytes have bit 7 clear (no eighth
+    /// element), so that each tensor has one serialization.
+    fn validate_raw_tail(&self) -> Result<()> {
+        let whole = (self.num_elements / LANE_RUN as u64 * df11_gpu::format::RAW9_GROUP_BYTES as u64) as usize;
+        if self.sign_mantissa[whole..].iter().any(|&b| b & 0x80 != 0) {
+            return Err(Error::invalid("sign_mantissa", "a byte of the partial last group has bit 7 set"));
         }
         Ok(())
     }
@@ -280,8 +358,8 @@ impl<'a> Unchecked<'a> {
         let view = read_record_as(bytes, version, &mut pos, false)?;
         check_end(bytes, pos)?;
         let record = &bytes[CONTAINER_HEADER_BYTES..];
-        let head = TENSOR_HEADER_BYTES + 4 * view.stream_offsets.len();
-        let pad = pad_for(view.num_elements) as usize;
+        let head = view.layout.header_bytes() + 4 * view.stream_offsets.len();
+        let pad = pad_for(view.sign_mantissa.len() as u64) as usize;
         Ok(Unchecked { stored: u32_at(record, record.len() - 4), head: &record[..head], pad, view })
     }
 
@@ -290,7 +368,7 @@ impl<'a> Unchecked<'a> {
     pub fn check(&self, words_crc: u32, sm_crc: u32) -> Result<()> {
         let head = crc32c::crc32c(self.head);
         let words = crate::crc::combine(head, words_crc, 4 * self.view.words.len() as u64);
-        let sm = crate::crc::combine(words, sm_crc, self.view.num_elements);
+        let sm = crate::crc::combine(words, sm_crc, self.view.sign_mantissa.len() as u64);
         let computed = crc32c::crc32c_append(sm, &[0; 3][..self.pad]);
         if computed != self.stored {
             return Err(Error::Checksum { what: "record", stored: self.stored, computed });
@@ -313,9 +391,9 @@ pub fn segments_for(num_elements: u64, segment_rows: u32) -> u64 {
     num_elements.div_ceil(ROW_ELEMS as u64 * segment_rows as u64)
 }
 
-/// Zero bytes after the sign+mantissa bytes that align the record to 4 bytes.
-fn pad_for(num_elements: u64) -> u64 {
-    (4 - num_elements % 4) % 4
+/// Zero bytes after `raw_len` raw bytes that align the record to 4 bytes.
+fn pad_for(raw_len: u64) -> u64 {
+    (4 - raw_len % 4) % 4
 }
 
 /// Serialized record length from its header fields, in `u64` and saturating,
@@ -323,9 +401,10 @@ fn pad_for(num_elements: u64) -> u64 {
 /// length is longer than any input, so it is rejected as such).
 fn record_len(num_elements: u64, num_segments: u64, num_words: u64, layout: Layout) -> u64 {
     let offsets = layout.streams_per_segment().saturating_mul(num_segments).saturating_add(1);
-    [4u64.saturating_mul(offsets), 4u64.saturating_mul(num_words), num_elements, pad_for(num_elements), 4]
+    let raw = layout.raw_len(num_elements);
+    [4u64.saturating_mul(offsets), 4u64.saturating_mul(num_words), raw, pad_for(raw), 4]
         .into_iter()
-        .fold(TENSOR_HEADER_BYTES as u64, u64::saturating_add)
+        .fold(layout.header_bytes() as u64, u64::saturating_add)
 }
 
 /// Valid slots (elements) of lane `lane` in a segment of `seg_len` elements:
@@ -366,11 +445,13 @@ impl CompressedTensor {
         let base = offsets[0];
         let e0 = first * self.segment_elems();
         let e1 = (end * self.segment_elems()).min(self.num_elements);
+        // Segments start on whole rows, so their raw bytes are a contiguous range.
+        let raw = self.layout.raw_len(e0) as usize..self.layout.raw_len(e1) as usize;
         let mut t = CompressedTensor {
             num_elements: e1 - e0,
             stream_offsets: offsets.iter().map(|o| o - base).collect(),
             words: self.words[base as usize..offsets[offsets.len() - 1] as usize].to_vec(),
-            sign_mantissa: self.sign_mantissa[e0 as usize..e1 as usize].to_vec(),
+            sign_mantissa: self.sign_mantissa[raw].to_vec(),
             ..self.clone_header()
         };
         let bits = crate::decode::decode(&t, &crate::DecodeOptions { verify_crc: false, parallel: true })?;
@@ -457,17 +538,19 @@ impl CompressedTensor {
         sink: &mut impl FnMut(&[u8]) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
         let s = self.num_segments() as u32;
-        let mut head = Vec::with_capacity(TENSOR_HEADER_BYTES);
+        let mut head = Vec::with_capacity(self.layout.header_bytes());
         head.extend_from_slice(&self.num_elements.to_le_bytes());
         head.extend_from_slice(&self.segment_rows.to_le_bytes());
         head.extend_from_slice(&s.to_le_bytes());
         head.extend_from_slice(&(self.words.len() as u32).to_le_bytes());
         head.push(self.max_len);
-        head.push(self.only_symbol);
-        head.extend_from_slice(&[self.layout.code(), 0]);
+        let [only_low, only_high] = self.only_symbol.to_le_bytes();
+        head.push(only_low);
+        head.extend_from_slice(&[self.layout.code(), only_high]);
         head.extend_from_slice(&self.data_crc.to_le_bytes());
         head.extend_from_slice(&[0; 4]);
-        head.extend(self.code_lengths.chunks_exact(2).map(|p| (p[0] & 0xf) | (p[1] << 4)));
+        let lengths = &self.code_lengths[..self.layout.symbols()];
+        head.extend(lengths.chunks_exact(2).map(|p| (p[0] & 0xf) | (p[1] << 4)));
         let mut crc = crc32c::crc32c(&head);
         sink(&head)?;
         for v in [&self.stream_offsets, &self.words] {
@@ -477,7 +560,7 @@ impl CompressedTensor {
         }
         crc = crc32c::crc32c_append(crc, &self.sign_mantissa);
         sink(&self.sign_mantissa)?;
-        let pad = &[0u8; 3][..pad_for(self.num_elements) as usize];
+        let pad = &[0u8; 3][..pad_for(self.sign_mantissa.len() as u64) as usize];
         crc = crc32c::crc32c_append(crc, pad);
         let mut tail = pad.to_vec();
         tail.extend_from_slice(&crc.to_le_bytes());
@@ -512,8 +595,12 @@ fn read_record_as<'a>(bytes: &'a [u8], version: u16, pos: &mut usize, check_crc:
     }
     // Version 1 had no layout byte: it was reserved, so zero (warp).
     let layout = match Layout::from_code(rest[RECORD_LAYOUT_BYTE]) {
-        Some(Layout::Lanes) if version < 2 => {
-            return Err(Error::invalid("reserved", "reserved header bytes are not zero"));
+        Some(l) if version < l.min_version() => {
+            return Err(if version < LANES_VERSION {
+                Error::invalid("reserved", "reserved header bytes are not zero")
+            } else {
+                Error::invalid("layout", format!("layout {} needs container version {}", l.name(), l.min_version()))
+            });
         }
         Some(l) => l,
         None => {
@@ -532,22 +619,25 @@ fn read_record_as<'a>(bytes: &'a [u8], version: u16, pos: &mut usize, check_crc:
             return Err(Error::Checksum { what: "record", stored, computed });
         }
     }
-    if rest[RECORD_LAYOUT_BYTE + 1] != 0 || rest[28..32] != [0; 4] {
+    // Byte 23 is reserved but in lanes9, where it holds `only_symbol`'s bit 8.
+    let only_high = rest[RECORD_LAYOUT_BYTE + 1];
+    if (layout != Layout::Lanes9 && only_high != 0) || rest[28..32] != [0; 4] {
         return Err(Error::invalid("reserved", "reserved header bytes are not zero"));
     }
-    let mut code_lengths = [0u8; SYMBOLS];
-    for (i, &b) in rest[32..32 + CODE_LENGTH_BYTES].iter().enumerate() {
+    let mut code_lengths = [0u8; SYMBOLS9];
+    for (i, &b) in rest[32..32 + layout.symbols() / 2].iter().enumerate() {
         code_lengths[2 * i] = b & 0xf;
         code_lengths[2 * i + 1] = b >> 4;
     }
-    let mut at = TENSOR_HEADER_BYTES;
+    let mut at = layout.header_bytes();
     let offsets_len = 4 * (layout.streams_per_segment() as usize * s as usize + 1);
     let stream_offsets = u32s(&rest[at..at + offsets_len]);
     at += offsets_len;
     let words = u32s(&rest[at..at + 4 * w as usize]);
     at += 4 * w as usize;
-    let sign_mantissa = &rest[at..at + n as usize];
-    at += n as usize;
+    let raw = layout.raw_len(n) as usize;
+    let sign_mantissa = &rest[at..at + raw];
+    at += raw;
     if body[at..].iter().any(|&b| b != 0) {
         return Err(Error::invalid("padding", "padding bytes are not zero"));
     }
@@ -555,7 +645,7 @@ fn read_record_as<'a>(bytes: &'a [u8], version: u16, pos: &mut usize, check_crc:
         num_elements: n,
         segment_rows,
         max_len: rest[20],
-        only_symbol: rest[21],
+        only_symbol: u16::from_le_bytes([rest[21], only_high]),
         code_lengths,
         data_crc: u32_at(rest, 24),
         layout,
@@ -612,10 +702,10 @@ impl Group {
     }
 }
 
-/// The lowest version that holds these records: 1 unless one has the lanes
-/// layout, so that readers of version 1 still read warp-layout containers.
+/// The lowest version that holds these records, so that older readers
+/// still read what they can: 1 for warp-layout records only, 2 with lanes.
 fn version_for<'a>(tensors: impl IntoIterator<Item = &'a CompressedTensor>) -> u16 {
-    if tensors.into_iter().any(|t| t.layout != Layout::Warp) { VERSION } else { FIRST_VERSION }
+    tensors.into_iter().map(|t| t.layout.min_version()).max().unwrap_or(FIRST_VERSION).min(VERSION)
 }
 
 fn write_container_header(count: u32, version: u16, out: &mut Vec<u8>) {

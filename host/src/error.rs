@@ -17,7 +17,7 @@ pub enum Error {
     #[error("not a df11 container (bad magic bytes)")]
     BadMagic,
     /// A container version this build does not read.
-    #[error("unsupported df11 container version {0} (this build reads versions 1 and 2)")]
+    #[error("unsupported df11 container version {0} (this build reads versions 1 to 3)")]
     UnsupportedVersion(u16),
     /// Container flags this build does not understand.
     #[error("unsupported df11 container flags {0:#06x}")]
@@ -60,6 +60,13 @@ pub enum Error {
     /// A GPU driver or launch failure.
     #[error("GPU error: {0}")]
     Gpu(String),
+    /// A tensor's layout that the GPU kernel does not decode (yet): decode
+    /// it on the CPU.
+    #[error("the GPU kernel does not decode the {layout} layout; decode this tensor on the CPU")]
+    GpuLayout {
+        /// The layout's name.
+        layout: &'static str,
+    },
 }
 
 /// `Result` with [`Error`](enum@Error).

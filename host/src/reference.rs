@@ -1,6 +1,6 @@
 //! The reference decoder: small, slow and obviously correct.
 //!
-//! It follows `docs/FORMAT.md` sections 7 and 8 literally, decodes canonical
+//! It follows `docs/FORMAT.md` sections 7, 8 and 12 literally, decodes canonical
 //! codes one bit at a time from `first_code`/`count` per length, and shares
 //! nothing with the fast decoders (in particular not `df11_gpu::table`), so it
 //! can judge them.
@@ -29,7 +29,11 @@ pub fn decode_reference_into(t: &CompressedTensor, out: &mut [u16]) -> Result<()
     let code = Canonical::new(t);
     match t.layout {
         Layout::Warp => decode_warp(t, &code, out)?,
-        Layout::Lanes => decode_lanes(t, &code, out)?,
+        Layout::Lanes => decode_lanes(t, &code, out, |elem, symbol| bits::join(symbol as u8, t.sign_mantissa[elem]))?,
+        Layout::Lanes9 => {
+            let n = t.num_elements as usize;
+            decode_lanes(t, &code, out, |elem, symbol| bits::join9(symbol, raw9(&t.sign_mantissa, n, elem)))?
+        }
     }
     let computed = data_crc(out);
     if computed != t.data_crc {
@@ -70,7 +74,7 @@ fn decode_warp(t: &CompressedTensor, code: &Canonical, out: &mut [u16]) -> Resul
                     let (symbol, len) = code.decode(buf[j]).ok_or(corrupt.clone())?;
                     buf[j] <<= len;
                     nbits[j] -= len;
-                    out[elem] = bits::join(symbol, t.sign_mantissa[elem]);
+                    out[elem] = bits::join(symbol as u8, t.sign_mantissa[elem]);
                 }
             }
         }
@@ -81,9 +85,15 @@ fn decode_warp(t: &CompressedTensor, code: &Canonical, out: &mut [u16]) -> Resul
     Ok(())
 }
 
-/// The lanes layout (FORMAT.md section 8): each lane's stream on its own, read
-/// bit by bit; it must end within its last word, followed only by zero bits.
-fn decode_lanes(t: &CompressedTensor, code: &Canonical, out: &mut [u16]) -> Result<()> {
+/// The lanes and lanes9 layouts (FORMAT.md sections 8 and 12): each lane's
+/// stream on its own, read bit by bit; it must end within its last word,
+/// followed only by zero bits. `join(elem, symbol)` makes element `elem`.
+fn decode_lanes(
+    t: &CompressedTensor,
+    code: &Canonical,
+    out: &mut [u16],
+    join: impl Fn(usize, u16) -> u16,
+) -> Result<()> {
     let n = out.len();
     let seg_elems = t.segment_elems() as usize;
     for s in 0..t.num_segments() as usize {
@@ -111,7 +121,7 @@ fn decode_lanes(t: &CompressedTensor, code: &Canonical, out: &mut [u16]) -> Resu
                     if pos > total {
                         return Err(corrupt);
                     }
-                    out[elem] = bits::join(symbol, t.sign_mantissa[elem]);
+                    out[elem] = join(elem, symbol);
                 }
             }
             // Exactly the words the bits need, and nothing but zeros after them.
@@ -126,7 +136,7 @@ fn decode_lanes(t: &CompressedTensor, code: &Canonical, out: &mut [u16]) -> Resu
 /// A canonical code described per length, DEFLATE style.
 struct Canonical {
     max_len: u32,
-    only_symbol: u8,
+    only_symbol: u16,
     /// Code value of the first code of each length.
     first_code: [u32; 13],
     /// Codes of each length.
@@ -134,7 +144,21 @@ struct Canonical {
     /// Index in `symbols` of the first symbol of each length.
     first_index: [u32; 13],
     /// Present symbols sorted by (length, value).
-    symbols: Vec<u8>,
+    symbols: Vec<u16>,
+}
+
+/// Element `elem`'s 7 raw bits in lanes9 raw bytes of `n` elements, read
+/// as section 12 states: group `g` of 8 elements (`elem / 8`) starts at
+/// byte `7g`; element `k < 7` of it is byte `k`'s bits 0..7; element 7, in a
+/// whole group, has byte `i`'s bit 7 as its bit `i`.
+fn raw9(raw: &[u8], n: usize, elem: usize) -> u8 {
+    let (g, k) = (elem / 8, elem % 8);
+    let group = &raw[7 * g..];
+    if k < 7 {
+        return group[k] & 0x7f;
+    }
+    debug_assert!(8 * g + 8 <= n, "an eighth element is in a whole group");
+    (0..7).fold(0, |acc, i| acc | (group[i] >> 7) << i)
 }
 
 impl Canonical {
@@ -154,7 +178,7 @@ impl Canonical {
             c.first_index[len] = index;
             for (s, &l) in t.code_lengths.iter().enumerate() {
                 if l as usize == len {
-                    c.symbols.push(s as u8);
+                    c.symbols.push(s as u16);
                     c.count[len] += 1;
                 }
             }
@@ -165,7 +189,7 @@ impl Canonical {
     }
 
     /// Symbol and length of the code at the top of `buf`, read bit by bit.
-    fn decode(&self, buf: u64) -> Option<(u8, u32)> {
+    fn decode(&self, buf: u64) -> Option<(u16, u32)> {
         if self.max_len == 0 {
             return Some((self.only_symbol, 0));
         }

@@ -104,7 +104,7 @@ fn all_256_exponents_with_12_bit_codes() {
     let bits = shuffled(bits, 11);
     let t = round_trip(&bits, 4);
     assert_eq!(t.max_len as u32, MAX_CODE_LEN);
-    assert!(t.code_lengths.iter().all(|&l| l > 0));
+    assert!(t.lengths8().iter().all(|&l| l > 0));
 }
 
 #[test]
@@ -133,7 +133,7 @@ fn canonical_codes_agree_with_the_decode_table() {
     let bits = skewed(50_000, 9, Dist::Laplace);
     let t = enc(&bits, 256);
     let mut tab = [0u16; TABLE_SIZE];
-    assert_eq!(table::build(&t.code_lengths, t.only_symbol, &mut tab), Ok(t.max_len as u32));
+    assert_eq!(table::build(t.lengths8(), t.only_symbol as u8, &mut tab), Ok(t.max_len as u32));
     let codes = huffman::canonical_codes(&t.code_lengths);
     for (s, (&code, &l)) in codes.iter().zip(&t.code_lengths).enumerate() {
         let l = l as u32;
@@ -330,17 +330,19 @@ fn header_errors_are_specific() {
     let mut b = good.clone();
     b[0] = b'X';
     assert_eq!(CompressedTensor::from_bytes(&b), Err(Error::BadMagic));
-    for v in [0, 3] {
+    for v in [0, 4] {
         let mut b = good.clone();
         b[4] = v;
         fix_header_crc(&mut b);
         assert_eq!(CompressedTensor::from_bytes(&b), Err(Error::UnsupportedVersion(v as u16)));
     }
-    // A warp-layout container reads the same as version 2.
-    let mut b = good.clone();
-    b[4] = 2;
-    fix_header_crc(&mut b);
-    assert_eq!(CompressedTensor::from_bytes(&b), CompressedTensor::from_bytes(&good));
+    // A warp-layout container reads the same as version 2 and 3.
+    for v in [2, 3] {
+        let mut b = good.clone();
+        b[4] = v;
+        fix_header_crc(&mut b);
+        assert_eq!(CompressedTensor::from_bytes(&b), CompressedTensor::from_bytes(&good));
+    }
     let mut b = good.clone();
     b[6] = 1;
     fix_header_crc(&mut b);
@@ -430,7 +432,7 @@ proptest! {
             0 => t.num_elements = val as u64,
             1 => t.segment_rows = val,
             2 => t.max_len = val as u8,
-            3 => t.only_symbol = val as u8,
+            3 => t.only_symbol = val as u16,
             4 => t.code_lengths[pos % 256] = val as u8 % 16,
             5 => { let i = pos % t.stream_offsets.len(); t.stream_offsets[i] = val % (t.words.len() as u32 + 2); }
             6 => { let i = pos % t.words.len(); t.words[i] ^= 1 << (val % 32); }

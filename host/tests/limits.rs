@@ -131,7 +131,7 @@ fn huge_claims_are_rejected_without_allocating_them() {
         segment_rows: 1,
         max_len: 0,
         only_symbol: 127,
-        code_lengths: [0; 256],
+        code_lengths: [0; 512],
         data_crc: 0,
         layout: df11_host::Layout::Warp,
         stream_offsets: vec![0; 2],

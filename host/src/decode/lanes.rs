@@ -17,9 +17,12 @@
 //! segment `CorruptStream`.
 
 use super::join::{Output, join_rows, stored};
+use super::join9::join9_rows;
 use crate::container::lane_slots;
 use df11_gpu::format::{LANE_RUN, LANES, MAX_CODE_LEN, ROW_ELEMS, TABLE_SIZE};
-use df11_gpu::table::{Entry, MULTI_MAX, entry_len, entry_symbol, multi_entry};
+use df11_gpu::table::{
+    Entry, Entry9, MULTI_MAX, entry_len, entry_symbol, entry9_len, entry9_symbol, multi_entry, multi_entry9,
+};
 
 /// Symbols a multi-symbol lookup yields at most: four exponent bytes are one
 /// `u32` store.
@@ -47,42 +50,109 @@ const LANE_MASK: usize = 2 * CHUNK_SYMS - 1;
 /// would evict its own lines (measured: 5% slower decoding).
 pub(super) const LANE_BUF: usize = LANE_MASK + 1 + 64;
 
-/// The multi-symbol decode table: for each 12-bit window, the exponents of
+/// What a lane buffer holds per symbol: an exponent byte ([`stored`]) for
+/// the lanes layout, `symbol << 6` for lanes9. Each has its join pass.
+pub(super) trait Sym: Copy + Default + Send + 'static {
+    /// Joins a chunk's symbols with its raw bytes (`raw`, from the chunk's
+    /// first element on) into `out`; see `join_rows` and `join9_rows`.
+    fn join<const CRC: bool>(bufs: &[[Self; LANE_BUF]; LANES], raw: &[u8], out: &mut [u16], how: &mut Output);
+
+    /// Raw bytes of the first `elems` elements of a segment.
+    fn raw_len(elems: usize) -> usize;
+}
+
+impl Sym for u8 {
+    #[inline(always)]
+    fn join<const CRC: bool>(bufs: &[[u8; LANE_BUF]; LANES], raw: &[u8], out: &mut [u16], how: &mut Output) {
+        join_rows::<CRC>(bufs, raw, out, how)
+    }
+
+    fn raw_len(elems: usize) -> usize {
+        elems
+    }
+}
+
+impl Sym for u16 {
+    #[inline(always)]
+    fn join<const CRC: bool>(bufs: &[[u16; LANE_BUF]; LANES], raw: &[u8], out: &mut [u16], how: &mut Output) {
+        join9_rows::<CRC>(bufs, raw, out, how)
+    }
+
+    fn raw_len(elems: usize) -> usize {
+        df11_gpu::bits::raw9_len(elems as u64) as usize
+    }
+}
+
+/// The multi-symbol decode table: for each 12-bit window, the symbols of
 /// the whole codes it starts with (at most four), their count and their bits.
-pub(super) struct MultiTable {
-    /// Up to four exponents as the lane buffers store them ([`stored`]), the
-    /// first in the low byte.
-    symbols: [u32; TABLE_SIZE],
+pub(super) struct MultiTable<S> {
+    /// Up to four symbols as the lane buffers store them, the first first.
+    symbols: [[S; MULTI_MAX as usize]; TABLE_SIZE],
     /// Bits 0..4: bits the codes take (a shift count, read modulo 64);
     /// bits 6..8: their count minus one.
     meta: [u8; TABLE_SIZE],
-    /// The single-symbol table, for a lane's last few exponents.
-    single: [Entry; TABLE_SIZE],
+    /// The single-symbol table, for a lane's last few symbols: the symbol
+    /// and its code's length.
+    single: [(S, u8); TABLE_SIZE],
 }
 
-impl MultiTable {
-    /// Builds the table from the single-symbol table of a code with
-    /// `max_len` ≥ 1 (every entry decodes a code of 1..=12 bits).
-    pub(super) fn new(single: &[Entry; TABLE_SIZE]) -> Box<Self> {
-        let mut t = Box::new(MultiTable { symbols: [0; TABLE_SIZE], meta: [0; TABLE_SIZE], single: *single });
+impl<S: Sym> MultiTable<S> {
+    /// The table from each window's codes, `multi(idx)` as
+    /// `table::multi_entry` gives them, with `count` ≥ 1.
+    fn from_codes(
+        multi: impl Fn(usize) -> ([S; MULTI_MAX as usize], u32, u32),
+        single: impl Fn(usize) -> (S, u8),
+    ) -> Box<Self> {
+        let mut t = Box::new(MultiTable {
+            symbols: [[S::default(); MULTI_MAX as usize]; TABLE_SIZE],
+            meta: [0; TABLE_SIZE],
+            single: [(S::default(), 0); TABLE_SIZE],
+        });
         for idx in 0..TABLE_SIZE {
-            let (exps, count, cumulative) = multi_entry(single, idx);
-            // count ≥ 1: every code is at most 12 bits.
-            let symbols = exps.to_le_bytes();
-            t.symbols[idx] = u32::from_le_bytes(std::array::from_fn(|i| stored(symbols[i])));
+            let (symbols, count, cumulative) = multi(idx);
+            t.symbols[idx] = symbols;
             let used = cumulative >> (4 * (MULTI_MAX - 1));
             t.meta[idx] = (used | ((count - 1) << 6)) as u8;
+            t.single[idx] = single(idx);
         }
         t
     }
 }
 
-/// Per-lane exponent buffers, reused across segments and calls.
-pub(super) struct LaneBufs(pub(super) Box<[[u8; LANE_BUF]; LANES]>);
+impl MultiTable<u8> {
+    /// Builds the table from the single-symbol table of a code with
+    /// `max_len` ≥ 1 (every entry decodes a code of 1..=12 bits).
+    pub(super) fn new(single: &[Entry; TABLE_SIZE]) -> Box<Self> {
+        Self::from_codes(
+            |idx| {
+                let (exps, count, cumulative) = multi_entry(single, idx);
+                (exps.to_le_bytes().map(stored), count, cumulative)
+            },
+            |idx| (stored(entry_symbol(single[idx])), entry_len(single[idx]) as u8),
+        )
+    }
+}
 
-impl LaneBufs {
+impl MultiTable<u16> {
+    /// [`MultiTable::new`] for a lanes9 code: symbols stored `<< 6`, in place
+    /// in a bf16.
+    pub(super) fn new9(single: &[Entry9; TABLE_SIZE]) -> Box<Self> {
+        Self::from_codes(
+            |idx| {
+                let (syms, count, cumulative) = multi_entry9(single, idx);
+                (syms.map(|s| s << 6), count, cumulative)
+            },
+            |idx| (entry9_symbol(single[idx]) << 6, entry9_len(single[idx]) as u8),
+        )
+    }
+}
+
+/// Per-lane symbol buffers, reused across segments and calls.
+pub(super) struct LaneBufs<S>(pub(super) Box<[[S; LANE_BUF]; LANES]>);
+
+impl<S: Sym> LaneBufs<S> {
     pub(super) fn new() -> Self {
-        LaneBufs(vec![[0u8; LANE_BUF]; LANES].into_boxed_slice().try_into().expect("LANES buffers"))
+        LaneBufs(vec![[S::default(); LANE_BUF]; LANES].into_boxed_slice().try_into().ok().expect("LANES buffers"))
     }
 }
 
@@ -167,23 +237,23 @@ impl Lane {
         self.buf = s.bits_at(pos) | 1;
     }
 
-    /// One multi-symbol lookup: up to four exponents into `out` at `have`.
+    /// One multi-symbol lookup: up to four symbols into `out` at `have`.
     #[inline(always)]
-    fn lookup(&mut self, t: &MultiTable, out: &mut [u8; LANE_BUF]) {
+    fn lookup<S: Sym>(&mut self, t: &MultiTable<S>, out: &mut [S; LANE_BUF]) {
         let idx = (self.buf >> (64 - LOOKUP_BITS)) as usize;
         let m = t.meta[idx] as u32;
         let at = self.at & LANE_MASK;
-        out[at..at + 4].copy_from_slice(&t.symbols[idx].to_le_bytes());
+        out[at..at + 4].copy_from_slice(&t.symbols[idx]);
         self.buf = self.buf.wrapping_shl(m);
         self.at += (m >> 6) as usize + 1;
     }
 
-    /// One single-symbol lookup, for a lane's last exponents.
+    /// One single-symbol lookup, for a lane's last symbols.
     #[inline(always)]
-    fn lookup_one(&mut self, t: &MultiTable, out: &mut [u8; LANE_BUF]) {
-        let e = t.single[(self.buf >> (64 - LOOKUP_BITS)) as usize];
-        out[self.at & LANE_MASK] = stored(entry_symbol(e));
-        self.buf <<= entry_len(e);
+    fn lookup_one<S: Sym>(&mut self, t: &MultiTable<S>, out: &mut [S; LANE_BUF]) {
+        let (sym, len) = t.single[(self.buf >> (64 - LOOKUP_BITS)) as usize];
+        out[self.at & LANE_MASK] = sym;
+        self.buf <<= len;
         self.at += 1;
     }
 
@@ -191,7 +261,7 @@ impl Lane {
     /// more than `limit` (its exponents left in the segment): no code may be
     /// read past a lane's last one.
     #[inline(always)]
-    fn finish(&mut self, t: &MultiTable, s: &Stream, out: &mut [u8; LANE_BUF], target: usize, limit: usize) {
+    fn finish<S: Sym>(&mut self, t: &MultiTable<S>, s: &Stream, out: &mut [S; LANE_BUF], target: usize, limit: usize) {
         while self.have() < target {
             self.refill(s);
             if limit - self.have() >= MAX_PER_LOOKUP {
@@ -212,11 +282,11 @@ impl Lane {
 /// the 57 or more bits a refill provides), and while every refill's 8 bytes are
 /// inside the stream. Then each lane finishes on its own.
 #[inline(always)]
-fn decode4(
-    t: &MultiTable,
+fn decode4<S: Sym>(
+    t: &MultiTable<S>,
     s: &Stream,
     lanes: &mut [Lane; 4],
-    bufs: &mut [[u8; LANE_BUF]; 4],
+    bufs: &mut [[S; LANE_BUF]; 4],
     target: [usize; 4],
     limit: [usize; 4],
     mut ahead: &[u8],
@@ -251,20 +321,20 @@ fn decode4(
 /// its `have` exponents, and each refill's 8 bytes must be inside the stream:
 /// `bit + 48 · (rounds - 1) + 64 ≤ 8 · stream length` for each lane.
 #[inline(always)]
-unsafe fn rounds4(
-    t: &MultiTable,
+unsafe fn rounds4<S: Sym>(
+    t: &MultiTable<S>,
     s: &Stream,
     lanes: &mut [Lane; 4],
-    bufs: &mut [[u8; LANE_BUF]; 4],
+    bufs: &mut [[S; LANE_BUF]; 4],
     rounds: usize,
     ahead: &[u8],
 ) {
     let stream = s.bytes.as_ptr();
     let mut buf = lanes.map(|l| l.buf);
     let mut pos = lanes.map(|l| l.at >> HAVE_BITS);
-    let starts: [*mut u8; 4] = std::array::from_fn(|i| bufs[i].as_mut_ptr());
+    let starts: [*mut S; 4] = std::array::from_fn(|i| bufs[i].as_mut_ptr());
     // SAFETY: `have` is within the buffer (the caller's bound).
-    let mut out: [*mut u8; 4] = std::array::from_fn(|i| unsafe { starts[i].add(lanes[i].have()) });
+    let mut out: [*mut S; 4] = std::array::from_fn(|i| unsafe { starts[i].add(lanes[i].have()) });
     let ahead = ahead.as_ptr();
     for r in 0..rounds {
         // Past `ahead`'s end this fetches the next group's bytes, or harmlessly
@@ -283,7 +353,7 @@ unsafe fn rounds4(
                 // SAFETY: within the lane's buffer, by the caller's bound:
                 // each lookup advances `out` by at most 4.
                 unsafe {
-                    out[i].cast::<u32>().write_unaligned(t.symbols[idx].to_le());
+                    out[i].cast::<[S; MULTI_MAX as usize]>().write_unaligned(t.symbols[idx]);
                     out[i] = out[i].add((m >> 6) as usize + 1);
                 }
                 buf[i] = buf[i].wrapping_shl(m);
@@ -303,13 +373,13 @@ unsafe fn rounds4(
 /// exactly in its last word, followed only by zero bits.
 ///
 /// `how` says how the output is written (see [`Output`]).
-pub(super) fn decode_segment(
-    t: &MultiTable,
+pub(super) fn decode_segment<S: Sym>(
+    t: &MultiTable<S>,
     s: &Stream,
     starts: &[u32],
     sm: &[u8],
     out: &mut [u16],
-    bufs: &mut LaneBufs,
+    bufs: &mut LaneBufs<S>,
     how: &mut Output,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -320,16 +390,16 @@ pub(super) fn decode_segment(
         // SAFETY: the CPU has BMI1, BMI2 and MOVBE, the features the function enables.
         return unsafe {
             if how.crc.is_some() {
-                decode_segment_bmi2::<true>(t, s, starts, sm, out, bufs, how)
+                decode_segment_bmi2::<true, S>(t, s, starts, sm, out, bufs, how)
             } else {
-                decode_segment_bmi2::<false>(t, s, starts, sm, out, bufs, how)
+                decode_segment_bmi2::<false, S>(t, s, starts, sm, out, bufs, how)
             }
         };
     }
     if how.crc.is_some() {
-        decode_segment_impl::<true>(t, s, starts, sm, out, bufs, how)
+        decode_segment_impl::<true, S>(t, s, starts, sm, out, bufs, how)
     } else {
-        decode_segment_impl::<false>(t, s, starts, sm, out, bufs, how)
+        decode_segment_impl::<false, S>(t, s, starts, sm, out, bufs, how)
     }
 }
 
@@ -339,29 +409,29 @@ pub(super) fn decode_segment(
 /// loads of the big-endian stream.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "bmi1,bmi2,movbe")]
-fn decode_segment_bmi2<const CRC: bool>(
-    t: &MultiTable,
+fn decode_segment_bmi2<const CRC: bool, S: Sym>(
+    t: &MultiTable<S>,
     s: &Stream,
     starts: &[u32],
     sm: &[u8],
     out: &mut [u16],
-    bufs: &mut LaneBufs,
+    bufs: &mut LaneBufs<S>,
     how: &mut Output,
 ) -> bool {
-    decode_segment_impl::<CRC>(t, s, starts, sm, out, bufs, how)
+    decode_segment_impl::<CRC, S>(t, s, starts, sm, out, bufs, how)
 }
 
 /// [`decode_segment`]'s body, compiled for each CPU feature set, and with
 /// `CRC` (`how.crc` is some) or without: one loop each, so that the one
 /// without keeps exactly the code it has alone.
 #[inline(always)]
-fn decode_segment_impl<const CRC: bool>(
-    t: &MultiTable,
+fn decode_segment_impl<const CRC: bool, S: Sym>(
+    t: &MultiTable<S>,
     s: &Stream,
     starts: &[u32],
     sm: &[u8],
     out: &mut [u16],
-    bufs: &mut LaneBufs,
+    bufs: &mut LaneBufs<S>,
     how: &mut Output,
 ) -> bool {
     let seg_len = out.len();
@@ -373,17 +443,18 @@ fn decode_segment_impl<const CRC: bool>(
         let first = chunk_start * LANE_RUN;
         let last_chunk = chunk_start + chunk_rows == rows;
         let elems = chunk_start * ROW_ELEMS..(seg_len).min((chunk_start + chunk_rows) * ROW_ELEMS);
-        // Each group of lanes fetches an eighth of the chunk's sign+mantissa
-        // bytes into the cache while it decodes, for the join that follows.
-        let share = elems.len().div_ceil(LANES / 4);
+        // Each group of lanes fetches an eighth of the chunk's raw bytes
+        // into the cache while it decodes, for the join that follows.
+        let raw = S::raw_len(elems.start)..S::raw_len(elems.end);
+        let share = raw.len().div_ceil(LANES / 4);
         for (g, group) in bufs.0.as_chunks_mut::<4>().0.iter_mut().enumerate() {
             let l4: &mut [Lane; 4] = (&mut lanes[4 * g..4 * g + 4]).try_into().unwrap();
             let limit = std::array::from_fn(|i| slots[4 * g + i] - first);
             let target = limit.map(|l| l.min(CHUNK_SYMS));
-            let ahead = sm.get(elems.start + g * share..elems.end.min(elems.start + (g + 1) * share)).unwrap_or(&[]);
+            let ahead = sm.get(raw.start + g * share..raw.end.min(raw.start + (g + 1) * share)).unwrap_or(&[]);
             decode4(t, s, l4, group, target, limit, ahead);
         }
-        join_rows::<CRC>(&bufs.0, &sm[elems.clone()], &mut out[elems], how);
+        S::join::<CRC>(&bufs.0, &sm[raw], &mut out[elems], how);
         if !last_chunk {
             // Up to 3 exponents past the chunk move to the buffer's start.
             for (lane, buf) in lanes.iter_mut().zip(bufs.0.iter_mut()) {

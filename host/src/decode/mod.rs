@@ -23,12 +23,14 @@
 //! CRC is checked unless [`DecodeOptions::verify_crc`] is off.
 
 mod join;
+mod join9;
 mod lanes;
 mod warp;
 
 use crate::CompressedTensor;
 use crate::container::{Layout, TensorView, Unchecked, data_crc_append};
 use crate::error::{Error, Result};
+use df11_gpu::format::{LANE_RUN, RAW9_GROUP_BYTES};
 use df11_gpu::format::{LANES, TABLE_SIZE};
 use df11_gpu::table::{self, Entry};
 use lanes::{LaneBufs, MultiTable, Stream};
@@ -237,6 +239,7 @@ struct Sums {
     words: u32,
     word_bytes: u64,
     sm: u32,
+    sm_bytes: u64,
 }
 
 impl Sums {
@@ -247,7 +250,8 @@ impl Sums {
             data: combine(self.data, next.data, 2 * elems as u64),
             words: combine(self.words, next.words, next.word_bytes),
             word_bytes: self.word_bytes + next.word_bytes,
-            sm: combine(self.sm, next.sm, elems as u64),
+            sm: combine(self.sm, next.sm, next.sm_bytes),
+            sm_bytes: self.sm_bytes + next.sm_bytes,
         }
     }
 }
@@ -443,17 +447,24 @@ const TASK_ELEMS: usize = 1 << 18;
 struct Prepared<'a> {
     table: Box<[Entry; TABLE_SIZE]>,
     max_len: u32,
-    only_symbol: u8,
+    only_symbol: u16,
     seg_elems: usize,
     /// Whether the output is large enough to be written around the caches.
     stream_out: bool,
     /// Lanes layout: the multi-symbol table and the stream bytes.
-    lanes: Option<(Box<MultiTable>, Cow<'a, [u8]>)>,
+    lanes: Option<LanesCode<'a, u8>>,
+    /// Lanes9 layout: the same for its 9-bit symbols.
+    lanes9: Option<LanesCode<'a, u16>>,
 }
+
+/// A lanes or lanes9 tensor's multi-symbol table and stream bytes.
+type LanesCode<'a, S> = (Box<MultiTable<S>>, Cow<'a, [u8]>);
 
 thread_local! {
     /// Each thread's lane buffers for the lanes layout, allocated once.
-    static LANE_BUFS: RefCell<Option<LaneBufs>> = const { RefCell::new(None) };
+    static LANE_BUFS: RefCell<Option<LaneBufs<u8>>> = const { RefCell::new(None) };
+    /// The same for the lanes9 layout.
+    static LANE_BUFS9: RefCell<Option<LaneBufs<u16>>> = const { RefCell::new(None) };
 }
 
 /// Checks everything the decoders rely on and builds the table.
@@ -465,8 +476,15 @@ fn prepare<'a>(t: &TensorView<'a>, out_len: usize) -> Result<Prepared<'a>> {
         return Err(Error::OutputLength { expected: t.num_elements, actual: out_len as u64 });
     }
     let mut table = Box::new([0 as Entry; TABLE_SIZE]);
-    table::build(&t.code_lengths, t.only_symbol, &mut table)
-        .map_err(|e| Error::Invalid { field: "code_lengths", reason: format!("{e:?}") })?;
+    let invalid = |e| Error::Invalid { field: "code_lengths", reason: format!("{e:?}") };
+    let mut lanes9 = None;
+    if t.layout == Layout::Lanes9 {
+        table::build9(&t.code_lengths, t.only_symbol, &mut table).map_err(invalid)?;
+        lanes9 = (t.max_len > 0).then(|| (MultiTable::new9(&table), stream_bytes(&t.words)));
+    } else {
+        // Valid, so the symbol is below 256.
+        table::build(t.lengths8(), t.only_symbol as u8, &mut table).map_err(invalid)?;
+    }
     let lanes = (t.layout == Layout::Lanes && t.max_len > 0).then(|| (MultiTable::new(&table), stream_bytes(&t.words)));
     Ok(Prepared {
         table,
@@ -477,6 +495,7 @@ fn prepare<'a>(t: &TensorView<'a>, out_len: usize) -> Result<Prepared<'a>> {
         // checksums what it joins before storing it, so nothing is read back).
         stream_out: t.num_elements.saturating_mul(2) >= STREAM_OUT_BYTES,
         lanes,
+        lanes9,
     })
 }
 
@@ -510,11 +529,25 @@ fn decode_range(
     for (i, seg_out) in out.chunks_mut(p.seg_elems).enumerate() {
         let s = first_seg + i;
         let base = s * p.seg_elems;
-        let sm = &t.sign_mantissa[base..base + seg_out.len()];
+        let raw = |e: usize| t.layout.raw_len(e as u64) as usize;
+        let sm = &t.sign_mantissa[raw(base)..raw(base + seg_out.len())];
         let ok = if p.max_len == 0 {
             // The tensor has no words at all (validated).
-            join_const(p.only_symbol, sm, seg_out);
+            if t.layout == Layout::Lanes9 {
+                join_const9(p.only_symbol, sm, seg_out);
+            } else {
+                join_const(p.only_symbol as u8, sm, seg_out);
+            }
             true
+        } else if let Some((multi, bytes)) = &p.lanes9 {
+            let starts = &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
+            let mut how = join::Output { stream_out: want.stream_out, crc: want.data.then_some(sums.data) };
+            let ok = LANE_BUFS9.with_borrow_mut(|bufs| {
+                let bufs = bufs.get_or_insert_with(LaneBufs::new);
+                lanes::decode_segment(multi, &Stream::new(bytes), starts, sm, seg_out, bufs, &mut how)
+            });
+            sums.data = how.crc.unwrap_or(0);
+            ok
         } else if let Some((multi, bytes)) = &p.lanes {
             let starts = &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
             let mut how = join::Output { stream_out: want.stream_out, crc: want.data.then_some(sums.data) };
@@ -540,14 +573,30 @@ fn decode_range(
             sums.words = crc32c::crc32c_append(sums.words, bytes);
             sums.word_bytes += bytes.len() as u64;
             sums.sm = crc32c::crc32c_append(sums.sm, sm);
+            sums.sm_bytes += sm.len() as u64;
         }
-        // The lanes decoder continued the CRC as it joined; other segments
+        // The lanes decoders continued the CRC as they joined; other segments
         // are checksummed here, while still in cache.
-        if want.data && p.lanes.is_none() {
+        if want.data && p.lanes.is_none() && p.lanes9.is_none() {
             sums.data = data_crc_append(sums.data, seg_out);
         }
     }
     Ok(())
+}
+
+/// A lanes9 tensor with a single 9-bit symbol: every element has it, and
+/// its raw bits from `raw` (a segment's, starting on a whole group).
+fn join_const9(symbol: u16, raw: &[u8], out: &mut [u16]) {
+    let (groups, tail) = out.as_chunks_mut::<LANE_RUN>();
+    let (whole, rest) = raw.split_at(groups.len() * RAW9_GROUP_BYTES);
+    for (o, g) in groups.iter_mut().zip(whole.as_chunks::<RAW9_GROUP_BYTES>().0) {
+        for (o, v) in o.iter_mut().zip(df11_gpu::bits::unpack_raw9(*g)) {
+            *o = df11_gpu::bits::join9(symbol, v);
+        }
+    }
+    for (o, &b) in tail.iter_mut().zip(rest) {
+        *o = df11_gpu::bits::join9(symbol, b & 0x7f);
+    }
 }
 
 /// A tensor with a single exponent: every element has it.

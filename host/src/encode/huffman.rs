@@ -90,8 +90,8 @@ pub fn lengths_into(hist: &[u64], limit: u32, lengths: &mut [u8]) {
 
 /// Canonical code values for `lengths` (DEFLATE convention): symbols sorted by
 /// (length, value) receive consecutive codes, shortest first. Absent symbols get 0.
-pub fn canonical_codes(lengths: &[u8; SYMBOLS]) -> [u32; SYMBOLS] {
-    let mut codes = [0u32; SYMBOLS];
+pub fn canonical_codes<const N: usize>(lengths: &[u8; N]) -> [u32; N] {
+    let mut codes = [0u32; N];
     let max = lengths.iter().copied().max().unwrap_or(0);
     let mut code: u32 = 0;
     for len in 1..=max {
@@ -107,7 +107,7 @@ pub fn canonical_codes(lengths: &[u8; SYMBOLS]) -> [u32; SYMBOLS] {
 }
 
 /// Total coded bits `Σ hist[s]·len[s]`.
-pub fn coded_bits(hist: &[u64; SYMBOLS], lengths: &[u8; SYMBOLS]) -> u64 {
+pub fn coded_bits(hist: &[u64], lengths: &[u8]) -> u64 {
     hist.iter().zip(lengths).map(|(&c, &l)| c * l as u64).sum()
 }
 

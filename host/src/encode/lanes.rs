@@ -8,7 +8,7 @@
 //! they fit it; for large tensors a table of code pairs halves the lookups.
 
 use df11_gpu::bits;
-use df11_gpu::format::{LANE_RUN, LANES, MAX_CODE_LEN, ROW_ELEMS, SYMBOLS};
+use df11_gpu::format::{LANE_RUN, LANES, MAX_CODE_LEN, ROW_ELEMS, SYMBOLS, SYMBOLS9};
 
 /// Encodes one segment in the lanes layout: each lane's codes, in slot order,
 /// as one bit string zero-padded to whole words. Appends the segment's words
@@ -171,9 +171,10 @@ const WINDOW: usize = SPAN + 8;
 /// length in bits in the low 6 bits (codes are at most 12 bits, so the two
 /// never overlap while the entry holds at most 58 bits).
 pub(super) struct CodeTable {
-    /// Per 9-bit index `bits >> 7` (sign and exponent, so that no mask is
-    /// needed): one code.
-    single: [u64; 2 * SYMBOLS],
+    /// Per 10-bit index `bits >> 6` (sign, exponent and the mantissa's top
+    /// bit, so that no mask is needed): one code, of the exponent or of the
+    /// lanes9 layout's 9-bit symbol.
+    single: [u64; 4 * SYMBOLS],
     /// For tensors large enough to pay for it: per two exponent bytes read
     /// as a little-endian u16 (first element's in the low byte), both codes,
     /// first element's first. Only pairs of exponents the tensor holds are
@@ -206,13 +207,24 @@ impl CodeTable {
             }
             pair
         });
-        CodeTable { single: std::array::from_fn(|i| single[i % SYMBOLS]), pair }
+        CodeTable { single: std::array::from_fn(|i| single[(i >> 1) % SYMBOLS]), pair }
+    }
+
+    /// The table of a lanes9 code: `lengths` and `codes` of the 512 symbols
+    /// ([`bits::symbol9`]). No pair table: pairs of 9-bit symbols would
+    /// take 2 MiB.
+    pub(super) fn new9(lengths: &[u8; SYMBOLS9], codes: &[u32; SYMBOLS9]) -> Self {
+        let single = |i: usize| {
+            let (len, code) = (lengths[i] as u32, codes[i] as u64);
+            if len == 0 { 0 } else { code << (64 - len) | len as u64 }
+        };
+        CodeTable { single: std::array::from_fn(|i| single(i % SYMBOLS9)), pair: None }
     }
 
     /// The entry of the element with bit pattern `b`.
     #[inline(always)]
     fn get(&self, b: u16) -> u64 {
-        self.single[(b >> 7) as usize]
+        self.single[(b >> 6) as usize]
     }
 }
 

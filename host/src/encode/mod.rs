@@ -20,7 +20,10 @@ mod warp;
 
 use crate::container::{CompressedTensor, Layout, MAX_ELEMENTS, segments_for};
 use df11_gpu::bits;
-use df11_gpu::format::{DEFAULT_SEGMENT_ROWS, MAX_CODE_LEN, MAX_SEGMENT_ROWS, ROW_ELEMS, SYMBOLS};
+use df11_gpu::format::{
+    CODE_LENGTH_BYTES, CODE_LENGTH_BYTES9, DEFAULT_SEGMENT_ROWS, MAX_CODE_LEN, MAX_SEGMENT_ROWS, ROW_ELEMS, SYMBOLS,
+    SYMBOLS9,
+};
 use rayon::prelude::*;
 
 /// Encoder settings.
@@ -35,7 +38,10 @@ pub struct EncodeOptions {
     /// [`Layout::Warp`] (`docs/PERFORMANCE.md` section 2), and the GPU kernel
     /// reads it too. [`Layout::Warp`]
     /// stays for files written before (every decoder still reads them) and
-    /// for whoever asks for it (`--layout warp`).
+    /// for whoever asks for it (`--layout warp`). [`Layout::Lanes9`] is
+    /// smaller and CPU-only for now; a tensor it would not make smaller
+    /// (one of a few thousand weights, where its longer code-length table
+    /// costs more than it saves) is written in the lanes layout instead.
     pub layout: Layout,
 }
 
@@ -83,21 +89,55 @@ pub fn compress_with(bits: &[u16], opts: &EncodeOptions) -> CompressedTensor {
 /// As [`compress_with`].
 pub fn compress_reusing(bits: &[u16], opts: &EncodeOptions, spare: Option<CompressedTensor>) -> CompressedTensor {
     let (spare_sm, spare_words) = spare.map(|t| (t.sign_mantissa, t.words)).unwrap_or_default();
+    compress_into_spares(bits, opts, spare_sm, spare_words, true)
+}
+
+/// [`compress_with`] in exactly the layout asked for: a lanes9 record even
+/// where a lanes record would be smaller. For tests of the lanes9 decoders
+/// on tensors of any kind.
+#[doc(hidden)]
+pub fn compress_exact(bits: &[u16], opts: &EncodeOptions) -> CompressedTensor {
+    compress_into_spares(bits, opts, Vec::new(), Vec::new(), false)
+}
+
+/// [`compress_reusing`] with the spare vectors on their own; lanes9 falls
+/// back to lanes where that is smaller if `fallback`.
+fn compress_into_spares(
+    bits: &[u16],
+    opts: &EncodeOptions,
+    spare_sm: Vec<u8>,
+    spare_words: Vec<u32>,
+    fallback: bool,
+) -> CompressedTensor {
     let rows = opts.segment_rows;
     assert!((1..=MAX_SEGMENT_ROWS).contains(&rows), "segment_rows {rows} is outside 1..={MAX_SEGMENT_ROWS}");
     let n = bits.len() as u64;
     assert!(n < MAX_ELEMENTS, "{n} elements exceed the format's limit of 2^40");
 
-    let scan::Scan { hist, crc: data_crc, sign_mantissa } = scan::scan(bits, spare_sm);
-    let code_lengths = huffman::code_lengths(&hist, MAX_CODE_LEN);
+    // The histogram of the layout's symbols, its code, and the raw bits.
+    let mut code_lengths = [0u8; SYMBOLS9];
+    let (code_bits, data_crc, sign_mantissa) = if opts.layout == Layout::Lanes9 {
+        let scan::Scan9 { hist, crc, raw } = scan::scan9(bits, spare_sm);
+        huffman::lengths_into(&hist[..], MAX_CODE_LEN, &mut code_lengths);
+        let code_bits = huffman::coded_bits(&hist[..], &code_lengths);
+        if fallback && !lanes9_pays(&hist, code_bits, n) {
+            let lanes = EncodeOptions { layout: Layout::Lanes, ..*opts };
+            return compress_into_spares(bits, &lanes, raw, spare_words, false);
+        }
+        (code_bits, crc, raw)
+    } else {
+        let scan::Scan { hist, crc, sign_mantissa } = scan::scan(bits, spare_sm);
+        code_lengths[..SYMBOLS].copy_from_slice(&huffman::code_lengths(&hist, MAX_CODE_LEN));
+        (huffman::coded_bits(&hist, &code_lengths[..SYMBOLS]), crc, sign_mantissa)
+    };
     let max_len = code_lengths.iter().copied().max().unwrap_or(0);
     let only_symbol = match (max_len, bits.first()) {
-        (0, Some(&b)) => bits::exponent(b),
+        (0, Some(&b)) if opts.layout == Layout::Lanes9 => bits::symbol9(b),
+        (0, Some(&b)) => bits::exponent(b) as u16,
         _ => 0,
     };
 
     // Each stream pads its bits to whole words: at most one word more each.
-    let code_bits: u64 = hist.iter().zip(&code_lengths).map(|(&n, &l)| n * l as u64).sum();
     let streams = segments_for(n, rows) as usize * opts.layout.streams_per_segment() as usize;
     let max_words = (code_bits / 32) as usize + streams;
     let (stream_offsets, words) =
@@ -117,11 +157,23 @@ pub fn compress_reusing(bits: &[u16], opts: &EncodeOptions, spare: Option<Compre
     }
 }
 
+/// Whether a lanes9 record of a tensor with the 9-bit symbol histogram
+/// `hist`, coded in `code_bits`, is smaller than a lanes record: its raw bit
+/// fewer per element against the longer code-length table, and the 9-bit
+/// code's bits against the exponent code's (the exponent histogram is the
+/// 9-bit one folded in pairs). Offsets and padding are alike in both.
+fn lanes9_pays(hist: &[u64; SYMBOLS9], code_bits: u64, n: u64) -> bool {
+    let exps: [u64; SYMBOLS] = std::array::from_fn(|e| hist[2 * e] + hist[2 * e + 1]);
+    let exp_bits = huffman::coded_bits(&exps, &huffman::code_lengths(&exps, MAX_CODE_LEN));
+    let table = 8 * (CODE_LENGTH_BYTES9 - CODE_LENGTH_BYTES) as u64;
+    code_bits + 7 * n + table < exp_bits + 8 * n
+}
+
 /// Stream offsets and the concatenated words of all segments, coded in parallel.
 fn encode_segments(
     bits: &[u16],
     rows: u32,
-    code_lengths: &[u8; SYMBOLS],
+    code_lengths: &[u8; SYMBOLS9],
     max_len: u32,
     layout: Layout,
     max_words: usize,
@@ -131,12 +183,13 @@ fn encode_segments(
     if max_len == 0 {
         return (vec![0u32; num_streams + 1], Vec::new());
     }
-    let codes = huffman::canonical_codes(code_lengths);
+    let lengths8: &[u8; SYMBOLS] = code_lengths[..SYMBOLS].try_into().expect("256 lengths");
+    let codes = huffman::canonical_codes(lengths8);
     let seg_elems = ROW_ELEMS * rows as usize;
     // Each run of segments: its words, and the word count of each stream.
     let parts: Vec<(Vec<u32>, Vec<u32>)> = match layout {
         Layout::Warp => {
-            let enc = warp::CodeTable::new(code_lengths, &codes);
+            let enc = warp::CodeTable::new(lengths8, &codes);
             bits.par_chunks(seg_elems)
                 .map_init(warp::Scratch::default, |scratch, seg| {
                     let w = warp::encode_segment(seg, &enc, max_len, scratch);
@@ -145,8 +198,12 @@ fn encode_segments(
                 })
                 .collect()
         }
-        Layout::Lanes => {
-            let enc = lanes::CodeTable::new(code_lengths, &codes, bits.len());
+        Layout::Lanes | Layout::Lanes9 => {
+            let enc = if layout == Layout::Lanes9 {
+                lanes::CodeTable::new9(code_lengths, &huffman::canonical_codes(code_lengths))
+            } else {
+                lanes::CodeTable::new(lengths8, &codes, bits.len())
+            };
             let step = |(mut sc, mut words, mut lens): (lanes::Scratch, Vec<u32>, Vec<u32>), seg| {
                 lanes::encode_segment(seg, &enc, max_len, &mut sc, &mut words, &mut lens);
                 (sc, words, lens)

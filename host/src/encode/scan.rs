@@ -3,7 +3,7 @@
 
 use crate::container::data_crc_append;
 use df11_gpu::bits;
-use df11_gpu::format::SYMBOLS;
+use df11_gpu::format::{LANE_RUN, RAW9_GROUP_BYTES, SYMBOLS, SYMBOLS9};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -139,4 +139,70 @@ pub(crate) fn scan(bits: &[u16], spare: Vec<u8>) -> Scan {
     // lengths), and each wrote every byte of its range.
     unsafe { sign_mantissa.set_len(bits.len()) };
     Scan { hist: part.hist, crc: part.crc, sign_mantissa }
+}
+
+/// What the lanes9 layout's first pass yields: the histogram of the 9-bit
+/// symbols and the raw bytes.
+pub(crate) struct Scan9 {
+    pub hist: Box<[u64; SYMBOLS9]>,
+    pub crc: u32,
+    pub raw: Vec<u8>,
+}
+
+/// [`scan`] for the lanes9 layout: histogram of [`bits::symbol9`], CRC and
+/// the raw bytes (`docs/FORMAT.md` section 12), the same whatever the
+/// thread count. The raw bytes go into `spare` if it has the capacity.
+pub(crate) fn scan9(bits: &[u16], spare: Vec<u8>) -> Scan9 {
+    let len = bits::raw9_len(bits.len() as u64) as usize;
+    let mut raw = spare;
+    raw.clear();
+    if raw.capacity() < len {
+        raw = crate::hint::huge_vec(len);
+    }
+    raw.resize(len, 0);
+    // TASK is a whole number of groups, so each task's raw bytes are its own.
+    const TASK_RAW: usize = TASK / LANE_RUN * RAW9_GROUP_BYTES;
+    let part = raw
+        .par_chunks_mut(TASK_RAW)
+        .zip(bits.par_chunks(TASK))
+        .map(|(out, inp)| {
+            // Four sub-histograms by sign and symbol (no mask needed), as in `scan`.
+            let mut h = vec![[0u32; 2 * SYMBOLS9]; 4];
+            let (quads, rest) = inp.as_chunks::<4>();
+            for q in quads {
+                for (sub, &b) in h.iter_mut().zip(q) {
+                    sub[(b >> 6) as usize] += 1;
+                }
+            }
+            for &b in rest {
+                h[0][(b >> 6) as usize] += 1;
+            }
+            raw_groups(inp, out);
+            let mut hist = Box::new([0u64; SYMBOLS9]);
+            for (s, t) in hist.iter_mut().enumerate() {
+                *t = h.iter().map(|sub| (sub[s] + sub[s + SYMBOLS9]) as u64).sum();
+            }
+            (hist, data_crc_append(0, inp), inp.len())
+        })
+        .reduce(
+            || (Box::new([0u64; SYMBOLS9]), 0, 0),
+            |(mut ha, ca, la), (hb, cb, lb)| {
+                ha.iter_mut().zip(hb.iter()).for_each(|(a, b)| *a += b);
+                (ha, crate::crc::combine(ca, cb, 2 * lb as u64), la + lb)
+            },
+        );
+    Scan9 { hist: part.0, crc: part.1, raw }
+}
+
+/// Writes the raw bytes of `inp` (a whole number of groups, or the tensor's
+/// last elements) into `out`, which holds exactly [`bits::raw9_len`] of them.
+fn raw_groups(inp: &[u16], out: &mut [u8]) {
+    let (groups, tail) = inp.as_chunks::<LANE_RUN>();
+    let (whole, rest) = out.split_at_mut(groups.len() * RAW9_GROUP_BYTES);
+    for (g, o) in groups.iter().zip(whole.as_chunks_mut::<RAW9_GROUP_BYTES>().0) {
+        *o = bits::pack_raw9(g.map(bits::raw7));
+    }
+    for (o, &b) in rest.iter_mut().zip(tail) {
+        *o = bits::raw7(b);
+    }
 }

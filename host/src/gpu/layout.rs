@@ -69,7 +69,8 @@ impl GroupLayout {
                 Layout::Warp => {
                     l.tables.extend(table.chunks_exact(2).map(|p| u32::from(p[0]) | u32::from(p[1]) << 16));
                 }
-                Layout::Lanes => {
+                // `check_tensor` refused lanes9.
+                Layout::Lanes | Layout::Lanes9 => {
                     let mut multi = [0u32; MULTI_TABLE_WORDS];
                     table::build_multi(&table, &mut multi);
                     l.tables.extend_from_slice(&multi);
@@ -117,8 +118,12 @@ impl GroupLayout {
 /// Validates the tensor (`docs/FORMAT.md` §4–5) and returns its decode table.
 fn check_tensor(t: &CompressedTensor) -> Result<[u16; TABLE_SIZE]> {
     t.validate()?;
+    if t.layout == Layout::Lanes9 {
+        return Err(Error::GpuLayout { layout: t.layout.name() });
+    }
     let mut table = [0u16; TABLE_SIZE];
-    match table::build(&t.code_lengths, t.only_symbol, &mut table) {
+    // Valid, so the symbol is below 256.
+    match table::build(t.lengths8(), t.only_symbol as u8, &mut table) {
         Ok(m) if m == u32::from(t.max_len) => Ok(table),
         // `validate` has checked both; this is a second line of defence for the kernel.
         _ => Err(Error::invalid("code_lengths", "do not form the code max_len describes")),
