@@ -38,6 +38,7 @@ def checkpoint_seeds():
         ("ckpt_3x100", "rows1_300", [3, 100], False),
         ("ckpt_7_raw", "odd_7", [7], True),
         ("ckpt_3x100_raw", "rows1_300", [3, 100], True),
+        ("ckpt_lanes9_3x100", "lanes9_rows1_300", [3, 100], False),
     ]:
         with open(f"{SEEDS}/container_parse/{src}", "rb") as f:
             c = f.read()

@@ -4,6 +4,7 @@
 //! writes `<dir>/<target>/<name>` for the container, in-place and round-trip targets;
 //! `fuzz/make_file_seeds.py` derives the checkpoint and DFloat11 seeds.
 
+use df11_host::encode::compress_exact;
 use df11_host::{CompressedTensor, EncodeOptions, Group, Layout, compress_with};
 use std::path::Path;
 
@@ -33,6 +34,12 @@ fn lanes(n: usize, rows: u32, seed: u64) -> CompressedTensor {
     compress_with(&weights(n, seed), &EncodeOptions { segment_rows: rows, layout: Layout::Lanes })
 }
 
+/// The same in the lanes9 layout (container version 3), even where lanes
+/// would be smaller (as it is for tensors this small).
+fn lanes9(n: usize, rows: u32, seed: u64) -> CompressedTensor {
+    compress_exact(&weights(n, seed), &EncodeOptions { segment_rows: rows, layout: Layout::Lanes9 })
+}
+
 fn main() {
     let dir = std::env::args().nth(1).expect("usage: make_seeds <dir>");
     let dir = Path::new(&dir);
@@ -46,12 +53,17 @@ fn main() {
         ("rows3_1000", tensor(1000, 3, 5)),
         ("lanes_rows2_777", lanes(777, 2, 10)),
         ("lanes_rows1_300", lanes(300, 1, 11)),
+        ("lanes9_rows2_777", lanes9(777, 2, 14)),
+        ("lanes9_rows1_300", lanes9(300, 1, 15)),
+        ("lanes9_odd_13", lanes9(13, 1, 16)),
+        ("lanes9_constant", compress_exact(&[0x3FC0; 21], &EncodeOptions { segment_rows: 1, layout: Layout::Lanes9 })),
     ];
     let groups: Vec<(&str, Group)> = vec![
         ("group3", Group { tensors: vec![tensor(13, 1, 6), tensor(260, 1, 7), tensor(5, 2, 8)] }),
         ("group_empty_mix", Group { tensors: vec![tensor(0, 1, 0), tensor(9, 1, 9)] }),
         ("group_none", Group { tensors: vec![] }),
         ("group_layouts", Group { tensors: vec![tensor(40, 1, 12), lanes(300, 1, 13)] }),
+        ("group_layouts3", Group { tensors: vec![tensor(40, 1, 17), lanes(300, 1, 18), lanes9(301, 1, 19)] }),
     ];
     let mut containers: Vec<(&str, Vec<u8>)> = singles.iter().map(|(n, t)| (*n, t.to_bytes())).collect();
     containers.extend(groups.iter().map(|(n, g)| (*n, g.to_bytes())));
@@ -74,9 +86,10 @@ fn main() {
     for (name, t) in &singles {
         write("in_place", name, &t.to_bytes());
     }
-    // roundtrip: segment_rows byte, then raw little-endian bf16 bits.
-    for (name, n, seed) in [("w1", 1, 1), ("w300", 300, 2), ("w777", 777, 3)] {
-        let mut b = vec![seed as u8];
+    // roundtrip: a byte of segment_rows and layout, then raw little-endian
+    // bf16 bits.
+    for (name, n, seed, first) in [("w1", 1, 1, 1), ("w300", 300, 2, 2), ("w777", 777, 3, 3), ("w9_500", 500, 4, 0x13)] {
+        let mut b = vec![first];
         b.extend(weights(n, seed).iter().flat_map(|w| w.to_le_bytes()));
         write("roundtrip", name, &b);
     }

@@ -59,7 +59,7 @@ impl Part {
         for (inp, sm) in inp.chunks(BLOCK).zip(sm.chunks_mut(BLOCK)) {
             // The histogram's loop has the work to hide the memory reads;
             // the split, vectorised on its own, then reads the cache.
-            self.crc = crc_histogram(self.crc, inp, &mut h);
+            self.crc = crc_histogram::<7, { 2 * SYMBOLS }, 8>(self.crc, inp, &mut h);
             for (o, &b) in sm.iter_mut().zip(inp) {
                 o.write(bits::sign_mantissa(b));
             }
@@ -72,26 +72,32 @@ impl Part {
     }
 }
 
-/// Adds `inp` to the sub-histograms `h` and returns `crc` continued with it.
-fn crc_histogram(crc: u32, inp: &[u16], h: &mut [[u32; 2 * SYMBOLS]; 8]) -> u32 {
+/// Adds `inp` to the sub-histograms `h`, indexed by `b >> SHIFT` and
+/// element `k` of each octet counted in `h[k % S]`, and returns `crc`
+/// continued with it.
+fn crc_histogram<const SHIFT: u32, const W: usize, const S: usize>(
+    crc: u32,
+    inp: &[u16],
+    h: &mut [[u32; W]; S],
+) -> u32 {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("sse4.2") {
         // SAFETY: the CPU has SSE4.2, the only feature the function enables.
-        return unsafe { crc_histogram_sse42(crc, inp, h) };
+        return unsafe { crc_histogram_sse42::<SHIFT, W, S>(crc, inp, h) };
     }
-    histogram(inp, h);
+    histogram::<SHIFT, W, S>(inp, h);
     data_crc_append(crc, inp)
 }
 
-fn histogram(inp: &[u16], h: &mut [[u32; 2 * SYMBOLS]; 8]) {
+fn histogram<const SHIFT: u32, const W: usize, const S: usize>(inp: &[u16], h: &mut [[u32; W]; S]) {
     let (octets, rest) = inp.as_chunks::<8>();
     for o in octets {
-        for (sub, &b) in h.iter_mut().zip(o) {
-            sub[(b >> 7) as usize] += 1;
+        for (k, &b) in o.iter().enumerate() {
+            h[k % S][(b >> SHIFT) as usize] += 1;
         }
     }
     for &b in rest {
-        h[0][(b >> 7) as usize] += 1;
+        h[0][(b >> SHIFT) as usize] += 1;
     }
 }
 
@@ -100,7 +106,11 @@ fn histogram(inp: &[u16], h: &mut [[u32; 2 * SYMBOLS]; 8]) {
 /// so interleaved they take little more time than the histogram alone.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse4.2")]
-fn crc_histogram_sse42(crc: u32, inp: &[u16], h: &mut [[u32; 2 * SYMBOLS]; 8]) -> u32 {
+fn crc_histogram_sse42<const SHIFT: u32, const W: usize, const S: usize>(
+    crc: u32,
+    inp: &[u16],
+    h: &mut [[u32; W]; S],
+) -> u32 {
     use std::arch::x86_64::{_mm_crc32_u16, _mm_crc32_u64};
     let mut c = u64::from(!crc);
     let (octets, rest) = inp.as_chunks::<8>();
@@ -108,14 +118,14 @@ fn crc_histogram_sse42(crc: u32, inp: &[u16], h: &mut [[u32; 2 * SYMBOLS]; 8]) -
         // x86 is little-endian: the u64s hold the elements' bytes in order.
         let [lo, hi]: [u64; 2] = bytemuck::cast(*o);
         c = _mm_crc32_u64(_mm_crc32_u64(c, lo), hi);
-        for (sub, &b) in h.iter_mut().zip(o) {
-            sub[(b >> 7) as usize] += 1;
+        for (k, &b) in o.iter().enumerate() {
+            h[k % S][(b >> SHIFT) as usize] += 1;
         }
     }
     let mut c = c as u32;
     for &b in rest {
         c = _mm_crc32_u16(c, b);
-        h[0][(b >> 7) as usize] += 1;
+        h[0][(b >> SHIFT) as usize] += 1;
     }
     !c
 }
@@ -166,23 +176,20 @@ pub(crate) fn scan9(bits: &[u16], spare: Vec<u8>) -> Scan9 {
         .par_chunks_mut(TASK_RAW)
         .zip(bits.par_chunks(TASK))
         .map(|(out, inp)| {
-            // Four sub-histograms by sign and symbol (no mask needed), as in `scan`.
-            let mut h = vec![[0u32; 2 * SYMBOLS9]; 4];
-            let (quads, rest) = inp.as_chunks::<4>();
-            for q in quads {
-                for (sub, &b) in h.iter_mut().zip(q) {
-                    sub[(b >> 6) as usize] += 1;
-                }
+            // Four sub-histograms by sign and symbol (no mask needed), as in
+            // `scan`; block by block, so that the raw bytes are packed from
+            // the L1 cache.
+            let mut h = Box::new([[0u32; 2 * SYMBOLS9]; 4]);
+            let mut crc = 0;
+            for (inp, out) in inp.chunks(BLOCK).zip(out.chunks_mut(BLOCK / LANE_RUN * RAW9_GROUP_BYTES)) {
+                crc = crc_histogram::<6, { 2 * SYMBOLS9 }, 4>(crc, inp, &mut h);
+                raw_groups(inp, out);
             }
-            for &b in rest {
-                h[0][(b >> 6) as usize] += 1;
-            }
-            raw_groups(inp, out);
             let mut hist = Box::new([0u64; SYMBOLS9]);
             for (s, t) in hist.iter_mut().enumerate() {
                 *t = h.iter().map(|sub| (sub[s] + sub[s + SYMBOLS9]) as u64).sum();
             }
-            (hist, data_crc_append(0, inp), inp.len())
+            (hist, crc, inp.len())
         })
         .reduce(
             || (Box::new([0u64; SYMBOLS9]), 0, 0),
@@ -199,10 +206,53 @@ pub(crate) fn scan9(bits: &[u16], spare: Vec<u8>) -> Scan9 {
 fn raw_groups(inp: &[u16], out: &mut [u8]) {
     let (groups, tail) = inp.as_chunks::<LANE_RUN>();
     let (whole, rest) = out.split_at_mut(groups.len() * RAW9_GROUP_BYTES);
-    for (g, o) in groups.iter().zip(whole.as_chunks_mut::<RAW9_GROUP_BYTES>().0) {
-        *o = bits::pack_raw9(g.map(bits::raw7));
-    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
+    unsafe {
+        raw_groups_sse2(groups, whole)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    raw_groups_portable(groups, whole);
     for (o, &b) in rest.iter_mut().zip(tail) {
         *o = bits::raw7(b);
     }
+}
+
+/// Whole groups, one at a time.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn raw_groups_portable(groups: &[[u16; LANE_RUN]], out: &mut [u8]) {
+    for (g, o) in groups.iter().zip(out.as_chunks_mut::<RAW9_GROUP_BYTES>().0) {
+        *o = bits::pack_raw9(g.map(bits::raw7));
+    }
+}
+
+/// Whole groups with SSE2, one a step: the 8 raw values in 16-bit lanes,
+/// value 7's bit `i` moved to bit 7 of lane `i` by a multiply, packed to
+/// bytes, stored as 8 bytes of which the next group's store overwrites the
+/// last (the final group's goes through the portable loop).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse2")]
+fn raw_groups_sse2(groups: &[[u16; LANE_RUN]], out: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let Some((last, most)) = groups.split_last() else { return };
+    let low6 = _mm_set1_epi16(0x3f);
+    let sign = _mm_set1_epi16(0x40);
+    let top = _mm_set1_epi16(0x80);
+    let spread = _mm_setr_epi16(128, 64, 32, 16, 8, 4, 2, 1);
+    assert!(out.len() >= RAW9_GROUP_BYTES * groups.len(), "room for every group");
+    let base = out.as_mut_ptr();
+    for (i, g) in most.iter().enumerate() {
+        // SAFETY: `g` is 16 readable bytes; the 8 bytes from `7i` are in
+        // `out`: `7i + 8 <= 7·most.len() + 1 <= 7·groups.len()` (checked).
+        unsafe {
+            let v = _mm_loadu_si128(g.as_ptr().cast());
+            let r = _mm_or_si128(_mm_and_si128(v, low6), _mm_and_si128(_mm_srli_epi16::<9>(v), sign));
+            let r7 = _mm_unpackhi_epi64(_mm_shufflehi_epi16::<0xff>(r), _mm_shufflehi_epi16::<0xff>(r));
+            let t = _mm_and_si128(_mm_mullo_epi16(r7, spread), top);
+            let bytes = _mm_packus_epi16(_mm_or_si128(r, t), _mm_setzero_si128());
+            _mm_storel_epi64(base.add(RAW9_GROUP_BYTES * i).cast(), bytes);
+        }
+    }
+    let at = most.len() * RAW9_GROUP_BYTES;
+    raw_groups_portable(std::slice::from_ref(last), &mut out[at..]);
 }
