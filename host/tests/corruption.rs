@@ -11,8 +11,9 @@
 
 use df11_host::container::reseal_crcs;
 use df11_host::decode::{DecodeOptions, decode};
+use df11_host::encode::compress_exact;
 use df11_host::synth::realistic_weights;
-use df11_host::{CompressedTensor, EncodeOptions, Group, Layout, compress_with, decode_reference};
+use df11_host::{CompressedTensor, EncodeOptions, Group, Layout, decode_reference};
 
 /// A group of several tensors with several segments each: lengths not a
 /// multiple of 8, small `segment_rows`, one single-symbol and one empty tensor.
@@ -35,7 +36,7 @@ fn encode(tensors: &[(Vec<u16>, u32)], layout: Layout) -> Group {
     Group {
         tensors: tensors
             .iter()
-            .map(|(bits, rows)| compress_with(bits, &EncodeOptions { segment_rows: *rows, layout }))
+            .map(|(bits, rows)| compress_exact(bits, &EncodeOptions { segment_rows: *rows, layout }))
             .collect(),
     }
 }
@@ -115,7 +116,7 @@ fn sweep(clean: &[u8], check: &dyn Fn(&[u8], &str) -> bool) {
 #[test]
 fn corrupt_group_is_rejected_or_exact() {
     let original = originals();
-    for layout in [Layout::Warp, Layout::Lanes] {
+    for layout in [Layout::Warp, Layout::Lanes, Layout::Lanes9] {
         let g = encode(&original, layout);
         let clean = g.to_bytes();
         assert!(check_group(&clean, &original, "clean"));
@@ -126,8 +127,8 @@ fn corrupt_group_is_rejected_or_exact() {
 #[test]
 fn corrupt_single_tensor_is_rejected_or_exact() {
     let original = realistic_weights(1, 1000, 0.02, 9);
-    for layout in [Layout::Warp, Layout::Lanes] {
-        let t = compress_with(&original, &EncodeOptions { segment_rows: 1, layout });
+    for layout in [Layout::Warp, Layout::Lanes, Layout::Lanes9] {
+        let t = compress_exact(&original, &EncodeOptions { segment_rows: 1, layout });
         assert_eq!(t.num_segments(), 4);
         let clean = t.to_bytes();
         assert!(check_single(&clean, &original, "clean"));

@@ -165,7 +165,7 @@ mod tests {
         }
         let bufs: &[[u16; LANE_BUF]; LANES] = (&*bufs).try_into().unwrap();
         let raw: Vec<[u8; ROW_RAW]> = (0..rows)
-            .map(|r| std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(r as u8 * 101)))
+            .map(|r| std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add((r as u8).wrapping_mul(101))))
             .collect();
         let (mut a, mut b) = (vec![[0u16; ROW_ELEMS]; rows], vec![[1u16; ROW_ELEMS]; rows]);
         // SAFETY: the CPU has SSSE3 (checked above).

@@ -164,12 +164,17 @@ pub(crate) struct Scan9 {
 /// thread count. The raw bytes go into `spare` if it has the capacity.
 pub(crate) fn scan9(bits: &[u16], spare: Vec<u8>) -> Scan9 {
     let len = bits::raw9_len(bits.len() as u64) as usize;
+    // Zeroed before written (no uninitialised bytes are ever exposed): a
+    // fresh allocation's pages come zeroed from the system, untouched until
+    // written, so that costs no pass of its own; a spare's are in memory.
     let mut raw = spare;
     raw.clear();
     if raw.capacity() < len {
-        raw = crate::hint::huge_vec(len);
+        raw = vec![0; len];
+        crate::hint::huge_pages(&mut raw);
+    } else {
+        raw.resize(len, 0);
     }
-    raw.resize(len, 0);
     // TASK is a whole number of groups, so each task's raw bytes are its own.
     const TASK_RAW: usize = TASK / LANE_RUN * RAW9_GROUP_BYTES;
     let part = raw
