@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{decode_both, shuffled};
+use common::{decode_both, judge_alike, shuffled};
 use df11_host::decode::{self, DecodeOptions};
 use df11_host::format::{LANE_RUN, LANES, ROW_ELEMS};
 use df11_host::synth::{self, SplitMix64};
@@ -203,25 +203,6 @@ fn lane_longer_than_its_codes_can_be_is_invalid() {
     assert!(matches!(e, Error::Invalid { field: "stream_offsets", .. }), "{e}");
 }
 
-/// Fast and reference decoders judge a damaged tensor alike: both reject it,
-/// or both return the same bits (only possible when the damage is invisible,
-/// e.g. in a word of padding).
-fn judge_alike(t: &CompressedTensor) {
-    let reference = decode_reference(t);
-    for verify_crc in [true, false] {
-        for r in decode_both(t, &DecodeOptions { verify_crc, ..Default::default() }) {
-            match (&reference, &r) {
-                (Ok(a), Ok(b)) => assert_eq!(a, b),
-                (Err(_), Err(_)) => {}
-                // Without the CRC check the fast decoder may return bits the
-                // reference rejects only by their checksum.
-                (Err(Error::Checksum { .. }), Ok(_)) if !verify_crc => {}
-                _ => panic!("reference {reference:?} but fast {r:?}"),
-            }
-        }
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -276,12 +257,7 @@ proptest! {
     ) {
         let mut t = enc(&synth::realistic_weights(1, n, 0.02, seed), rows);
         for (pos, val, kind) in damage {
-            match kind {
-                0 if !t.words.is_empty() => { let i = pos % t.words.len(); t.words[i] ^= 1 << (val % 32); }
-                1 if !t.words.is_empty() => { let i = pos % t.words.len(); t.words[i] = val; }
-                2 => { let i = pos % t.stream_offsets.len(); t.stream_offsets[i] = val % (t.words.len() as u32 + 2); }
-                _ => { let i = pos % t.sign_mantissa.len(); t.sign_mantissa[i] ^= val as u8 | 1; }
-            }
+            common::damage(&mut t, pos, val, kind);
         }
         judge_alike(&t);
     }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{decode_both, shuffled};
+use common::{decode_both, judge_alike, shuffled};
 use df11_host::decode::{self, DecodeOptions, Runs};
 use df11_host::encode::compress_exact;
 use df11_host::synth::{self, SplitMix64};
@@ -151,21 +151,6 @@ fn gpu_layout_refuses_lanes9() {
     assert!(matches!(e, Error::GpuLayout { layout: "lanes9" }), "{e}");
 }
 
-/// Fast and reference decoders judge a damaged tensor alike.
-fn judge_alike(t: &CompressedTensor) {
-    let reference = decode_reference(t);
-    for verify_crc in [true, false] {
-        for r in decode_both(t, &DecodeOptions { verify_crc, ..Default::default() }) {
-            match (&reference, &r) {
-                (Ok(a), Ok(b)) => assert_eq!(a, b),
-                (Err(_), Err(_)) => {}
-                (Err(Error::Checksum { .. }), Ok(_)) if !verify_crc => {}
-                _ => panic!("reference {reference:?} but fast {r:?}"),
-            }
-        }
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -195,12 +180,7 @@ proptest! {
     ) {
         let mut t = enc(&synth::realistic_weights(1, n, 0.02, seed), rows);
         for (pos, val, kind) in damage {
-            match kind {
-                0 if !t.words.is_empty() => { let i = pos % t.words.len(); t.words[i] ^= 1 << (val % 32); }
-                1 if !t.words.is_empty() => { let i = pos % t.words.len(); t.words[i] = val; }
-                2 => { let i = pos % t.stream_offsets.len(); t.stream_offsets[i] = val % (t.words.len() as u32 + 2); }
-                _ => { let i = pos % t.sign_mantissa.len(); t.sign_mantissa[i] ^= val as u8 | 1; }
-            }
+            common::damage(&mut t, pos, val, kind);
         }
         judge_alike(&t);
     }
