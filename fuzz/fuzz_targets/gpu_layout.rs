@@ -15,10 +15,10 @@
 use df11_fuzz::{fix_crcs, reference_bits};
 use df11_gpu::decode::TensorDesc;
 use df11_gpu::format::{
-    LANE_RUN, LANES, LAYOUT_LANES, MAX_CODE_LEN, MAX_SEGMENT_ROWS, MULTI_TABLE_WORDS, ROW_ELEMS, TABLE_WORDS,
+    LANE_RUN, LANES, LAYOUT_LANES, LAYOUT_LANES9, MAX_CODE_LEN, MAX_SEGMENT_ROWS, MULTI_TABLE_WORDS, ROW_ELEMS, TABLE_WORDS,
 };
 use df11_host::gpu::{GroupLayout, decode_emulated};
-use df11_host::{Error, Group, Layout};
+use df11_host::{Error, Group};
 use libfuzzer_sys::fuzz_target;
 
 /// Breaks one field of one tensor; the validation must notice or the layout
@@ -70,9 +70,10 @@ fn check_bounds(l: &GroupLayout, num_tensors: usize) {
         assert_eq!(d.out_offset, out_end, "tensors are back to back in the output");
         out_end += n;
         assert!(d.out_offset + n <= l.total_elements, "writes stay in the output");
-        // One offset per segment (warp) or per lane (lanes), and each
-        // kernel's own table.
-        let lanes = d.layout == LAYOUT_LANES;
+        // One offset per segment (warp) or per lane (lanes, lanes9), and
+        // each kernel's own table.
+        let nine = d.layout == LAYOUT_LANES9;
+        let lanes = d.layout == LAYOUT_LANES || nine;
         let k = s as usize * if lanes { LANES } else { 1 };
         let table_words = if lanes { MULTI_TABLE_WORDS } else { TABLE_WORDS };
         let ob = d.offset_base as usize;
@@ -80,7 +81,8 @@ fn check_bounds(l: &GroupLayout, num_tensors: usize) {
         let offs = &l.offsets[ob..=ob + k];
         assert!(offs.windows(2).all(|w| w[0] <= w[1]), "offsets non-decreasing");
         assert!(d.word_base + u64::from(offs[k]) <= l.words.len() as u64, "words in bounds");
-        assert!(d.sm_base + n.div_ceil(LANE_RUN as u64) <= l.sign_mantissa.len() as u64, "sign+mantissa in bounds");
+        let raw_bytes = if nine { df11_host::format::RAW9_GROUP_BYTES as u64 * (n / 8) + n % 8 } else { n };
+        assert!(d.sm_base + raw_bytes.div_ceil(LANE_RUN as u64) <= l.sign_mantissa.len() as u64, "raw bytes in bounds");
         assert_eq!(d.table_base as usize, table_end, "tables back to back");
         table_end += table_words;
         assert!(table_end <= l.tables.len(), "table in bounds");
@@ -101,12 +103,6 @@ fuzz_target!(|data: &[u8]| {
     tweak(&mut g, ctrl[1], u32::from_le_bytes(ctrl[2..6].try_into().unwrap()), ctrl[6]);
     let layout = match GroupLayout::new(&g) {
         Ok(l) => l,
-        // The kernel does not read lanes9 (yet): refused whole, typed.
-        Err(Error::GpuLayout { layout }) => {
-            assert_eq!(layout, "lanes9");
-            assert!(g.tensors.iter().any(|t| t.layout == Layout::Lanes9), "only lanes9 is refused");
-            return;
-        }
         Err(e) => {
             assert!(matches!(e, Error::Invalid { .. }), "layout error {e:?}");
             assert!(g.validate().is_err(), "layout rejected a valid group: {e:?}");

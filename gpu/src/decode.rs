@@ -18,9 +18,12 @@
 //! one 8 KiB copy from L2 per block and tensor, and the kernel stays small.
 
 use crate::format::{
-    DESC_WORDS, ERR_LAUNCH, ERR_WORD_COUNT, LANE_RUN, LANES, LAYOUT_LANES, LAYOUT_WARP, MULTI_TABLE_WORDS, ROW_ELEMS,
-    TABLE_BITS, TABLE_WORDS, WORD_BITS,
+    DESC_WORDS, ERR_LAUNCH, ERR_WORD_COUNT, LANE_RUN, LANES, LAYOUT_LANES, LAYOUT_LANES9, LAYOUT_WARP,
+    MULTI_TABLE_WORDS, RAW9_GROUP_BYTES, ROW_ELEMS, TABLE_BITS, TABLE_WORDS, WORD_BITS,
 };
+
+/// Raw bytes of a lanes9 run, in the kernel's `u32` arithmetic.
+const RAW9: u32 = RAW9_GROUP_BYTES as u32;
 use crate::mem;
 use crate::table::entry_len;
 use crate::thread::{GlobalRuns, Runs, Thread};
@@ -31,6 +34,9 @@ pub const KERNEL_NAME: &str = "df11_decode_group";
 
 /// Entry-point name of [`decode_group_lanes`] in the PTX module.
 pub const LANES_KERNEL_NAME: &str = "df11_decode_group_lanes";
+
+/// Entry-point name of [`decode_group_lanes9`] in the PTX module.
+pub const LANES9_KERNEL_NAME: &str = "df11_decode_group_lanes9";
 
 /// Where one tensor of a group lives in the device buffers of [`GroupInput`].
 ///
@@ -149,7 +155,27 @@ pub fn decode_group<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O
 /// [`decode_group`] does, [`ERR_WORD_COUNT`] also for a lane whose stream
 /// does not end in its last word followed by zero bits.
 pub fn decode_group_lanes<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O, error: &ErrorReport) {
-    for_each_segment::<LAYOUT_LANES, MULTI_TABLE_WORDS, T, O>(t, g, out, error, crate::lanes::decode_segment);
+    for_each_segment::<LAYOUT_LANES, MULTI_TABLE_WORDS, T, O>(
+        t,
+        g,
+        out,
+        error,
+        crate::lanes::decode_segment::<false, T, O>,
+    );
+}
+
+/// Decodes every tensor of `g` in the lanes9 layout into `out` (the others
+/// are skipped), as [`decode_group_lanes`] does the lanes layout: the same
+/// threads and loop, a table of `crate::table::build_multi9`, and the raw
+/// bytes of FORMAT.md section 12 in `g.sign_mantissa`.
+pub fn decode_group_lanes9<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O, error: &ErrorReport) {
+    for_each_segment::<LAYOUT_LANES9, MULTI_TABLE_WORDS, T, O>(
+        t,
+        g,
+        out,
+        error,
+        crate::lanes::decode_segment::<true, T, O>,
+    );
 }
 
 /// The block loop both kernels share: hands each warp of the block a segment
@@ -243,7 +269,7 @@ fn decode_segment<T: Thread, O: GlobalRuns>(
     let (start, end) = (g.offsets[oi], g.offsets[oi + 1]);
     let base = d.word_base as usize + start as usize;
     let mut s = LaneStream::new(&g.words[base..base + end.saturating_sub(start) as usize], lane, d.max_len);
-    segment_rows::<0, T, O>(t, g, d, seg, out, |bytes, valid| s.decode_run(t, bytes, valid));
+    segment_rows::<0, false, T, O>(t, g, d, seg, out, |bytes, valid| s.decode_run(t, bytes, valid));
     let taken = s.taken();
     let seg_words = s.words.len() as u32;
     if lane == 0 && taken != seg_words {
@@ -269,7 +295,7 @@ pub(crate) fn report_segment(d: &TensorDesc, seg: u64, error: &ErrorReport) {
 /// ahead are also prefetched into the L2 cache, for a kernel whose rows take
 /// less time than a load from memory.
 #[inline(always)]
-pub(crate) fn segment_rows<const AHEAD: u32, T: Thread, O: GlobalRuns>(
+pub(crate) fn segment_rows<const AHEAD: u32, const NINE: bool, T: Thread, O: GlobalRuns>(
     t: &T,
     g: &GroupInput<'_>,
     d: &TensorDesc,
@@ -294,10 +320,28 @@ pub(crate) fn segment_rows<const AHEAD: u32, T: Thread, O: GlobalRuns>(
     // This segment's sign+mantissa bytes, 8 (one run) per `u64`; segments
     // start on a row boundary. Cut to the segment so that the row ahead of
     // the last one reads zero, and so that the bound fits in 32 bits.
-    let sm = &g.sign_mantissa[(d.sm_base + seg_elem0 / u64::from(RUN)) as usize..];
-    let sm_len = sm.len().min((rows * LANES as u32) as usize) as u32;
+    // `NINE` (lanes9): 7 raw bytes a run, so a row's are 28 `u64`s and a
+    // segment's start on a `u64` too.
+    let (sm_start, sm_words) = if NINE {
+        (7 * seg_elem0 / 64, rows * (LANES as u32 * RAW9 / 8))
+    } else {
+        (seg_elem0 / u64::from(RUN), rows * LANES as u32)
+    };
+    let sm = &g.sign_mantissa[(d.sm_base + sm_start) as usize..];
+    let sm_len = sm.len().min(sm_words as usize) as u32;
     // The one check, in 32 bits, is the load's predicate, not a branch.
-    let load_sm = |k: u32| if k < sm_len { mem::get_or_zero(sm, k as usize) } else { 0 };
+    let load_word = |i: u32| if i < sm_len { mem::get_or_zero(sm, i as usize) } else { 0 };
+    // Run `k`'s bytes: its `u64`, or (lanes9) the 7 from byte `7k` on, from
+    // the two `u64`s that hold them (the eighth byte is the next run's).
+    let load_sm = |k: u32| {
+        if NINE {
+            let (i, shift) = (RAW9 * k / 8, 8 * (RAW9 * k % 8));
+            (load_word(i) >> shift) | shl_or_zero(load_word(i + 1), 64 - shift)
+        } else {
+            load_word(k)
+        }
+    };
+    let word_of = |k: u32| if NINE { RAW9 * k / 8 } else { k };
     // Element by element: a partial row, or an output offset that is not a
     // multiple of 8.
     let store_each = |k: u32, run: [u32; LANE_RUN / 2], valid: u32| {
@@ -309,7 +353,7 @@ pub(crate) fn segment_rows<const AHEAD: u32, T: Thread, O: GlobalRuns>(
     let mut k = lane;
     let mut sm_next = load_sm(k);
     for r in 1..AHEAD {
-        mem::prefetch::<true, u64>(&sm[..sm_len as usize], (k + r * LANES as u32) as usize);
+        mem::prefetch::<true, u64>(&sm[..sm_len as usize], word_of(k + r * LANES as u32) as usize);
     }
     // Every row but a tensor's last is full: decode those with all slots
     // live, so the steps carry no per-slot predicates. One loop per kind of
@@ -319,7 +363,7 @@ pub(crate) fn segment_rows<const AHEAD: u32, T: Thread, O: GlobalRuns>(
             let bytes = sm_next;
             sm_next = load_sm(k + LANES as u32);
             if AHEAD > 0 {
-                mem::prefetch::<true, u64>(&sm[..sm_len as usize], (k + AHEAD * LANES as u32) as usize);
+                mem::prefetch::<true, u64>(&sm[..sm_len as usize], word_of(k + AHEAD * LANES as u32) as usize);
             }
             let run = decode_run(bytes, RUN);
             store(k, run);

@@ -158,7 +158,7 @@ unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
 }
 
 /// Defines a group decode kernel: an entry point that turns the raw launch
-/// arguments into the safe types `$logic` takes. Both kernels take the same
+/// arguments into the safe types `$logic` takes. All kernels take the same
 /// arguments, so the launcher passes one argument list to either.
 macro_rules! group_kernel {
     ($(#[$doc:meta])* $name:ident => $logic:path) => {
@@ -215,4 +215,10 @@ group_kernel! {
     /// Group decode kernel for the lanes layout: see
     /// [`crate::decode::decode_group_lanes`].
     df11_decode_group_lanes => crate::decode::decode_group_lanes
+}
+
+group_kernel! {
+    /// Group decode kernel for the lanes9 layout: see
+    /// [`crate::decode::decode_group_lanes9`].
+    df11_decode_group_lanes9 => crate::decode::decode_group_lanes9
 }

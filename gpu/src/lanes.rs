@@ -32,7 +32,7 @@
 use crate::decode::{ErrorReport, GroupInput, TensorDesc, byte_perm, report_segment, segment_rows, shl_or_zero};
 use crate::format::{LANE_RUN, LANES, TABLE_BITS, WORD_BITS};
 use crate::mem;
-use crate::table::{MULTI_MAX, multi_bits, multi_count};
+use crate::table::{MULTI_MAX, multi_bits, multi_count, multi_tops};
 use crate::thread::{GlobalRuns, Thread};
 
 /// Rows ahead whose sign+mantissa bytes are prefetched into L2: about 8 rows
@@ -46,7 +46,7 @@ const LINE_WORDS: u32 = 32;
 /// of the warp call it together. The tensor's multi-symbol table is in
 /// shared memory.
 #[inline(always)]
-pub(crate) fn decode_segment<T: Thread, O: GlobalRuns>(
+pub(crate) fn decode_segment<const NINE: bool, T: Thread, O: GlobalRuns>(
     t: &T,
     g: &GroupInput<'_>,
     d: &TensorDesc,
@@ -60,7 +60,10 @@ pub(crate) fn decode_segment<T: Thread, O: GlobalRuns>(
     // The tensor's words from its word 0, indexed in 32 bits (a tensor has
     // fewer than 2^32 words).
     let mut s = LaneBits::new(&g.words[d.word_base as usize..], start);
-    segment_rows::<AHEAD, T, O>(t, g, d, seg, out, |bytes, valid| join(s.decode_run(t, valid), bytes));
+    segment_rows::<AHEAD, NINE, T, O>(t, g, d, seg, out, |bytes, valid| {
+        let (exps, tops) = s.decode_run::<NINE, T>(t, valid);
+        if NINE { join9(exps, tops, bytes) } else { join(exps, bytes) }
+    });
     let bad = !s.ends_in(start, end);
     if t.ballot(bad) != 0 && lane == 0 {
         report_segment(d, seg, error);
@@ -96,26 +99,29 @@ impl<'a> LaneBits<'a> {
 
     /// This lane's next `want` exponents (at most 8), packed in bytes, the
     /// first in the low byte; the bytes past `want` hold no exponent. Called
-    /// by all lanes of the warp together.
+    /// by all lanes of the warp together. `NINE` (lanes9): the symbols' low
+    /// 8 bits so, and their bit 8 in the second value, the first in bit 0
+    /// (bits past `want` hold nothing); without it that is 0.
     #[inline(always)]
-    fn decode_run<T: Thread>(&mut self, t: &T, want: u32) -> u64 {
+    fn decode_run<const NINE: bool, T: Thread>(&mut self, t: &T, want: u32) -> (u64, u32) {
         // The line after the one in use, once a row: a lane uses a line for
         // about 50 rows, so it is in L1 long before the lane gets there.
         mem::prefetch::<false, u32>(self.words, self.next.wrapping_add(LINE_WORDS) as usize);
         let mut exps = 0u64;
+        let mut tops = 0u32;
         let mut have = 0u32;
         // A full run needs at least two lookups (four codes a lookup): those
         // go without the vote, which would sit in the loop's chain.
         if want == LANE_RUN as u32 {
-            self.lookup(t, &mut exps, &mut have, want);
-            self.lookup(t, &mut exps, &mut have, want);
+            self.lookup::<NINE, T>(t, &mut exps, &mut tops, &mut have, want);
+            self.lookup::<NINE, T>(t, &mut exps, &mut tops, &mut have, want);
         }
         loop {
             // Uniform: the warp leaves together, once every lane has its run.
             if t.ballot(have < want) == 0 {
-                return exps;
+                return (exps, tops);
             }
-            self.lookup(t, &mut exps, &mut have, want);
+            self.lookup::<NINE, T>(t, &mut exps, &mut tops, &mut have, want);
         }
     }
 
@@ -124,7 +130,14 @@ impl<'a> LaneBits<'a> {
     /// of the warp refills in almost every lookup, so a branch around the
     /// refill would be taken anyway, and cost its convergence bookkeeping.
     #[inline(always)]
-    fn lookup<T: Thread>(&mut self, t: &T, exps: &mut u64, have: &mut u32, want: u32) {
+    fn lookup<const NINE: bool, T: Thread>(
+        &mut self,
+        t: &T,
+        exps: &mut u64,
+        tops: &mut u32,
+        have: &mut u32,
+        want: u32,
+    ) {
         let rest = want - *have;
         // Fewer than 12 unread bits: take a word. At most 43 are then unread,
         // all in `prev:last`.
@@ -149,6 +162,10 @@ impl<'a> LaneBits<'a> {
         // Bytes past the entry's count are zero; those past the run's eighth
         // slot fall off (the shift clamps to 0 at 64).
         *exps |= shl_or_zero(u64::from(symbols), 8 * *have);
+        if NINE {
+            // `have` is below 8: the bits land below bit 11.
+            *tops |= multi_tops(meta) << *have;
+        }
         // Never past `want`.
         *have += multi_count(meta).min(rest);
     }
@@ -196,4 +213,58 @@ fn join(exps: u64, sm: u64) -> [u32; LANE_RUN / 2] {
         let e = byte_perm(exps[j / 2], 0, e_sel);
         (b & 0x807f_807f) + (e << 7)
     })
+}
+
+/// [`join`] for lanes9: a run's symbols (low 8 bits in the bytes of `exps`,
+/// bit 8 in bit `k` of `tops`) joined with its 7 raw bytes (`raw`'s bytes
+/// 0..7; byte 7 is the next run's): two bf16 values a word.
+///
+/// Value 7 is gathered from the raw bytes' top bits by two multiplies (each
+/// moves four bits, 8 apart, to bits 28..32 with no carries between the
+/// partial products) and put in byte 7; then each pair is, per 16-bit half,
+/// `symbol << 6 | raw & 0x3f | (raw & 0x40) << 9`, the halves spread from
+/// bytes by byte permutes as in [`join`].
+#[inline(always)]
+fn join9(exps: u64, tops: u32, raw: u64) -> [u32; LANE_RUN / 2] {
+    let (lo, hi) = (raw as u32, (raw >> 32) as u32);
+    let gather = |w: u32| (w & 0x8080_8080).wrapping_mul(0x0020_4081) >> 28;
+    let seventh = gather(lo) | gather(hi & 0x0080_8080) << 4;
+    let raw = [lo, (hi & 0x00ff_ffff) | seventh << 24];
+    let exps = [exps as u32, (exps >> 32) as u32];
+    core::array::from_fn(|j| {
+        let sel = if j % 2 == 0 { 0x4140 } else { 0x4342 };
+        let r = byte_perm(raw[j / 2], 0, sel);
+        let e = byte_perm(exps[j / 2], 0, sel);
+        let top = (tops >> (2 * j) & 1) << 14 | (tops >> (2 * j + 1) & 1) << 30;
+        (e << 6) | top | (r & 0x003f_003f) | (r & 0x0040_0040) << 9
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bits;
+
+    /// [`join9`] against the format's split, on varied symbols and raw values.
+    #[test]
+    fn join9_matches_the_bit_split() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let patterns: [u16; 8] =
+                core::array::from_fn(|k| (x >> (k * 8)) as u16 ^ ((x >> 40) as u16).wrapping_mul(k as u16));
+            let syms = patterns.map(bits::symbol9);
+            let packed = bits::pack_raw9(patterns.map(bits::raw7));
+            let exps = syms.iter().rev().fold(0u64, |a, &s| a << 8 | (s & 0xff) as u64);
+            let tops = syms.iter().rev().fold(0u32, |a, &s| a << 1 | (s >> 8) as u32);
+            // Byte 7 is the next run's first byte: anything.
+            let mut raw = [(x >> 3) as u8; 8];
+            raw[..7].copy_from_slice(&packed);
+            let got = join9(exps, tops, u64::from_le_bytes(raw));
+            let want: [u32; 4] = core::array::from_fn(|j| patterns[2 * j] as u32 | (patterns[2 * j + 1] as u32) << 16);
+            assert_eq!(got, want);
+        }
+    }
 }

@@ -187,6 +187,31 @@ pub fn build_multi(single: &[Entry; TABLE_SIZE], out: &mut [u32; MULTI_TABLE_WOR
     }
 }
 
+/// Bit of a lanes9 multi-symbol meta word where the top bits (bit 8) of
+/// its four symbols start, the first symbol's lowest.
+const MULTI_TOPS_SHIFT: u32 = 24;
+
+/// The top bits (bit 8) of a lanes9 entry's symbols, from its meta word:
+/// bit `i` is symbol `i`'s.
+#[inline(always)]
+pub const fn multi_tops(meta: u32) -> u32 {
+    meta >> MULTI_TOPS_SHIFT & 15
+}
+
+/// [`build_multi`] for a lanes9 table [`build9`] made: word `2i` holds the
+/// low 8 bits of entry `i`'s symbols, as [`build_multi`] holds exponents,
+/// and the meta word `2i + 1` also their bit 8 in bits 24..28
+/// ([`multi_tops`]): the lookup is the same 8-byte load.
+pub fn build_multi9(single: &[Entry9; TABLE_SIZE], out: &mut [u32; MULTI_TABLE_WORDS]) {
+    for (idx, w) in out.chunks_exact_mut(2).enumerate() {
+        let (syms, count, cumulative) = multi_entry9(single, idx);
+        let low = syms.iter().rev().fold(0u32, |acc, &s| acc << 8 | (s & 0xff) as u32);
+        let tops = syms.iter().rev().fold(0u32, |acc, &s| acc << 1 | (s >> 8) as u32);
+        w[0] = low;
+        w[1] = cumulative << 4 | count << MULTI_COUNT_SHIFT | tops << MULTI_TOPS_SHIFT;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +279,15 @@ mod tests {
         assert_eq!((entry9_symbol(t[0]), entry9_len(t[0])), (0, 1));
         assert_eq!((entry9_symbol(t[TABLE_SIZE - 1]), entry9_len(t[TABLE_SIZE - 1])), (511, 1));
         assert_eq!(multi_entry9(&t, TABLE_SIZE - 1), ([511; 4], 4, 1 | 2 << 4 | 3 << 8 | 4 << 12));
+        let mut m = [0; MULTI_TABLE_WORDS];
+        build_multi9(&t, &mut m);
+        // All ones: four codes of symbol 511 (low byte 0xff, bit 8 set).
+        let meta = m[2 * (TABLE_SIZE - 1) + 1];
+        assert_eq!(
+            (m[2 * (TABLE_SIZE - 1)], multi_count(meta), multi_tops(meta), multi_bits(meta, 4)),
+            (u32::MAX, 4, 15, 4)
+        );
+        assert_eq!((m[0], multi_tops(m[1])), (0, 0));
         // 512 symbols of 9 bits: a complete code; 12-bit lengths are the limit.
         assert_eq!(build9(&[9; SYMBOLS9], 0, &mut t), Ok(9));
         assert_eq!(entry9_symbol(t[TABLE_SIZE - 1]), 511);

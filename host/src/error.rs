@@ -60,13 +60,6 @@ pub enum Error {
     /// A GPU driver or launch failure.
     #[error("GPU error: {0}")]
     Gpu(String),
-    /// A tensor's layout that the GPU kernel does not decode (yet): decode
-    /// it on the CPU.
-    #[error("the GPU kernel does not decode the {layout} layout; decode this tensor on the CPU")]
-    GpuLayout {
-        /// The layout's name.
-        layout: &'static str,
-    },
 }
 
 /// `Result` with [`Error`](enum@Error).

@@ -37,12 +37,14 @@ fn realistic_bits(n: usize, rng: &mut SplitMix64) -> Vec<u16> {
     realistic_weights(1, n, 0.02, rng.next_u64())
 }
 
+/// In exactly `layout`: lanes9 even where lanes would be smaller, so that
+/// the small tensors of the checks reach the lanes9 kernel.
 fn encode(bits: &[u16], segment_rows: u32, layout: Layout) -> CompressedTensor {
-    df11::compress_with(bits, &EncodeOptions { segment_rows, layout })
+    df11_host::encode::compress_exact(bits, &EncodeOptions { segment_rows, layout })
 }
 
-/// Both layouts, the default first.
-const LAYOUTS: [Layout; 2] = [Layout::Lanes, Layout::Warp];
+/// Every layout, the default first.
+const LAYOUTS: [Layout; 3] = [Layout::Lanes, Layout::Warp, Layout::Lanes9];
 
 struct Check {
     log: String,
@@ -209,7 +211,13 @@ fn throughput(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Check
     // The default (lanes, R = 1024) against the warp kernel at the old
     // default R and at R = 256, which trades ratio for GPU parallelism
     // (docs/PERFORMANCE.md predicts these; the rows measure them).
-    let cases = [(Layout::Lanes, DEFAULT_SEGMENT_ROWS), (Layout::Warp, DEFAULT_SEGMENT_ROWS), (Layout::Warp, 256)];
+    // Lanes9 too: smaller, with more lookups a row and a costlier join.
+    let cases = [
+        (Layout::Lanes, DEFAULT_SEGMENT_ROWS),
+        (Layout::Lanes9, DEFAULT_SEGMENT_ROWS),
+        (Layout::Warp, DEFAULT_SEGMENT_ROWS),
+        (Layout::Warp, 256),
+    ];
     let name = |what: &str, (layout, rows): (Layout, u32)| format!("{what} {} R={rows}", layout.name());
     for n in sizes {
         let bits = realistic_bits(n, rng);

@@ -10,9 +10,8 @@
 //!   compressed members) become one [`DeviceGroup`], decoded by one kernel
 //!   launch into a caller-owned device buffer, tensors back to back.
 //!
-//! df11 containers in the warp and lanes layouts go through the kernel;
-//! [`upload`] refuses lanes9 ones with a typed error, and raw tensors have
-//! nothing to decode and are the caller's to copy.
+//! df11 containers of every layout go through the kernels; raw tensors
+//! have nothing to decode and are the caller's to copy.
 //!
 //! This module is the checkpoint API's only dependency on the CUDA driver
 //! bindings, so it can sit behind a cargo feature.
@@ -24,8 +23,7 @@ use crate::gpu::{DeviceGroup, GpuDecoder};
 use std::sync::{Arc, Mutex};
 
 /// A [`Decoder`] that decodes on the GPU and copies the result to host
-/// memory, whatever the container's layout (lanes9 tensors, which the
-/// kernel does not read yet, on the CPU).
+/// memory, whatever the container's layout.
 pub struct GpuHostDecoder(Mutex<GpuDecoder>);
 
 impl GpuHostDecoder {
@@ -44,12 +42,6 @@ impl GpuHostDecoder {
 impl Decoder for GpuHostDecoder {
     fn decode(&self, container: &[u8], out: &mut [u16]) -> std::result::Result<(), String> {
         let t = parse_container(container, out.len())?;
-        if t.layout == crate::Layout::Lanes9 {
-            // The kernel does not read lanes9 (yet): such a tensor is decoded
-            // on the CPU, so that a checkpoint of any layout decodes whole.
-            let opts = df11_host::DecodeOptions::default();
-            return df11_host::decode::decode_into(&t, out, &opts).map_err(|e| e.to_string());
-        }
         let group = crate::Group { tensors: vec![t] };
         // One device: tensors are decoded one after another while the CPU
         // threads read and write the neighbouring tensors.

@@ -39,7 +39,7 @@ pub struct EncodeOptions {
     /// reads it too. [`Layout::Warp`]
     /// stays for files written before (every decoder still reads them) and
     /// for whoever asks for it (`--layout warp`). [`Layout::Lanes9`] is
-    /// smaller and CPU-only for now; a tensor it would not make smaller
+    /// smaller and decodes slower on the CPU; a tensor it would not make smaller
     /// (one of a few thousand weights, where its longer code-length table
     /// costs more than it saves) is written in the lanes layout instead.
     pub layout: Layout,

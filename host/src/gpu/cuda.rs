@@ -10,7 +10,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr,
 };
 use cudarc::nvrtc::Ptx;
-use df11_gpu::decode::{KERNEL_NAME, LANES_KERNEL_NAME};
+use df11_gpu::decode::{KERNEL_NAME, LANES_KERNEL_NAME, LANES9_KERNEL_NAME};
 use df11_gpu::format::{MULTI_TABLE_WORDS, TABLE_WORDS};
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -60,7 +60,7 @@ pub struct GpuDecoder {
     // Keeps the module (and so the functions) loaded.
     _module: Arc<CudaModule>,
     /// The warp-layout kernel and the lanes-layout kernel.
-    kernels: [Kernel; 2],
+    kernels: [Kernel; 3],
     name: String,
 }
 
@@ -85,7 +85,7 @@ pub struct DeviceGroup {
     num_tensors: usize,
     payload_bytes: u64,
     /// Blocks of the warp-layout and of the lanes-layout kernel (0: no launch).
-    grids: [u32; 2],
+    grids: [u32; 3],
 }
 
 impl DeviceGroup {
@@ -99,7 +99,7 @@ impl DeviceGroup {
         self.num_tensors
     }
 
-    /// Compressed bytes one decode reads (code words plus sign+mantissa bytes).
+    /// Compressed bytes one decode reads (code words plus raw bytes).
     pub fn payload_bytes(&self) -> u64 {
         self.payload_bytes
     }
@@ -113,6 +113,12 @@ impl DeviceGroup {
     /// lanes tensor).
     pub fn lanes_grid(&self) -> u32 {
         self.grids[1]
+    }
+
+    /// Blocks in the lanes9-layout kernel's launch (0 when the group has no
+    /// lanes9 tensor).
+    pub fn lanes9_grid(&self) -> u32 {
+        self.grids[2]
     }
 }
 
@@ -191,6 +197,7 @@ impl GpuDecoder {
         let kernels = [
             kernel(KERNEL_NAME, BLOCK_THREADS, SHARED_BYTES)?,
             kernel(LANES_KERNEL_NAME, LANES_BLOCK_THREADS, LANES_SHARED_BYTES)?,
+            kernel(LANES9_KERNEL_NAME, LANES_BLOCK_THREADS, LANES_SHARED_BYTES)?,
         ];
         let stream = ctx.default_stream();
         Ok(GpuDecoder { ctx, stream, _module: module, kernels, name })
@@ -235,10 +242,11 @@ impl GpuDecoder {
             let r = if v.is_empty() { s.clone_htod(&[T::default()]) } else { s.clone_htod(v) };
             r.map_err(|e| gpu_err(format!("upload: {e}")))
         }
-        let [warp, lanes] = &self.kernels;
+        let [warp, lanes, lanes9] = &self.kernels;
         let grids = [
             warp.geometry.grid_for(l.items(df11_gpu::format::LAYOUT_WARP, warp.geometry.warps_per_block())),
             lanes.geometry.grid_for(l.items(df11_gpu::format::LAYOUT_LANES, lanes.geometry.warps_per_block())),
+            lanes9.geometry.grid_for(l.items(df11_gpu::format::LAYOUT_LANES9, lanes9.geometry.warps_per_block())),
         ];
         Ok(DeviceGroup {
             descs: put(s, &l.descs)?,
@@ -269,7 +277,7 @@ impl GpuDecoder {
         if !ours(stream.context()) || !ours(g.descs.context()) || !ours(out.stream().context()) {
             return Err(gpu_err("the stream, group or output belongs to another device context"));
         }
-        if g.grids == [0, 0] {
+        if g.grids == [0, 0, 0] {
             return Ok(());
         }
         let [descs_len, words_len, offsets_len, sm_len, tables_len] = g.lens;
@@ -305,8 +313,9 @@ impl GpuDecoder {
         // One launch per layout present; both write disjoint parts of `out`.
         for (k, &grid) in self.kernels.iter().zip(&g.grids).filter(|(_, grid)| **grid > 0) {
             // SAFETY: the module is df11's kernels (the contract of
-            // `with_ptx`), so the arguments match the parameters of both
-            // `df11_decode_group` and `df11_decode_group_lanes` in order and
+            // `with_ptx`), so the arguments match the parameters of each of
+            // `df11_decode_group`, `df11_decode_group_lanes` and
+            // `df11_decode_group_lanes9` in order and
             // type (device pointers and `usize` lengths, all 8 bytes). Every
             // input buffer holds at least its stated length, `out` (one of
             // cudarc's own buffers: `DeviceOutput` is sealed) holds `out_len`

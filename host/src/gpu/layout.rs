@@ -20,17 +20,18 @@ pub struct GroupLayout {
     pub words: Vec<u32>,
     /// Every tensor's segment offsets, back to back.
     pub offsets: Vec<u32>,
-    /// Sign+mantissa bytes packed little-endian, each tensor padded to 8 bytes.
+    /// Sign+mantissa bytes (lanes9: the raw bytes) packed little-endian,
+    /// each tensor padded to 8 bytes.
     pub sign_mantissa: Vec<u64>,
     /// One decode table per tensor: `TABLE_WORDS` words for the warp
-    /// layout, a multi-symbol table of [`MULTI_TABLE_WORDS`] for the lanes layout.
+    /// layout, a multi-symbol table of [`MULTI_TABLE_WORDS`] for the lanes and lanes9 layouts.
     pub tables: Vec<u32>,
     /// Elements of the decoded group (the output length).
     pub total_elements: u64,
     /// Segments over all tensors.
     pub total_segments: u64,
-    /// Bytes of compressed payload the decoder reads: code words plus one
-    /// sign+mantissa byte per element.
+    /// Bytes of compressed payload the decoder reads: code words plus the
+    /// raw bytes (one sign+mantissa byte per element; lanes9: 7 per 8).
     pub payload_bytes: u64,
 }
 
@@ -69,10 +70,13 @@ impl GroupLayout {
                 Layout::Warp => {
                     l.tables.extend(table.chunks_exact(2).map(|p| u32::from(p[0]) | u32::from(p[1]) << 16));
                 }
-                // `check_tensor` refused lanes9.
                 Layout::Lanes | Layout::Lanes9 => {
                     let mut multi = [0u32; MULTI_TABLE_WORDS];
-                    table::build_multi(&table, &mut multi);
+                    if t.layout == Layout::Lanes9 {
+                        table::build_multi9(&table, &mut multi);
+                    } else {
+                        table::build_multi(&table, &mut multi);
+                    }
                     l.tables.extend_from_slice(&multi);
                 }
             }
@@ -81,7 +85,7 @@ impl GroupLayout {
                     || Error::invalid("num_elements", "the group does not fit this machine's address space"),
                 )?;
             l.total_segments += num_segments as u64;
-            l.payload_bytes += 4 * t.words.len() as u64 + t.num_elements;
+            l.payload_bytes += 4 * t.words.len() as u64 + t.sign_mantissa.len() as u64;
         }
         debug_assert_eq!(l.descs.len(), group.tensors.len() * DESC_WORDS);
         Ok(l)
@@ -118,12 +122,14 @@ impl GroupLayout {
 /// Validates the tensor (`docs/FORMAT.md` §4–5) and returns its decode table.
 fn check_tensor(t: &CompressedTensor) -> Result<[u16; TABLE_SIZE]> {
     t.validate()?;
-    if t.layout == Layout::Lanes9 {
-        return Err(Error::GpuLayout { layout: t.layout.name() });
-    }
     let mut table = [0u16; TABLE_SIZE];
-    // Valid, so the symbol is below 256.
-    match table::build(t.lengths8(), t.only_symbol as u8, &mut table) {
+    let built = if t.layout == Layout::Lanes9 {
+        table::build9(&t.code_lengths, t.only_symbol, &mut table)
+    } else {
+        // Valid, so the symbol is below 256.
+        table::build(t.lengths8(), t.only_symbol as u8, &mut table)
+    };
+    match built {
         Ok(m) if m == u32::from(t.max_len) => Ok(table),
         // `validate` has checked both; this is a second line of defence for the kernel.
         _ => Err(Error::invalid("code_lengths", "do not form the code max_len describes")),

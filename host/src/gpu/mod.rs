@@ -106,6 +106,10 @@ pub fn decode_emulated(group: &crate::Group, grid_dim: u32, warps: u32) -> Resul
         let launch = crate::emu::Launch { grid_dim, block_dim, shared_words: MULTI_TABLE_WORDS };
         crate::emu::run(launch, |t| df11_gpu::decode::decode_group_lanes(t, &input, &out, &report));
     }
+    if layout.items(df11_gpu::format::LAYOUT_LANES9, warps) > 0 {
+        let launch = crate::emu::Launch { grid_dim, block_dim, shared_words: MULTI_TABLE_WORDS };
+        crate::emu::run(launch, |t| df11_gpu::decode::decode_group_lanes9(t, &input, &out, &report));
+    }
     let checked = check_report(report.flags.into_inner(), report.first_bad_segment.into_inner());
     Ok((out.into_vec(), checked))
 }

@@ -1,16 +1,17 @@
 //! The decode kernel's logic, run on the block emulator, bit-exact against the
 //! CPU reference decoder and the original bits.
 //!
-//! Every input is encoded in both layouts, each twice: by the production
-//! encoder, and by a small encoder written here straight from
+//! Every input is encoded in the warp and lanes layouts twice: by the
+//! production encoder, and by a small encoder written here straight from
 //! `docs/FORMAT.md` §5–8 that can also produce codes the production encoder
 //! would not choose (worst-case 12-bit codes on purpose). Given the
 //! production encoder's code lengths, the spec encoder must reproduce its
-//! words exactly.
+//! words exactly. Lanes9 (section 12) is encoded by the production encoder
+//! and judged by the reference decoder.
 
 use super::{GroupLayout, decode_emulated};
 use crate::container::{CompressedTensor, Group, Layout, data_crc};
-use crate::encode::{EncodeOptions, compress_with};
+use crate::encode::{EncodeOptions, compress_exact, compress_with};
 use crate::error::Error;
 use crate::reference::decode_reference;
 use df11_gpu::bits::{exponent, sign_mantissa};
@@ -186,13 +187,21 @@ fn check_group(inputs: &[(Vec<u16>, u32, bool)], grid: u32, warps: u32) {
         }
         check_decoded(&production, &original, grid, warps);
     }
+    // Lanes9 has no spec encoder here (the reference decoder judges it).
+    let lanes9 = Group {
+        tensors: inputs
+            .iter()
+            .map(|(b, r, _)| compress_exact(b, &EncodeOptions { segment_rows: *r, layout: Layout::Lanes9 }))
+            .collect(),
+    };
+    check_decoded(&lanes9, &original, grid, warps);
     let mixed = Group {
         tensors: inputs
             .iter()
             .enumerate()
             .map(|(i, (b, r, _))| {
-                let layout = if i % 2 == 0 { Layout::Lanes } else { Layout::Warp };
-                compress_with(b, &EncodeOptions { segment_rows: *r, layout })
+                let layout = [Layout::Lanes, Layout::Warp, Layout::Lanes9][i % 3];
+                compress_exact(b, &EncodeOptions { segment_rows: *r, layout })
             })
             .collect(),
     };
@@ -358,8 +367,14 @@ fn check_lanes_verdict(t: CompressedTensor) {
 
 #[test]
 fn lanes_corrupt_streams_are_flagged_like_the_reference() {
+    for layout in [Layout::Lanes, Layout::Lanes9] {
+        corrupt_streams_are_flagged_like_the_reference(layout);
+    }
+}
+
+fn corrupt_streams_are_flagged_like_the_reference(layout: Layout) {
     let bits = realistic(3 * ROW_ELEMS + 77, 5);
-    let good = compress_with(&bits, &EncodeOptions { segment_rows: 1, layout: Layout::Lanes });
+    let good = compress_exact(&bits, &EncodeOptions { segment_rows: 1, layout });
     check_lanes_verdict(good.clone());
     // A word more in one lane and one fewer in the next.
     let mut t = good.clone();
@@ -394,8 +409,9 @@ proptest! {
     }
 
     #[test]
-    fn lanes_random_corruption(n in 1usize..1200, seed in any::<u64>(), flips in prop::collection::vec((any::<usize>(), 0u32..32), 1..4), shift in prop::option::of((any::<usize>(), any::<bool>()))) {
-        let mut t = compress_with(&realistic(n, seed), &EncodeOptions { segment_rows: 1, layout: Layout::Lanes });
+    fn lanes_random_corruption(n in 1usize..1200, seed in any::<u64>(), flips in prop::collection::vec((any::<usize>(), 0u32..32), 1..4), shift in prop::option::of((any::<usize>(), any::<bool>())), nine in any::<bool>()) {
+        let layout = if nine { Layout::Lanes9 } else { Layout::Lanes };
+        let mut t = compress_exact(&realistic(n, seed), &EncodeOptions { segment_rows: 1, layout });
         if !t.words.is_empty() {
             for &(i, b) in &flips {
                 let len = t.words.len();
@@ -425,12 +441,14 @@ proptest! {
 #[test]
 fn bad_launch_shape_is_reported_not_decoded() {
     use crate::emu::{EmuOut, Launch, run};
-    use df11_gpu::decode::{ErrorReport, decode_group, decode_group_lanes};
+    use df11_gpu::decode::{ErrorReport, decode_group, decode_group_lanes, decode_group_lanes9};
     use df11_gpu::format::{ERR_LAUNCH, MULTI_TABLE_WORDS, TABLE_WORDS};
     use std::sync::atomic::AtomicU32;
     // Each kernel needs room for its own table.
-    for (layout, words) in [(Layout::Warp, TABLE_WORDS), (Layout::Lanes, MULTI_TABLE_WORDS)] {
-        let t = compress_with(&realistic(300, 1), &EncodeOptions { segment_rows: 1, layout });
+    for (layout, words) in
+        [(Layout::Warp, TABLE_WORDS), (Layout::Lanes, MULTI_TABLE_WORDS), (Layout::Lanes9, MULTI_TABLE_WORDS)]
+    {
+        let t = compress_exact(&realistic(300, 1), &EncodeOptions { segment_rows: 1, layout });
         let group_layout = GroupLayout::new(&Group { tensors: vec![t] }).expect("valid");
         for launch in [
             Launch { grid_dim: 1, block_dim: 48, shared_words: words },
@@ -440,7 +458,8 @@ fn bad_launch_shape_is_reported_not_decoded() {
             let report = ErrorReport { flags: AtomicU32::new(0), first_bad_segment: AtomicU32::new(u32::MAX) };
             run(launch, |t| match layout {
                 Layout::Warp => decode_group(t, &group_layout.input(), &out, &report),
-                Layout::Lanes | Layout::Lanes9 => decode_group_lanes(t, &group_layout.input(), &out, &report),
+                Layout::Lanes => decode_group_lanes(t, &group_layout.input(), &out, &report),
+                Layout::Lanes9 => decode_group_lanes9(t, &group_layout.input(), &out, &report),
             });
             assert_eq!(report.flags.into_inner(), ERR_LAUNCH, "{layout:?} {launch:?}");
             assert!(out.into_vec().iter().all(Option::is_none));
