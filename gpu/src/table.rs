@@ -180,10 +180,19 @@ pub const fn multi_count(meta: u32) -> u32 {
 /// a lookup, and a decoder that needs `r` more codes consumes nibble
 /// `min(r, 4)`: a shift it knows before the load.
 pub fn build_multi(single: &[Entry; TABLE_SIZE], out: &mut [u32; MULTI_TABLE_WORDS]) {
+    fill_multi(out, |i| (entry_symbol(single[i]) as u16, entry_len(single[i])));
+}
+
+/// The multi-symbol table of [`build_multi`] and [`build_multi9`], from
+/// `code(i)`, the symbol and length of single-table entry `i`: symbols'
+/// low bytes in word `2i`, their bit 8 (zero for exponents) in the meta word.
+fn fill_multi(out: &mut [u32; MULTI_TABLE_WORDS], code: impl Fn(usize) -> (u16, u32)) {
     for (idx, w) in out.chunks_exact_mut(2).enumerate() {
-        let (exps, count, cumulative) = multi_entry(single, idx);
-        w[0] = exps;
-        w[1] = cumulative << 4 | count << MULTI_COUNT_SHIFT;
+        let (syms, count, cumulative) = multi_codes(idx, &code);
+        let low = syms.iter().rev().fold(0u32, |acc, &s| acc << 8 | (s & 0xff) as u32);
+        let tops = syms.iter().rev().fold(0u32, |acc, &s| acc << 1 | (s >> 8) as u32);
+        w[0] = low;
+        w[1] = cumulative << 4 | count << MULTI_COUNT_SHIFT | tops << MULTI_TOPS_SHIFT;
     }
 }
 
@@ -203,13 +212,7 @@ pub const fn multi_tops(meta: u32) -> u32 {
 /// and the meta word `2i + 1` also their bit 8 in bits 24..28
 /// ([`multi_tops`]): the lookup is the same 8-byte load.
 pub fn build_multi9(single: &[Entry9; TABLE_SIZE], out: &mut [u32; MULTI_TABLE_WORDS]) {
-    for (idx, w) in out.chunks_exact_mut(2).enumerate() {
-        let (syms, count, cumulative) = multi_entry9(single, idx);
-        let low = syms.iter().rev().fold(0u32, |acc, &s| acc << 8 | (s & 0xff) as u32);
-        let tops = syms.iter().rev().fold(0u32, |acc, &s| acc << 1 | (s >> 8) as u32);
-        w[0] = low;
-        w[1] = cumulative << 4 | count << MULTI_COUNT_SHIFT | tops << MULTI_TOPS_SHIFT;
-    }
+    fill_multi(out, |i| (entry9_symbol(single[i]), entry9_len(single[i])));
 }
 
 #[cfg(test)]

@@ -55,12 +55,6 @@ pub(super) fn join9_rows<const CRC: bool>(
     }
 }
 
-/// The 8 raw values of a whole group.
-#[inline(always)]
-fn group_values(g: &[u8; RAW9_GROUP_BYTES]) -> [u8; LANE_RUN] {
-    df11_gpu::bits::unpack_raw9(*g)
-}
-
 /// Full rows, one element at a time.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 fn join_rows_portable(bufs: &[[u16; LANE_BUF]; LANES], raw: &[[u8; ROW_RAW]], out: &mut [[u16; ROW_ELEMS]]) {
@@ -68,7 +62,7 @@ fn join_rows_portable(bufs: &[[u16; LANE_BUF]; LANES], raw: &[[u8; ROW_RAW]], ou
         let groups = raw.as_chunks::<RAW9_GROUP_BYTES>().0;
         for (j, (o, g)) in o.as_chunks_mut::<LANE_RUN>().0.iter_mut().zip(groups).enumerate() {
             let syms = &bufs[j][LANE_RUN * r..LANE_RUN * r + LANE_RUN];
-            for ((o, &s), v) in o.iter_mut().zip(syms).zip(group_values(g)) {
+            for ((o, &s), v) in o.iter_mut().zip(syms).zip(df11_gpu::bits::unpack_raw9(*g)) {
                 *o = s | place(v);
             }
         }
@@ -82,7 +76,7 @@ fn join_tail(bufs: &[[u16; LANE_BUF]; LANES], row: usize, raw: &[u8], out: &mut 
         let syms = &bufs[j][LANE_RUN * row..LANE_RUN * row + LANE_RUN];
         let bytes = &raw[RAW9_GROUP_BYTES * j..];
         let values = match bytes.first_chunk::<RAW9_GROUP_BYTES>() {
-            Some(g) if o.len() == LANE_RUN => group_values(g),
+            Some(g) if o.len() == LANE_RUN => df11_gpu::bits::unpack_raw9(*g),
             _ => std::array::from_fn(|k| bytes.get(k).map_or(0, |&b| b & 0x7f)),
         };
         for ((o, &s), v) in o.iter_mut().zip(syms).zip(values) {
