@@ -44,7 +44,7 @@ enum LayoutArg {
     Warp,
     /// Each lane's stream whole: the default, fast on the CPU and the GPU.
     Lanes,
-    /// Lanes coding 9-bit symbols: 0.03-0.05 bits/weight smaller, 0.7x the CPU decode speed.
+    /// Lanes coding 9-bit symbols: 0.03-0.05 bits/weight smaller, 0.75x the CPU decode speed.
     Lanes9,
 }
 

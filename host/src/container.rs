@@ -27,7 +27,7 @@ pub enum Layout {
     Lanes,
     /// The lanes layout's streams coding 9-bit symbols (exponent and the
     /// mantissa's top bit), the other 7 bits raw, 8 elements in 7 bytes: 0.03–0.05
-    /// bits/weight smaller on real weights, decoded at about 0.7× the lanes
+    /// bits/weight smaller on real weights, decoded at about 0.75× the lanes
     /// layout's CPU speed. Version 3 only.
     Lanes9,
 }

@@ -141,19 +141,16 @@ unsafe fn join_rows_x86<const CRC: bool>(
     crc: u32,
 ) -> u32 {
     use std::arch::x86_64::*;
-    // Non-temporal stores need 16-byte aligned rows (512-byte rows are
-    // aligned if the first is).
-    let stream_out = stream_out && out.as_ptr().cast::<u8>().align_offset(16) == 0;
     // SAFETY: SSE2 is part of the x86-64 baseline.
     let high = unsafe { _mm_set1_epi8(0x80u8 as i8) };
     // One 16-byte half-row pair: lanes 2p and 2p+1 of row `r`, joined.
-    let pair = |r: usize, sm: &[u8; ROW_ELEMS], p: usize| {
+    let pair = |r: usize, p: usize| {
         let exps = |j: usize| i64::from_le_bytes(bufs[j][LANE_RUN * r..LANE_RUN * r + 8].try_into().unwrap());
         // The high byte of a bf16 is sign | exponent >> 1, the low byte
         // (exponent & 1) << 7 | mantissa: with the stored exponent byte
         // `e`, each takes bit 7 from one of `e` and `s` and the rest from
         // the other. `d` holds the bit 7s that differ.
-        let s: __m128i = bytemuck::pod_read_unaligned(&sm[16 * p..16 * p + 16]);
+        let s: __m128i = bytemuck::pod_read_unaligned(&sm[r][16 * p..16 * p + 16]);
         // SAFETY: SSE2 is part of the x86-64 baseline.
         unsafe {
             let e = _mm_set_epi64x(exps(2 * p + 1), exps(2 * p));
@@ -162,6 +159,32 @@ unsafe fn join_rows_x86<const CRC: bool>(
             (_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi))
         }
     };
+    // SAFETY: passed on from the caller.
+    unsafe { write_rows_x86::<CRC>(out, stream_out, crc, pair) }
+}
+
+/// Writes full rows of output, each from its 16 pairs of lanes:
+/// `pair(r, p)` is row `r`'s elements `16p..16p + 16` in two registers. With
+/// non-temporal stores if `stream_out` and `out` is 16-byte aligned; with
+/// `CRC`, continues `crc`, the CRC32C of the output before these rows, with
+/// theirs from the registers, and returns it (else 0). Both layouts' joins
+/// store through this.
+///
+/// # Safety
+/// With `CRC` the CPU must have SSE4.2 (it runs the CRC32C instruction);
+/// the function is then inlined into one that enables it.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) unsafe fn write_rows_x86<const CRC: bool>(
+    out: &mut [[u16; ROW_ELEMS]],
+    stream_out: bool,
+    crc: u32,
+    pair: impl Fn(usize, usize) -> (std::arch::x86_64::__m128i, std::arch::x86_64::__m128i),
+) -> u32 {
+    use std::arch::x86_64::*;
+    // Non-temporal stores need 16-byte aligned rows (512-byte rows are
+    // aligned if the first is).
+    let stream_out = stream_out && out.as_ptr().cast::<u8>().align_offset(16) == 0;
     let store = |out: &mut [u16; ROW_ELEMS], p: usize, (a, b): (__m128i, __m128i)| {
         let dst = &mut bytemuck::cast_mut::<_, [u8; 2 * ROW_ELEMS]>(out)[32 * p..32 * p + 32];
         if stream_out {
@@ -189,9 +212,9 @@ unsafe fn join_rows_x86<const CRC: bool>(
     };
     let mut result = 0;
     if !CRC {
-        for (r, (out, sm)) in out.iter_mut().zip(sm).enumerate() {
+        for (r, out) in out.iter_mut().enumerate() {
             for p in 0..LANES / 2 {
-                store(out, p, pair(r, sm, p));
+                store(out, p, pair(r, p));
             }
         }
     } else {
@@ -207,7 +230,7 @@ unsafe fn join_rows_x86<const CRC: bool>(
             let rows = [(i, &mut first[i]), (k + i, &mut second[i]), (2 * k + i, &mut third[i])];
             let [(r0, o0), (r1, o1), (r2, o2)] = rows;
             for p in 0..LANES / 2 {
-                let v = [pair(r0, &sm[r0], p), pair(r1, &sm[r1], p), pair(r2, &sm[r2], p)];
+                let v = [pair(r0, p), pair(r1, p), pair(r2, p)];
                 for (ci, &vi) in c.iter_mut().zip(&v) {
                     checksum(ci, vi);
                 }
@@ -219,7 +242,7 @@ unsafe fn join_rows_x86<const CRC: bool>(
         for (i, out) in third.iter_mut().enumerate().skip(k) {
             let r = 2 * k + i;
             for p in 0..LANES / 2 {
-                let v = pair(r, &sm[r], p);
+                let v = pair(r, p);
                 checksum(&mut c[2], v);
                 store(out, p, v);
             }

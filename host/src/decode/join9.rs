@@ -7,9 +7,12 @@
 //! bytes' low 7 bits, value 7 spread over their top bits. On x86-64 with
 //! SSSE3 two lanes (16 elements, 14 bytes) are joined per step: one load,
 //! two byte shuffles spread values 0..6 to 16-bit lanes, one `pmovmskb`
-//! collects both values 7. Other targets, and the tensor's partial last
-//! row, use a portable loop, which is also the SIMD join's reference in
-//! tests.
+//! collects both values 7, and a multiply by 513 puts each value's sign
+//! bit in place. The joined registers are stored and checksummed as the
+//! lanes join's are (`super::join::write_rows_x86`): around the caches for
+//! large outputs, the CRC taken from the registers. Other targets, and the
+//! tensor's partial last row, use a portable loop, which is also the SIMD
+//! join's reference in tests.
 
 use super::join::Output;
 use super::lanes::LANE_BUF;
@@ -29,7 +32,8 @@ const ROW_RAW: usize = ROW_ELEMS / LANE_RUN * RAW9_GROUP_BYTES;
 
 /// Joins a chunk's symbols (lane `j`'s for row `r` at `bufs[j][8r..8r + 8]`,
 /// each `symbol << 6`) with its raw bytes `raw` into bf16 bit patterns in
-/// `out`, continuing `how.crc` if `CRC`. The chunk starts on a whole row.
+/// `out`, as `how` says (`CRC`: whether `how.crc` is some). The chunk starts
+/// on a whole row.
 pub(super) fn join9_rows<const CRC: bool>(
     bufs: &[[u16; LANE_BUF]; LANES],
     raw: &[u8],
@@ -40,18 +44,39 @@ pub(super) fn join9_rows<const CRC: bool>(
     let rows = out_rows.len();
     let (raw_rows, raw_tail) = raw.split_at(rows * ROW_RAW);
     let raw_rows = raw_rows.as_chunks::<ROW_RAW>().0;
+    let mut crc = how.crc.filter(|_| CRC);
+    // The CRC of rows joined without it, read back while they are in cache.
+    let portable = |out_rows: &mut [[u16; ROW_ELEMS]], crc: &mut Option<u32>| {
+        join_rows_portable(bufs, raw_rows, out_rows);
+        if let Some(c) = crc {
+            *c = data_crc_append(*c, out_rows.as_flattened());
+        }
+    };
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("ssse3") {
-        // SAFETY: the CPU has SSSE3, the feature the function enables.
-        unsafe { join_rows_ssse3(bufs, raw_rows, out_rows) };
+        match &mut crc {
+            Some(c) if std::is_x86_feature_detected!("sse4.2") => {
+                // SAFETY: the CPU has SSE4.2 (and so SSSE3), the features the function enables.
+                *c = unsafe { join_rows_sse42_crc(bufs, raw_rows, out_rows, how.stream_out, *c) };
+            }
+            crc => {
+                // Rows read back for their CRC must stay in the cache.
+                let stream_out = how.stream_out && crc.is_none();
+                // SAFETY: the CPU has SSSE3, the feature the function enables.
+                unsafe { join_rows_ssse3(bufs, raw_rows, out_rows, stream_out) };
+                if let Some(c) = crc {
+                    *c = data_crc_append(*c, out_rows.as_flattened());
+                }
+            }
+        }
     } else {
-        join_rows_portable(bufs, raw_rows, out_rows);
+        portable(out_rows, &mut crc);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    join_rows_portable(bufs, raw_rows, out_rows);
+    portable(out_rows, &mut crc);
     join_tail(bufs, rows, raw_tail, out_tail);
-    if CRC && let Some(crc) = how.crc {
-        how.crc = Some(data_crc_append(crc, out));
+    if let Some(c) = crc {
+        how.crc = Some(data_crc_append(c, out_tail));
     }
 }
 
@@ -85,65 +110,109 @@ fn join_tail(bufs: &[[u16; LANE_BUF]; LANES], row: usize, raw: &[u8], out: &mut 
     }
 }
 
-/// Full rows, two lanes (16 elements, 14 raw bytes) a step with SSSE3.
+/// Full rows, two lanes (16 elements, 14 raw bytes) a step with SSSE3;
+/// with non-temporal stores if `stream_out` (see `write_rows_x86`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "ssse3")]
-fn join_rows_ssse3(bufs: &[[u16; LANE_BUF]; LANES], raw: &[[u8; ROW_RAW]], out: &mut [[u16; ROW_ELEMS]]) {
+fn join_rows_ssse3(
+    bufs: &[[u16; LANE_BUF]; LANES],
+    raw: &[[u8; ROW_RAW]],
+    out: &mut [[u16; ROW_ELEMS]],
+    stream_out: bool,
+) {
+    // SAFETY: without `CRC` the join needs only SSSE3, which this function enables.
+    unsafe { join_rows_x86::<false>(bufs, raw, out, stream_out, 0) };
+}
+
+/// [`join_rows_ssse3`] that also continues `crc` with the rows' CRC32C,
+/// taken from the joined registers, and returns it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+fn join_rows_sse42_crc(
+    bufs: &[[u16; LANE_BUF]; LANES],
+    raw: &[[u8; ROW_RAW]],
+    out: &mut [[u16; ROW_ELEMS]],
+    stream_out: bool,
+    crc: u32,
+) -> u32 {
+    // SAFETY: this function enables SSE4.2 (which includes SSSE3), as the join with `CRC` needs.
+    unsafe { join_rows_x86::<true>(bufs, raw, out, stream_out, crc) }
+}
+
+/// The join of [`join_rows_ssse3`] and [`join_rows_sse42_crc`].
+///
+/// # Safety
+/// The CPU must have SSSE3, and with `CRC` SSE4.2; the function is inlined
+/// into one that enables them.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn join_rows_x86<const CRC: bool>(
+    bufs: &[[u16; LANE_BUF]; LANES],
+    raw: &[[u8; ROW_RAW]],
+    out: &mut [[u16; ROW_ELEMS]],
+    stream_out: bool,
+    crc: u32,
+) -> u32 {
     use std::arch::x86_64::*;
     // Bytes 0..7 (first group's values 0..6) and 7..14 (the second's) to the
-    // low byte of 16-bit lanes 0..7, lane 7 zero (-1 selects a zero).
-    let first = _mm_setr_epi8(0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, -1, -1);
-    let second = _mm_setr_epi8(7, -1, 8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, -1, -1);
-    let low6 = _mm_set1_epi16(0x3f);
-    let sign = _mm_set1_epi16(0x8000u16 as i16);
-    let place = |v: __m128i| _mm_or_si128(_mm_and_si128(v, low6), _mm_and_si128(_mm_slli_epi16::<9>(v), sign));
-    for (r, (o, raw)) in out.iter_mut().zip(raw).enumerate() {
-        let pairs = o.as_chunks_mut::<{ 2 * LANE_RUN }>().0;
-        for (p, o) in pairs.iter_mut().enumerate() {
-            let at = 2 * RAW9_GROUP_BYTES * p;
-            // A 16-byte load reads 2 bytes past the pair's 14: in the row but
-            // for its last pair, which takes the row's last 16 bytes instead.
-            let (x, shift) = if at + 16 <= ROW_RAW {
-                let b: &[u8; 16] = raw[at..at + 16].try_into().unwrap();
-                // SAFETY: `b` is 16 readable bytes.
-                (unsafe { _mm_loadu_si128(b.as_ptr().cast()) }, false)
-            } else {
-                let b: &[u8; 16] = raw[ROW_RAW - 16..].try_into().unwrap();
-                // SAFETY: as above.
-                (unsafe { _mm_loadu_si128(b.as_ptr().cast()) }, true)
-            };
-            // The last pair's bytes sit 2 higher in its load.
-            let x = if shift { _mm_srli_si128::<2>(x) } else { x };
+    // low byte of 16-bit lanes 0..7, lane 7 zero (-1 selects a zero). A raw
+    // byte `v` (16-bit lane, high byte zero) times 513 is `v | v << 9` with
+    // no carries: its 6 low bits stay, bit 6 lands on the sign's bit 15.
+    // SAFETY: SSE2 is part of the x86-64 baseline.
+    let (first, second, spread, keep) = unsafe {
+        (
+            _mm_setr_epi8(0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5, -1, 6, -1, -1, -1),
+            _mm_setr_epi8(7, -1, 8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, -1, -1),
+            _mm_set1_epi16(513),
+            _mm_set1_epi16(0x803f_u16 as i16),
+        )
+    };
+    // SAFETY: as above.
+    let place = |v: __m128i| unsafe { _mm_and_si128(_mm_mullo_epi16(v, spread), keep) };
+    let pair = |r: usize, p: usize| {
+        let raw = &raw[r];
+        let at = 2 * RAW9_GROUP_BYTES * p;
+        // A 16-byte load reads 2 bytes past the pair's 14: in the row but
+        // for its last pair, which takes the row's last 16 bytes instead,
+        // its bytes then 2 higher in the register.
+        let last = at + 16 > ROW_RAW;
+        let b: &[u8; 16] = raw[if last { ROW_RAW - 16 } else { at }..][..16].try_into().unwrap();
+        let (j, row) = (2 * p, LANE_RUN * r);
+        let s0: &[u16; LANE_RUN] = bufs[j][row..row + LANE_RUN].try_into().unwrap();
+        let s1: &[u16; LANE_RUN] = bufs[j + 1][row..row + LANE_RUN].try_into().unwrap();
+        // SAFETY: each pointer covers 16 readable bytes, and the CPU has
+        // SSSE3 (the caller's contract).
+        unsafe {
+            let x = _mm_loadu_si128(b.as_ptr().cast());
+            let x = if last { _mm_srli_si128::<2>(x) } else { x };
             let tops = _mm_movemask_epi8(x);
             let lo = _mm_insert_epi16::<7>(_mm_shuffle_epi8(x, first), tops & 0x7f);
             let hi = _mm_insert_epi16::<7>(_mm_shuffle_epi8(x, second), (tops >> 7) & 0x7f);
-            let (j, row) = (2 * p, LANE_RUN * r);
-            let s0: &[u16; LANE_RUN] = bufs[j][row..row + LANE_RUN].try_into().unwrap();
-            let s1: &[u16; LANE_RUN] = bufs[j + 1][row..row + LANE_RUN].try_into().unwrap();
-            // SAFETY: each pointer covers 16 readable (or writable) bytes.
-            unsafe {
-                let v0 = _mm_or_si128(place(lo), _mm_loadu_si128(s0.as_ptr().cast()));
-                let v1 = _mm_or_si128(place(hi), _mm_loadu_si128(s1.as_ptr().cast()));
-                _mm_storeu_si128(o.as_mut_ptr().cast(), v0);
-                _mm_storeu_si128(o.as_mut_ptr().add(LANE_RUN).cast(), v1);
-            }
+            (
+                _mm_or_si128(place(lo), _mm_loadu_si128(s0.as_ptr().cast())),
+                _mm_or_si128(place(hi), _mm_loadu_si128(s1.as_ptr().cast())),
+            )
         }
-    }
+    };
+    // SAFETY: passed on from the caller.
+    unsafe { super::join::write_rows_x86::<CRC>(out, stream_out, crc, pair) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The SSSE3 join against the portable one, on every raw byte value in
-    /// every position and random symbols.
+    /// The SSSE3 join, with both kinds of stores and with or without the
+    /// CRC, against the portable one, on every raw byte value in every
+    /// position and random symbols.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn ssse3_join_matches_portable() {
         if !std::is_x86_feature_detected!("ssse3") {
             return;
         }
-        let rows = 4;
+        // Raw byte `i` of row `r` is `37i + r`: every value in every position.
+        let rows = 256;
         let mut bufs = vec![[0u16; LANE_BUF]; LANES].into_boxed_slice();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
@@ -158,13 +227,27 @@ mod tests {
             }
         }
         let bufs: &[[u16; LANE_BUF]; LANES] = (&*bufs).try_into().unwrap();
-        let raw: Vec<[u8; ROW_RAW]> = (0..rows)
-            .map(|r| std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add((r as u8).wrapping_mul(101))))
-            .collect();
-        let (mut a, mut b) = (vec![[0u16; ROW_ELEMS]; rows], vec![[1u16; ROW_ELEMS]; rows]);
-        // SAFETY: the CPU has SSSE3 (checked above).
-        unsafe { join_rows_ssse3(bufs, &raw, &mut a) };
-        join_rows_portable(bufs, &raw, &mut b);
-        assert_eq!(a, b);
+        let raw: Vec<[u8; ROW_RAW]> =
+            (0..rows).map(|r| std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(r as u8))).collect();
+        let mut want = vec![[1u16; ROW_ELEMS]; rows];
+        join_rows_portable(bufs, &raw, &mut want);
+        for stream_out in [false, true] {
+            let mut got = vec![[0u16; ROW_ELEMS]; rows];
+            // SAFETY: the CPU has SSSE3 (checked above).
+            unsafe { join_rows_ssse3(bufs, &raw, &mut got, stream_out) };
+            assert!(got == want, "stream_out = {stream_out}");
+            // The join that checksums as it goes: the same output, and the
+            // CRC of it continued from an arbitrary one, for row counts
+            // around its three interleaved parts.
+            if std::is_x86_feature_detected!("sse4.2") {
+                for n in [0, 1, 2, 3, 4, 5, 8, 10, 11, rows] {
+                    let mut got = vec![[0u16; ROW_ELEMS]; n];
+                    // SAFETY: the CPU has SSE4.2.
+                    let crc = unsafe { join_rows_sse42_crc(bufs, &raw[..n], &mut got, stream_out, 0x1234_5678) };
+                    assert!(got == want[..n], "with CRC, {n} rows, stream_out = {stream_out}");
+                    assert_eq!(crc, data_crc_append(0x1234_5678, want[..n].as_flattened()), "{n} rows");
+                }
+            }
+        }
     }
 }
