@@ -7,7 +7,11 @@
 //! block emulator, which must agree with the reference decoder: the same bits,
 //! or an error where the reference finds a corrupt stream.
 //!
-//! Input: byte 0 picks the launch shape, byte 1 the tweak, bytes 2..6 its
+//! The same layouts are also cut into slices by a lane index
+//! (`GroupLayout::slice`), which must keep them in bounds and change nothing
+//! the emulated kernel decodes or reports.
+//!
+//! Input: byte 0 picks the launch shape and the slicing, byte 1 the tweak, bytes 2..6 its
 //! value, byte 6 which tensor/entry it hits; the rest is a container (its
 //! CRCs are fixed up before parsing).
 #![no_main]
@@ -17,7 +21,7 @@ use df11_gpu::decode::TensorDesc;
 use df11_gpu::format::{
     LANE_RUN, LANES, LAYOUT_LANES, LAYOUT_LANES9, MAX_CODE_LEN, MAX_SEGMENT_ROWS, MULTI_TABLE_WORDS, ROW_ELEMS, TABLE_WORDS,
 };
-use df11_host::gpu::{GroupLayout, decode_emulated};
+use df11_host::gpu::{GroupLayout, Slicing, decode_emulated_sliced};
 use df11_host::{Error, Group};
 use libfuzzer_sys::fuzz_target;
 
@@ -92,6 +96,18 @@ fn check_bounds(l: &GroupLayout, num_tensors: usize) {
     assert_eq!(out_end, l.total_elements);
     assert_eq!(table_end, l.tables.len());
     assert_eq!(segments, l.total_segments);
+    // The lane index: each sliced lanes tensor's entries back to back.
+    let mut index_end = 0u64;
+    for i in 0..num_tensors {
+        let d = TensorDesc::read(&l.descs, i);
+        if d.slice_rows > 0 {
+            assert!(d.layout == LAYOUT_LANES || d.layout == LAYOUT_LANES9, "only lanes tensors are sliced");
+            assert!(d.slice_rows < d.segment_rows, "a slice is shorter than a segment");
+            assert_eq!(d.index_base, index_end, "index entries back to back");
+            index_end += d.units() * LANES as u64;
+        }
+    }
+    assert_eq!(index_end, l.lane_index.len() as u64, "the index holds every slice");
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -118,7 +134,11 @@ fuzz_target!(|data: &[u8]| {
     }
     let grid = u32::from(ctrl[0] % 3) + 1;
     let warps = u32::from(ctrl[0] / 3 % 2) + 1;
-    let (out, report) = decode_emulated(&g, grid, warps).expect("layout accepted above");
+    let slicing = [Slicing::Off, Slicing::Rows(1), Slicing::Rows(2), Slicing::Fill(64)][usize::from(ctrl[0] / 6 % 4)];
+    let mut sliced = layout.clone();
+    sliced.slice(slicing);
+    check_bounds(&sliced, g.tensors.len());
+    let (out, report) = decode_emulated_sliced(&g, slicing, grid, warps).expect("layout accepted above");
     let reference: Vec<_> = g.tensors.iter().map(reference_bits).collect();
     if reference.iter().all(Result::is_ok) {
         report.expect("kernel reports an error on a stream the reference decodes");

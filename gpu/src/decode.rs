@@ -69,6 +69,12 @@ pub struct TensorDesc {
     /// Group-wide index of the tensor's segment 0 (segments of all tensors
     /// numbered in order), for error reports; saturates at `u32::MAX`.
     pub first_segment: u32,
+    /// Lanes layouts: rows of a *slice*, the part of a segment one warp
+    /// decodes, when the group carries a lane index ([`GroupInput::lane_index`]);
+    /// 0: no index, a warp decodes a whole segment.
+    pub slice_rows: u32,
+    /// Index in `lane_index` of the tensor's first entry (below 2^40).
+    pub index_base: u64,
 }
 
 impl TensorDesc {
@@ -83,6 +89,7 @@ impl TensorDesc {
             self.table_base,
             self.segment_rows as u64 | (self.num_segments as u64) << 32,
             self.max_len as u64 | (self.layout as u64) << 8 | (self.first_segment as u64) << 32,
+            self.index_base & INDEX_BASE_MASK | (self.slice_rows as u64) << 40,
         ]
     }
 
@@ -102,9 +109,41 @@ impl TensorDesc {
             max_len: w[7] as u32 & 0xff,
             layout: (w[7] >> 8) as u8,
             first_segment: (w[7] >> 32) as u32,
+            slice_rows: (w[8] >> 40) as u32,
+            index_base: w[8] & INDEX_BASE_MASK,
         }
     }
+
+    /// The kernel's units of work, one warp's each: every slice of every
+    /// segment.
+    #[inline(always)]
+    pub fn units(&self) -> u64 {
+        u64::from(self.num_segments) * u64::from(self.slices())
+    }
+
+    /// Slices per segment: `ceil(R / slice_rows)`, 1 without an index.
+    #[inline(always)]
+    pub const fn slices(&self) -> u32 {
+        if self.slice_rows == 0 { 1 } else { self.segment_rows.div_ceil(self.slice_rows) }
+    }
+
+    /// Rows one warp decodes: a slice's, or a whole segment's.
+    #[inline(always)]
+    pub const fn rows_per_slice(&self) -> u32 {
+        if self.slice_rows == 0 { self.segment_rows } else { self.slice_rows }
+    }
+
+    /// Elements of segment `seg` (the last one may be short); indices inside a
+    /// segment fit in `u32` (at most 2^24 elements).
+    #[inline(always)]
+    pub fn segment_len(&self, seg: u64) -> u32 {
+        let full = u64::from(self.segment_rows) * ROW_ELEMS as u64;
+        self.num_elements.saturating_sub(seg * full).min(full) as u32
+    }
 }
+
+/// Bits of `TensorDesc::index_base` in its descriptor word.
+const INDEX_BASE_MASK: u64 = (1 << 40) - 1;
 
 /// What the kernel reports about corrupt input (one device allocation).
 #[repr(C)]
@@ -131,6 +170,14 @@ pub struct GroupInput<'a> {
     pub sign_mantissa: &'a [u64],
     /// One decode table per tensor, [`TABLE_WORDS`] words each.
     pub tables: &'a [u32],
+    /// The lane index of the lanes tensors with `slice_rows > 0`: for each
+    /// segment, slice and lane (in that order, lane fastest), the stream bit
+    /// where the lane's slice starts, counted from the lane's first word.
+    /// The host computes it when the group is loaded, by walking the codes
+    /// (`df11_host::gpu::index`), so that a small tensor's segments can be
+    /// decoded by several warps each; never read from a file. Reads of it are
+    /// bounds-checked (past its end they read 0).
+    pub lane_index: &'a [u32],
 }
 
 /// Decodes every tensor of `g` into `out`.
@@ -187,7 +234,7 @@ fn for_each_segment<const LAYOUT: u8, const W: usize, T: Thread, O: GlobalRuns>(
     g: &GroupInput<'_>,
     out: &O,
     error: &ErrorReport,
-    segment: impl Fn(&T, &GroupInput<'_>, &TensorDesc, u64, &O, &ErrorReport),
+    segment: impl Fn(&T, &GroupInput<'_>, &TensorDesc, u64, u32, &O, &ErrorReport),
 ) {
     let block_dim = t.block_dim();
     if !block_dim.is_multiple_of(LANES as u32) || t.shared_len() < W {
@@ -215,7 +262,7 @@ fn for_each_segment<const LAYOUT: u8, const W: usize, T: Thread, O: GlobalRuns>(
             }
             let d = TensorDesc::read(g.descs, tensor);
             // Another kernel's tensors have no items here.
-            let items = if d.layout == LAYOUT { u64::from(d.num_segments).div_ceil(warps) } else { 0 };
+            let items = if d.layout == LAYOUT { units::<LAYOUT>(&d).div_ceil(warps) } else { 0 };
             if item < first_item + items {
                 break d;
             }
@@ -245,12 +292,23 @@ fn for_each_segment<const LAYOUT: u8, const W: usize, T: Thread, O: GlobalRuns>(
             t.sync_threads();
             loaded = tensor;
         }
-        let seg = (item - first_item) * warps + warp;
-        if seg < u64::from(d.num_segments) {
-            segment(t, g, &d, seg, out, error);
+        // A unit is a slice of a segment (a whole segment without an index).
+        let unit = (item - first_item) * warps + warp;
+        if unit < units::<LAYOUT>(&d) {
+            // The warp layout has no index: no division in its kernel.
+            let slices = if LAYOUT == LAYOUT_WARP { 1 } else { u64::from(d.slices()) };
+            let (seg, slice) = if slices == 1 { (unit, 0) } else { (unit / slices, (unit % slices) as u32) };
+            segment(t, g, &d, seg, slice, out, error);
         }
         item += u64::from(t.grid_dim());
     }
+}
+
+/// The units of work of `d` in the kernel for `LAYOUT`: the warp layout has
+/// no index, so its kernel does no division.
+#[inline(always)]
+fn units<const LAYOUT: u8>(d: &TensorDesc) -> u64 {
+    if LAYOUT == LAYOUT_WARP { u64::from(d.num_segments) } else { d.units() }
 }
 
 /// One warp decodes segment `seg` of tensor `d`; the tensor's table is in
@@ -261,6 +319,7 @@ fn decode_segment<T: Thread, O: GlobalRuns>(
     g: &GroupInput<'_>,
     d: &TensorDesc,
     seg: u64,
+    _slice: u32,
     out: &O,
     error: &ErrorReport,
 ) {
@@ -269,7 +328,10 @@ fn decode_segment<T: Thread, O: GlobalRuns>(
     let (start, end) = (g.offsets[oi], g.offsets[oi + 1]);
     let base = d.word_base as usize + start as usize;
     let mut s = LaneStream::new(&g.words[base..base + end.saturating_sub(start) as usize], lane, d.max_len);
-    segment_rows::<0, false, T, O>(t, g, d, seg, out, |bytes, valid| s.decode_run(t, bytes, valid));
+    let elem0 = seg * u64::from(d.segment_rows) * ROW_ELEMS as u64;
+    segment_rows::<0, false, T, O>(t, g, d, elem0, d.segment_len(seg), out, |bytes, valid| {
+        s.decode_run(t, bytes, valid)
+    });
     let taken = s.taken();
     let seg_words = s.words.len() as u32;
     if lane == 0 && taken != seg_words {
@@ -285,8 +347,10 @@ pub(crate) fn report_segment(d: &TensorDesc, seg: u64, error: &ErrorReport) {
     error.first_bad_segment.fetch_min(global.min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
 }
 
-/// The row loop both kernels share: for each row of segment `seg` of `d`,
-/// this lane's run of sign+mantissa bytes goes to `decode_run` with the
+/// The row loop both kernels share: for each row of the `seg_len` elements
+/// of `d` from element `seg_elem0` (a segment, or a slice of one: a row
+/// boundary), this lane's run of sign+mantissa bytes goes to `decode_run`
+/// with the
 /// number of valid slots, and the run it returns (two bf16 values a word, the
 /// first in the low half) is stored. Called by all lanes of a warp together.
 ///
@@ -299,17 +363,16 @@ pub(crate) fn segment_rows<const AHEAD: u32, const NINE: bool, T: Thread, O: Glo
     t: &T,
     g: &GroupInput<'_>,
     d: &TensorDesc,
-    seg: u64,
+    seg_elem0: u64,
+    seg_len: u32,
     out: &O,
     mut decode_run: impl FnMut(u64, u32) -> [u32; LANE_RUN / 2],
 ) {
     const RUN: u32 = LANE_RUN as u32;
     const ROW: u32 = ROW_ELEMS as u32;
     let lane = t.lane_id();
-    let seg_elem0 = seg * u64::from(d.segment_rows) * u64::from(ROW);
-    // Indices inside a segment fit in u32 (at most 2^24 elements); keeping them
-    // narrow saves registers, and with them occupancy.
-    let seg_len = d.num_elements.saturating_sub(seg_elem0).min(u64::from(d.segment_rows) * u64::from(ROW)) as u32;
+    // Indices inside a segment fit in u32 (at most 2^24 elements); keeping
+    // them narrow saves registers, and with them occupancy.
     let rows = seg_len.div_ceil(ROW);
     let out_base = (d.out_offset + seg_elem0) as usize;
     // The runs of the full rows (all but a tensor's last row), checked here

@@ -127,7 +127,7 @@ pub const TABLE_WORDS: usize = TABLE_SIZE / 2;
 pub const MULTI_TABLE_WORDS: usize = 2 * TABLE_SIZE;
 
 /// `u64` words of one tensor descriptor (`decode::TensorDesc`).
-pub const DESC_WORDS: usize = 8;
+pub const DESC_WORDS: usize = 9;
 
 /// Error-flag bit: a segment consumed a different number of words than its
 /// offsets give it, or (lanes layout) a lane's stream does not end in its

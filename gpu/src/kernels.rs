@@ -182,6 +182,8 @@ macro_rules! group_kernel {
             sign_mantissa_len: usize,
             tables: *const u32,
             tables_len: usize,
+            lane_index: *const u32,
+            lane_index_len: usize,
             out: *mut u16,
             out_len: usize,
             error: *mut u32,
@@ -197,6 +199,7 @@ macro_rules! group_kernel {
                         offsets: slice(offsets, offsets_len),
                         sign_mantissa: slice(sign_mantissa, sign_mantissa_len),
                         tables: slice(tables, tables_len),
+                        lane_index: slice(lane_index, lane_index_len),
                     },
                     &*error.cast::<ErrorReport>(),
                 )

@@ -30,7 +30,7 @@
 //! every lane of the warp wait whenever any lane reads it.
 
 use crate::decode::{ErrorReport, GroupInput, TensorDesc, byte_perm, report_segment, segment_rows, shl_or_zero};
-use crate::format::{LANE_RUN, LANES, TABLE_BITS, WORD_BITS};
+use crate::format::{LANE_RUN, LANES, ROW_ELEMS, TABLE_BITS, WORD_BITS};
 use crate::mem;
 use crate::table::{MULTI_MAX, multi_bits, multi_count, multi_tops};
 use crate::thread::{GlobalRuns, Thread};
@@ -42,29 +42,56 @@ const AHEAD: u32 = 8;
 /// Words in a 128-byte cache line.
 const LINE_WORDS: u32 = 32;
 
-/// One thread decodes lane `lane_id` of segment `seg` of tensor `d`; all lanes
-/// of the warp call it together. The tensor's multi-symbol table is in
-/// shared memory.
+/// One thread decodes lane `lane_id` of slice `slice` of segment `seg` of
+/// tensor `d` (the whole segment without a lane index); all lanes of the warp
+/// call it together. The tensor's multi-symbol table is in shared memory.
+///
+/// A slice after the first starts at the bit its lane index entry gives, and
+/// must end exactly where the next slice's entry says; the segment's last
+/// slice ends as a whole segment does (FORMAT.md §8's rule). The index is
+/// the walk of the same codes, so on a sound stream both hold exactly when
+/// they would without an index; a lane that goes astray ends past its end
+/// whatever the index says, since positions only grow.
 #[inline(always)]
 pub(crate) fn decode_segment<const NINE: bool, T: Thread, O: GlobalRuns>(
     t: &T,
     g: &GroupInput<'_>,
     d: &TensorDesc,
     seg: u64,
+    slice: u32,
     out: &O,
     error: &ErrorReport,
 ) {
     let lane = t.lane_id();
     let oi = d.offset_base as usize + seg as usize * LANES + lane as usize;
     let (start, end) = (g.offsets[oi], g.offsets[oi + 1]);
+    const ROW: u32 = ROW_ELEMS as u32;
+    let seg_len = d.segment_len(seg);
+    let row0 = slice.saturating_mul(d.rows_per_slice());
+    if row0 >= seg_len.div_ceil(ROW) && seg_len > 0 {
+        // Warp-uniform: the tensor's last segment is short of this slice.
+        return;
+    }
+    let entry = |k: u32| {
+        let unit = seg * u64::from(d.slices()) + u64::from(k);
+        mem::get_or_zero(g.lane_index, (d.index_base + unit * LANES as u64) as usize + lane as usize)
+    };
+    let from = if slice == 0 { 0 } else { entry(slice) };
+    // The slice's elements; the last slice ends the segment.
+    let len = seg_len - row0 * ROW;
+    let last = len <= d.rows_per_slice() * ROW;
+    // Loaded now, so that only this word stays live through the rows.
+    let next = if last { end } else { entry(slice + 1) };
     // The tensor's words from its word 0, indexed in 32 bits (a tensor has
     // fewer than 2^32 words).
-    let mut s = LaneBits::new(&g.words[d.word_base as usize..], start);
-    segment_rows::<AHEAD, NINE, T, O>(t, g, d, seg, out, |bytes, valid| {
+    let mut s = LaneBits::new(&g.words[d.word_base as usize..], start, from);
+    let elem0 = seg * u64::from(d.segment_rows) * u64::from(ROW) + u64::from(row0 * ROW);
+    let len = len.min(d.rows_per_slice() * ROW);
+    segment_rows::<AHEAD, NINE, T, O>(t, g, d, elem0, len, out, |bytes, valid| {
         let (exps, tops) = s.decode_run::<NINE, T>(t, valid);
         if NINE { join9(exps, tops, bytes) } else { join(exps, bytes) }
     });
-    let bad = !s.ends_in(start, end);
+    let bad = if last { !s.ends_in(start, next) } else { s.at(start) != next };
     if t.ballot(bad) != 0 && lane == 0 {
         report_segment(d, seg, error);
     }
@@ -88,13 +115,25 @@ struct LaneBits<'a> {
 }
 
 impl<'a> LaneBits<'a> {
-    /// The lane whose stream starts at word `start` of `words`.
+    /// The lane whose stream starts at word `start` of `words`, read from bit
+    /// `from` of its stream on: two words taken and one ahead, so that the
+    /// first lookup sees at least 33 bits whatever `from % 32`.
     #[inline(always)]
-    fn new(words: &'a [u32], start: u32) -> Self {
-        mem::prefetch::<false, u32>(words, start as usize);
-        let mut ahead = 0;
-        mem::load_if(&mut ahead, true, words, start);
-        LaneBits { words, next: start.wrapping_add(1), ahead, prev: 0, last: 0, consumed: 64 }
+    fn new(words: &'a [u32], start: u32, from: u32) -> Self {
+        let w = start.wrapping_add(from / WORD_BITS);
+        mem::prefetch::<false, u32>(words, w as usize);
+        let [mut prev, mut last, mut ahead] = [0; 3];
+        mem::load_if(&mut prev, true, words, w);
+        mem::load_if(&mut last, true, words, w.wrapping_add(1));
+        mem::load_if(&mut ahead, true, words, w.wrapping_add(2));
+        LaneBits {
+            words,
+            next: w.wrapping_add(3),
+            ahead,
+            prev: prev.swap_bytes(),
+            last: last.swap_bytes(),
+            consumed: from % WORD_BITS,
+        }
     }
 
     /// This lane's next `want` exponents (at most 8), packed in bytes, the
@@ -177,14 +216,20 @@ impl<'a> LaneBits<'a> {
         shl_or_zero(u64::from(self.prev) << WORD_BITS | u64::from(self.last), self.consumed)
     }
 
+    /// The position of the next unread bit, from word `start` of the tensor.
+    #[inline(always)]
+    fn at(&self, start: u32) -> u32 {
+        // Words taken into `last`, less the 64 bits of `prev:last`.
+        let taken = self.next.wrapping_sub(start).wrapping_sub(1);
+        taken.wrapping_mul(WORD_BITS).wrapping_add(self.consumed).wrapping_sub(64)
+    }
+
     /// Whether the lane's codes, from word `start` of the tensor, ended in the
     /// last word before `end` and only zero bits follow them there
     /// (FORMAT.md §8's rule).
     #[inline(always)]
     fn ends_in(&self, start: u32, end: u32) -> bool {
-        // Words taken into `last`, and the stream position of the next unread bit.
-        let taken = self.next.wrapping_sub(start).wrapping_sub(1);
-        let at = taken.wrapping_mul(WORD_BITS).wrapping_add(self.consumed).wrapping_sub(64);
+        let at = self.at(start);
         let stream = end.wrapping_sub(start).wrapping_mul(WORD_BITS);
         if stream == 0 {
             return at == 0;

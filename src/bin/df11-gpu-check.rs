@@ -13,7 +13,7 @@ use clap::Parser;
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::{CudaSlice, CudaStream};
 use df11::format::DEFAULT_SEGMENT_ROWS;
-use df11::gpu::{DeviceGroup, GpuDecoder};
+use df11::gpu::{DeviceGroup, GpuDecoder, Slicing};
 use df11::synth::{SplitMix64, realistic_weights};
 use df11::{CompressedTensor, EncodeOptions, Group, Layout};
 use std::fmt::Write as _;
@@ -59,10 +59,37 @@ impl Check {
     }
 }
 
+/// Uploads `group` as `slicing` says: `None` as `GpuDecoder::upload` does
+/// (a lane index where the segments are too few to fill the GPU).
+fn upload(dec: &GpuDecoder, group: &Group, slicing: Option<Slicing>) -> Result<DeviceGroup, String> {
+    match slicing {
+        None => dec.upload(group),
+        Some(s) => dec.upload_with(group, s),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// What the index did to a group: its slice rows, or "whole" segments.
+fn slices_name(g: &DeviceGroup) -> String {
+    g.slice_rows().map_or("whole".into(), |k| format!("k={k}"))
+}
+
+/// [`check_one`] for each way of uploading the group: as `upload` does, with
+/// no index, and (small groups of several-row segments) in slices of one row.
+fn check_group(dec: &GpuDecoder, group: &Group, original: &[u16], what: &str, c: &mut Check) {
+    let mut slicings = vec![None, Some(Slicing::Off)];
+    if original.len() <= 1 << 20 {
+        slicings.push(Some(Slicing::Rows(1)));
+    }
+    for slicing in slicings {
+        check_one(dec, group, original, what, slicing, c);
+    }
+}
+
 /// Decodes `group` on the GPU into outputs poisoned with two different
 /// patterns, so an unwritten element cannot match; compares with the CPU
 /// reference decoder and with the original bits.
-fn check_group(dec: &GpuDecoder, group: &Group, original: &[u16], what: &str, c: &mut Check) {
+fn check_one(dec: &GpuDecoder, group: &Group, original: &[u16], what: &str, slicing: Option<Slicing>, c: &mut Check) {
     let t0 = Instant::now();
     let want: Vec<u16> = match group.tensors.iter().map(df11::decode_reference).collect::<Result<Vec<_>, _>>() {
         Ok(parts) => parts.concat(),
@@ -75,7 +102,7 @@ fn check_group(dec: &GpuDecoder, group: &Group, original: &[u16], what: &str, c:
         if want != original {
             return Err("CPU reference differs from the original".into());
         }
-        let mut g = dec.upload(group).map_err(|e| e.to_string())?;
+        let mut g = upload(dec, group, slicing)?;
         let s = dec.stream().clone();
         for poison in [0xFFFFu16, 0x7FC1] {
             let mut out = s.clone_htod(&vec![poison; want.len().max(1)]).map_err(|e| e.to_string())?;
@@ -88,10 +115,12 @@ fn check_group(dec: &GpuDecoder, group: &Group, original: &[u16], what: &str, c:
         Ok(())
     })();
     match result {
-        Ok(()) => c.line(format!("ok   {what} ({} elements, {:.1} s)", want.len(), t0.elapsed().as_secs_f64())),
+        Ok(()) => {
+            c.line(format!("ok   {what} {slicing:?} ({} elements, {:.1} s)", want.len(), t0.elapsed().as_secs_f64()))
+        }
         Err(e) => {
             c.failures += 1;
-            c.line(format!("FAIL {what}: {e}"));
+            c.line(format!("FAIL {what} {slicing:?}: {e}"));
         }
     }
 }
@@ -139,11 +168,17 @@ fn correctness(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Chec
         if t.stream_offsets.len() > 2 {
             t.stream_offsets[1] += 1;
         }
-        match dec.upload(&Group { tensors: vec![t] }).and_then(|mut g| dec.decode(&mut g)) {
-            Err(e) => c.line(format!("ok   moved stream boundary rejected ({}): {e}", layout.name())),
-            Ok(_) => {
-                c.failures += 1;
-                c.line(format!("FAIL moved stream boundary decoded without an error ({})", layout.name()));
+        for slicing in [None, Some(Slicing::Off), Some(Slicing::Rows(1))] {
+            let group = Group { tensors: vec![t.clone()] };
+            match upload(dec, &group, slicing).and_then(|mut g| dec.decode(&mut g).map_err(|e| e.to_string())) {
+                Err(e) => c.line(format!("ok   moved stream boundary rejected ({} {slicing:?}): {e}", layout.name())),
+                Ok(_) => {
+                    c.failures += 1;
+                    c.line(format!(
+                        "FAIL moved stream boundary decoded without an error ({} {slicing:?})",
+                        layout.name()
+                    ));
+                }
             }
         }
     }
@@ -170,8 +205,17 @@ fn time_ms(s: &Arc<CudaStream>, mut f: impl FnMut() -> Result<(), String>) -> Re
     Ok(times[RUNS / 2])
 }
 
-fn bench_one(dec: &GpuDecoder, name: &str, group: &Group, c: &mut Check) -> Result<(), String> {
-    let mut g: DeviceGroup = dec.upload(group).map_err(|e| e.to_string())?;
+fn bench_one(
+    dec: &GpuDecoder,
+    name: &str,
+    group: &Group,
+    slicing: Option<Slicing>,
+    c: &mut Check,
+) -> Result<(), String> {
+    let t0 = Instant::now();
+    let mut g: DeviceGroup = upload(dec, group, slicing)?;
+    let upload_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let name = format!("{name} {}", slices_name(&g));
     let n = g.num_elements();
     let s = dec.stream().clone();
     let mut out: CudaSlice<u16> = s.alloc_zeros(n.max(1)).map_err(|e| e.to_string())?;
@@ -184,7 +228,7 @@ fn bench_one(dec: &GpuDecoder, name: &str, group: &Group, c: &mut Check) -> Resu
     let copy_traffic = 2.0 * out_bytes;
     let gbs = |bytes: f64, ms: f64| bytes / ms / 1e6;
     c.line(format!(
-        "{name:<30} {:>8.1} {:>6.3} {:>9.4} {:>9.4} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>6.2}",
+        "{name:<36} {:>8.1} {:>6.3} {:>9.4} {:>9.4} {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>6.2} {:>9.1}",
         n as f64 / 1e6,
         g.payload_bytes() as f64 / out_bytes,
         dec_ms,
@@ -194,6 +238,7 @@ fn bench_one(dec: &GpuDecoder, name: &str, group: &Group, c: &mut Check) -> Resu
         gbs(dec_traffic, dec_ms),
         gbs(copy_traffic, copy_ms),
         dec_ms / copy_ms,
+        upload_ms,
     ));
     Ok(())
 }
@@ -201,9 +246,9 @@ fn bench_one(dec: &GpuDecoder, name: &str, group: &Group, c: &mut Check) -> Resu
 fn throughput(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Check) {
     c.line(format!("== throughput (median of {RUNS} runs after {WARMUP} warm-up, CUDA events)"));
     c.line(
-        "case                           Melems  ratio    dec ms   copy ms  dec GB/s copy GB/s  dec traf copy traf dec/copy",
+        "case                                 Melems  ratio    dec ms   copy ms  dec GB/s copy GB/s  dec traf copy traf dec/copy upload ms",
     );
-    c.line("                                                     (bf16 out) (bf16)  (rd+wr)  (rd+wr)   time");
+    c.line("                                                           (bf16 out) (bf16)  (rd+wr)  (rd+wr)   time  (+index)");
     let mut sizes = vec![1usize << 20, 1 << 22, 1 << 24, 1 << 26];
     if !quick {
         sizes.push(1 << 28);
@@ -212,18 +257,23 @@ fn throughput(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Check
     // default R and at R = 256, which trades ratio for GPU parallelism
     // (docs/PERFORMANCE.md predicts these; the rows measure them).
     // Lanes9 too: smaller, with more lookups a row and a costlier join.
+    // The lanes layouts as `upload` loads them (a lane index where segments
+    // are too few to fill the GPU) and without the index.
     let cases = [
-        (Layout::Lanes, DEFAULT_SEGMENT_ROWS),
-        (Layout::Lanes9, DEFAULT_SEGMENT_ROWS),
-        (Layout::Warp, DEFAULT_SEGMENT_ROWS),
-        (Layout::Warp, 256),
+        (Layout::Lanes, DEFAULT_SEGMENT_ROWS, None),
+        (Layout::Lanes, DEFAULT_SEGMENT_ROWS, Some(Slicing::Off)),
+        (Layout::Lanes9, DEFAULT_SEGMENT_ROWS, None),
+        (Layout::Lanes9, DEFAULT_SEGMENT_ROWS, Some(Slicing::Off)),
+        (Layout::Warp, DEFAULT_SEGMENT_ROWS, None),
+        (Layout::Warp, 256, None),
     ];
-    let name = |what: &str, (layout, rows): (Layout, u32)| format!("{what} {} R={rows}", layout.name());
+    let name =
+        |what: &str, (layout, rows, _): (Layout, u32, Option<Slicing>)| format!("{what} {} R={rows}", layout.name());
     for n in sizes {
         let bits = realistic_bits(n, rng);
         for case in cases {
             let group = Group { tensors: vec![encode(&bits, case.1, case.0)] };
-            if let Err(e) = bench_one(dec, &name(&format!("realistic {}M", n >> 20), case), &group, c) {
+            if let Err(e) = bench_one(dec, &name(&format!("realistic {}M", n >> 20), case), &group, case.2, c) {
                 c.failures += 1;
                 c.line(format!("FAIL throughput {n}: {e}"));
             }
@@ -237,7 +287,7 @@ fn throughput(dec: &GpuDecoder, quick: bool, rng: &mut SplitMix64, c: &mut Check
         let block: Vec<Vec<u16>> = shapes.iter().map(|&n| realistic_bits(n, rng)).collect();
         for case in cases {
             let tensors = block.iter().map(|b| encode(b, case.1, case.0)).collect();
-            if let Err(e) = bench_one(dec, &name(what, case), &Group { tensors }, c) {
+            if let Err(e) = bench_one(dec, &name(what, case), &Group { tensors }, case.2, c) {
                 c.failures += 1;
                 c.line(format!("FAIL throughput {what}: {e}"));
             }

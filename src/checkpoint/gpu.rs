@@ -46,7 +46,10 @@ impl Decoder for GpuHostDecoder {
         // One device: tensors are decoded one after another while the CPU
         // threads read and write the neighbouring tensors.
         let gpu = self.0.lock().map_err(|_| "GPU decoder poisoned by an earlier failure".to_string())?;
-        let mut on_device = gpu.upload(&group).map_err(|e| format!("GPU upload: {e}"))?;
+        // Decoded once: no lane index, whose walk of the codes on the CPU
+        // would cost more than the GPU saves on one decode.
+        let mut on_device =
+            gpu.upload_with(&group, crate::gpu::Slicing::Off).map_err(|e| format!("GPU upload: {e}"))?;
         let bits = gpu.decode(&mut on_device).map_err(|e| format!("GPU decode: {e}"))?;
         if bits.len() != out.len() {
             return Err(format!("GPU decode gave {} elements, expected {}", bits.len(), out.len()));

@@ -2,7 +2,7 @@
 //! driver API (`cudarc`), groups uploaded once, and launches that allocate
 //! nothing.
 
-use super::{ERROR_CLEAR, Geometry, GroupLayout, check_report, gpu_err};
+use super::{ERROR_CLEAR, Geometry, GroupLayout, Slicing, check_report, gpu_err};
 use crate::container::Group;
 use crate::error::{Error, Result};
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
@@ -77,10 +77,13 @@ pub struct DeviceGroup {
     offsets: CudaSlice<u32>,
     sign_mantissa: CudaSlice<u64>,
     tables: CudaSlice<u32>,
+    lane_index: CudaSlice<u32>,
     error: CudaSlice<u32>,
-    /// True element counts of the five input buffers (an empty one is
+    /// True element counts of the six input buffers (an empty one is
     /// allocated with one element: the driver rejects zero-byte allocations).
-    lens: [usize; 5],
+    lens: [usize; 6],
+    /// Rows of the slices of the lane index (`None`: no index).
+    slice_rows: Option<u32>,
     total_elements: usize,
     num_tensors: usize,
     payload_bytes: u64,
@@ -119,6 +122,12 @@ impl DeviceGroup {
     /// lanes9 tensor).
     pub fn lanes9_grid(&self) -> u32 {
         self.grids[2]
+    }
+
+    /// Rows of the slices its lane index cuts segments into (`None`: no
+    /// index, one warp per segment).
+    pub fn slice_rows(&self) -> Option<u32> {
+        self.slice_rows
     }
 }
 
@@ -228,15 +237,26 @@ impl GpuDecoder {
         self.kernels[1].geometry
     }
 
-    /// Validates `group` and copies it to the device.
+    /// Validates `group` and copies it to the device. A group whose lanes
+    /// segments are too few to give every warp the device holds at once one
+    /// gets a lane index (`Slicing::Fill`), so that several warps share each
+    /// segment; building it walks the codes once on the CPU (all cores).
     pub fn upload(&self, group: &Group) -> Result<DeviceGroup> {
-        let layout = GroupLayout::new(group)?;
-        self.upload_layout(&layout)
+        let g = self.lanes_geometry();
+        let resident = u64::from(g.sm_count) * u64::from(g.blocks_per_sm.max(1)) * u64::from(g.warps_per_block());
+        self.upload_with(group, Slicing::Fill(resident))
+    }
+
+    /// [`GpuDecoder::upload`] with the lane index `slicing` asks for.
+    pub fn upload_with(&self, group: &Group, slicing: Slicing) -> Result<DeviceGroup> {
+        let mut layout = GroupLayout::new(group)?;
+        let slice_rows = layout.slice(slicing);
+        self.upload_layout(&layout, slice_rows)
     }
 
     /// Copies a layout to the device. Private: only layouts built by
     /// `GroupLayout::new` from a group (hence validated) reach the kernel.
-    fn upload_layout(&self, l: &GroupLayout) -> Result<DeviceGroup> {
+    fn upload_layout(&self, l: &GroupLayout, slice_rows: Option<u32>) -> Result<DeviceGroup> {
         let s = &self.stream;
         fn put<T: DeviceRepr + Default>(s: &Arc<CudaStream>, v: &[T]) -> Result<CudaSlice<T>> {
             let r = if v.is_empty() { s.clone_htod(&[T::default()]) } else { s.clone_htod(v) };
@@ -254,8 +274,17 @@ impl GpuDecoder {
             offsets: put(s, &l.offsets)?,
             sign_mantissa: put(s, &l.sign_mantissa)?,
             tables: put(s, &l.tables)?,
+            lane_index: put(s, &l.lane_index)?,
             error: put(s, &ERROR_CLEAR)?,
-            lens: [l.descs.len(), l.words.len(), l.offsets.len(), l.sign_mantissa.len(), l.tables.len()],
+            lens: [
+                l.descs.len(),
+                l.words.len(),
+                l.offsets.len(),
+                l.sign_mantissa.len(),
+                l.tables.len(),
+                l.lane_index.len(),
+            ],
+            slice_rows,
             total_elements: l.total_elements as usize,
             num_tensors: l.num_tensors(),
             payload_bytes: l.payload_bytes,
@@ -280,13 +309,14 @@ impl GpuDecoder {
         if g.grids == [0, 0, 0] {
             return Ok(());
         }
-        let [descs_len, words_len, offsets_len, sm_len, tables_len] = g.lens;
+        let [descs_len, words_len, offsets_len, sm_len, tables_len, index_len] = g.lens;
         let out_len = g.total_elements;
         let (descs, _r0) = g.descs.device_ptr(stream);
         let (words, _r1) = g.words.device_ptr(stream);
         let (offsets, _r2) = g.offsets.device_ptr(stream);
         let (sm, _r3) = g.sign_mantissa.device_ptr(stream);
         let (tables, _r4) = g.tables.device_ptr(stream);
+        let (index, _r6) = g.lane_index.device_ptr(stream);
         // The report is only ever updated atomically, so launches that share it
         // (even concurrently) do not race; reading it is `decode_checked`'s job.
         let (error, _r5) = g.error.device_ptr(stream);
@@ -294,7 +324,7 @@ impl GpuDecoder {
         if out_ptr % 16 != 0 {
             return Err(gpu_err("the output buffer is not 16-byte aligned"));
         }
-        let mut args: [*mut c_void; 13] = [
+        let mut args: [*mut c_void; 15] = [
             arg(&descs),
             arg(&descs_len),
             arg(&words),
@@ -305,6 +335,8 @@ impl GpuDecoder {
             arg(&sm_len),
             arg(&tables),
             arg(&tables_len),
+            arg(&index),
+            arg(&index_len),
             arg(&out_ptr),
             arg(&out_len),
             arg(&error),

@@ -26,6 +26,8 @@ pub struct GroupLayout {
     /// One decode table per tensor: `TABLE_WORDS` words for the warp
     /// layout, a multi-symbol table of [`MULTI_TABLE_WORDS`] for the lanes and lanes9 layouts.
     pub tables: Vec<u32>,
+    /// The lane index of [`GroupLayout::slice`] (empty without one).
+    pub lane_index: Vec<u32>,
     /// Elements of the decoded group (the output length).
     pub total_elements: u64,
     /// Segments over all tensors.
@@ -57,6 +59,8 @@ impl GroupLayout {
                 max_len: u32::from(t.max_len),
                 layout: t.layout.code(),
                 first_segment: u32::try_from(l.total_segments).unwrap_or(u32::MAX),
+                slice_rows: 0,
+                index_base: 0,
             };
             l.descs.extend_from_slice(&desc.to_words());
             l.words.extend_from_slice(&t.words);
@@ -97,13 +101,14 @@ impl GroupLayout {
     }
 
     /// Work items of the kernel for `layout` (a `LAYOUT_*` code) at `warps`
-    /// warps per block: its tensors' segments, a block's warps at a time, as
-    /// the kernel's block loop counts them. Zero: that kernel has no work.
+    /// warps per block: its tensors' units (segments, or their slices with a
+    /// lane index), a block's warps at a time, as the kernel's block loop
+    /// counts them. Zero: that kernel has no work.
     pub fn items(&self, layout: u8, warps: u32) -> u64 {
         (0..self.num_tensors())
             .map(|i| TensorDesc::read(&self.descs, i))
             .filter(|d| d.layout == layout)
-            .map(|d| u64::from(d.num_segments).div_ceil(u64::from(warps.max(1))))
+            .map(|d| d.units().div_ceil(u64::from(warps.max(1))))
             .sum()
     }
 
@@ -115,6 +120,7 @@ impl GroupLayout {
             offsets: &self.offsets,
             sign_mantissa: &self.sign_mantissa,
             tables: &self.tables,
+            lane_index: &self.lane_index,
         }
     }
 }

@@ -20,10 +20,12 @@
 
 #[cfg(feature = "cuda")]
 mod cuda;
+pub mod index;
 pub mod layout;
 
 #[cfg(feature = "cuda")]
 pub use cuda::{DeviceGroup, DeviceOutput, GpuDecoder};
+pub use index::{MIN_SLICE_ROWS, Slicing};
 pub use layout::GroupLayout;
 
 #[cfg(any(feature = "cuda", feature = "emulator", test))]
@@ -87,9 +89,22 @@ fn check_report(flags: u32, first_bad_segment: u32) -> Result<()> {
 /// and fuzzing (feature `emulator`).
 #[cfg(any(feature = "emulator", test))]
 pub fn decode_emulated(group: &crate::Group, grid_dim: u32, warps: u32) -> Result<(Vec<Option<u16>>, Result<()>)> {
+    decode_emulated_sliced(group, Slicing::Off, grid_dim, warps)
+}
+
+/// [`decode_emulated`] with a lane index as `slicing` asks
+/// ([`GroupLayout::slice`]).
+#[cfg(any(feature = "emulator", test))]
+pub fn decode_emulated_sliced(
+    group: &crate::Group,
+    slicing: Slicing,
+    grid_dim: u32,
+    warps: u32,
+) -> Result<(Vec<Option<u16>>, Result<()>)> {
     use df11_gpu::format::{MULTI_TABLE_WORDS, TABLE_WORDS};
     use std::sync::atomic::AtomicU32;
-    let layout = GroupLayout::new(group)?;
+    let mut layout = GroupLayout::new(group)?;
+    layout.slice(slicing);
     let out = crate::emu::EmuOut::new(layout.total_elements as usize);
     let report = df11_gpu::decode::ErrorReport {
         flags: AtomicU32::new(ERROR_CLEAR[0]),

@@ -9,7 +9,7 @@
 //! words exactly. Lanes9 (section 12) is encoded by the production encoder
 //! and judged by the reference decoder.
 
-use super::{GroupLayout, decode_emulated};
+use super::{GroupLayout, Slicing, decode_emulated, decode_emulated_sliced};
 use crate::container::{CompressedTensor, Group, Layout, data_crc};
 use crate::encode::{EncodeOptions, compress_exact, compress_with};
 use crate::error::Error;
@@ -158,12 +158,25 @@ fn check_decoded(group: &Group, original: &[u16], grid: u32, warps: u32) {
     let reference: Vec<u16> =
         group.tensors.iter().map(|t| decode_reference(t).expect("reference decodes")).collect::<Vec<_>>().concat();
     assert!(reference == original, "the reference decoder disagrees with the input");
-    let (out, report) = decode_emulated(group, grid, warps).expect("valid group");
-    report.expect("kernel reports no error");
-    assert_eq!(out.len(), reference.len());
-    if let Some(i) = out.iter().zip(&reference).position(|(a, b)| *a != Some(*b)) {
-        panic!("element {i}: got {:04x?}, want {:04x} (grid {grid}, warps {warps})", out[i], reference[i]);
+    for slicing in slicings(group) {
+        let (out, report) = decode_emulated_sliced(group, slicing, grid, warps).expect("valid group");
+        report.expect("kernel reports no error");
+        assert_eq!(out.len(), reference.len());
+        if let Some(i) = out.iter().zip(&reference).position(|(a, b)| *a != Some(*b)) {
+            panic!(
+                "element {i}: got {:04x?}, want {:04x} (grid {grid}, warps {warps}, {slicing:?})",
+                out[i], reference[i]
+            );
+        }
     }
+}
+
+/// The ways to run `group`: whole segments, and where a lanes tensor has
+/// segments of several rows, slices of one row and of two (the index's
+/// shortest slices, and a last slice cut short by an odd segment).
+fn slicings(group: &Group) -> Vec<Slicing> {
+    let sliceable = group.tensors.iter().any(|t| t.layout != Layout::Warp && t.segment_rows > 1 && t.num_elements > 0);
+    if sliceable { vec![Slicing::Off, Slicing::Rows(1), Slicing::Rows(2)] } else { vec![Slicing::Off] }
 }
 
 /// Encodes each `(bits, segment_rows, skewed)` with both encoders in both
@@ -353,16 +366,20 @@ fn group_layoutrejects_inconsistent_tensors() {
 fn check_lanes_verdict(t: CompressedTensor) {
     let reference = decode_reference(&t);
     let group = Group { tensors: vec![t] };
-    let Ok((out, report)) = decode_emulated(&group, 2, 2) else {
-        assert!(reference.is_err(), "layout refused a tensor the reference decodes");
-        return;
-    };
-    match reference {
-        Err(Error::CorruptStream { segment }) => assert_eq!(report, Err(Error::CorruptStream { segment })),
-        Err(Error::Invalid { .. }) => panic!("the layout accepted a tensor the reference finds invalid"),
-        _ => assert_eq!(report, Ok(()), "kernel flagged well-formed streams"),
+    for slicing in slicings(&group) {
+        let Ok((out, report)) = decode_emulated_sliced(&group, slicing, 2, 2) else {
+            assert!(reference.is_err(), "layout refused a tensor the reference decodes");
+            return;
+        };
+        match &reference {
+            Err(Error::CorruptStream { segment }) => {
+                assert_eq!(report, Err(Error::CorruptStream { segment: *segment }), "{slicing:?}")
+            }
+            Err(Error::Invalid { .. }) => panic!("the layout accepted a tensor the reference finds invalid"),
+            _ => assert_eq!(report, Ok(()), "kernel flagged well-formed streams ({slicing:?})"),
+        }
+        assert!(out.iter().all(Option::is_some), "every element is written, corrupt or not ({slicing:?})");
     }
-    assert!(out.iter().all(Option::is_some), "every element is written, corrupt or not");
 }
 
 #[test]
@@ -373,8 +390,15 @@ fn lanes_corrupt_streams_are_flagged_like_the_reference() {
 }
 
 fn corrupt_streams_are_flagged_like_the_reference(layout: Layout) {
+    // One row a segment, and (sliced too) segments of 3 rows and 1.
+    for segment_rows in [1, 3] {
+        corrupt_streams_flagged(layout, segment_rows);
+    }
+}
+
+fn corrupt_streams_flagged(layout: Layout, segment_rows: u32) {
     let bits = realistic(3 * ROW_ELEMS + 77, 5);
-    let good = compress_exact(&bits, &EncodeOptions { segment_rows: 1, layout });
+    let good = compress_exact(&bits, &EncodeOptions { segment_rows, layout });
     check_lanes_verdict(good.clone());
     // A word more in one lane and one fewer in the next.
     let mut t = good.clone();
@@ -409,9 +433,9 @@ proptest! {
     }
 
     #[test]
-    fn lanes_random_corruption(n in 1usize..1200, seed in any::<u64>(), flips in prop::collection::vec((any::<usize>(), 0u32..32), 1..4), shift in prop::option::of((any::<usize>(), any::<bool>())), nine in any::<bool>()) {
+    fn lanes_random_corruption(n in 1usize..1200, seed in any::<u64>(), flips in prop::collection::vec((any::<usize>(), 0u32..32), 1..4), shift in prop::option::of((any::<usize>(), any::<bool>())), nine in any::<bool>(), segment_rows in 1u32..4) {
         let layout = if nine { Layout::Lanes9 } else { Layout::Lanes };
-        let mut t = compress_exact(&realistic(n, seed), &EncodeOptions { segment_rows: 1, layout });
+        let mut t = compress_exact(&realistic(n, seed), &EncodeOptions { segment_rows, layout });
         if !t.words.is_empty() {
             for &(i, b) in &flips {
                 let len = t.words.len();
