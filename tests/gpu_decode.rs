@@ -6,7 +6,7 @@
 
 mod gpu_common;
 
-use df11::gpu::GpuDecoder;
+use df11::gpu::{GpuDecoder, Slicing};
 use df11::synth::{SplitMix64, realistic_weights};
 use df11::{EncodeOptions, Error, Group, Layout, compress_with, decode_reference};
 
@@ -30,12 +30,30 @@ fn random_bits(n: usize, rng: &mut SplitMix64) -> Vec<u16> {
     (0..n).map(|_| rng.next_u64() as u16).collect()
 }
 
+/// [`check_with`] as `upload` loads the group (a lane index where its
+/// segments are few), without the index, and (groups of up to 2M elements)
+/// in slices of 3 rows.
+fn check(dec: &GpuDecoder, group: &Group, what: &str) {
+    let small = group.tensors.iter().map(|t| t.num_elements).sum::<u64>() <= 1 << 21;
+    let mut slicings = vec![None, Some(Slicing::Off)];
+    if small {
+        slicings.push(Some(Slicing::Rows(3)));
+    }
+    for slicing in slicings {
+        check_with(dec, group, &format!("{what} {slicing:?}"), slicing);
+    }
+}
+
 /// Decodes `group` into outputs poisoned with two patterns (an element the
 /// kernel skipped cannot match both) and compares with the CPU reference.
-fn check(dec: &GpuDecoder, group: &Group, what: &str) {
+fn check_with(dec: &GpuDecoder, group: &Group, what: &str, slicing: Option<Slicing>) {
     let want: Vec<u16> =
         group.tensors.iter().map(|t| decode_reference(t).expect("reference")).collect::<Vec<_>>().concat();
-    let mut g = dec.upload(group).expect("upload");
+    let mut g = match slicing {
+        None => dec.upload(group),
+        Some(s) => dec.upload_with(group, s),
+    }
+    .expect("upload");
     assert_eq!(g.num_elements(), want.len());
     let s = dec.stream().clone();
     for poison in [0xFFFFu16, 0x0001] {
@@ -100,10 +118,15 @@ fn gpu_reports_corrupt_streams() {
     for (layout, at, bad) in [(Layout::Warp, 3, [2, 3]), (Layout::Lanes, 5, [0, 0])] {
         let mut t = compress_with(&bits, &opts(4, layout));
         t.stream_offsets[at] += 1;
-        let mut g = dec.upload(&Group { tensors: vec![t] }).expect("still a consistent layout");
-        match dec.decode(&mut g) {
-            Err(Error::CorruptStream { segment }) => assert!(bad.contains(&segment), "{layout:?}: segment {segment}"),
-            other => panic!("{layout:?}: corruption not reported: {:?}", other.map(|v| v.len())),
+        let group = Group { tensors: vec![t] };
+        for slicing in [Slicing::Off, Slicing::Rows(1)] {
+            let mut g = dec.upload_with(&group, slicing).expect("still a consistent layout");
+            match dec.decode(&mut g) {
+                Err(Error::CorruptStream { segment }) => {
+                    assert!(bad.contains(&segment), "{layout:?} {slicing:?}: segment {segment}")
+                }
+                other => panic!("{layout:?} {slicing:?}: corruption not reported: {:?}", other.map(|v| v.len())),
+            }
         }
     }
 }
