@@ -9,11 +9,13 @@
 //!
 //! The same layouts are also cut into slices by a lane index
 //! (`GroupLayout::slice`), which must keep them in bounds and change nothing
-//! the emulated kernel decodes or reports.
+//! the emulated kernel decodes or reports, whether the CPU walked the index
+//! or the emulated index kernel wrote it (on sound groups the two agree).
 //!
-//! Input: byte 0 picks the launch shape and the slicing, byte 1 the tweak, bytes 2..6 its
-//! value, byte 6 which tensor/entry it hits; the rest is a container (its
-//! CRCs are fixed up before parsing).
+//! Input: byte 0 picks the launch shape, the slicing and the index
+//! builder, byte 1 the tweak, bytes 2..6 its value, byte 6 which
+//! tensor/entry it hits; the rest is a container (its CRCs are fixed up
+//! before parsing).
 #![no_main]
 
 use df11_fuzz::{fix_crcs, reference_bits};
@@ -21,7 +23,7 @@ use df11_gpu::decode::TensorDesc;
 use df11_gpu::format::{
     LANE_RUN, LANES, LAYOUT_LANES, LAYOUT_LANES9, MAX_CODE_LEN, MAX_SEGMENT_ROWS, MULTI_TABLE_WORDS, ROW_ELEMS, TABLE_WORDS,
 };
-use df11_host::gpu::{GroupLayout, Slicing, decode_emulated_sliced};
+use df11_host::gpu::{GroupLayout, Slicing, decode_emulated_layout, index_emulated};
 use df11_host::{Error, Group};
 use libfuzzer_sys::fuzz_target;
 
@@ -138,8 +140,18 @@ fuzz_target!(|data: &[u8]| {
     let mut sliced = layout.clone();
     sliced.slice(slicing);
     check_bounds(&sliced, g.tensors.len());
-    let (out, report) = decode_emulated_sliced(&g, slicing, grid, warps).expect("layout accepted above");
     let reference: Vec<_> = g.tensors.iter().map(reference_bits).collect();
+    // The index as the CPU walks it, or as the index kernel writes it.
+    let mut planned = layout.clone();
+    planned.plan_slices(slicing);
+    let entries = index_emulated(&planned, grid, warps);
+    planned.lane_index = entries.into_iter().map(|e| e.expect("every index entry written")).collect();
+    assert_eq!(planned.descs, sliced.descs);
+    if reference.iter().all(Result::is_ok) {
+        assert!(planned.lane_index == sliced.lane_index, "index kernel and CPU walk disagree on a sound group");
+    }
+    let chosen = if ctrl[0] / 24 % 2 == 0 { &sliced } else { &planned };
+    let (out, report) = decode_emulated_layout(chosen, grid, warps);
     if reference.iter().all(Result::is_ok) {
         report.expect("kernel reports an error on a stream the reference decodes");
         let expected: Vec<u16> = reference.into_iter().flat_map(Result::unwrap).collect();

@@ -26,7 +26,7 @@ use crate::format::{
 const RAW9: u32 = RAW9_GROUP_BYTES as u32;
 use crate::mem;
 use crate::table::entry_len;
-use crate::thread::{GlobalRuns, Runs, Thread};
+use crate::thread::{GlobalOut, GlobalRuns, Runs, Thread};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Entry-point name of [`decode_group`] in the PTX module.
@@ -190,7 +190,7 @@ pub struct GroupInput<'a> {
 ///
 /// Tensors in the lanes layout are skipped: [`decode_group_lanes`] decodes them.
 pub fn decode_group<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O, error: &ErrorReport) {
-    for_each_segment::<LAYOUT_WARP, TABLE_WORDS, T, O>(t, g, out, error, decode_segment);
+    for_each_segment::<LAYOUT_WARP, TABLE_WORDS, false, T, O>(t, g, out, error, decode_segment);
 }
 
 /// Decodes every tensor of `g` in the lanes layout into `out` (the others are
@@ -202,7 +202,7 @@ pub fn decode_group<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O
 /// [`decode_group`] does, [`ERR_WORD_COUNT`] also for a lane whose stream
 /// does not end in its last word followed by zero bits.
 pub fn decode_group_lanes<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O, error: &ErrorReport) {
-    for_each_segment::<LAYOUT_LANES, MULTI_TABLE_WORDS, T, O>(
+    for_each_segment::<LAYOUT_LANES, MULTI_TABLE_WORDS, false, T, O>(
         t,
         g,
         out,
@@ -216,7 +216,7 @@ pub fn decode_group_lanes<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, o
 /// threads and loop, a table of `crate::table::build_multi9`, and the raw
 /// bytes of FORMAT.md section 12 in `g.sign_mantissa`.
 pub fn decode_group_lanes9<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, out: &O, error: &ErrorReport) {
-    for_each_segment::<LAYOUT_LANES9, MULTI_TABLE_WORDS, T, O>(
+    for_each_segment::<LAYOUT_LANES9, MULTI_TABLE_WORDS, false, T, O>(
         t,
         g,
         out,
@@ -225,11 +225,30 @@ pub fn decode_group_lanes9<T: Thread, O: GlobalRuns>(t: &T, g: &GroupInput<'_>, 
     );
 }
 
+/// Entry-point name of [`index_group_lanes`] in the PTX module.
+pub const INDEX_KERNEL_NAME: &str = "df11_index_group_lanes";
+
+/// Fills the lane index of `g` (`GroupInput::lane_index` is then unused):
+/// for each lanes and lanes9 tensor with `slice_rows > 0`, entry `(segment,
+/// slice, lane)` of `out` (from `index_base`) is the bit where the lane's
+/// slice starts, found by walking its codes with the decode kernels' own
+/// lookups; entries of slices past a short last segment are 0. Every entry
+/// of those tensors is written once; other tensors are skipped.
+///
+/// Launch as [`decode_group_lanes`]. On a sound stream the entries are
+/// exactly where the decode of the whole segment stands at each slice's
+/// first row; on a corrupt one they are some position, which the decode
+/// kernels' checks then flag (`df11_host::gpu::index`).
+pub fn index_group_lanes<T: Thread, O: GlobalOut<u32>>(t: &T, g: &GroupInput<'_>, out: &O, error: &ErrorReport) {
+    for_each_segment::<LAYOUT_LANES, MULTI_TABLE_WORDS, true, T, O>(t, g, out, error, crate::lanes::index_segment);
+    for_each_segment::<LAYOUT_LANES9, MULTI_TABLE_WORDS, true, T, O>(t, g, out, error, crate::lanes::index_segment);
+}
+
 /// The block loop both kernels share: hands each warp of the block a segment
 /// of a tensor of layout `LAYOUT` at a time, with that tensor's `W`-word
 /// table in shared memory, and calls `segment` for it.
 #[inline(always)]
-fn for_each_segment<const LAYOUT: u8, const W: usize, T: Thread, O: GlobalRuns>(
+fn for_each_segment<const LAYOUT: u8, const W: usize, const WHOLE: bool, T: Thread, O>(
     t: &T,
     g: &GroupInput<'_>,
     out: &O,
@@ -262,7 +281,7 @@ fn for_each_segment<const LAYOUT: u8, const W: usize, T: Thread, O: GlobalRuns>(
             }
             let d = TensorDesc::read(g.descs, tensor);
             // Another kernel's tensors have no items here.
-            let items = if d.layout == LAYOUT { units::<LAYOUT>(&d).div_ceil(warps) } else { 0 };
+            let items = if d.layout == LAYOUT { units::<LAYOUT, WHOLE>(&d).div_ceil(warps) } else { 0 };
             if item < first_item + items {
                 break d;
             }
@@ -294,9 +313,9 @@ fn for_each_segment<const LAYOUT: u8, const W: usize, T: Thread, O: GlobalRuns>(
         }
         // A unit is a slice of a segment (a whole segment without an index).
         let unit = (item - first_item) * warps + warp;
-        if unit < units::<LAYOUT>(&d) {
+        if unit < units::<LAYOUT, WHOLE>(&d) {
             // The warp layout has no index: no division in its kernel.
-            let slices = if LAYOUT == LAYOUT_WARP { 1 } else { u64::from(d.slices()) };
+            let slices = if LAYOUT == LAYOUT_WARP || WHOLE { 1 } else { u64::from(d.slices()) };
             let (seg, slice) = if slices == 1 { (unit, 0) } else { (unit / slices, (unit % slices) as u32) };
             segment(t, g, &d, seg, slice, out, error);
         }
@@ -304,11 +323,12 @@ fn for_each_segment<const LAYOUT: u8, const W: usize, T: Thread, O: GlobalRuns>(
     }
 }
 
-/// The units of work of `d` in the kernel for `LAYOUT`: the warp layout has
-/// no index, so its kernel does no division.
+/// The units of work of `d` in the kernel for `LAYOUT`: whole segments for
+/// the warp layout (no index, so its kernel does no division) and with
+/// `WHOLE` (the index kernel), else [`TensorDesc::units`].
 #[inline(always)]
-fn units<const LAYOUT: u8>(d: &TensorDesc) -> u64 {
-    if LAYOUT == LAYOUT_WARP { u64::from(d.num_segments) } else { d.units() }
+fn units<const LAYOUT: u8, const WHOLE: bool>(d: &TensorDesc) -> u64 {
+    if LAYOUT == LAYOUT_WARP || WHOLE { u64::from(d.num_segments) } else { d.units() }
 }
 
 /// One warp decodes segment `seg` of tensor `d`; the tensor's table is in

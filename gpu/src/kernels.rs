@@ -162,6 +162,9 @@ unsafe fn slice<'a, T>(ptr: *const T, len: usize) -> &'a [T] {
 /// arguments, so the launcher passes one argument list to either.
 macro_rules! group_kernel {
     ($(#[$doc:meta])* $name:ident => $logic:path) => {
+        group_kernel! { $(#[$doc])* $name => $logic, u16 }
+    };
+    ($(#[$doc:meta])* $name:ident => $logic:path, $out:ty) => {
         $(#[$doc])*
         ///
         /// # Safety
@@ -184,7 +187,7 @@ macro_rules! group_kernel {
             tables_len: usize,
             lane_index: *const u32,
             lane_index_len: usize,
-            out: *mut u16,
+            out: *mut $out,
             out_len: usize,
             error: *mut u32,
         ) {
@@ -224,4 +227,10 @@ group_kernel! {
     /// Group decode kernel for the lanes9 layout: see
     /// [`crate::decode::decode_group_lanes9`].
     df11_decode_group_lanes9 => crate::decode::decode_group_lanes9
+}
+
+group_kernel! {
+    /// The lane index kernel: see [`crate::decode::index_group_lanes`]; `out`
+    /// is the index (`u32` entries), `lane_index` unused.
+    df11_index_group_lanes => crate::decode::index_group_lanes, u32
 }

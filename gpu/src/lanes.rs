@@ -33,7 +33,7 @@ use crate::decode::{ErrorReport, GroupInput, TensorDesc, byte_perm, report_segme
 use crate::format::{LANE_RUN, LANES, ROW_ELEMS, TABLE_BITS, WORD_BITS};
 use crate::mem;
 use crate::table::{MULTI_MAX, multi_bits, multi_count, multi_tops};
-use crate::thread::{GlobalRuns, Thread};
+use crate::thread::{GlobalOut, GlobalRuns, Thread};
 
 /// Rows ahead whose sign+mantissa bytes are prefetched into L2: about 8 rows
 /// of decoding cover a load from memory under load.
@@ -94,6 +94,44 @@ pub(crate) fn decode_segment<const NINE: bool, T: Thread, O: GlobalRuns>(
     let bad = if last { !s.ends_in(start, next) } else { s.at(start) != next };
     if t.ballot(bad) != 0 && lane == 0 {
         report_segment(d, seg, error);
+    }
+}
+
+/// One thread writes lane `lane_id`'s index entries for segment `seg` of `d`
+/// (see `crate::decode::index_group_lanes`); `_slice` is always 0 (the
+/// index kernel hands out whole segments). Lanes walk on their own: no warp
+/// operation, so the loop may diverge.
+#[inline(always)]
+pub(crate) fn index_segment<T: Thread, O: GlobalOut<u32>>(
+    t: &T,
+    g: &GroupInput<'_>,
+    d: &TensorDesc,
+    seg: u64,
+    _slice: u32,
+    out: &O,
+    _error: &ErrorReport,
+) {
+    let lane = t.lane_id();
+    let slices = d.slices();
+    if slices <= 1 {
+        return;
+    }
+    let start = g.offsets[d.offset_base as usize + seg as usize * LANES + lane as usize];
+    let seg_slices = d.segment_len(seg).div_ceil(ROW_ELEMS as u32).div_ceil(d.slice_rows);
+    let first = (d.index_base + seg * u64::from(slices) * LANES as u64) as usize + lane as usize;
+    let want = d.slice_rows * LANE_RUN as u32;
+    let mut s = LaneBits::new(&g.words[d.word_base as usize..], start, 0);
+    out.store(first, 0);
+    for j in 1..slices {
+        if j < seg_slices {
+            // The slice before this one, code by code as the decode takes
+            // them (the symbols are not kept).
+            let (mut exps, mut tops, mut have) = (0, 0, 0);
+            while have < want {
+                s.lookup::<false, T>(t, &mut exps, &mut tops, &mut have, want);
+            }
+        }
+        out.store(first + j as usize * LANES, if j < seg_slices { s.at(start) } else { 0 });
     }
 }
 

@@ -37,7 +37,8 @@ mod kernels;
 ///
 /// `build.rs` keeps exactly these symbols visible when it links the module;
 /// the host launcher looks them up by the same names.
-pub const KERNEL_NAMES: &[&str] = &[decode::KERNEL_NAME, decode::LANES_KERNEL_NAME, decode::LANES9_KERNEL_NAME];
+pub const KERNEL_NAMES: &[&str] =
+    &[decode::KERNEL_NAME, decode::LANES_KERNEL_NAME, decode::LANES9_KERNEL_NAME, decode::INDEX_KERNEL_NAME];
 
 /// The kernels as PTX text: the committed build of this crate for
 /// `nvptx64-nvidia-cuda` (sm_80, PTX ISA 7.0).

@@ -46,8 +46,8 @@ impl Decoder for GpuHostDecoder {
         // One device: tensors are decoded one after another while the CPU
         // threads read and write the neighbouring tensors.
         let gpu = self.0.lock().map_err(|_| "GPU decoder poisoned by an earlier failure".to_string())?;
-        // Decoded once: no lane index, whose walk of the codes on the CPU
-        // would cost more than the GPU saves on one decode.
+        // Decoded once: no lane index, whose walk of the codes (one
+        // launch and a wait) would cost about what it saves on one decode.
         let mut on_device =
             gpu.upload_with(&group, crate::gpu::Slicing::Off).map_err(|e| format!("GPU upload: {e}"))?;
         let bits = gpu.decode(&mut on_device).map_err(|e| format!("GPU decode: {e}"))?;

@@ -5,12 +5,12 @@
 use super::{ERROR_CLEAR, Geometry, GroupLayout, Slicing, check_report, gpu_err};
 use crate::container::Group;
 use crate::error::{Error, Result};
-use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::sys::{CUdevice_attribute, CUdeviceptr, CUfunction_attribute};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr,
 };
 use cudarc::nvrtc::Ptx;
-use df11_gpu::decode::{KERNEL_NAME, LANES_KERNEL_NAME, LANES9_KERNEL_NAME};
+use df11_gpu::decode::{INDEX_KERNEL_NAME, KERNEL_NAME, LANES_KERNEL_NAME, LANES9_KERNEL_NAME};
 use df11_gpu::format::{MULTI_TABLE_WORDS, TABLE_WORDS};
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -60,7 +60,8 @@ pub struct GpuDecoder {
     // Keeps the module (and so the functions) loaded.
     _module: Arc<CudaModule>,
     /// The warp-layout kernel and the lanes-layout kernel.
-    kernels: [Kernel; 3],
+    /// The decode kernels (warp, lanes, lanes9), then the lane index kernel.
+    kernels: [Kernel; 4],
     name: String,
 }
 
@@ -207,6 +208,7 @@ impl GpuDecoder {
             kernel(KERNEL_NAME, BLOCK_THREADS, SHARED_BYTES)?,
             kernel(LANES_KERNEL_NAME, LANES_BLOCK_THREADS, LANES_SHARED_BYTES)?,
             kernel(LANES9_KERNEL_NAME, LANES_BLOCK_THREADS, LANES_SHARED_BYTES)?,
+            kernel(INDEX_KERNEL_NAME, LANES_BLOCK_THREADS, LANES_SHARED_BYTES)?,
         ];
         let stream = ctx.default_stream();
         Ok(GpuDecoder { ctx, stream, _module: module, kernels, name })
@@ -240,7 +242,8 @@ impl GpuDecoder {
     /// Validates `group` and copies it to the device. A group whose lanes
     /// segments are too few to give every warp the device holds at once one
     /// gets a lane index (`Slicing::Fill`), so that several warps share each
-    /// segment; building it walks the codes once on the CPU (all cores).
+    /// segment; the index kernel builds it on the device, walking each
+    /// segment's codes once (about one decode of the group).
     pub fn upload(&self, group: &Group) -> Result<DeviceGroup> {
         let g = self.lanes_geometry();
         let resident = u64::from(g.sm_count) * u64::from(g.blocks_per_sm.max(1)) * u64::from(g.warps_per_block());
@@ -250,8 +253,62 @@ impl GpuDecoder {
     /// [`GpuDecoder::upload`] with the lane index `slicing` asks for.
     pub fn upload_with(&self, group: &Group, slicing: Slicing) -> Result<DeviceGroup> {
         let mut layout = GroupLayout::new(group)?;
-        let slice_rows = layout.slice(slicing);
-        self.upload_layout(&layout, slice_rows)
+        let slice_rows = layout.plan_slices(slicing);
+        let mut g = self.upload_layout(&layout, slice_rows)?;
+        if slice_rows.is_some() {
+            self.build_index(&mut g, &layout)?;
+        }
+        Ok(g)
+    }
+
+    /// Fills `g`'s lane index (uploaded as zeros, sized by
+    /// `GroupLayout::plan_slices`) with the index kernel, and waits for it.
+    fn build_index(&self, g: &mut DeviceGroup, l: &GroupLayout) -> Result<()> {
+        let stream = &self.stream;
+        let k = &self.kernels[3];
+        let warps = u64::from(k.geometry.warps_per_block());
+        let segments: u64 = l.sliced().iter().map(|d| u64::from(d.num_segments).div_ceil(warps)).sum();
+        let grid = k.geometry.grid_for(segments);
+        let [descs_len, words_len, offsets_len, sm_len, tables_len, index_len] = g.lens;
+        let no_index = 0usize;
+        {
+            let (descs, _r0) = g.descs.device_ptr(stream);
+            let (words, _r1) = g.words.device_ptr(stream);
+            let (offsets, _r2) = g.offsets.device_ptr(stream);
+            let (sm, _r3) = g.sign_mantissa.device_ptr(stream);
+            let (tables, _r4) = g.tables.device_ptr(stream);
+            let (error, _r5) = g.error.device_ptr(stream);
+            let (index, _w) = g.lane_index.device_ptr_mut(stream);
+            // The index is written, not read: its input slice is empty.
+            let inputs = [descs, words, offsets, sm, tables, index];
+            let lens = [descs_len, words_len, offsets_len, sm_len, tables_len, no_index];
+            let mut args = kernel_args(&inputs, &lens, &index, &index_len, &error);
+            self.ctx.bind_to_thread().map_err(gpu_err)?;
+            // SAFETY: the module is df11's kernels (the contract of `with_ptx`),
+            // so the arguments match `df11_index_group_lanes`'s parameters in
+            // order and type (device pointers and `usize` lengths, all 8 bytes).
+            // Every input buffer holds at least its stated length, the index
+            // input is given as empty, and the output is the group's own index
+            // buffer of `index_len` elements, which nothing else uses during the
+            // launch (the group is borrowed mutably). The layout was validated by
+            // `GroupLayout::new` and sliced by `plan_slices`, so the kernel's
+            // accesses stay in bounds. `args` outlives the call.
+            unsafe {
+                cudarc::driver::result::launch_kernel(
+                    k.func.cu_function(),
+                    (grid.max(1), 1, 1),
+                    (k.geometry.block_threads, 1, 1),
+                    k.geometry.shared_bytes,
+                    stream.cu_stream(),
+                    &mut args,
+                )
+            }
+            .map_err(|e| gpu_err(format!("index launch: {e}")))?;
+        }
+        let mut report = ERROR_CLEAR;
+        stream.memcpy_dtoh(&g.error, &mut report).map_err(gpu_err)?;
+        stream.synchronize().map_err(gpu_err)?;
+        check_report(report[0], report[1])
     }
 
     /// Copies a layout to the device. Private: only layouts built by
@@ -262,7 +319,7 @@ impl GpuDecoder {
             let r = if v.is_empty() { s.clone_htod(&[T::default()]) } else { s.clone_htod(v) };
             r.map_err(|e| gpu_err(format!("upload: {e}")))
         }
-        let [warp, lanes, lanes9] = &self.kernels;
+        let [warp, lanes, lanes9, _] = &self.kernels;
         let grids = [
             warp.geometry.grid_for(l.items(df11_gpu::format::LAYOUT_WARP, warp.geometry.warps_per_block())),
             lanes.geometry.grid_for(l.items(df11_gpu::format::LAYOUT_LANES, lanes.geometry.warps_per_block())),
@@ -324,26 +381,12 @@ impl GpuDecoder {
         if out_ptr % 16 != 0 {
             return Err(gpu_err("the output buffer is not 16-byte aligned"));
         }
-        let mut args: [*mut c_void; 15] = [
-            arg(&descs),
-            arg(&descs_len),
-            arg(&words),
-            arg(&words_len),
-            arg(&offsets),
-            arg(&offsets_len),
-            arg(&sm),
-            arg(&sm_len),
-            arg(&tables),
-            arg(&tables_len),
-            arg(&index),
-            arg(&index_len),
-            arg(&out_ptr),
-            arg(&out_len),
-            arg(&error),
-        ];
+        let inputs = [descs, words, offsets, sm, tables, index];
+        let lens = [descs_len, words_len, offsets_len, sm_len, tables_len, index_len];
+        let mut args = kernel_args(&inputs, &lens, &out_ptr, &out_len, &error);
         self.ctx.bind_to_thread().map_err(gpu_err)?;
         // One launch per layout present; both write disjoint parts of `out`.
-        for (k, &grid) in self.kernels.iter().zip(&g.grids).filter(|(_, grid)| **grid > 0) {
+        for (k, &grid) in self.kernels[..3].iter().zip(&g.grids).filter(|(_, grid)| **grid > 0) {
             // SAFETY: the module is df11's kernels (the contract of
             // `with_ptx`), so the arguments match the parameters of each of
             // `df11_decode_group`, `df11_decode_group_lanes` and
@@ -395,6 +438,25 @@ impl GpuDecoder {
         v.truncate(g.total_elements);
         Ok(v)
     }
+}
+
+/// The argument slots every kernel of the module takes, in order: each input
+/// buffer and its length (`descs`, `words`, `offsets`, `sign_mantissa`,
+/// `tables`, `lane_index`), the output and its length, the error report.
+/// The slots point at the values passed, which must outlive the launch.
+fn kernel_args(
+    inputs: &[CUdeviceptr; 6],
+    lens: &[usize; 6],
+    out: &CUdeviceptr,
+    out_len: &usize,
+    error: &CUdeviceptr,
+) -> [*mut c_void; 15] {
+    let mut a = [std::ptr::null_mut(); 15];
+    for (i, (p, n)) in inputs.iter().zip(lens).enumerate() {
+        (a[2 * i], a[2 * i + 1]) = (arg(p), arg(n));
+    }
+    (a[12], a[13], a[14]) = (arg(out), arg(out_len), arg(error));
+    a
 }
 
 /// Kernel argument slot: a pointer to the argument's value.

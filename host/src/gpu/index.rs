@@ -11,11 +11,15 @@
 //! of `slice_rows` rows, one warp each.
 //!
 //! An entry is the bit where a lane's slice starts, counted from the lane's
-//! first word, found by walking the lane's codes with the kernel's own
+//! first word. Two walks of the codes find it. The launcher runs the index
+//! kernel (`df11_gpu::decode::index_group_lanes`: the decode kernels'
+//! lookups, without the join or the stores) on the device, one warp per
+//! segment, after [`GroupLayout::plan_slices`] has cut the descriptors.
+//! [`GroupLayout::slice`] walks on the CPU instead, with the same
 //! multi-symbol table: a lookup takes every whole code in its 12-bit window,
-//! and the meta word's nibbles give the bits up to any of them. On a sound
-//! stream that is exactly where the kernel, decoding the segment whole, is at
-//! that row.
+//! and the meta word's nibbles give the bits up to any of them. That is the
+//! emulator's and the tests' oracle. On a sound stream both give exactly
+//! where the kernel, decoding the segment whole, is at that row.
 //!
 //! Why a wrong entry can hide nothing: the kernel checks that each slice ends
 //! exactly at the next slice's entry, and that the last ends as a segment
@@ -83,27 +87,45 @@ fn slice_rows(descs: &[TensorDesc], slicing: Slicing) -> Option<u32> {
 impl GroupLayout {
     /// Adds a lane index to the layout's lanes and lanes9 tensors as
     /// `slicing` asks (none for `Slicing::Off`, or where a tensor's segments
-    /// are no longer than the slices). Returns the slice length chosen.
+    /// are no longer than the slices), its entries walked on the CPU.
+    /// Replaces an earlier index. Returns the slice length chosen.
     pub fn slice(&mut self, slicing: Slicing) -> Option<u32> {
-        let lanes: Vec<(usize, TensorDesc)> = (0..self.num_tensors())
-            .map(|i| (i, TensorDesc::read(&self.descs, i)))
-            .filter(|(_, d)| matches!(d.layout, LAYOUT_LANES | LAYOUT_LANES9) && d.num_segments > 0)
-            .collect();
+        let k = self.plan_slices(slicing)?;
+        for d in self.sliced() {
+            let entries = walk(self, &d);
+            self.lane_index[d.index_base as usize..][..entries.len()].copy_from_slice(&entries);
+        }
+        Some(k)
+    }
+
+    /// [`GroupLayout::slice`] without the walk: the descriptors cut into
+    /// slices and the index sized, all zeros, for the GPU's index kernel
+    /// (`df11_gpu::decode::index_group_lanes`) to fill.
+    pub fn plan_slices(&mut self, slicing: Slicing) -> Option<u32> {
+        self.lane_index.clear();
+        let mut lanes = Vec::new();
+        for i in 0..self.num_tensors() {
+            let mut d = TensorDesc::read(&self.descs, i);
+            (d.slice_rows, d.index_base) = (0, 0);
+            self.descs[i * DESC_WORDS..][..DESC_WORDS].copy_from_slice(&d.to_words());
+            if matches!(d.layout, LAYOUT_LANES | LAYOUT_LANES9) && d.num_segments > 0 {
+                lanes.push((i, d));
+            }
+        }
         let descs: Vec<TensorDesc> = lanes.iter().map(|&(_, d)| d).collect();
         let k = slice_rows(&descs, slicing)?;
-        let mut any = false;
-        for (i, mut d) in lanes {
-            if d.segment_rows <= k {
-                continue;
-            }
+        for (i, mut d) in lanes.into_iter().filter(|(_, d)| d.segment_rows > k) {
             d.slice_rows = k;
             d.index_base = self.lane_index.len() as u64;
-            let entries = walk(self, &d);
-            self.lane_index.extend_from_slice(&entries);
+            self.lane_index.resize(self.lane_index.len() + d.units() as usize * LANES, 0);
             self.descs[i * DESC_WORDS..][..DESC_WORDS].copy_from_slice(&d.to_words());
-            any = true;
         }
-        any.then_some(k)
+        (!self.lane_index.is_empty()).then_some(k)
+    }
+
+    /// The descriptors of the tensors the index covers.
+    pub fn sliced(&self) -> Vec<TensorDesc> {
+        (0..self.num_tensors()).map(|i| TensorDesc::read(&self.descs, i)).filter(|d| d.slice_rows > 0).collect()
     }
 }
 

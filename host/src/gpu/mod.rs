@@ -101,10 +101,17 @@ pub fn decode_emulated_sliced(
     grid_dim: u32,
     warps: u32,
 ) -> Result<(Vec<Option<u16>>, Result<()>)> {
-    use df11_gpu::format::{MULTI_TABLE_WORDS, TABLE_WORDS};
-    use std::sync::atomic::AtomicU32;
     let mut layout = GroupLayout::new(group)?;
     layout.slice(slicing);
+    Ok(decode_emulated_layout(&layout, grid_dim, warps))
+}
+
+/// [`decode_emulated`] of a layout as it stands (say, with a lane index from
+/// [`index_emulated`]).
+#[cfg(any(feature = "emulator", test))]
+pub fn decode_emulated_layout(layout: &GroupLayout, grid_dim: u32, warps: u32) -> (Vec<Option<u16>>, Result<()>) {
+    use df11_gpu::format::{MULTI_TABLE_WORDS, TABLE_WORDS};
+    use std::sync::atomic::AtomicU32;
     let out = crate::emu::EmuOut::new(layout.total_elements as usize);
     let report = df11_gpu::decode::ErrorReport {
         flags: AtomicU32::new(ERROR_CLEAR[0]),
@@ -126,7 +133,30 @@ pub fn decode_emulated_sliced(
         crate::emu::run(launch, |t| df11_gpu::decode::decode_group_lanes9(t, &input, &out, &report));
     }
     let checked = check_report(report.flags.into_inner(), report.first_bad_segment.into_inner());
-    Ok((out.into_vec(), checked))
+    (out.into_vec(), checked)
+}
+
+/// Runs the lane index kernel (`df11_gpu::decode::index_group_lanes`) on
+/// the CPU block emulator for a layout [`GroupLayout::plan_slices`] cut into
+/// slices: each entry as the kernel wrote it (`None` if never written). For
+/// tests and fuzzing (feature `emulator`).
+#[cfg(any(feature = "emulator", test))]
+pub fn index_emulated(layout: &GroupLayout, grid_dim: u32, warps: u32) -> Vec<Option<u32>> {
+    use std::sync::atomic::AtomicU32;
+    let out = crate::emu::EmuOut::<u32>::new(layout.lane_index.len());
+    let report = df11_gpu::decode::ErrorReport {
+        flags: AtomicU32::new(ERROR_CLEAR[0]),
+        first_bad_segment: AtomicU32::new(ERROR_CLEAR[1]),
+    };
+    // The kernel writes the index: it reads none.
+    let input = df11_gpu::decode::GroupInput { lane_index: &[], ..layout.input() };
+    let launch = crate::emu::Launch {
+        grid_dim,
+        block_dim: warps * LANES as u32,
+        shared_words: df11_gpu::format::MULTI_TABLE_WORDS,
+    };
+    crate::emu::run(launch, |t| df11_gpu::decode::index_group_lanes(t, &input, &out, &report));
+    out.into_vec()
 }
 
 #[cfg(test)]

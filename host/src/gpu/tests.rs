@@ -9,7 +9,7 @@
 //! words exactly. Lanes9 (section 12) is encoded by the production encoder
 //! and judged by the reference decoder.
 
-use super::{GroupLayout, Slicing, decode_emulated, decode_emulated_sliced};
+use super::{GroupLayout, Slicing, decode_emulated, decode_emulated_layout, decode_emulated_sliced, index_emulated};
 use crate::container::{CompressedTensor, Group, Layout, data_crc};
 use crate::encode::{EncodeOptions, compress_exact, compress_with};
 use crate::error::Error;
@@ -159,6 +159,9 @@ fn check_decoded(group: &Group, original: &[u16], grid: u32, warps: u32) {
         group.tensors.iter().map(|t| decode_reference(t).expect("reference decodes")).collect::<Vec<_>>().concat();
     assert!(reference == original, "the reference decoder disagrees with the input");
     for slicing in slicings(group) {
+        if slicing != Slicing::Off {
+            check_index_kernel(group, slicing, grid, warps);
+        }
         let (out, report) = decode_emulated_sliced(group, slicing, grid, warps).expect("valid group");
         report.expect("kernel reports no error");
         assert_eq!(out.len(), reference.len());
@@ -169,6 +172,23 @@ fn check_decoded(group: &Group, original: &[u16], grid: u32, warps: u32) {
             );
         }
     }
+}
+
+/// The index kernel, emulated, writes every entry once, and on a sound
+/// group exactly what the CPU walk finds (which the decodes here then use).
+fn check_index_kernel(group: &Group, slicing: Slicing, grid: u32, warps: u32) -> GroupLayout {
+    let mut planned = GroupLayout::new(group).expect("valid group");
+    planned.plan_slices(slicing);
+    let got = index_emulated(&planned, grid, warps);
+    assert!(got.iter().all(Option::is_some), "an index entry left unwritten ({slicing:?})");
+    planned.lane_index = got.into_iter().map(Option::unwrap).collect();
+    if group.tensors.iter().all(|t| decode_reference(t).is_ok()) {
+        let mut walked = GroupLayout::new(group).expect("valid group");
+        walked.slice(slicing);
+        assert_eq!(planned.descs, walked.descs);
+        assert!(planned.lane_index == walked.lane_index, "index kernel and CPU walk disagree ({slicing:?})");
+    }
+    planned
 }
 
 /// The ways to run `group`: whole segments, and where a lanes tensor has
@@ -366,11 +386,20 @@ fn group_layoutrejects_inconsistent_tensors() {
 fn check_lanes_verdict(t: CompressedTensor) {
     let reference = decode_reference(&t);
     let group = Group { tensors: vec![t] };
-    for slicing in slicings(&group) {
-        let Ok((out, report)) = decode_emulated_sliced(&group, slicing, 2, 2) else {
-            assert!(reference.is_err(), "layout refused a tensor the reference decodes");
-            return;
-        };
+    if GroupLayout::new(&group).is_err() {
+        assert!(reference.is_err(), "layout refused a tensor the reference decodes");
+        return;
+    }
+    // Each slicing with the CPU walk's index, and with the index kernel's.
+    let runs = slicings(&group).into_iter().flat_map(|slicing| {
+        let cpu = decode_emulated_sliced(&group, slicing, 2, 2).expect("layout accepted above");
+        // Without an index both are the same run.
+        let gpu = (slicing != Slicing::Off)
+            .then(|| (slicing, "GPU index", decode_emulated_layout(&check_index_kernel(&group, slicing, 2, 2), 2, 2)));
+        std::iter::once((slicing, "CPU index", cpu)).chain(gpu)
+    });
+    for (slicing, how, (out, report)) in runs {
+        let slicing = format!("{slicing:?}, {how}");
         match &reference {
             Err(Error::CorruptStream { segment }) => {
                 assert_eq!(report, Err(Error::CorruptStream { segment: *segment }), "{slicing:?}")
