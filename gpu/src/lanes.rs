@@ -68,7 +68,7 @@ pub(crate) fn decode_segment<const NINE: bool, T: Thread, O: GlobalRuns>(
     const ROW: u32 = ROW_ELEMS as u32;
     let seg_len = d.segment_len(seg);
     let row0 = slice.saturating_mul(d.rows_per_slice());
-    if row0 >= seg_len.div_ceil(ROW) && seg_len > 0 {
+    if row0 >= seg_len.div_ceil(ROW).max(1) {
         // Warp-uniform: the tensor's last segment is short of this slice.
         return;
     }
@@ -78,7 +78,7 @@ pub(crate) fn decode_segment<const NINE: bool, T: Thread, O: GlobalRuns>(
     };
     let from = if slice == 0 { 0 } else { entry(slice) };
     // The slice's elements; the last slice ends the segment.
-    let len = seg_len - row0 * ROW;
+    let len = seg_len.saturating_sub(row0 * ROW);
     let last = len <= d.rows_per_slice() * ROW;
     // Loaded now, so that only this word stays live through the rows.
     let next = if last { end } else { entry(slice + 1) };
