@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use cudarc::driver::sys::{CUdevice_attribute, CUdeviceptr, CUfunction_attribute};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr,
+    SyncOnDrop,
 };
 use cudarc::nvrtc::Ptx;
 use df11_gpu::decode::{INDEX_KERNEL_NAME, KERNEL_NAME, LANES_KERNEL_NAME, LANES9_KERNEL_NAME};
@@ -73,11 +74,7 @@ struct Kernel {
 
 /// A group resident in device memory, ready for [`GpuDecoder::decode_into`].
 pub struct DeviceGroup {
-    descs: CudaSlice<u64>,
-    words: CudaSlice<u32>,
-    offsets: CudaSlice<u32>,
-    sign_mantissa: CudaSlice<u64>,
-    tables: CudaSlice<u32>,
+    read: ReadInputs,
     lane_index: CudaSlice<u32>,
     error: CudaSlice<u32>,
     /// True element counts of the six input buffers (an empty one is
@@ -88,8 +85,31 @@ pub struct DeviceGroup {
     total_elements: usize,
     num_tensors: usize,
     payload_bytes: u64,
-    /// Blocks of the warp-layout and of the lanes-layout kernel (0: no launch).
+    /// Blocks of the warp, lanes and lanes9 decode kernels (0: no launch).
     grids: [u32; 3],
+}
+
+/// The five inputs every kernel only reads, in kernel argument order (see
+/// [`kernel_args`]).
+struct ReadInputs {
+    descs: CudaSlice<u64>,
+    words: CudaSlice<u32>,
+    offsets: CudaSlice<u32>,
+    sign_mantissa: CudaSlice<u64>,
+    tables: CudaSlice<u32>,
+}
+
+impl ReadInputs {
+    /// Their device pointers, with the guards that order their use on
+    /// `stream` until dropped.
+    fn ptrs<'a>(&'a self, stream: &'a CudaStream) -> ([CUdeviceptr; 5], [SyncOnDrop<'a>; 5]) {
+        let (descs, g0) = self.descs.device_ptr(stream);
+        let (words, g1) = self.words.device_ptr(stream);
+        let (offsets, g2) = self.offsets.device_ptr(stream);
+        let (sm, g3) = self.sign_mantissa.device_ptr(stream);
+        let (tables, g4) = self.tables.device_ptr(stream);
+        ([descs, words, offsets, sm, tables], [g0, g1, g2, g3, g4])
+    }
 }
 
 impl DeviceGroup {
@@ -269,20 +289,13 @@ impl GpuDecoder {
         let warps = u64::from(k.geometry.warps_per_block());
         let segments: u64 = l.sliced().iter().map(|d| u64::from(d.num_segments).div_ceil(warps)).sum();
         let grid = k.geometry.grid_for(segments);
-        let [descs_len, words_len, offsets_len, sm_len, tables_len, index_len] = g.lens;
-        let no_index = 0usize;
+        let index_len = g.lens[5];
         {
-            let (descs, _r0) = g.descs.device_ptr(stream);
-            let (words, _r1) = g.words.device_ptr(stream);
-            let (offsets, _r2) = g.offsets.device_ptr(stream);
-            let (sm, _r3) = g.sign_mantissa.device_ptr(stream);
-            let (tables, _r4) = g.tables.device_ptr(stream);
+            let (read, _r) = g.read.ptrs(stream);
             let (error, _r5) = g.error.device_ptr(stream);
             let (index, _w) = g.lane_index.device_ptr_mut(stream);
             // The index is written, not read: its input slice is empty.
-            let inputs = [descs, words, offsets, sm, tables, index];
-            let lens = [descs_len, words_len, offsets_len, sm_len, tables_len, no_index];
-            let mut args = kernel_args(&inputs, &lens, &index, &index_len, &error);
+            let mut args = kernel_args(&read, &g.lens, (&index, &0), (&index, &index_len), &error);
             self.ctx.bind_to_thread().map_err(gpu_err)?;
             // SAFETY: the module is df11's kernels (the contract of `with_ptx`),
             // so the arguments match `df11_index_group_lanes`'s parameters in
@@ -326,11 +339,13 @@ impl GpuDecoder {
             lanes9.geometry.grid_for(l.items(df11_gpu::format::LAYOUT_LANES9, lanes9.geometry.warps_per_block())),
         ];
         Ok(DeviceGroup {
-            descs: put(s, &l.descs)?,
-            words: put(s, &l.words)?,
-            offsets: put(s, &l.offsets)?,
-            sign_mantissa: put(s, &l.sign_mantissa)?,
-            tables: put(s, &l.tables)?,
+            read: ReadInputs {
+                descs: put(s, &l.descs)?,
+                words: put(s, &l.words)?,
+                offsets: put(s, &l.offsets)?,
+                sign_mantissa: put(s, &l.sign_mantissa)?,
+                tables: put(s, &l.tables)?,
+            },
             lane_index: put(s, &l.lane_index)?,
             error: put(s, &ERROR_CLEAR)?,
             lens: [
@@ -360,19 +375,14 @@ impl GpuDecoder {
             return Err(Error::OutputLength { expected: g.total_elements as u64, actual: out.len() as u64 });
         }
         let ours = |c: &Arc<CudaContext>| Arc::ptr_eq(c, &self.ctx);
-        if !ours(stream.context()) || !ours(g.descs.context()) || !ours(out.stream().context()) {
+        if !ours(stream.context()) || !ours(g.read.descs.context()) || !ours(out.stream().context()) {
             return Err(gpu_err("the stream, group or output belongs to another device context"));
         }
         if g.grids == [0, 0, 0] {
             return Ok(());
         }
-        let [descs_len, words_len, offsets_len, sm_len, tables_len, index_len] = g.lens;
         let out_len = g.total_elements;
-        let (descs, _r0) = g.descs.device_ptr(stream);
-        let (words, _r1) = g.words.device_ptr(stream);
-        let (offsets, _r2) = g.offsets.device_ptr(stream);
-        let (sm, _r3) = g.sign_mantissa.device_ptr(stream);
-        let (tables, _r4) = g.tables.device_ptr(stream);
+        let (read, _r) = g.read.ptrs(stream);
         let (index, _r6) = g.lane_index.device_ptr(stream);
         // The report is only ever updated atomically, so launches that share it
         // (even concurrently) do not race; reading it is `decode_checked`'s job.
@@ -381,9 +391,7 @@ impl GpuDecoder {
         if out_ptr % 16 != 0 {
             return Err(gpu_err("the output buffer is not 16-byte aligned"));
         }
-        let inputs = [descs, words, offsets, sm, tables, index];
-        let lens = [descs_len, words_len, offsets_len, sm_len, tables_len, index_len];
-        let mut args = kernel_args(&inputs, &lens, &out_ptr, &out_len, &error);
+        let mut args = kernel_args(&read, &g.lens, (&index, &g.lens[5]), (&out_ptr, &out_len), &error);
         self.ctx.bind_to_thread().map_err(gpu_err)?;
         // One launch per layout present; both write disjoint parts of `out`.
         for (k, &grid) in self.kernels[..3].iter().zip(&g.grids).filter(|(_, grid)| **grid > 0) {
@@ -440,22 +448,23 @@ impl GpuDecoder {
     }
 }
 
-/// The argument slots every kernel of the module takes, in order: each input
-/// buffer and its length (`descs`, `words`, `offsets`, `sign_mantissa`,
-/// `tables`, `lane_index`), the output and its length, the error report.
-/// The slots point at the values passed, which must outlive the launch.
+/// The argument slots every kernel of the module takes, in order: the five
+/// read-only inputs (`descs`, `words`, `offsets`, `sign_mantissa`, `tables`)
+/// with their lengths (the first five of `lens`), the lane index and its
+/// length, the output and its length, the error report. The slots point at
+/// the values passed, which must outlive the launch.
 fn kernel_args(
-    inputs: &[CUdeviceptr; 6],
+    read: &[CUdeviceptr; 5],
     lens: &[usize; 6],
-    out: &CUdeviceptr,
-    out_len: &usize,
+    index: (&CUdeviceptr, &usize),
+    out: (&CUdeviceptr, &usize),
     error: &CUdeviceptr,
 ) -> [*mut c_void; 15] {
     let mut a = [std::ptr::null_mut(); 15];
-    for (i, (p, n)) in inputs.iter().zip(lens).enumerate() {
+    for (i, (p, n)) in read.iter().zip(lens).enumerate() {
         (a[2 * i], a[2 * i + 1]) = (arg(p), arg(n));
     }
-    (a[12], a[13], a[14]) = (arg(out), arg(out_len), arg(error));
+    (a[10], a[11], a[12], a[13], a[14]) = (arg(index.0), arg(index.1), arg(out.0), arg(out.1), arg(error));
     a
 }
 
