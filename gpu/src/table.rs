@@ -121,7 +121,8 @@ pub const MULTI_MAX: u32 = 4;
 /// one code (a code is at most 12 bits), or four of the zero-length code.
 #[inline]
 pub fn multi_entry(single: &[Entry; TABLE_SIZE], idx: usize) -> (u32, u32, u32) {
-    let (syms, count, cumulative) = multi_codes(idx, |i| (entry_symbol(single[i]) as u16, entry_len(single[i])));
+    let (syms, count, cumulative) =
+        multi_codes::<{ MULTI_MAX as usize }>(idx, |i| (entry_symbol(single[i]) as u16, entry_len(single[i])));
     let exps = syms.iter().rev().fold(0u32, |acc, &s| acc << 8 | s as u32);
     (exps, count, cumulative)
 }
@@ -130,15 +131,16 @@ pub fn multi_entry(single: &[Entry; TABLE_SIZE], idx: usize) -> (u32, u32, u32) 
 /// `u16`s, unused ones 0.
 #[inline]
 pub fn multi_entry9(single: &[Entry9; TABLE_SIZE], idx: usize) -> ([u16; MULTI_MAX as usize], u32, u32) {
-    multi_codes(idx, |i| (entry9_symbol(single[i]), entry9_len(single[i])))
+    multi_codes::<{ MULTI_MAX as usize }>(idx, |i| (entry9_symbol(single[i]), entry9_len(single[i])))
 }
 
 /// The codes of [`multi_entry`], from `code(i)`, the symbol and length of
 /// single-table entry `i`.
 #[inline(always)]
-fn multi_codes(idx: usize, code: impl Fn(usize) -> (u16, u32)) -> ([u16; MULTI_MAX as usize], u32, u32) {
-    let (mut used, mut count, mut syms, mut cumulative) = (0u32, 0u32, [0u16; MULTI_MAX as usize], 0u32);
-    while count < MULTI_MAX {
+fn multi_codes<const MAX: usize>(idx: usize, code: impl Fn(usize) -> (u16, u32)) -> ([u16; MAX], u32, u32) {
+    const { assert!(MAX <= 8, "the nibbles of `cumulative` fill a u32") };
+    let (mut used, mut count, mut syms, mut cumulative) = (0u32, 0u32, [0u16; MAX], 0u32);
+    while (count as usize) < MAX {
         // The next code's window: the rest of `idx`, zeros after it.
         let (sym, len) = code((idx << used) & (TABLE_SIZE - 1));
         if used + len > TABLE_BITS {
@@ -149,10 +151,21 @@ fn multi_codes(idx: usize, code: impl Fn(usize) -> (u16, u32)) -> ([u16; MULTI_M
         cumulative |= used << (4 * count);
         count += 1;
     }
-    for i in count..MULTI_MAX {
+    for i in count..MAX as u32 {
         cumulative |= used << (4 * i);
     }
     (syms, count, cumulative)
+}
+
+/// The whole codes at the start of a 12-bit window `idx`, as [`multi_entry`]
+/// takes them but at most `MAX` (at most 8): `(exponents, count, bits)`.
+/// For a CPU decoder that stores a lookup's exponents with one 8-byte store
+/// and so can take five (issue 16's measurements: 3.8 codes a lookup at most
+/// four, 4.2 at most five, on realistic weights).
+#[inline]
+pub fn multi_entry_n<const MAX: usize>(single: &[Entry; TABLE_SIZE], idx: usize) -> ([u8; MAX], u32, u32) {
+    let (syms, count, cumulative) = multi_codes::<MAX>(idx, |i| (entry_symbol(single[i]) as u16, entry_len(single[i])));
+    (syms.map(|s| s as u8), count, cumulative >> (4 * (MAX - 1)) & 15)
 }
 
 /// Bit of a multi-symbol entry's meta word where its code count starts.
@@ -188,7 +201,7 @@ pub fn build_multi(single: &[Entry; TABLE_SIZE], out: &mut [u32; MULTI_TABLE_WOR
 /// low bytes in word `2i`, their bit 8 (zero for exponents) in the meta word.
 fn fill_multi(out: &mut [u32; MULTI_TABLE_WORDS], code: impl Fn(usize) -> (u16, u32)) {
     for (idx, w) in out.chunks_exact_mut(2).enumerate() {
-        let (syms, count, cumulative) = multi_codes(idx, &code);
+        let (syms, count, cumulative) = multi_codes::<{ MULTI_MAX as usize }>(idx, &code);
         let low = syms.iter().rev().fold(0u32, |acc, &s| acc << 8 | (s & 0xff) as u32);
         let tops = syms.iter().rev().fold(0u32, |acc, &s| acc << 1 | (s >> 8) as u32);
         w[0] = low;
@@ -256,6 +269,11 @@ mod tests {
         assert_eq!(multi_entry(&t, idx), (10 | 11 << 8 | 12 << 16 | 13 << 24, 4, 1 | 3 << 4 | 6 << 8 | 9 << 12));
         // 111 111 111 111: four 3-bit codes, exactly 12 bits.
         assert_eq!(multi_entry(&t, 0xfff).1, 4);
+        // With a higher cap: the same first four, then more 1-bit codes.
+        assert_eq!(multi_entry_n::<4>(&t, idx), ([10, 11, 12, 13], 4, 9));
+        assert_eq!(multi_entry_n::<5>(&t, idx), ([10, 11, 12, 13, 10], 5, 10));
+        assert_eq!(multi_entry_n::<8>(&t, idx), ([10, 11, 12, 13, 10, 10, 10, 0], 7, 12));
+        assert_eq!(multi_entry_n::<5>(&t, 0xfff), ([13, 13, 13, 13, 0], 4, 12));
         // A 12-bit code alone fills the window: one code, nibbles repeat it.
         lengths = [0; SYMBOLS];
         for (s, l) in lengths.iter_mut().zip(1..=12u8) {

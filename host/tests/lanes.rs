@@ -73,6 +73,25 @@ fn segments_spanning_decode_chunks() {
     }
 }
 
+/// The same with codes of one and two bits, so that most lookups take five
+/// exponents and lanes overshoot a chunk's end by up to four.
+#[test]
+fn short_codes_spanning_decode_chunks() {
+    let mut rng = SplitMix64::new(5);
+    let bits: Vec<u16> = (0..1025 * ROW_ELEMS + 77)
+        .map(|_| {
+            let r = rng.next_u64();
+            let e = [126, 126, 127, 125][(r & 3) as usize];
+            e << 7 | (r >> 16) as u16 & 0x807f
+        })
+        .collect();
+    for rows in [512, 513, 1500] {
+        for n in [bits.len(), 512 * ROW_ELEMS, 512 * ROW_ELEMS + 3] {
+            check(&bits[..n], rows);
+        }
+    }
+}
+
 /// Outputs of 8 MiB and more are written with non-temporal stores: bit-exact
 /// too, into aligned and unaligned buffers, with and without the CRC check.
 #[test]

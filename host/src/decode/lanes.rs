@@ -2,7 +2,7 @@
 //!
 //! Each lane's stream is stored whole, so lanes are independent: four are
 //! decoded in one loop for instruction-level parallelism, each lookup of the
-//! 12-bit table yields up to four exponents (a multi-symbol table), and a
+//! 12-bit table yields up to five exponents (a multi-symbol table), and a
 //! lane's bit buffer is refilled once per four lookups without a branch. The
 //! exponents land in per-lane buffers, a chunk of rows at a time, small
 //! enough to stay in the L2 cache; `super::join` then merges them with the
@@ -20,13 +20,15 @@ use super::join::{Output, join_rows, stored};
 use super::join9::join9_rows;
 use crate::container::lane_slots;
 use df11_gpu::format::{LANE_RUN, LANES, MAX_CODE_LEN, ROW_ELEMS, TABLE_SIZE};
-use df11_gpu::table::{
-    Entry, Entry9, MULTI_MAX, entry_len, entry_symbol, entry9_len, entry9_symbol, multi_entry, multi_entry9,
-};
+use df11_gpu::table::{Entry, Entry9, entry_len, entry_symbol, entry9_len, entry9_symbol, multi_entry_n, multi_entry9};
 
-/// Symbols a multi-symbol lookup yields at most: four exponent bytes are one
-/// `u32` store.
-const MAX_PER_LOOKUP: usize = MULTI_MAX as usize;
+/// Symbols a multi-symbol lookup yields at most, of any [`Sym`]: the most a
+/// lane buffer may hold past a chunk's end, and what a round is bounded by.
+const MAX_PER_LOOKUP: usize = 5;
+
+/// Exponents a lookup of the lanes layout yields at most: five of its 8-byte
+/// entries' bytes.
+const LANES_PER_LOOKUP: usize = 5;
 
 /// Bits a lookup consumes at most.
 const LOOKUP_BITS: u32 = MAX_CODE_LEN;
@@ -39,8 +41,9 @@ const CHUNK_ROWS: usize = 512;
 /// Exponents of one lane in a chunk.
 const CHUNK_SYMS: usize = CHUNK_ROWS * LANE_RUN;
 
-/// Lane buffer index mask: a power of two above `CHUNK_SYMS + 3`, the most a
-/// lane holds (it may overshoot a chunk by up to 3 exponents).
+/// Lane buffer index mask: a power of two above `CHUNK_SYMS + 4`, the most a
+/// lane holds (it may overshoot a chunk by up to `MAX_PER_LOOKUP - 1`
+/// symbols).
 const LANE_MASK: usize = 2 * CHUNK_SYMS - 1;
 
 /// Lane buffer size: every masked index plus a 4-byte store fits, and one
@@ -53,6 +56,16 @@ pub(super) const LANE_BUF: usize = LANE_MASK + 1 + 64;
 /// What a lane buffer holds per symbol: an exponent byte ([`stored`]) for
 /// the lanes layout, `symbol << 6` for lanes9. Each has its join pass.
 pub(super) trait Sym: Copy + Default + Send + 'static {
+    /// A multi-symbol table entry's symbols, 8 bytes: one load, one store.
+    type Group: Copy + Default + AsRef<[Self]> + AsMut<[Self]>;
+
+    /// Symbols a lookup yields at most (at most [`MAX_PER_LOOKUP`]).
+    const PER_LOOKUP: usize;
+
+    /// A table entry's meta word: `u8` while the count minus one fits in
+    /// two bits, so that lanes9's table stays 36 KiB.
+    type Meta: Copy + Default + Into<u32> + TryFrom<u32>;
+
     /// Joins a chunk's symbols with its raw bytes (`raw`, from the chunk's
     /// first element on) into `out`; see `join_rows` and `join9_rows`.
     fn join<const CRC: bool>(bufs: &[[Self; LANE_BUF]; LANES], raw: &[u8], out: &mut [u16], how: &mut Output);
@@ -62,6 +75,10 @@ pub(super) trait Sym: Copy + Default + Send + 'static {
 }
 
 impl Sym for u8 {
+    type Group = [u8; 8];
+    const PER_LOOKUP: usize = LANES_PER_LOOKUP;
+    type Meta = u16;
+
     #[inline(always)]
     fn join<const CRC: bool>(bufs: &[[u8; LANE_BUF]; LANES], raw: &[u8], out: &mut [u16], how: &mut Output) {
         join_rows::<CRC>(bufs, raw, out, how)
@@ -73,6 +90,10 @@ impl Sym for u8 {
 }
 
 impl Sym for u16 {
+    type Group = [u16; 4];
+    const PER_LOOKUP: usize = 4;
+    type Meta = u8;
+
     #[inline(always)]
     fn join<const CRC: bool>(bufs: &[[u16; LANE_BUF]; LANES], raw: &[u8], out: &mut [u16], how: &mut Output) {
         join9_rows::<CRC>(bufs, raw, out, how)
@@ -84,35 +105,33 @@ impl Sym for u16 {
 }
 
 /// The multi-symbol decode table: for each 12-bit window, the symbols of
-/// the whole codes it starts with (at most four), their count and their bits.
-pub(super) struct MultiTable<S> {
-    /// Up to four symbols as the lane buffers store them, the first first.
-    symbols: [[S; MULTI_MAX as usize]; TABLE_SIZE],
+/// the whole codes it starts with (at most `S::PER_LOOKUP`), their count and
+/// their bits.
+pub(super) struct MultiTable<S: Sym> {
+    /// The symbols as the lane buffers store them, the first first.
+    symbols: [S::Group; TABLE_SIZE],
     /// Bits 0..4: bits the codes take (a shift count, read modulo 64);
-    /// bits 6..8: their count minus one.
-    meta: [u8; TABLE_SIZE],
+    /// bits 6..: their count minus one.
+    meta: [S::Meta; TABLE_SIZE],
     /// The single-symbol table, for a lane's last few symbols: the symbol
     /// and its code's length.
     single: [(S, u8); TABLE_SIZE],
 }
 
 impl<S: Sym> MultiTable<S> {
-    /// The table from each window's codes, `multi(idx)` as
-    /// `table::multi_entry` gives them, with `count` ≥ 1.
-    fn from_codes(
-        multi: impl Fn(usize) -> ([S; MULTI_MAX as usize], u32, u32),
-        single: impl Fn(usize) -> (S, u8),
-    ) -> Box<Self> {
+    /// The table from each window's codes, `multi(idx)`: `(symbols, count,
+    /// bits)` with `count` in `1..=S::PER_LOOKUP`.
+    fn from_codes(multi: impl Fn(usize) -> (S::Group, u32, u32), single: impl Fn(usize) -> (S, u8)) -> Box<Self> {
         let mut t = Box::new(MultiTable {
-            symbols: [[S::default(); MULTI_MAX as usize]; TABLE_SIZE],
-            meta: [0; TABLE_SIZE],
+            symbols: [S::Group::default(); TABLE_SIZE],
+            meta: [S::Meta::default(); TABLE_SIZE],
             single: [(S::default(), 0); TABLE_SIZE],
         });
         for idx in 0..TABLE_SIZE {
-            let (symbols, count, cumulative) = multi(idx);
+            let (symbols, count, used) = multi(idx);
+            debug_assert!((1..=S::PER_LOOKUP as u32).contains(&count) && used <= MAX_CODE_LEN);
             t.symbols[idx] = symbols;
-            let used = cumulative >> (4 * (MULTI_MAX - 1));
-            t.meta[idx] = (used | ((count - 1) << 6)) as u8;
+            t.meta[idx] = S::Meta::try_from(used | ((count - 1) << 6)).ok().expect("the count fits the meta word");
             t.single[idx] = single(idx);
         }
         t
@@ -125,8 +144,10 @@ impl MultiTable<u8> {
     pub(super) fn new(single: &[Entry; TABLE_SIZE]) -> Box<Self> {
         Self::from_codes(
             |idx| {
-                let (exps, count, cumulative) = multi_entry(single, idx);
-                (exps.to_le_bytes().map(stored), count, cumulative)
+                let (exps, count, used) = multi_entry_n::<LANES_PER_LOOKUP>(single, idx);
+                let mut group = [0; 8];
+                group[..LANES_PER_LOOKUP].copy_from_slice(&exps.map(stored));
+                (group, count, used)
             },
             |idx| (stored(entry_symbol(single[idx])), entry_len(single[idx]) as u8),
         )
@@ -140,7 +161,7 @@ impl MultiTable<u16> {
         Self::from_codes(
             |idx| {
                 let (syms, count, cumulative) = multi_entry9(single, idx);
-                (syms.map(|s| s << 6), count, cumulative)
+                (syms.map(|s| s << 6), count, cumulative >> 12)
             },
             |idx| (entry9_symbol(single[idx]) << 6, entry9_len(single[idx]) as u8),
         )
@@ -237,13 +258,15 @@ impl Lane {
         self.buf = s.bits_at(pos) | 1;
     }
 
-    /// One multi-symbol lookup: up to four symbols into `out` at `have`.
+    /// One multi-symbol lookup: up to `S::PER_LOOKUP` symbols into `out` at
+    /// `have`.
     #[inline(always)]
     fn lookup<S: Sym>(&mut self, t: &MultiTable<S>, out: &mut [S; LANE_BUF]) {
         let idx = (self.buf >> (64 - LOOKUP_BITS)) as usize;
-        let m = t.meta[idx] as u32;
+        let m: u32 = t.meta[idx].into();
         let at = self.at & LANE_MASK;
-        out[at..at + 4].copy_from_slice(&t.symbols[idx]);
+        let group = t.symbols[idx];
+        out[at..at + group.as_ref().len()].copy_from_slice(group.as_ref());
         self.buf = self.buf.wrapping_shl(m);
         self.at += (m >> 6) as usize + 1;
     }
@@ -264,7 +287,7 @@ impl Lane {
     fn finish<S: Sym>(&mut self, t: &MultiTable<S>, s: &Stream, out: &mut [S; LANE_BUF], target: usize, limit: usize) {
         while self.have() < target {
             self.refill(s);
-            if limit - self.have() >= MAX_PER_LOOKUP {
+            if limit - self.have() >= S::PER_LOOKUP {
                 self.lookup(t, out);
             } else {
                 self.lookup_one(t, out);
@@ -278,7 +301,7 @@ impl Lane {
 ///
 /// Rounds of one refill and four lookups per lane run while even the
 /// furthest-behind lane can take a whole round without passing its target (a
-/// round yields at most 16 exponents a lane; 4 lookups take at most 48 of
+/// round yields at most `4 · S::PER_LOOKUP` exponents a lane; 4 lookups take at most 48 of
 /// the 57 or more bits a refill provides), and while every refill's 8 bytes are
 /// inside the stream. Then each lane finishes on its own.
 #[inline(always)]
@@ -291,10 +314,10 @@ fn decode4<S: Sym>(
     limit: [usize; 4],
     mut ahead: &[u8],
 ) {
-    const ROUND: usize = 4 * MAX_PER_LOOKUP;
+    let round = 4 * S::PER_LOOKUP;
     const ROUND_BITS: usize = 4 * LOOKUP_BITS as usize;
     loop {
-        let by_target = (0..4).map(|i| target[i].saturating_sub(lanes[i].have())).min().unwrap_or(0) / ROUND;
+        let by_target = (0..4).map(|i| target[i].saturating_sub(lanes[i].have())).min().unwrap_or(0) / round;
         // Round k's refill reads 8 bytes from bit `bit + k·48` at most.
         let furthest = lanes.iter().map(Lane::bit).max().unwrap_or(0);
         let by_stream = (8 * s.bytes.len()).saturating_sub(furthest + 64) / ROUND_BITS;
@@ -303,7 +326,8 @@ fn decode4<S: Sym>(
             break;
         }
         // SAFETY: `rounds` is bounded as `rounds4` requires: by the targets
-        // (at most CHUNK_SYMS + 3 exponents in a buffer, LANE_BUF is larger)
+        // (at most CHUNK_SYMS exponents in a buffer after the rounds, and
+        // LANE_BUF has room for a whole group more)
         // and by the stream's length.
         unsafe { rounds4(t, s, lanes, bufs, rounds, ahead) };
         ahead = ahead.get(rounds * 64..).unwrap_or(&[]);
@@ -317,8 +341,8 @@ fn decode4<S: Sym>(
 /// round `r` also prefetches the cache line `64·r` bytes after `ahead`'s start.
 ///
 /// # Safety
-/// Each lane's buffer must have room for `16 · rounds + 4` more bytes after
-/// its `have` exponents, and each refill's 8 bytes must be inside the stream:
+/// Each lane's buffer must have room for `4 · S::PER_LOOKUP · rounds` more
+/// symbols after its `have` ones and then one `S::Group`, and each refill's 8 bytes must be inside the stream:
 /// `bit + 48 · (rounds - 1) + 64 ≤ 8 · stream length` for each lane.
 #[inline(always)]
 unsafe fn rounds4<S: Sym>(
@@ -349,11 +373,11 @@ unsafe fn rounds4<S: Sym>(
         for _ in 0..4 {
             for i in 0..4 {
                 let idx = (buf[i] >> (64 - LOOKUP_BITS)) as usize;
-                let m = t.meta[idx] as u32;
+                let m: u32 = t.meta[idx].into();
                 // SAFETY: within the lane's buffer, by the caller's bound:
-                // each lookup advances `out` by at most 4.
+                // each lookup advances `out` by at most `S::PER_LOOKUP`.
                 unsafe {
-                    out[i].cast::<[S; MULTI_MAX as usize]>().write_unaligned(t.symbols[idx]);
+                    out[i].cast::<S::Group>().write_unaligned(t.symbols[idx]);
                     out[i] = out[i].add((m >> 6) as usize + 1);
                 }
                 buf[i] = buf[i].wrapping_shl(m);
@@ -456,7 +480,8 @@ fn decode_segment_impl<const CRC: bool, S: Sym>(
         }
         S::join::<CRC>(&bufs.0, &sm[raw], &mut out[elems], how);
         if !last_chunk {
-            // Up to 3 exponents past the chunk move to the buffer's start.
+            // Up to `S::PER_LOOKUP - 1` symbols past the chunk move to the
+            // buffer's start.
             for (lane, buf) in lanes.iter_mut().zip(bufs.0.iter_mut()) {
                 buf.copy_within(CHUNK_SYMS..CHUNK_SYMS + MAX_PER_LOOKUP, 0);
                 lane.at -= CHUNK_SYMS;
