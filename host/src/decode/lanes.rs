@@ -20,7 +20,7 @@ use super::join::{Output, join_rows, stored};
 use super::join9::join9_rows;
 use crate::container::lane_slots;
 use df11_gpu::format::{LANE_RUN, LANES, MAX_CODE_LEN, ROW_ELEMS, TABLE_BITS, TABLE_SIZE};
-use df11_gpu::table::{Entry, Entry9, entry_len, entry_symbol, entry9_len, entry9_symbol, multi_entry9};
+use df11_gpu::table::{Entry, Entry9, entry_len, entry_symbol, entry9_len, entry9_symbol};
 
 /// Symbols a multi-symbol lookup yields at most, of any [`Sym`]: the most a
 /// lane buffer may hold past a chunk's end, and what a round is bounded by.
@@ -55,9 +55,9 @@ pub(super) const LANE_BUF: usize = LANE_MASK + 1 + 64;
 
 /// What a lane buffer holds per symbol: an exponent byte ([`stored`]) for
 /// the lanes layout, `symbol << 6` for lanes9. Each has its join pass.
-pub(super) trait Sym: Copy + Default + Send + 'static {
+pub(super) trait Sym: Copy + Default + Send + Into<u64> + 'static {
     /// A multi-symbol table entry's symbols, 8 bytes: one load, one store.
-    type Group: Copy + Default + AsRef<[Self]> + AsMut<[Self]>;
+    type Group: Copy + Default + AsRef<[Self]> + AsMut<[Self]> + bytemuck::Pod;
 
     /// Symbols a lookup yields at most (at most [`MAX_PER_LOOKUP`]).
     const PER_LOOKUP: usize;
@@ -119,8 +119,84 @@ pub(super) struct MultiTable<S: Sym> {
 }
 
 impl<S: Sym> MultiTable<S> {
-    /// The table from each window's codes, `multi(idx)`: `(symbols, count,
-    /// bits)` with `count` in `1..=S::PER_LOOKUP`.
+    /// The table of a code whose single-symbol table entry `i` is
+    /// `single(i)`: the symbol as the lane buffers store it and its code's
+    /// length, 1..=12 bits (a code of `max_len` ≥ 1).
+    ///
+    /// Built window by window from earlier ones, about twice as fast as
+    /// decoding each window's codes afresh, which took a third of the
+    /// decoding time of a 147K-weight tensor. Window `idx`'s codes are its
+    /// first code, of `len` bits, then those codes of window `rest = idx <<
+    /// len` (its bits after that code, zeros after them) that end within
+    /// `12 - len` bits: a code of `rest` that ends there reads no bit past
+    /// `idx`'s end. `rest` has more trailing zeros than `idx`, or is 0, so
+    /// windows are built by decreasing trailing zeros, window 0 first.
+    fn from_windows(single: impl Fn(usize) -> (S, u8)) -> Box<Self> {
+        let mut t = Box::new(MultiTable {
+            symbols: [S::Group::default(); TABLE_SIZE],
+            meta: [S::Meta::default(); TABLE_SIZE],
+            single: [(S::default(), 0); TABLE_SIZE],
+        });
+        for (idx, to) in t.single.iter_mut().enumerate() {
+            *to = single(idx);
+            debug_assert!((1..=MAX_CODE_LEN as u8).contains(&to.1));
+        }
+        // Byte `i` of `ends[idx]`: the bits of window `idx`'s first `i + 1`
+        // codes, 0xFF past its count. In a register, not an array: stores of
+        // single bytes read back as one word stall the build.
+        let mut ends = vec![0u64; TABLE_SIZE];
+        let bytes = |n: usize| (1u64 << (8 * n)) - 1;
+        let mut set = |t: &mut Self, idx: usize, rest: Option<usize>| {
+            let (sym, len) = t.single[idx];
+            let (count, group, e) = match rest {
+                Some(rest) => {
+                    // The codes of `rest` that end within the room left
+                    // (its ends increase, and 0xFF never fits).
+                    let room = MAX_CODE_LEN as u8 - len;
+                    let rest_ends = ends[rest];
+                    let taken = (0..S::PER_LOOKUP - 1).take_while(|&i| (rest_ends >> (8 * i)) as u8 <= room).count();
+                    let mut group = S::Group::default();
+                    let from = t.symbols[rest];
+                    for (i, to) in group.as_mut().iter_mut().enumerate() {
+                        *to = match i {
+                            0 => sym,
+                            i if i <= taken => from.as_ref()[i - 1],
+                            _ => S::default(),
+                        };
+                    }
+                    // Ends are at most 24, so the bytes add without carries.
+                    let moved = (rest_ends & bytes(taken)) + len as u64 * (0x0101_0101_0101_0101 & bytes(taken));
+                    (taken + 1, group, moved << 8 | len as u64 | !bytes(taken + 1))
+                }
+                // Window 0 holds its first code again and again.
+                None => {
+                    let count = (MAX_CODE_LEN as usize / len as usize).min(S::PER_LOOKUP);
+                    let mut group = S::Group::default();
+                    group.as_mut()[..count].fill(sym);
+                    let e = (0..count).fold(!bytes(count), |e, i| e | ((i as u64 + 1) * len as u64) << (8 * i));
+                    (count, group, e)
+                }
+            };
+            t.symbols[idx] = group;
+            let used = (e >> (8 * (count - 1))) as u8 as u32;
+            t.meta[idx] =
+                S::Meta::try_from(used | ((count as u32 - 1) << 6)).ok().expect("the count fits the meta word");
+            ends[idx] = e;
+        };
+        set(&mut t, 0, None);
+        for zeros in (0..TABLE_BITS).rev() {
+            for idx in ((1usize << zeros)..TABLE_SIZE).step_by(2 << zeros) {
+                let rest = (idx << t.single[idx].1) & (TABLE_SIZE - 1);
+                set(&mut t, idx, Some(rest));
+            }
+        }
+        t
+    }
+
+    /// The table from each window's codes decoded afresh, `multi(idx)`:
+    /// `(symbols, count, bits)`; what [`MultiTable::from_windows`] is
+    /// tested against.
+    #[cfg(test)]
     fn from_codes(multi: impl Fn(usize) -> (S::Group, u32, u32), single: impl Fn(usize) -> (S, u8)) -> Box<Self> {
         let mut t = Box::new(MultiTable {
             symbols: [S::Group::default(); TABLE_SIZE],
@@ -129,7 +205,6 @@ impl<S: Sym> MultiTable<S> {
         });
         for idx in 0..TABLE_SIZE {
             let (symbols, count, used) = multi(idx);
-            debug_assert!((1..=S::PER_LOOKUP as u32).contains(&count) && used <= MAX_CODE_LEN);
             t.symbols[idx] = symbols;
             t.meta[idx] = S::Meta::try_from(used | ((count - 1) << 6)).ok().expect("the count fits the meta word");
             t.single[idx] = single(idx);
@@ -141,69 +216,11 @@ impl<S: Sym> MultiTable<S> {
 impl MultiTable<u8> {
     /// Builds the table from the single-symbol table of a code with
     /// `max_len` ≥ 1 (every entry decodes a code of 1..=12 bits).
-    ///
-    /// Window by window from earlier ones, about four times faster than
-    /// decoding each window's codes afresh: that took a third of the
-    /// decoding time of a 147K-weight tensor. Window `idx`'s codes are its
-    /// first code, of `len` bits, then those codes of window `rest = idx <<
-    /// len` (its bits after that code, zeros after them) that end within
-    /// `12 - len` bits: a code of `rest` that ends there reads no bit past
-    /// `idx`'s end. `rest` has more trailing zeros than `idx`, or is 0, so
-    /// windows are built by decreasing trailing zeros, window 0 first.
     pub(super) fn new(single: &[Entry; TABLE_SIZE]) -> Box<Self> {
-        const MAX: usize = LANES_PER_LOOKUP;
-        /// Marks an end past a window's count: more bits than a window.
-        const NONE: u8 = u8::MAX;
-        // `ends[idx][i]`: the bits of window `idx`'s first `i + 1` codes.
-        let mut ends = vec![[NONE; MAX]; TABLE_SIZE];
-        let mut t =
-            Box::new(MultiTable { symbols: [[0; 8]; TABLE_SIZE], meta: [0; TABLE_SIZE], single: [(0, 0); TABLE_SIZE] });
-        for (to, &e) in t.single.iter_mut().zip(single) {
-            *to = (stored(entry_symbol(e)), entry_len(e) as u8);
-        }
-        let set = |t: &mut Self, ends: &mut [[u8; MAX]], idx: usize, group: [u8; 8], e: [u8; MAX], count: usize| {
-            t.symbols[idx] = group;
-            t.meta[idx] = e[count - 1] as u16 | ((count - 1) << 6) as u16;
-            ends[idx] = e;
-        };
-        // Window 0 holds its first code again and again.
-        let (sym, len) = t.single[0];
-        debug_assert!(len >= 1, "a code of max_len >= 1 has no zero-length code");
-        let count = (MAX_CODE_LEN as usize / len as usize).min(MAX);
-        let mut group = [0; 8];
-        group[..count].fill(sym);
-        set(
-            &mut t,
-            &mut ends,
-            0,
-            group,
-            std::array::from_fn(|i| if i < count { (i + 1) as u8 * len } else { NONE }),
-            count,
-        );
-        for zeros in (0..TABLE_BITS).rev() {
-            for idx in ((1usize << zeros)..TABLE_SIZE).step_by(2 << zeros) {
-                let (sym, len) = t.single[idx];
-                let rest = (idx << len) & (TABLE_SIZE - 1);
-                let room = MAX_CODE_LEN as u8 - len;
-                let rest_ends = ends[rest];
-                // The codes of `rest` that end within `room` bits (its ends
-                // increase, and NONE never fits).
-                let taken = rest_ends[..MAX - 1].iter().take_while(|&&end| end <= room).count();
-                let e = std::array::from_fn(|i| match i {
-                    0 => len,
-                    i if i <= taken => rest_ends[i - 1] + len,
-                    _ => NONE,
-                });
-                let count = taken + 1;
-                let codes = (u64::from_le_bytes(t.symbols[rest]) << 8 | sym as u64) & (u64::MAX >> (64 - 8 * count));
-                set(&mut t, &mut ends, idx, codes.to_le_bytes(), e, count);
-            }
-        }
-        t
+        Self::from_windows(|idx| (stored(entry_symbol(single[idx])), entry_len(single[idx]) as u8))
     }
 
-    /// [`MultiTable::new`] one window at a time with
-    /// `table::multi_entry_n`, for the tests.
+    /// [`MultiTable::new`] one window at a time, with `table::multi_entry_n`.
     #[cfg(test)]
     fn new_direct(single: &[Entry; TABLE_SIZE]) -> Box<Self> {
         use df11_gpu::table::multi_entry_n;
@@ -223,6 +240,13 @@ impl MultiTable<u16> {
     /// [`MultiTable::new`] for a lanes9 code: symbols stored `<< 6`, in place
     /// in a bf16.
     pub(super) fn new9(single: &[Entry9; TABLE_SIZE]) -> Box<Self> {
+        Self::from_windows(|idx| (entry9_symbol(single[idx]) << 6, entry9_len(single[idx]) as u8))
+    }
+
+    /// [`MultiTable::new9`] one window at a time, with `table::multi_entry9`.
+    #[cfg(test)]
+    fn new9_direct(single: &[Entry9; TABLE_SIZE]) -> Box<Self> {
+        use df11_gpu::table::multi_entry9;
         Self::from_codes(
             |idx| {
                 let (syms, count, cumulative) = multi_entry9(single, idx);
@@ -567,12 +591,13 @@ mod tests {
     use super::*;
     use crate::encode::huffman::code_lengths;
     use crate::synth::SplitMix64;
-    use df11_gpu::format::SYMBOLS;
-    use df11_gpu::table::build;
+    use df11_gpu::format::{SYMBOLS, SYMBOLS9};
+    use df11_gpu::table::{build, build9};
 
-    /// The table built window from window equals the one built a window
-    /// at a time, entry for entry, on codes of every shape: 1-bit codes
-    /// (five a window), 12-bit codes (one), and realistic skews between.
+    /// The tables built from earlier windows equal those built a window at
+    /// a time, entry for entry, for both layouts, on codes of every shape:
+    /// 1-bit codes (five a window), 12-bit codes (one), and realistic skews
+    /// between.
     #[test]
     fn built_from_earlier_windows_as_from_scratch() {
         let mut rng = SplitMix64::new(3);
@@ -597,15 +622,30 @@ mod tests {
             let lengths = code_lengths(h, MAX_CODE_LEN);
             let mut single = [0; TABLE_SIZE];
             assert!(build(&lengths, 0, &mut single).unwrap() >= 1);
-            let (fast, direct) = (MultiTable::new(&single), MultiTable::new_direct(&single));
-            for idx in 0..TABLE_SIZE {
-                assert_eq!(
-                    (fast.symbols[idx], fast.meta[idx], fast.single[idx]),
-                    (direct.symbols[idx], direct.meta[idx], direct.single[idx]),
-                    "window {idx:#05x}, lengths {:?}",
-                    &lengths[..]
-                );
+            same(&MultiTable::new(&single), &MultiTable::new_direct(&single), &lengths);
+            // The same lengths as a lanes9 code, on symbols 0..256 and,
+            // shifted, on 256..512 (bit 8 set).
+            for high in [0, SYMBOLS] {
+                let mut lengths9 = [0; SYMBOLS9];
+                lengths9[high..high + SYMBOLS].copy_from_slice(&lengths);
+                let mut single9 = [0; TABLE_SIZE];
+                assert!(build9(&lengths9, 0, &mut single9).unwrap() >= 1);
+                same(&MultiTable::new9(&single9), &MultiTable::new9_direct(&single9), &lengths);
             }
+        }
+    }
+
+    fn same<S: Sym + PartialEq + std::fmt::Debug>(fast: &MultiTable<S>, direct: &MultiTable<S>, lengths: &[u8])
+    where
+        S::Group: PartialEq + std::fmt::Debug,
+        S::Meta: PartialEq + std::fmt::Debug,
+    {
+        for idx in 0..TABLE_SIZE {
+            assert_eq!(
+                (fast.symbols[idx], fast.meta[idx], fast.single[idx]),
+                (direct.symbols[idx], direct.meta[idx], direct.single[idx]),
+                "window {idx:#05x}, lengths {lengths:?}"
+            );
         }
     }
 }
