@@ -22,13 +22,13 @@ use crate::container::lane_slots;
 use df11_gpu::format::{LANE_RUN, LANES, MAX_CODE_LEN, ROW_ELEMS, TABLE_BITS, TABLE_SIZE};
 use df11_gpu::table::{Entry, Entry9, entry_len, entry_symbol, entry9_len, entry9_symbol};
 
-/// Symbols a multi-symbol lookup yields at most, of any [`Sym`]: the most a
-/// lane buffer may hold past a chunk's end, and what a round is bounded by.
-const MAX_PER_LOOKUP: usize = 5;
-
 /// Exponents a lookup of the lanes layout yields at most: five of its 8-byte
 /// entries' bytes.
 const LANES_PER_LOOKUP: usize = 5;
+
+/// Symbols a multi-symbol lookup yields at most, of any [`Sym`] (lanes9
+/// takes four): the most a lane buffer may hold past a chunk's end.
+const MAX_PER_LOOKUP: usize = LANES_PER_LOOKUP;
 
 /// Bits a lookup consumes at most.
 const LOOKUP_BITS: u32 = MAX_CODE_LEN;
@@ -46,7 +46,7 @@ const CHUNK_SYMS: usize = CHUNK_ROWS * LANE_RUN;
 /// symbols).
 const LANE_MASK: usize = 2 * CHUNK_SYMS - 1;
 
-/// Lane buffer size: every masked index plus a 4-byte store fits, and one
+/// Lane buffer size: every masked index plus an 8-byte store fits, and one
 /// cache line more, so that consecutive lanes' buffers start 64 bytes apart
 /// modulo 4 KiB. With a multiple of 4 KiB they would all map to the same L1
 /// cache sets, and the join pass, which reads all 32 lanes' bytes of a row,
@@ -55,9 +55,9 @@ pub(super) const LANE_BUF: usize = LANE_MASK + 1 + 64;
 
 /// What a lane buffer holds per symbol: an exponent byte ([`stored`]) for
 /// the lanes layout, `symbol << 6` for lanes9. Each has its join pass.
-pub(super) trait Sym: Copy + Default + Send + Into<u64> + 'static {
+pub(super) trait Sym: Copy + Default + Send + 'static {
     /// A multi-symbol table entry's symbols, 8 bytes: one load, one store.
-    type Group: Copy + Default + AsRef<[Self]> + AsMut<[Self]> + bytemuck::Pod;
+    type Group: Copy + Default + AsRef<[Self]> + AsMut<[Self]>;
 
     /// Symbols a lookup yields at most (at most [`MAX_PER_LOOKUP`]).
     const PER_LOOKUP: usize;
@@ -178,9 +178,7 @@ impl<S: Sym> MultiTable<S> {
                 }
             };
             t.symbols[idx] = group;
-            let used = (e >> (8 * (count - 1))) as u8 as u32;
-            t.meta[idx] =
-                S::Meta::try_from(used | ((count as u32 - 1) << 6)).ok().expect("the count fits the meta word");
+            t.meta[idx] = Self::meta((e >> (8 * (count - 1))) as u8 as u32, count as u32);
             ends[idx] = e;
         };
         set(&mut t, 0, None);
@@ -191,6 +189,11 @@ impl<S: Sym> MultiTable<S> {
             }
         }
         t
+    }
+
+    /// The meta word of `count` ≥ 1 codes taking `used` bits.
+    fn meta(used: u32, count: u32) -> S::Meta {
+        S::Meta::try_from(used | ((count - 1) << 6)).ok().expect("the count fits the meta word")
     }
 
     /// The table from each window's codes decoded afresh, `multi(idx)`:
@@ -206,7 +209,7 @@ impl<S: Sym> MultiTable<S> {
         for idx in 0..TABLE_SIZE {
             let (symbols, count, used) = multi(idx);
             t.symbols[idx] = symbols;
-            t.meta[idx] = S::Meta::try_from(used | ((count - 1) << 6)).ok().expect("the count fits the meta word");
+            t.meta[idx] = Self::meta(used, count);
             t.single[idx] = single(idx);
         }
         t
@@ -547,6 +550,8 @@ fn decode_segment_impl<const CRC: bool, S: Sym>(
     bufs: &mut LaneBufs<S>,
     how: &mut Output,
 ) -> bool {
+    // The carry-over below moves MAX_PER_LOOKUP symbols.
+    const { assert!(S::PER_LOOKUP <= MAX_PER_LOOKUP) };
     let seg_len = out.len();
     let slots: [usize; LANES] = std::array::from_fn(|j| lane_slots(seg_len, j));
     let mut lanes: [Lane; LANES] = std::array::from_fn(|j| Lane::new(32 * starts[j] as usize));
