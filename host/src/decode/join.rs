@@ -30,7 +30,7 @@ fn exponent(stored: u8) -> u8 {
 }
 
 /// How the decoder writes a segment's output.
-pub(super) struct Output {
+pub(super) struct Output<'a> {
     /// With non-temporal stores, which bypass the caches: for outputs far
     /// larger than the caches, where the ordinary stores' read-for-ownership
     /// of every output line would double the memory traffic of the writes.
@@ -39,15 +39,36 @@ pub(super) struct Output {
     /// the joined values while they are still in registers: none when the
     /// CRC is not wanted.
     pub(super) crc: Option<u32>,
+    /// Empty, or the segment's expected output: then full rows are compared
+    /// with it from the registers instead of stored (their part of the
+    /// output is left as it was), the rest is stored and compared, and
+    /// `differs` says whether any element differs.
+    pub(super) expect: &'a [u16],
+    /// Whether an element compared with `expect` differs.
+    pub(super) differs: bool,
+}
+
+impl Output<'_> {
+    /// Compares `got` with `want` (equal lengths), noting a difference.
+    pub(super) fn compare(&mut self, got: &[u16], want: &[u16]) {
+        self.differs |= got != want;
+    }
 }
 
 /// Joins a chunk's exponents (lane `j`'s for row `r` at `bufs[j][8r..8r + 8]`)
 /// with its sign+mantissa bytes into bf16 bit patterns, as `how` says;
 /// `CRC` must be whether `how.crc` is some.
 #[inline(always)]
-pub(super) fn join_rows<const CRC: bool>(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u8], out: &mut [u16], how: &mut Output) {
+pub(super) fn join_rows<const CRC: bool>(
+    bufs: &[[u8; LANE_BUF]; LANES],
+    sm: &[u8],
+    out: &mut [u16],
+    want: &[u16],
+    how: &mut Output,
+) {
     let (out_rows, out_tail) = out.as_chunks_mut::<ROW_ELEMS>();
     let (sm_rows, sm_tail) = sm.as_chunks::<ROW_ELEMS>();
+    let (want_rows, want_tail) = want.as_chunks::<ROW_ELEMS>();
     let mut crc = how.crc.filter(|_| CRC);
     #[cfg(target_arch = "x86_64")]
     {
@@ -55,11 +76,18 @@ pub(super) fn join_rows<const CRC: bool>(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u
         match &mut crc {
             Some(crc) if std::is_x86_feature_detected!("sse4.2") => {
                 // SAFETY: the CPU has SSE4.2, the only feature the function enables.
-                *crc = unsafe { join_rows_sse42_crc(bufs, sm_rows, out_rows, stream_out, *crc) };
+                *crc = unsafe {
+                    join_rows_sse42_crc(bufs, sm_rows, out_rows, stream_out, *crc, want_rows, &mut how.differs)
+                };
             }
             crc => {
+                // Rows read back for their CRC are stored, and compared after.
+                let fused = if crc.is_some() { &[][..] } else { want_rows };
                 // SAFETY: SSE2 is part of the x86-64 baseline: every x86-64 CPU has it.
-                unsafe { join_rows_sse2(bufs, sm_rows, out_rows, stream_out) };
+                unsafe { join_rows_sse2(bufs, sm_rows, out_rows, stream_out, fused, &mut how.differs) };
+                if fused.is_empty() && !want.is_empty() {
+                    how.compare(out_rows.as_flattened(), want_rows.as_flattened());
+                }
                 if let Some(crc) = crc {
                     *crc = data_crc_append(*crc, out_rows.as_flattened());
                 }
@@ -69,6 +97,9 @@ pub(super) fn join_rows<const CRC: bool>(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u
     #[cfg(not(target_arch = "x86_64"))]
     {
         join_rows_portable(bufs, sm_rows, out_rows);
+        if !want.is_empty() {
+            how.compare(out_rows.as_flattened(), want_rows.as_flattened());
+        }
         if let Some(crc) = &mut crc {
             *crc = data_crc_append(*crc, out_rows.as_flattened());
         }
@@ -76,6 +107,9 @@ pub(super) fn join_rows<const CRC: bool>(bufs: &[[u8; LANE_BUF]; LANES], sm: &[u
     let r = out_rows.len();
     for (i, (o, &s)) in out_tail.iter_mut().zip(sm_tail).enumerate() {
         *o = df11_gpu::bits::join(exponent(bufs[i / LANE_RUN][LANE_RUN * r + i % LANE_RUN]), s);
+    }
+    if !want.is_empty() {
+        how.compare(out_tail, want_tail);
     }
     if let Some(crc) = crc {
         how.crc = Some(data_crc_append(crc, out_tail));
@@ -104,9 +138,11 @@ fn join_rows_sse2(
     sm: &[[u8; ROW_ELEMS]],
     out: &mut [[u16; ROW_ELEMS]],
     stream_out: bool,
+    want: &[[u16; ROW_ELEMS]],
+    differs: &mut bool,
 ) {
     // SAFETY: without `CRC` the join needs only SSE2, which this function enables.
-    unsafe { join_rows_x86::<false>(bufs, sm, out, stream_out, 0) };
+    unsafe { join_rows_x86::<false>(bufs, sm, out, stream_out, 0, want, differs) };
 }
 
 /// [`join_rows_sse2`] that also continues `crc`, the CRC32C of the output
@@ -121,9 +157,11 @@ fn join_rows_sse42_crc(
     out: &mut [[u16; ROW_ELEMS]],
     stream_out: bool,
     crc: u32,
+    want: &[[u16; ROW_ELEMS]],
+    differs: &mut bool,
 ) -> u32 {
     // SAFETY: this function enables SSE4.2, which the join with `CRC` needs.
-    unsafe { join_rows_x86::<true>(bufs, sm, out, stream_out, crc) }
+    unsafe { join_rows_x86::<true>(bufs, sm, out, stream_out, crc, want, differs) }
 }
 
 /// The join of [`join_rows_sse2`] and [`join_rows_sse42_crc`].
@@ -139,6 +177,8 @@ unsafe fn join_rows_x86<const CRC: bool>(
     out: &mut [[u16; ROW_ELEMS]],
     stream_out: bool,
     crc: u32,
+    want: &[[u16; ROW_ELEMS]],
+    differs: &mut bool,
 ) -> u32 {
     use std::arch::x86_64::*;
     // SAFETY: SSE2 is part of the x86-64 baseline.
@@ -160,7 +200,7 @@ unsafe fn join_rows_x86<const CRC: bool>(
         }
     };
     // SAFETY: passed on from the caller.
-    unsafe { write_rows_x86::<CRC>(out, stream_out, crc, pair) }
+    unsafe { write_rows_x86::<CRC>(out, stream_out, crc, want, differs, pair) }
 }
 
 /// Writes full rows of output, each from its 16 pairs of lanes:
@@ -169,6 +209,11 @@ unsafe fn join_rows_x86<const CRC: bool>(
 /// `CRC`, continues `crc`, the CRC32C of the output before these rows, with
 /// theirs from the registers, and returns it (else 0). Both layouts' joins
 /// store through this.
+///
+/// If `want` is not empty (it then holds as many rows as `out`), the rows
+/// are compared with it instead of stored, and `differs` is set if any
+/// element differs: a verification then neither writes the output nor
+/// reads it back.
 ///
 /// # Safety
 /// With `CRC` the CPU must have SSE4.2 (it runs the CRC32C instruction);
@@ -179,13 +224,48 @@ pub(super) unsafe fn write_rows_x86<const CRC: bool>(
     out: &mut [[u16; ROW_ELEMS]],
     stream_out: bool,
     crc: u32,
+    want: &[[u16; ROW_ELEMS]],
+    differs: &mut bool,
+    pair: impl Fn(usize, usize) -> (std::arch::x86_64::__m128i, std::arch::x86_64::__m128i),
+) -> u32 {
+    if want.is_empty() {
+        // SAFETY: passed on from the caller.
+        unsafe { rows_x86::<CRC, false>(out, stream_out, crc, want, differs, pair) }
+    } else {
+        assert_eq!(want.len(), out.len(), "a compared row for each row");
+        // SAFETY: passed on from the caller.
+        unsafe { rows_x86::<CRC, true>(out, false, crc, want, differs, pair) }
+    }
+}
+
+/// [`write_rows_x86`], storing (`!CMP`) or comparing (`CMP`).
+///
+/// # Safety
+/// As for [`write_rows_x86`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn rows_x86<const CRC: bool, const CMP: bool>(
+    out: &mut [[u16; ROW_ELEMS]],
+    stream_out: bool,
+    crc: u32,
+    want: &[[u16; ROW_ELEMS]],
+    differs: &mut bool,
     pair: impl Fn(usize, usize) -> (std::arch::x86_64::__m128i, std::arch::x86_64::__m128i),
 ) -> u32 {
     use std::arch::x86_64::*;
     // Non-temporal stores need 16-byte aligned rows (512-byte rows are
     // aligned if the first is).
     let stream_out = stream_out && out.as_ptr().cast::<u8>().align_offset(16) == 0;
-    let store = |out: &mut [u16; ROW_ELEMS], p: usize, (a, b): (__m128i, __m128i)| {
+    // The OR of every compared register's XOR with what was expected.
+    // SAFETY: SSE2 is part of the x86-64 baseline.
+    let mut diff = unsafe { _mm_setzero_si128() };
+    let mut store = |r: usize, out: &mut [u16; ROW_ELEMS], p: usize, (a, b): (__m128i, __m128i)| {
+        if CMP {
+            let w: [__m128i; 2] = bytemuck::pod_read_unaligned(bytemuck::cast_slice(&want[r][16 * p..16 * p + 16]));
+            // SAFETY: SSE2 is part of the x86-64 baseline.
+            diff = unsafe { _mm_or_si128(diff, _mm_or_si128(_mm_xor_si128(a, w[0]), _mm_xor_si128(b, w[1]))) };
+            return;
+        }
         let dst = &mut bytemuck::cast_mut::<_, [u8; 2 * ROW_ELEMS]>(out)[32 * p..32 * p + 32];
         if stream_out {
             // SAFETY: the 32 bytes are in `dst`, borrowed mutably, and
@@ -214,7 +294,7 @@ pub(super) unsafe fn write_rows_x86<const CRC: bool>(
     if !CRC {
         for (r, out) in out.iter_mut().enumerate() {
             for p in 0..LANES / 2 {
-                store(out, p, pair(r, p));
+                store(r, out, p, pair(r, p));
             }
         }
     } else {
@@ -234,9 +314,9 @@ pub(super) unsafe fn write_rows_x86<const CRC: bool>(
                 for (ci, &vi) in c.iter_mut().zip(&v) {
                     checksum(ci, vi);
                 }
-                store(o0, p, v[0]);
-                store(o1, p, v[1]);
-                store(o2, p, v[2]);
+                store(r0, o0, p, v[0]);
+                store(r1, o1, p, v[1]);
+                store(r2, o2, p, v[2]);
             }
         }
         for (i, out) in third.iter_mut().enumerate().skip(k) {
@@ -244,13 +324,17 @@ pub(super) unsafe fn write_rows_x86<const CRC: bool>(
             for p in 0..LANES / 2 {
                 let v = pair(r, p);
                 checksum(&mut c[2], v);
-                store(out, p, v);
+                store(r, out, p, v);
             }
         }
         let row_bytes = 2 * ROW_ELEMS as u64;
         let crc = |c: u64| !(c as u32);
         let two = crate::crc::combine(crc(c[0]), crc(c[1]), row_bytes * k as u64);
         result = crate::crc::combine(two, crc(c[2]), row_bytes * third.len() as u64);
+    }
+    if CMP {
+        // SAFETY: SSE2 is part of the x86-64 baseline.
+        *differs |= unsafe { _mm_movemask_epi8(_mm_cmpeq_epi8(diff, _mm_setzero_si128())) } != 0xffff;
     }
     if stream_out {
         // Non-temporal stores are weakly ordered: fence them before the
@@ -291,16 +375,47 @@ mod tests {
             for stream_out in [false, true] {
                 let mut got: Vec<[u16; ROW_ELEMS]> = vec![[0; ROW_ELEMS]; rows];
                 // SAFETY: SSE2 is part of the x86-64 baseline.
-                unsafe { join_rows_sse2(&bufs.0, &sm, &mut got, stream_out) };
+                unsafe { join_rows_sse2(&bufs.0, &sm, &mut got, stream_out, &[], &mut false) };
                 assert!(got == want, "rows {rows}, stream_out = {stream_out}");
+                // Compared instead of stored: equal, then one element changed.
+                let mut differs = false;
+                // SAFETY: as above.
+                unsafe { join_rows_sse2(&bufs.0, &sm, &mut got, stream_out, &want, &mut differs) };
+                assert!(!differs, "rows {rows}");
+                if rows > 0 {
+                    let mut changed = want.clone();
+                    changed[rows - 1][ROW_ELEMS - 1] ^= 0x8000;
+                    // SAFETY: as above.
+                    unsafe { join_rows_sse2(&bufs.0, &sm, &mut got, stream_out, &changed, &mut differs) };
+                    assert!(differs, "rows {rows}");
+                }
                 // The join that checksums as it goes: the same output, and the
                 // CRC of it continued from an arbitrary one.
                 if std::is_x86_feature_detected!("sse4.2") {
                     let mut got: Vec<[u16; ROW_ELEMS]> = vec![[0; ROW_ELEMS]; rows];
                     // SAFETY: the CPU has SSE4.2.
-                    let crc = unsafe { join_rows_sse42_crc(&bufs.0, &sm, &mut got, stream_out, 0x1234_5678) };
+                    let crc = unsafe {
+                        join_rows_sse42_crc(&bufs.0, &sm, &mut got, stream_out, 0x1234_5678, &[], &mut false)
+                    };
                     assert!(got == want, "with CRC, rows {rows}, stream_out = {stream_out}");
                     assert_eq!(crc, data_crc_append(0x1234_5678, want.as_flattened()), "rows {rows}");
+                    // Compared, with the CRC taken as well: a change in each
+                    // of the three interleaved parts is seen.
+                    let mut differs = false;
+                    // SAFETY: as above.
+                    let crc = unsafe {
+                        join_rows_sse42_crc(&bufs.0, &sm, &mut got, stream_out, 0x1234_5678, &want, &mut differs)
+                    };
+                    assert!(!differs, "with CRC, rows {rows}");
+                    assert_eq!(crc, data_crc_append(0x1234_5678, want.as_flattened()), "compared, rows {rows}");
+                    for r in [0, rows / 3, rows / 2, rows.saturating_sub(1)].into_iter().filter(|_| rows > 0) {
+                        let mut changed = want.clone();
+                        changed[r][17] ^= 1;
+                        let mut differs = false;
+                        // SAFETY: as above.
+                        unsafe { join_rows_sse42_crc(&bufs.0, &sm, &mut got, stream_out, 0, &changed, &mut differs) };
+                        assert!(differs, "with CRC, rows {rows}, changed row {r}");
+                    }
                 }
             }
         }

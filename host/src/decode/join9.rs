@@ -38,16 +38,21 @@ pub(super) fn join9_rows<const CRC: bool>(
     bufs: &[[u16; LANE_BUF]; LANES],
     raw: &[u8],
     out: &mut [u16],
+    want: &[u16],
     how: &mut Output,
 ) {
     let (out_rows, out_tail) = out.as_chunks_mut::<ROW_ELEMS>();
+    let (want_rows, want_tail) = want.as_chunks::<ROW_ELEMS>();
     let rows = out_rows.len();
     let (raw_rows, raw_tail) = raw.split_at(rows * ROW_RAW);
     let raw_rows = raw_rows.as_chunks::<ROW_RAW>().0;
     let mut crc = how.crc.filter(|_| CRC);
     // The CRC of rows joined without it, read back while they are in cache.
-    let portable = |out_rows: &mut [[u16; ROW_ELEMS]], crc: &mut Option<u32>| {
+    let portable = |out_rows: &mut [[u16; ROW_ELEMS]], crc: &mut Option<u32>, how: &mut Output| {
         join_rows_portable(bufs, raw_rows, out_rows);
+        if !want.is_empty() {
+            how.compare(out_rows.as_flattened(), want_rows.as_flattened());
+        }
         if let Some(c) = crc {
             *c = data_crc_append(*c, out_rows.as_flattened());
         }
@@ -57,24 +62,34 @@ pub(super) fn join9_rows<const CRC: bool>(
         match &mut crc {
             Some(c) if std::is_x86_feature_detected!("sse4.2") => {
                 // SAFETY: the CPU has SSE4.2 (and so SSSE3), the features the function enables.
-                *c = unsafe { join_rows_sse42_crc(bufs, raw_rows, out_rows, how.stream_out, *c) };
+                *c = unsafe {
+                    join_rows_sse42_crc(bufs, raw_rows, out_rows, how.stream_out, *c, want_rows, &mut how.differs)
+                };
             }
             crc => {
-                // Rows read back for their CRC must stay in the cache.
+                // Rows read back for their CRC must stay in the cache, and
+                // are stored, and compared after.
                 let stream_out = how.stream_out && crc.is_none();
+                let fused = if crc.is_some() { &[][..] } else { want_rows };
                 // SAFETY: the CPU has SSSE3, the feature the function enables.
-                unsafe { join_rows_ssse3(bufs, raw_rows, out_rows, stream_out) };
+                unsafe { join_rows_ssse3(bufs, raw_rows, out_rows, stream_out, fused, &mut how.differs) };
+                if fused.is_empty() && !want.is_empty() {
+                    how.compare(out_rows.as_flattened(), want_rows.as_flattened());
+                }
                 if let Some(c) = crc {
                     *c = data_crc_append(*c, out_rows.as_flattened());
                 }
             }
         }
     } else {
-        portable(out_rows, &mut crc);
+        portable(out_rows, &mut crc, how);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    portable(out_rows, &mut crc);
+    portable(out_rows, &mut crc, how);
     join_tail(bufs, rows, raw_tail, out_tail);
+    if !want.is_empty() {
+        how.compare(out_tail, want_tail);
+    }
     if let Some(c) = crc {
         how.crc = Some(data_crc_append(c, out_tail));
     }
@@ -119,9 +134,11 @@ fn join_rows_ssse3(
     raw: &[[u8; ROW_RAW]],
     out: &mut [[u16; ROW_ELEMS]],
     stream_out: bool,
+    want: &[[u16; ROW_ELEMS]],
+    differs: &mut bool,
 ) {
     // SAFETY: without `CRC` the join needs only SSSE3, which this function enables.
-    unsafe { join_rows_x86::<false>(bufs, raw, out, stream_out, 0) };
+    unsafe { join_rows_x86::<false>(bufs, raw, out, stream_out, 0, want, differs) };
 }
 
 /// [`join_rows_ssse3`] that also continues `crc` with the rows' CRC32C,
@@ -134,9 +151,11 @@ fn join_rows_sse42_crc(
     out: &mut [[u16; ROW_ELEMS]],
     stream_out: bool,
     crc: u32,
+    want: &[[u16; ROW_ELEMS]],
+    differs: &mut bool,
 ) -> u32 {
     // SAFETY: this function enables SSE4.2 (which includes SSSE3), as the join with `CRC` needs.
-    unsafe { join_rows_x86::<true>(bufs, raw, out, stream_out, crc) }
+    unsafe { join_rows_x86::<true>(bufs, raw, out, stream_out, crc, want, differs) }
 }
 
 /// The join of [`join_rows_ssse3`] and [`join_rows_sse42_crc`].
@@ -152,6 +171,8 @@ unsafe fn join_rows_x86<const CRC: bool>(
     out: &mut [[u16; ROW_ELEMS]],
     stream_out: bool,
     crc: u32,
+    want: &[[u16; ROW_ELEMS]],
+    differs: &mut bool,
 ) -> u32 {
     use std::arch::x86_64::*;
     // Bytes 0..7 (first group's values 0..6) and 7..14 (the second's) to the
@@ -195,7 +216,7 @@ unsafe fn join_rows_x86<const CRC: bool>(
         }
     };
     // SAFETY: passed on from the caller.
-    unsafe { super::join::write_rows_x86::<CRC>(out, stream_out, crc, pair) }
+    unsafe { super::join::write_rows_x86::<CRC>(out, stream_out, crc, want, differs, pair) }
 }
 
 #[cfg(test)]
@@ -234,8 +255,18 @@ mod tests {
         for stream_out in [false, true] {
             let mut got = vec![[0u16; ROW_ELEMS]; rows];
             // SAFETY: the CPU has SSSE3 (checked above).
-            unsafe { join_rows_ssse3(bufs, &raw, &mut got, stream_out) };
+            unsafe { join_rows_ssse3(bufs, &raw, &mut got, stream_out, &[], &mut false) };
             assert!(got == want, "stream_out = {stream_out}");
+            // Compared instead of stored: equal, then one element changed.
+            let mut differs = false;
+            // SAFETY: as above.
+            unsafe { join_rows_ssse3(bufs, &raw, &mut got, stream_out, &want, &mut differs) };
+            assert!(!differs);
+            let mut changed = want.clone();
+            changed[rows / 2][ROW_ELEMS - 1] ^= 0x40;
+            // SAFETY: as above.
+            unsafe { join_rows_ssse3(bufs, &raw, &mut got, stream_out, &changed, &mut differs) };
+            assert!(differs);
             // The join that checksums as it goes: the same output, and the
             // CRC of it continued from an arbitrary one, for row counts
             // around its three interleaved parts.
@@ -243,9 +274,38 @@ mod tests {
                 for n in [0, 1, 2, 3, 4, 5, 8, 10, 11, rows] {
                     let mut got = vec![[0u16; ROW_ELEMS]; n];
                     // SAFETY: the CPU has SSE4.2.
-                    let crc = unsafe { join_rows_sse42_crc(bufs, &raw[..n], &mut got, stream_out, 0x1234_5678) };
+                    let crc = unsafe {
+                        join_rows_sse42_crc(bufs, &raw[..n], &mut got, stream_out, 0x1234_5678, &[], &mut false)
+                    };
                     assert!(got == want[..n], "with CRC, {n} rows, stream_out = {stream_out}");
                     assert_eq!(crc, data_crc_append(0x1234_5678, want[..n].as_flattened()), "{n} rows");
+                    // Compared, with the CRC taken as well; then a change in
+                    // each of the three interleaved parts.
+                    let mut differs = false;
+                    // SAFETY: as above.
+                    let crc = unsafe {
+                        join_rows_sse42_crc(
+                            bufs,
+                            &raw[..n],
+                            &mut got,
+                            stream_out,
+                            0x1234_5678,
+                            &want[..n],
+                            &mut differs,
+                        )
+                    };
+                    assert!(!differs, "{n} rows");
+                    assert_eq!(crc, data_crc_append(0x1234_5678, want[..n].as_flattened()), "compared, {n} rows");
+                    for r in [0, n / 3, n / 2, n.saturating_sub(1)].into_iter().filter(|_| n > 0) {
+                        let mut changed = want[..n].to_vec();
+                        changed[r][200] ^= 1;
+                        let mut differs = false;
+                        // SAFETY: as above.
+                        unsafe {
+                            join_rows_sse42_crc(bufs, &raw[..n], &mut got, stream_out, 0, &changed, &mut differs)
+                        };
+                        assert!(differs, "{n} rows, changed row {r}");
+                    }
                 }
             }
         }

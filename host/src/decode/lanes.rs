@@ -67,8 +67,15 @@ pub(super) trait Sym: Copy + Default + Send + 'static {
     type Meta: Copy + Default + Into<u32> + TryFrom<u32>;
 
     /// Joins a chunk's symbols with its raw bytes (`raw`, from the chunk's
-    /// first element on) into `out`; see `join_rows` and `join9_rows`.
-    fn join<const CRC: bool>(bufs: &[[Self; LANE_BUF]; LANES], raw: &[u8], out: &mut [u16], how: &mut Output);
+    /// first element on) into `out`, or compares them with `want` if that
+    /// is not empty; see `join_rows` and `join9_rows`.
+    fn join<const CRC: bool>(
+        bufs: &[[Self; LANE_BUF]; LANES],
+        raw: &[u8],
+        out: &mut [u16],
+        want: &[u16],
+        how: &mut Output<'_>,
+    );
 
     /// Raw bytes of the first `elems` elements of a segment.
     fn raw_len(elems: usize) -> usize;
@@ -80,8 +87,14 @@ impl Sym for u8 {
     type Meta = u16;
 
     #[inline(always)]
-    fn join<const CRC: bool>(bufs: &[[u8; LANE_BUF]; LANES], raw: &[u8], out: &mut [u16], how: &mut Output) {
-        join_rows::<CRC>(bufs, raw, out, how)
+    fn join<const CRC: bool>(
+        bufs: &[[u8; LANE_BUF]; LANES],
+        raw: &[u8],
+        out: &mut [u16],
+        want: &[u16],
+        how: &mut Output<'_>,
+    ) {
+        join_rows::<CRC>(bufs, raw, out, want, how)
     }
 
     fn raw_len(elems: usize) -> usize {
@@ -95,8 +108,14 @@ impl Sym for u16 {
     type Meta = u8;
 
     #[inline(always)]
-    fn join<const CRC: bool>(bufs: &[[u16; LANE_BUF]; LANES], raw: &[u8], out: &mut [u16], how: &mut Output) {
-        join9_rows::<CRC>(bufs, raw, out, how)
+    fn join<const CRC: bool>(
+        bufs: &[[u16; LANE_BUF]; LANES],
+        raw: &[u8],
+        out: &mut [u16],
+        want: &[u16],
+        how: &mut Output<'_>,
+    ) {
+        join9_rows::<CRC>(bufs, raw, out, want, how)
     }
 
     fn raw_len(elems: usize) -> usize {
@@ -395,7 +414,8 @@ impl Lane {
 /// furthest-behind lane can take a whole round without passing its target (a
 /// round yields at most `4 · S::PER_LOOKUP` exponents a lane; 4 lookups take at most 48 of
 /// the 57 or more bits a refill provides), and while every refill's 8 bytes are
-/// inside the stream. Then each lane finishes on its own.
+/// inside the stream. Then each lane finishes on its own. The rounds
+/// prefetch the two byte ranges of `[ahead, fetch]`, a line of each a round.
 #[inline(always)]
 fn decode4<S: Sym>(
     t: &MultiTable<S>,
@@ -404,7 +424,7 @@ fn decode4<S: Sym>(
     bufs: &mut [[S; LANE_BUF]; 4],
     target: [usize; 4],
     limit: [usize; 4],
-    mut ahead: &[u8],
+    [mut ahead, mut fetch]: [&[u8]; 2],
 ) {
     let round = 4 * S::PER_LOOKUP;
     const ROUND_BITS: usize = 4 * LOOKUP_BITS as usize;
@@ -421,8 +441,9 @@ fn decode4<S: Sym>(
         // (at most CHUNK_SYMS exponents in a buffer after the rounds, and
         // LANE_BUF has room for a whole group more)
         // and by the stream's length.
-        unsafe { rounds4(t, s, lanes, bufs, rounds, ahead) };
+        unsafe { rounds4(t, s, lanes, bufs, rounds, ahead, fetch) };
         ahead = ahead.get(rounds * 64..).unwrap_or(&[]);
+        fetch = fetch.get(rounds * 64..).unwrap_or(ahead);
     }
     for (i, (lane, buf)) in lanes.iter_mut().zip(bufs.iter_mut()).enumerate() {
         lane.finish(t, s, buf, target[i], limit[i]);
@@ -430,7 +451,8 @@ fn decode4<S: Sym>(
 }
 
 /// `rounds` rounds of one refill and four lookups for each of four lanes;
-/// round `r` also prefetches the cache line `64·r` bytes after `ahead`'s start.
+/// round `r` also prefetches the cache lines `64·r` bytes after `ahead`'s and
+/// `fetch`'s starts (`fetch`: the output a compare expects, or `ahead` again).
 ///
 /// # Safety
 /// Each lane's buffer must have room for `4 · S::PER_LOOKUP · rounds` more
@@ -444,6 +466,7 @@ unsafe fn rounds4<S: Sym>(
     bufs: &mut [[S; LANE_BUF]; 4],
     rounds: usize,
     ahead: &[u8],
+    fetch: &[u8],
 ) {
     let stream = s.bytes.as_ptr();
     let mut buf = lanes.map(|l| l.buf);
@@ -451,11 +474,12 @@ unsafe fn rounds4<S: Sym>(
     let starts: [*mut S; 4] = std::array::from_fn(|i| bufs[i].as_mut_ptr());
     // SAFETY: `have` is within the buffer (the caller's bound).
     let mut out: [*mut S; 4] = std::array::from_fn(|i| unsafe { starts[i].add(lanes[i].have()) });
-    let ahead = ahead.as_ptr();
+    let (ahead, fetch) = (ahead.as_ptr(), fetch.as_ptr());
     for r in 0..rounds {
         // Past `ahead`'s end this fetches the next group's bytes, or harmlessly
         // nothing: not bounding it keeps a register free for the lanes.
         crate::hint::prefetch_line(ahead.wrapping_add(64 * r));
+        crate::hint::prefetch_line(fetch.wrapping_add(64 * r));
         for i in 0..4 {
             pos[i] += buf[i].trailing_zeros() as usize;
             // SAFETY: in the stream, by the caller's bound on `rounds`.
@@ -496,7 +520,7 @@ pub(super) fn decode_segment<S: Sym>(
     sm: &[u8],
     out: &mut [u16],
     bufs: &mut LaneBufs<S>,
-    how: &mut Output,
+    how: &mut Output<'_>,
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("bmi1")
@@ -532,7 +556,7 @@ fn decode_segment_bmi2<const CRC: bool, S: Sym>(
     sm: &[u8],
     out: &mut [u16],
     bufs: &mut LaneBufs<S>,
-    how: &mut Output,
+    how: &mut Output<'_>,
 ) -> bool {
     decode_segment_impl::<CRC, S>(t, s, starts, sm, out, bufs, how)
 }
@@ -548,11 +572,12 @@ fn decode_segment_impl<const CRC: bool, S: Sym>(
     sm: &[u8],
     out: &mut [u16],
     bufs: &mut LaneBufs<S>,
-    how: &mut Output,
+    how: &mut Output<'_>,
 ) -> bool {
     // The carry-over below moves MAX_PER_LOOKUP symbols.
     const { assert!(S::PER_LOOKUP <= MAX_PER_LOOKUP) };
     let seg_len = out.len();
+    let expect: &[u8] = bytemuck::cast_slice(how.expect);
     let slots: [usize; LANES] = std::array::from_fn(|j| lane_slots(seg_len, j));
     let mut lanes: [Lane; LANES] = std::array::from_fn(|j| Lane::new(32 * starts[j] as usize));
     let rows = seg_len.div_ceil(ROW_ELEMS);
@@ -565,14 +590,21 @@ fn decode_segment_impl<const CRC: bool, S: Sym>(
         // into the cache while it decodes, for the join that follows.
         let raw = S::raw_len(elems.start)..S::raw_len(elems.end);
         let share = raw.len().div_ceil(LANES / 4);
+        let fetch_share = (2 * elems.len()).div_ceil(LANES / 4);
         for (g, group) in bufs.0.as_chunks_mut::<4>().0.iter_mut().enumerate() {
             let l4: &mut [Lane; 4] = (&mut lanes[4 * g..4 * g + 4]).try_into().unwrap();
             let limit = std::array::from_fn(|i| slots[4 * g + i] - first);
             let target = limit.map(|l| l.min(CHUNK_SYMS));
             let ahead = sm.get(raw.start + g * share..raw.end.min(raw.start + (g + 1) * share)).unwrap_or(&[]);
-            decode4(t, s, l4, group, target, limit, ahead);
+            // And an eighth of the chunk's expected output, when comparing:
+            // without it lanes9's compare waited on it (MiniLM's verify took
+            // 12 % longer; lanes did not gain).
+            let fetch = expect.get(2 * elems.start + g * fetch_share..).unwrap_or(&[]);
+            let fetch = if fetch.is_empty() { ahead } else { fetch };
+            decode4(t, s, l4, group, target, limit, [ahead, fetch]);
         }
-        S::join::<CRC>(&bufs.0, &sm[raw], &mut out[elems], how);
+        let want = if how.expect.is_empty() { &[][..] } else { &how.expect[elems.clone()] };
+        S::join::<CRC>(&bufs.0, &sm[raw], &mut out[elems], want, how);
         if !last_chunk {
             // Up to `S::PER_LOOKUP - 1` symbols past the chunk move to the
             // buffer's start.

@@ -273,7 +273,7 @@ fn decode_segments(
 ) -> Result<Sums> {
     if !parallel {
         let mut sums = Sums::default();
-        decode_range(p, t, first_seg, out, want, &mut sums)?;
+        decode_range(p, t, first_seg, out, &[], want, &mut sums)?;
         return Ok(sums);
     }
     let segs_per_task = (TASK_ELEMS / p.seg_elems).max(1);
@@ -282,16 +282,17 @@ fn decode_segments(
         .enumerate()
         .map(|(i, chunk)| {
             let mut sums = Sums::default();
-            decode_range(p, t, first_seg + i * segs_per_task, chunk, want, &mut sums).map(|()| (sums, chunk.len()))
+            decode_range(p, t, first_seg + i * segs_per_task, chunk, &[], want, &mut sums).map(|_| (sums, chunk.len()))
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(parts.into_iter().fold(Sums::default(), |acc, (s, n)| acc.then(s, n)))
 }
 
 /// Decodes `t` and compares it with `expected`, which must hold exactly its
-/// element count, without storing the output: segment by segment into a
-/// per-thread buffer of one segment, which stays in cache for the compare.
-/// Returns the index of the first element that differs and the element
+/// element count, without storing the output: the lanes layouts' joins
+/// compare each full row with `expected` from the registers they build it
+/// in, and the rest goes segment by segment through a per-thread buffer of
+/// one segment, which stays in cache for the compare. Returns the index of the first element that differs and the element
 /// decoded there, `None` if every one is equal. Errors as [`decode_view_into`]
 /// does, a data CRC that does not match the decoded elements included (when
 /// [`DecodeOptions::verify_crc`] is on and they all equal `expected`).
@@ -365,9 +366,15 @@ fn compare_range(
                 buf.resize(want_seg.len(), 0);
             }
             let got = &mut buf[..want_seg.len()];
-            decode_range(p, t, first_seg + i, got, want, sums)?;
-            if got != want_seg {
-                let at = got.iter().zip(want_seg).position(|(a, b)| a != b).unwrap_or(0);
+            if decode_range(p, t, first_seg + i, got, want_seg, want, sums)? {
+                // Rare: decode the segment again, whole, to say where. (Its
+                // decode is deterministic, so a difference is found; were it
+                // not, element 0 is reported rather than none.)
+                let again = Want { data: false, record: false, stream_out: false };
+                decode_range(p, t, first_seg + i, got, &[], again, &mut Sums::default())?;
+                let at = got.iter().zip(want_seg).position(|(a, b)| a != b);
+                debug_assert!(at.is_some(), "a compared difference is found again");
+                let at = at.unwrap_or(0);
                 return Ok(Some((i * p.seg_elems + at, got[at])));
             }
         }
@@ -411,10 +418,10 @@ pub fn decode_range_into(t: &CompressedTensor, start: u64, out: &mut [u16], opts
     let one = |(s, skip, piece): (usize, usize, &mut [u16])| -> Result<()> {
         let seg_len = (t.num_elements - s as u64 * seg).min(seg) as usize;
         if skip == 0 && piece.len() == seg_len {
-            return decode_range(&p, t, s, piece, want, &mut Sums::default());
+            return decode_range(&p, t, s, piece, &[], want, &mut Sums::default()).map(|_| ());
         }
         let mut whole = vec![0u16; seg_len];
-        decode_range(&p, t, s, &mut whole, Want { stream_out: false, ..want }, &mut Sums::default())?;
+        decode_range(&p, t, s, &mut whole, &[], Want { stream_out: false, ..want }, &mut Sums::default())?;
         piece.copy_from_slice(&whole[skip..skip + piece.len()]);
         Ok(())
     };
@@ -517,20 +524,30 @@ fn stream_bytes<'a>(words: &Cow<'a, [u32]>) -> Cow<'a, [u8]> {
 /// Decodes consecutive segments starting at `first_seg` into `out` (their
 /// whole output, the last one possibly short), continuing `sums` with them
 /// as `want` says.
+///
+/// With `expect` (empty, or as long as `out`) it compares instead, and
+/// returns whether any element differs: the lanes joins compare full rows
+/// from their registers and leave that part of `out` as it was, so `out`
+/// is then scratch.
 fn decode_range(
     p: &Prepared,
     t: &TensorView,
     first_seg: usize,
     out: &mut [u16],
+    expect: &[u16],
     want: Want,
     sums: &mut Sums,
-) -> Result<()> {
+) -> Result<bool> {
+    assert!(expect.is_empty() || expect.len() == out.len(), "an expected element for each decoded one");
     let per = t.layout.streams_per_segment() as usize;
+    let mut differs = false;
     for (i, seg_out) in out.chunks_mut(p.seg_elems).enumerate() {
         let s = first_seg + i;
         let base = s * p.seg_elems;
         let raw = |e: usize| t.layout.raw_len(e as u64) as usize;
         let sm = &t.sign_mantissa[raw(base)..raw(base + seg_out.len())];
+        let expect =
+            if expect.is_empty() { expect } else { &expect[base - first_seg * p.seg_elems..][..seg_out.len()] };
         let ok = if p.max_len == 0 {
             // The tensor has no words at all (validated).
             if t.layout == Layout::Lanes9 {
@@ -541,26 +558,43 @@ fn decode_range(
             true
         } else if let Some((multi, bytes)) = &p.lanes9 {
             let starts = &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
-            let mut how = join::Output { stream_out: want.stream_out, crc: want.data.then_some(sums.data) };
+            let mut how = join::Output {
+                stream_out: want.stream_out,
+                crc: want.data.then_some(sums.data),
+                expect,
+                differs: false,
+            };
             let ok = LANE_BUFS9.with_borrow_mut(|bufs| {
                 let bufs = bufs.get_or_insert_with(LaneBufs::new);
                 lanes::decode_segment(multi, &Stream::new(bytes), starts, sm, seg_out, bufs, &mut how)
             });
             sums.data = how.crc.unwrap_or(0);
+            differs |= how.differs;
             ok
         } else if let Some((multi, bytes)) = &p.lanes {
             let starts = &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
-            let mut how = join::Output { stream_out: want.stream_out, crc: want.data.then_some(sums.data) };
+            let mut how = join::Output {
+                stream_out: want.stream_out,
+                crc: want.data.then_some(sums.data),
+                expect,
+                differs: false,
+            };
             let ok = LANE_BUFS.with_borrow_mut(|bufs| {
                 let bufs = bufs.get_or_insert_with(LaneBufs::new);
                 lanes::decode_segment(multi, &Stream::new(bytes), starts, sm, seg_out, bufs, &mut how)
             });
             sums.data = how.crc.unwrap_or(0);
+            differs |= how.differs;
             ok
         } else {
             let words = &t.words[t.stream_offsets[s] as usize..t.stream_offsets[s + 1] as usize];
             warp::decode_segment(&p.table, p.max_len, words, sm, seg_out)
         };
+        // The lanes joins compared as they went; the rest compare here.
+        let joined = p.max_len != 0 && (p.lanes.is_some() || p.lanes9.is_some());
+        if !expect.is_empty() && !joined {
+            differs |= seg_out != expect;
+        }
         if !ok {
             return Err(Error::CorruptStream { segment: s as u64 });
         }
@@ -581,7 +615,7 @@ fn decode_range(
             sums.data = data_crc_append(sums.data, seg_out);
         }
     }
-    Ok(())
+    Ok(differs)
 }
 
 /// A lanes9 tensor with a single 9-bit symbol: every element has it, and
