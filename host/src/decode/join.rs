@@ -57,7 +57,9 @@ impl Output<'_> {
 
 /// Joins a chunk's exponents (lane `j`'s for row `r` at `bufs[j][8r..8r + 8]`)
 /// with its sign+mantissa bytes into bf16 bit patterns, as `how` says;
-/// `CRC` must be whether `how.crc` is some.
+/// `CRC` must be whether `how.crc` is some. If `want` (the chunk's part of
+/// `how.expect`) is not empty, full rows are compared with it instead of
+/// stored, as [`Output::expect`] says.
 #[inline(always)]
 pub(super) fn join_rows<const CRC: bool>(
     bufs: &[[u8; LANE_BUF]; LANES],

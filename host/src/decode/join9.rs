@@ -32,8 +32,9 @@ const ROW_RAW: usize = ROW_ELEMS / LANE_RUN * RAW9_GROUP_BYTES;
 
 /// Joins a chunk's symbols (lane `j`'s for row `r` at `bufs[j][8r..8r + 8]`,
 /// each `symbol << 6`) with its raw bytes `raw` into bf16 bit patterns in
-/// `out`, as `how` says (`CRC`: whether `how.crc` is some). The chunk starts
-/// on a whole row.
+/// `out`, as `how` says (`CRC`: whether `how.crc` is some), or compares
+/// full rows with `want` instead where that is not empty, as `join_rows`
+/// does. The chunk starts on a whole row.
 pub(super) fn join9_rows<const CRC: bool>(
     bufs: &[[u16; LANE_BUF]; LANES],
     raw: &[u8],
