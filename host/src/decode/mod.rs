@@ -292,9 +292,10 @@ fn decode_segments(
 /// element count, without storing the output: the lanes layouts' joins
 /// compare each full row with `expected` from the registers they build it
 /// in, and the rest goes segment by segment through a per-thread buffer of
-/// one segment, which stays in cache for the compare. Returns the index of the first element that differs and the element
-/// decoded there, `None` if every one is equal. Errors as [`decode_view_into`]
-/// does, a data CRC that does not match the decoded elements included (when
+/// one segment, which stays in cache for the compare. Returns the index of
+/// the first element that differs and the element decoded there, `None` if
+/// every one is equal. Errors as [`decode_view_into`] does, a data CRC that
+/// does not match the decoded elements included (when
 /// [`DecodeOptions::verify_crc`] is on and they all equal `expected`).
 ///
 /// This is a checkpoint verification's inner loop: against decoding into a
@@ -546,52 +547,45 @@ fn decode_range(
         let base = s * p.seg_elems;
         let raw = |e: usize| t.layout.raw_len(e as u64) as usize;
         let sm = &t.sign_mantissa[raw(base)..raw(base + seg_out.len())];
-        let expect =
-            if expect.is_empty() { expect } else { &expect[base - first_seg * p.seg_elems..][..seg_out.len()] };
-        let ok = if p.max_len == 0 {
+        let expect = if expect.is_empty() { expect } else { &expect[i * p.seg_elems..][..seg_out.len()] };
+        // The lanes decoders continue the data CRC and compare as they join.
+        let mut lanes_join = |decode: &mut dyn FnMut(&mut join::Output<'_>) -> bool| {
+            let crc = want.data.then_some(sums.data);
+            let mut how = join::Output { stream_out: want.stream_out, crc, expect, differs: false };
+            let ok = decode(&mut how);
+            sums.data = how.crc.unwrap_or(0);
+            differs |= how.differs;
+            ok
+        };
+        let starts = || &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
+        let (ok, joined) = if p.max_len == 0 {
             // The tensor has no words at all (validated).
             if t.layout == Layout::Lanes9 {
                 join_const9(p.only_symbol, sm, seg_out);
             } else {
                 join_const(p.only_symbol as u8, sm, seg_out);
             }
-            true
+            (true, false)
         } else if let Some((multi, bytes)) = &p.lanes9 {
-            let starts = &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
-            let mut how = join::Output {
-                stream_out: want.stream_out,
-                crc: want.data.then_some(sums.data),
-                expect,
-                differs: false,
-            };
-            let ok = LANE_BUFS9.with_borrow_mut(|bufs| {
-                let bufs = bufs.get_or_insert_with(LaneBufs::new);
-                lanes::decode_segment(multi, &Stream::new(bytes), starts, sm, seg_out, bufs, &mut how)
+            let ok = lanes_join(&mut |how| {
+                LANE_BUFS9.with_borrow_mut(|bufs| {
+                    let bufs = bufs.get_or_insert_with(LaneBufs::new);
+                    lanes::decode_segment(multi, &Stream::new(bytes), starts(), sm, seg_out, bufs, how)
+                })
             });
-            sums.data = how.crc.unwrap_or(0);
-            differs |= how.differs;
-            ok
+            (ok, true)
         } else if let Some((multi, bytes)) = &p.lanes {
-            let starts = &t.stream_offsets[LANES * s..LANES * (s + 1) + 1];
-            let mut how = join::Output {
-                stream_out: want.stream_out,
-                crc: want.data.then_some(sums.data),
-                expect,
-                differs: false,
-            };
-            let ok = LANE_BUFS.with_borrow_mut(|bufs| {
-                let bufs = bufs.get_or_insert_with(LaneBufs::new);
-                lanes::decode_segment(multi, &Stream::new(bytes), starts, sm, seg_out, bufs, &mut how)
+            let ok = lanes_join(&mut |how| {
+                LANE_BUFS.with_borrow_mut(|bufs| {
+                    let bufs = bufs.get_or_insert_with(LaneBufs::new);
+                    lanes::decode_segment(multi, &Stream::new(bytes), starts(), sm, seg_out, bufs, how)
+                })
             });
-            sums.data = how.crc.unwrap_or(0);
-            differs |= how.differs;
-            ok
+            (ok, true)
         } else {
             let words = &t.words[t.stream_offsets[s] as usize..t.stream_offsets[s + 1] as usize];
-            warp::decode_segment(&p.table, p.max_len, words, sm, seg_out)
+            (warp::decode_segment(&p.table, p.max_len, words, sm, seg_out), false)
         };
-        // The lanes joins compared as they went; the rest compare here.
-        let joined = p.max_len != 0 && (p.lanes.is_some() || p.lanes9.is_some());
         if !expect.is_empty() && !joined {
             differs |= seg_out != expect;
         }
@@ -609,9 +603,9 @@ fn decode_range(
             sums.sm = crc32c::crc32c_append(sums.sm, sm);
             sums.sm_bytes += sm.len() as u64;
         }
-        // The lanes decoders continued the CRC as they joined; other segments
-        // are checksummed here, while still in cache.
-        if want.data && p.lanes.is_none() && p.lanes9.is_none() {
+        // Segments not joined by a lanes decoder are checksummed here, while
+        // still in cache.
+        if want.data && !joined {
             sums.data = data_crc_append(sums.data, seg_out);
         }
     }
