@@ -1,6 +1,6 @@
 //! Single-core encode and decode throughput, in bf16 bytes per second of
 //! *thread CPU time*, so that other work on a shared machine does not count:
-//! `cargo run --release -p df11-host --example speed [MiB] [reps] [lanes|warp|id]`
+//! `cargo run --release -p df11-host --example speed [MiB] [reps] [lanes|lanes9|warp|id]`
 //! (default lanes; `id` prints the warp layout's container CRCs).
 //! The all-threads figures are wall time (and so only meaningful on an idle
 //! machine); `df11 bench` is the end-to-end measurement.
@@ -32,6 +32,7 @@ fn main() {
     // before lanes became the default.
     let layout = match args.get(3).map(String::as_str) {
         Some("warp" | "id") => df11_host::Layout::Warp,
+        Some("lanes9") => df11_host::Layout::Lanes9,
         _ => df11_host::Layout::Lanes,
     };
     let opts = df11_host::EncodeOptions { layout, ..Default::default() };
@@ -53,7 +54,7 @@ fn main() {
     }
     let mut out = vec![0u16; n];
     let bytes = (2 * n) as f64;
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let report = |name: &str, v: Vec<f64>| {
         let best = v.iter().copied().fold(0.0, f64::max);
         println!("{name:<34} median {:.3} GB/s, best {best:.3} GB/s ({reps} runs)", median(v));
@@ -62,7 +63,7 @@ fn main() {
     let mut cpu = |name: &str, f: &mut (dyn FnMut(&mut [u16]) + Send)| {
         let v = (0..reps)
             .map(|_| {
-                one.install(|| {
+                pool.install(|| {
                     let c = thread_cpu();
                     f(&mut out);
                     bytes / (thread_cpu() - c) / 1e9
@@ -76,11 +77,19 @@ fn main() {
     let no_crc = DecodeOptions { verify_crc: false, ..one };
     cpu("decode, 1 thread (cpu time)", &mut |o| decode::decode_into(&t, o, &one).unwrap());
     cpu("decode no crc, 1 thread (cpu time)", &mut |o| decode::decode_into(&t, o, &no_crc).unwrap());
-    cpu("encode, 1 thread (cpu time)", &mut |o| {
-        let e = df11_host::compress_with(&bits, &opts);
-        assert!(e == t);
-        o.copy_from_slice(&bits);
-    });
+    // The encode alone is timed; its output is checked after.
+    let enc: Vec<f64> = (0..reps)
+        .map(|_| {
+            pool.install(|| {
+                let c = thread_cpu();
+                let e = df11_host::compress_with(&bits, &opts);
+                let s = bytes / (thread_cpu() - c) / 1e9;
+                assert!(e == t);
+                s
+            })
+        })
+        .collect();
+    report("encode, 1 thread (cpu time)", enc);
     cpu("memcpy, 1 thread (cpu time)", &mut |o| o.copy_from_slice(&bits));
     let threads = rayon::current_num_threads();
     let mut wall = |name: &str, f: &mut dyn FnMut(&mut [u16])| {

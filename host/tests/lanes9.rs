@@ -63,6 +63,15 @@ fn all_65536_patterns() {
     check(&shuffled(bits, 5), 2);
 }
 
+/// Tensors of 2M elements and more, with 8 or more per pair of symbols they
+/// hold, are coded two symbols a lookup: here all 512 symbols (each bit
+/// pattern 32 times, scrambled), so nearly every pair entry, 12-bit codes
+/// included, is used.
+#[test]
+fn pair_table_all_patterns() {
+    check(&shuffled((0..32 << 16).map(|i| i as u16).collect(), 7), 1024);
+}
+
 #[test]
 fn lengths_zero_one_odd() {
     for n in [0, 1, 2, 7, 8, 9, 15, 255, 256, 257, 8191, 70_001] {

@@ -200,7 +200,7 @@ fn encode_segments(
         }
         Layout::Lanes | Layout::Lanes9 => {
             let enc = if layout == Layout::Lanes9 {
-                lanes::CodeTable::new9(code_lengths, &huffman::canonical_codes(code_lengths))
+                lanes::CodeTable::new9(code_lengths, &huffman::canonical_codes(code_lengths), bits.len())
             } else {
                 lanes::CodeTable::new(lengths8, &codes, bits.len())
             };
