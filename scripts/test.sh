@@ -15,6 +15,8 @@ cargo clippy -p df11 --no-default-features --all-targets --locked -- -D warnings
 # The kernels' nvptx-only code (entry points, intrinsics) as well.
 cargo clippy -p df11-gpu --lib --locked --target nvptx64-nvidia-cuda -Zbuild-std=core \
     --target-dir target/nvptx-clippy -- -D warnings
+# The API documentation as docs.rs builds it: no broken or private links.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p df11-host -p df11-gpu -p df11 --features df11/candle
 cargo test --workspace --locked --features candle -- --skip ptx_assembles_without_spills_or_stack
 # Run on its own so its ptxas report (registers, spills, stack per kernel) is shown.
 cargo test --locked --test ptx_check -- --nocapture

@@ -27,8 +27,8 @@ pub(crate) fn prefetch_line(p: *const u8) {
 }
 
 /// A vector of `len` zero bytes, in 2 MiB pages where it is large enough
-/// (see [`huge_pages`]): an output buffer that a large decode then fills with
-/// a few hundred page faults instead of one per 4 KiB.
+/// (see `huge_pages` below): an output buffer that a large decode then
+/// fills with a few hundred page faults instead of one per 4 KiB.
 pub fn zeroed_bytes(len: usize) -> Vec<u8> {
     let mut v = huge_vec(len);
     v.resize(len, 0);
