@@ -135,6 +135,28 @@ fn sharded_directory_round_trip() {
     assert_eq!(std::fs::read(back.join("extra/notes.txt")).unwrap(), b"hello");
 }
 
+/// Outputs get the permissions of any new file in their directory (here
+/// compared with one made by `File::create`, so whatever the umask), not a
+/// temporary file's owner-only ones: others must be able to read a
+/// compressed checkpoint.
+#[cfg(unix)]
+#[test]
+fn outputs_get_ordinary_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let plain = dir.path().join("plain");
+    std::fs::File::create(&plain).unwrap();
+    let orig = dir.path().join("m.safetensors");
+    write_st(&orig, &sample_tensors(4), None);
+    let (comp, back) = (dir.path().join("c.safetensors"), dir.path().join("b.safetensors"));
+    ok(&[&"compress", &orig, &"-o", &comp]);
+    ok(&[&"decompress", &comp, &"-o", &back]);
+    for p in [&comp, &back] {
+        assert_eq!(mode(p), mode(&plain), "{}", p.display());
+    }
+}
+
 #[test]
 fn verify_names_the_tensor_that_differs() {
     let dir = tempfile::tempdir().unwrap();

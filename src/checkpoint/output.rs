@@ -90,13 +90,22 @@ pub struct OutputFile {
 }
 
 impl OutputFile {
-    /// Creates the temporary next to `final_path`.
+    /// Creates the temporary next to `final_path`, with the permissions any
+    /// new file gets (`0o666` less the umask, as the files of an output
+    /// directory and `cp` get them), not a temporary's owner-only `0o600`:
+    /// a checkpoint is meant to be read by others, such as the user a
+    /// container or a server runs as.
     pub fn create(final_path: &Path) -> Result<Self> {
         let dir = parent_dir(final_path);
-        let tmp = tempfile::Builder::new()
-            .prefix(&temp_prefix(final_path))
-            .tempfile_in(&dir)
-            .ctx("cannot create a file in", &dir)?;
+        let prefix = temp_prefix(final_path);
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(fs::Permissions::from_mode(0o666));
+        }
+        let tmp = builder.tempfile_in(&dir).ctx("cannot create a file in", &dir)?;
         Ok(OutputFile { tmp, final_path: final_path.to_path_buf() })
     }
 
