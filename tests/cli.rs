@@ -135,6 +135,48 @@ fn sharded_directory_round_trip() {
     assert_eq!(std::fs::read(back.join("extra/notes.txt")).unwrap(), b"hello");
 }
 
+/// A Hugging Face cache snapshot is a directory of symbolic links to blobs:
+/// its linked shards are compressed (not copied as other files), the index
+/// and config are read and copied through their links, and the output holds
+/// files, not links.
+#[cfg(unix)]
+#[test]
+fn hugging_face_cache_snapshot_of_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let (blobs, snap) = (dir.path().join("blobs"), dir.path().join("snapshots/0123abc"));
+    std::fs::create_dir_all(&blobs).unwrap();
+    std::fs::create_dir_all(&snap).unwrap();
+    let (a, b) = (sample_tensors(30), sample_tensors(31));
+    write_st(&blobs.join("1a"), &a, None);
+    write_st(&blobs.join("2b"), &b.into_iter().map(|(k, v)| (format!("b.{k}"), v)).collect(), None);
+    let mut weight_map = serde_json::Map::new();
+    for k in a.keys() {
+        weight_map.insert(k.clone(), "model-00001-of-00002.safetensors".into());
+        weight_map.insert(format!("b.{k}"), "model-00002-of-00002.safetensors".into());
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(blobs.join("3c"), index.to_string()).unwrap();
+    std::fs::write(blobs.join("4d"), r#"{"model_type": "llama"}"#).unwrap();
+    for (blob, name) in [
+        ("1a", "model-00001-of-00002.safetensors"),
+        ("2b", "model-00002-of-00002.safetensors"),
+        ("3c", "model.safetensors.index.json"),
+        ("4d", "config.json"),
+    ] {
+        std::os::unix::fs::symlink(Path::new("../../blobs").join(blob), snap.join(name)).unwrap();
+    }
+    let comp = dir.path().join("df11");
+    ok(&[&"compress", &snap, &"-o", &comp]);
+    for name in ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "config.json"] {
+        assert!(std::fs::symlink_metadata(comp.join(name)).unwrap().file_type().is_file(), "{name}");
+    }
+    let (c, cmeta) = read_st(&comp.join("model-00001-of-00002.safetensors"));
+    assert!(cmeta.unwrap().contains_key("df11"), "the linked shard was not compressed");
+    assert_eq!(c["model.layers.0.mlp.up_proj.weight"].dtype, "U8");
+    assert_eq!(std::fs::read(comp.join("config.json")).unwrap(), std::fs::read(blobs.join("4d")).unwrap());
+    ok(&[&"verify", &snap, &comp]);
+}
+
 /// Outputs get the permissions of any new file in their directory (here
 /// compared with one made by `File::create`, so whatever the umask), not a
 /// temporary file's owner-only ones: others must be able to read a

@@ -39,10 +39,12 @@ impl Input {
         for entry in fs::read_dir(path).ctx("cannot list", path)? {
             let entry = entry.ctx("cannot list", path)?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            let ft = entry.file_type().ctx("cannot read", &entry.path())?;
-            if ft.is_file() && name.ends_with(".safetensors") {
+            // Through symbolic links: a Hugging Face cache snapshot is a
+            // directory of links to its blobs.
+            let is_file = fs::metadata(entry.path()).ctx("cannot read", &entry.path())?.is_file();
+            if is_file && name.ends_with(".safetensors") {
                 shards.push(name);
-            } else if ft.is_file() && name.ends_with(".safetensors.index.json") {
+            } else if is_file && name.ends_with(".safetensors.index.json") {
                 if index.is_some() {
                     return Err(at(
                         path,
