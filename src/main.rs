@@ -259,6 +259,16 @@ fn main() -> ExitCode {
         check_format_options(m, *format);
     }
     let common = cli::Common { quiet: cli.quiet };
+    // Stopped by a signal, a run leaves neither outputs (they never are
+    // under their final names until complete) nor their hidden temporaries.
+    // Without the handler (it fails only if one is set already) the signal
+    // still stops the run, only leaving the temporaries.
+    let _ = ctrlc::set_handler(|| {
+        let removed = df11::checkpoint::output::remove_unfinished();
+        let what = if removed > 0 { "; the unfinished output was removed" } else { "" };
+        eprintln!("df11: interrupted{what}");
+        std::process::exit(130);
+    });
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = cli.threads {
         pool = pool.num_threads(n as usize);

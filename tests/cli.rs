@@ -364,6 +364,45 @@ fn killed_run_leaves_no_output() {
     assert!(!Path::new(&out).with_extension("").exists());
 }
 
+/// Stopped by SIGINT (Ctrl-C) or SIGTERM while writing, a run exits with
+/// status 130 and leaves neither its output nor its hidden temporary, for a
+/// file and for a directory.
+#[cfg(unix)]
+#[test]
+fn interrupted_run_removes_its_temporaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    let mut m = BTreeMap::new();
+    for i in 0..24 {
+        m.insert(format!("layer.{i:02}.weight"), t("BF16", &[1024, 1024], bf16_data(1 << 20, i)));
+    }
+    write_st(&model.join("model.safetensors"), &m, None);
+    let file = model.join("model.safetensors");
+    for (signal, input, out) in
+        [("-INT", &file, dir.path().join("out.safetensors")), ("-TERM", &model, dir.path().join("out"))]
+    {
+        let mut child = df11().args(["--threads", "1", "compress"]).arg(input).arg("-o").arg(&out).spawn().unwrap();
+        let temporaries = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("df11-tmp"))
+                .count()
+        };
+        let started = std::time::Instant::now();
+        while temporaries() == 0 && started.elapsed().as_secs() < 30 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(child.try_wait().unwrap().is_none(), "compress finished before the signal; make the input larger");
+        let sent = std::process::Command::new("kill").arg(signal).arg(child.id().to_string()).status().unwrap();
+        assert!(sent.success());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "{signal}: {status}");
+        assert!(!out.exists(), "{signal} left {}", out.display());
+        assert_eq!(temporaries(), 0, "{signal} left a temporary");
+    }
+}
+
 #[test]
 fn bench_runs_on_a_file() {
     let dir = tempfile::tempdir().unwrap();

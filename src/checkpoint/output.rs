@@ -1,9 +1,72 @@
 //! Atomic creation of outputs: a file or directory is built under a hidden
 //! temporary name next to its final place, fsynced, and renamed into place.
+//!
+//! The temporaries being built are listed, so that a program stopped by a
+//! signal can remove them ([`remove_unfinished`]) rather than leave a
+//! checkpoint's worth of hidden bytes behind; the `df11` command does on
+//! SIGINT, SIGTERM and SIGHUP.
 
 use super::error::{Error, IoContext, Result, at};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// The temporaries of outputs not yet committed or dropped.
+static UNFINISHED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn unfinished() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    // The list holds plain paths: a panic elsewhere leaves it usable.
+    UNFINISHED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A temporary's place in the list, from its creation until it is renamed
+/// into place ([`Listed::take`]) or dropped.
+struct Listed(PathBuf);
+
+impl Listed {
+    fn new(p: &Path) -> Self {
+        unfinished().push(p.to_path_buf());
+        Listed(p.to_path_buf())
+    }
+
+    /// Takes the temporary off the list for its rename, which runs under
+    /// the list's lock (`rename`), so that the list never names an output
+    /// already in place nor misses one not yet there. An error, and no
+    /// rename, if the temporary was removed (the program is stopping).
+    fn take<T>(&self, final_path: &Path, rename: impl FnOnce() -> Result<T>) -> Result<T> {
+        let mut list = unfinished();
+        let Some(i) = list.iter().position(|q| *q == self.0) else {
+            return Err(at(final_path, "not written: the run was interrupted"));
+        };
+        list.swap_remove(i);
+        rename()
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        let mut list = unfinished();
+        if let Some(i) = list.iter().position(|q| *q == self.0) {
+            list.swap_remove(i);
+        }
+    }
+}
+
+/// Removes the temporaries of every output still being written, and
+/// returns how many it removed. For a program about to exit on a signal:
+/// the outputs stay unwritten (nothing is ever left under a final name), and
+/// their hidden temporaries go too. Writes still in flight on other threads
+/// may fail after this; nothing is renamed into place once it has run.
+pub fn remove_unfinished() -> usize {
+    let mut list = unfinished();
+    let mut removed = 0;
+    for p in list.drain(..) {
+        // A directory may still be gaining files from other threads: try again.
+        let gone = (0..3).any(|_| if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) }.is_ok());
+        removed += usize::from(gone);
+    }
+    removed
+}
 
 /// Copies `rel` files from `from` into `to`, creating subdirectories, and
 /// fsyncs the copies (the directory rename that publishes them must not
@@ -87,6 +150,7 @@ fn temp_prefix(final_path: &Path) -> String {
 pub struct OutputFile {
     tmp: tempfile::NamedTempFile,
     final_path: PathBuf,
+    listed: Listed,
 }
 
 impl OutputFile {
@@ -106,7 +170,8 @@ impl OutputFile {
             builder.permissions(fs::Permissions::from_mode(0o666));
         }
         let tmp = builder.tempfile_in(&dir).ctx("cannot create a file in", &dir)?;
-        Ok(OutputFile { tmp, final_path: final_path.to_path_buf() })
+        let listed = Listed::new(tmp.path());
+        Ok(OutputFile { tmp, final_path: final_path.to_path_buf(), listed })
     }
 
     /// Path of the temporary (for messages).
@@ -125,10 +190,13 @@ impl OutputFile {
         if final_path.is_dir() {
             return Err(at(&final_path, "is a directory; remove it first to write a file there"));
         }
-        self.tmp.persist(&final_path).map_err(|e| Error::Io {
-            what: "cannot rename into",
-            path: final_path.clone(),
-            source: e.error,
+        let tmp = self.tmp;
+        self.listed.take(&final_path, || {
+            tmp.persist(&final_path).map_err(|e| Error::Io {
+                what: "cannot rename into",
+                path: final_path.clone(),
+                source: e.error,
+            })
         })?;
         sync_dir(&parent_dir(&final_path));
         Ok(())
@@ -140,6 +208,7 @@ impl OutputFile {
 pub struct OutputDir {
     tmp: tempfile::TempDir,
     final_path: PathBuf,
+    listed: Listed,
 }
 
 impl OutputDir {
@@ -150,7 +219,8 @@ impl OutputDir {
             .prefix(&temp_prefix(final_path))
             .tempdir_in(&dir)
             .ctx("cannot create a directory in", &dir)?;
-        Ok(OutputDir { tmp, final_path: final_path.to_path_buf() })
+        let listed = Listed::new(tmp.path());
+        Ok(OutputDir { tmp, final_path: final_path.to_path_buf(), listed })
     }
 
     /// The temporary directory to fill.
@@ -163,22 +233,38 @@ impl OutputDir {
     pub fn commit(self) -> Result<()> {
         let final_path = self.final_path.clone();
         let parent = parent_dir(&final_path);
-        let built = self.tmp.keep();
-        sync_dir(&built);
-        if fs::symlink_metadata(&final_path).is_ok() {
-            let old = tempfile::Builder::new()
+        sync_dir(self.tmp.path());
+        let aside = if fs::symlink_metadata(&final_path).is_ok() {
+            let aside = tempfile::Builder::new()
                 .prefix(&temp_prefix(&final_path))
                 .tempdir_in(&parent)
-                .ctx("cannot create a directory in", &parent)?
-                .keep();
-            let old_copy = old.join("old");
-            fs::rename(&final_path, &old_copy).ctx("cannot move aside", &final_path)?;
-            fs::rename(&built, &final_path).ctx("cannot rename into", &final_path)?;
-            let _ = fs::remove_dir_all(&old);
+                .ctx("cannot create a directory in", &parent)?;
+            // Listed before the old output moves in: if the run stops while
+            // it is removed below, the rest goes with the other temporaries.
+            let listed = Listed::new(aside.path());
+            Some((aside, listed))
         } else {
-            fs::rename(&built, &final_path).ctx("cannot rename into", &final_path)?;
-        }
+            None
+        };
+        let tmp = self.tmp;
+        self.listed.take(&final_path, || {
+            let old = aside.as_ref().map(|(a, _)| a.path().join("old"));
+            if let Some(old) = &old {
+                fs::rename(&final_path, old).ctx("cannot move aside", &final_path)?;
+            }
+            fs::rename(tmp.path(), &final_path).ctx("cannot rename into", &final_path).inspect_err(|_| {
+                // The old output goes back (the new one is dropped with `tmp`).
+                if let Some(old) = &old {
+                    let _ = fs::rename(old, &final_path);
+                }
+            })?;
+            // In place now: not to be removed with the temporary.
+            let _ = tmp.keep();
+            Ok(())
+        })?;
         sync_dir(&parent);
+        // The replaced output, dropped with its temporary directory.
+        drop(aside);
         Ok(())
     }
 }
