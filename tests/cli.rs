@@ -403,6 +403,25 @@ fn interrupted_run_removes_its_temporaries() {
     }
 }
 
+/// A checkpoint without BF16 tensors (an F32 or F16 model) is written as it
+/// was, with a warning that says why it is no smaller, and no BF16 figure.
+#[test]
+fn no_bf16_tensors_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let (orig, comp) = (dir.path().join("f32.safetensors"), dir.path().join("c.safetensors"));
+    let m = BTreeMap::from([
+        ("w".to_string(), t("F32", &[64], (0..=255u8).collect())),
+        ("h".to_string(), t("F16", &[8], vec![0x3c; 16])),
+    ]);
+    write_st(&orig, &m, None);
+    let err = String::from_utf8_lossy(&ok(&[&"compress", &orig, &"-o", &comp]).stderr).into_owned();
+    assert!(err.contains("no BF16 tensors, so nothing was compressed"), "{err}");
+    assert!(!err.contains("bits/weight"), "{err}");
+    assert_eq!(read_st(&comp).0, m);
+    let quiet = ok(&[&"-q", &"compress", &orig, &"-o", &comp, &"--force"]);
+    assert!(quiet.stderr.is_empty(), "{}", String::from_utf8_lossy(&quiet.stderr));
+}
+
 #[test]
 fn bench_runs_on_a_file() {
     let dir = tempfile::tempdir().unwrap();

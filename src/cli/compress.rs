@@ -30,6 +30,13 @@ pub fn run(
     let t =
         ckpt.write_to(output, &WriteOptions { encode: Some(opts), progress: &|n| bar.inc(n), ..Default::default() })?;
     bar.finish_and_clear();
+    if t.bf16_elems == 0 {
+        // An F32 or F16 checkpoint: written, but the user should know why it is no smaller.
+        common.warn(&format!(
+            "warning: {}: no BF16 tensors, so nothing was compressed (df11 compresses BF16 weights only)",
+            input.display()
+        ));
+    }
     if !common.quiet {
         let secs = start.elapsed().as_secs_f64();
         // Raw fallbacks count in the BF16 figure at their 16 bits/weight.
@@ -82,15 +89,19 @@ pub fn run_dfloat11(
 /// The summary line of both formats: what was written, `(plain, written)`
 /// bytes, `(elements, stored bytes)` of the BF16 weights, seconds.
 fn summary(output: &Path, what: &str, (plain, written): (u64, u64), (elems, stored): (u64, u64), secs: f64) {
-    let bpw = if elems > 0 { stored as f64 * 8.0 / elems as f64 } else { 16.0 };
+    let bf16 = match elems {
+        0 => String::new(),
+        _ => {
+            let bpw = stored as f64 * 8.0 / elems as f64;
+            format!(", BF16 weights at {bpw:.3} bits/weight (ratio {:.3})", bpw / 16.0)
+        }
+    };
     eprintln!(
-        "{}: {what}, {} -> {} ({:.1}%), BF16 weights at {:.3} bits/weight (ratio {:.3}), {:.1} s, {}/s",
+        "{}: {what}, {} -> {} ({:.1}%){bf16}, {:.1} s, {}/s",
         output.display(),
         human(plain),
         human(written),
         100.0 * written as f64 / plain.max(1) as f64,
-        bpw,
-        bpw / 16.0,
         secs,
         human((plain as f64 / secs.max(1e-9)) as u64)
     );
