@@ -403,6 +403,29 @@ fn interrupted_run_removes_its_temporaries() {
     }
 }
 
+/// Weights in another format beside the safetensors files (a
+/// `pytorch_model.bin`) are copied as they were, and said to be; configs
+/// and tokenizers alone are not worth a word.
+#[test]
+fn large_other_files_are_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    write_st(&model.join("model.safetensors"), &sample_tensors(5), None);
+    std::fs::write(model.join("config.json"), "{}").unwrap();
+    let quiet = |o: std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let err = quiet(ok(&[&"compress", &model, &"-o", &dir.path().join("a")]));
+    assert!(!err.contains("warning"), "{err}");
+    // Sparse: 64 MiB of zeros that take no disk.
+    std::fs::File::create(model.join("pytorch_model.bin")).unwrap().set_len(64 << 20).unwrap();
+    let err = quiet(ok(&[&"compress", &model, &"-o", &dir.path().join("b")]));
+    assert!(
+        err.contains("warning: 2 other files (64.0 MiB) copied as they were, the largest pytorch_model.bin (64.0 MiB)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::metadata(dir.path().join("b/pytorch_model.bin")).unwrap().len(), 64 << 20);
+}
+
 /// A checkpoint without BF16 tensors (an F32 or F16 model) is written as it
 /// was, with a warning that says why it is no smaller, and no BF16 figure.
 #[test]

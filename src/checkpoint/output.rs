@@ -70,17 +70,24 @@ pub fn remove_unfinished() -> usize {
 
 /// Copies `rel` files from `from` into `to`, creating subdirectories, and
 /// fsyncs the copies (the directory rename that publishes them must not
-/// outlive their data in a crash).
-pub fn copy_others(from: &Path, to: &Path, rel: &[PathBuf]) -> Result<()> {
+/// outlive their data in a crash). Returns the bytes copied and the largest
+/// file with its size.
+pub fn copy_others(from: &Path, to: &Path, rel: &[PathBuf]) -> Result<(u64, Option<(PathBuf, u64)>)> {
+    let mut total = 0u64;
+    let mut largest: Option<(PathBuf, u64)> = None;
     for r in rel {
         let dst = to.join(r);
         if let Some(parent) = dst.parent() {
             fs::create_dir_all(parent).ctx("cannot create", parent)?;
         }
-        fs::copy(from.join(r), &dst).ctx("cannot copy to", &dst)?;
+        let n = fs::copy(from.join(r), &dst).ctx("cannot copy to", &dst)?;
         fs::File::open(&dst).and_then(|f| f.sync_all()).ctx("cannot sync", &dst)?;
+        total = total.saturating_add(n);
+        if largest.as_ref().is_none_or(|(_, m)| n > *m) {
+            largest = Some((r.clone(), n));
+        }
     }
-    Ok(())
+    Ok((total, largest))
 }
 
 /// Writes `v` as pretty JSON with a final newline (the way Hugging Face

@@ -20,7 +20,7 @@ use crate::EncodeOptions;
 use rayon::prelude::*;
 use std::borrow::Cow;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Budget of plain bytes in flight per batch.
 pub const BATCH_BYTES: u64 = 512 << 20;
@@ -87,6 +87,13 @@ pub struct WriteSummary {
     pub bf16_raw: usize,
     /// Number of tensors written.
     pub tensors: usize,
+    /// How many other files of a directory (config, tokenizer, and any
+    /// weights not in safetensors files) were copied as they were.
+    pub others: usize,
+    /// Their bytes.
+    pub others_bytes: u64,
+    /// The largest of them (relative to the directory) and its size.
+    pub largest_other: Option<(PathBuf, u64)>,
 }
 
 /// How the writer stored a tensor.
@@ -436,7 +443,8 @@ impl Checkpoint {
                 } else {
                     d.others.clone()
                 };
-                copy_others(&d.root, out.path(), &others)?;
+                (totals.others_bytes, totals.largest_other) = copy_others(&d.root, out.path(), &others)?;
+                totals.others = others.len();
                 if let Some((name, index)) = &d.index {
                     let mut index = index.clone();
                     // Same shard names and weight map; total_size describes the data bytes stored now.

@@ -10,6 +10,10 @@ use df11::dfloat11::write::{self as dfw, EncodeError, Unencodable, WriteError};
 use std::path::Path;
 use std::time::Instant;
 
+/// Other files of a directory that add up to this much are worth a warning:
+/// more than configs and tokenizers ever take.
+const OTHERS_WORTH_SAYING: u64 = 64 << 20;
+
 /// `df11 compress IN -o OUT`.
 pub fn run(
     input: &Path,
@@ -30,6 +34,19 @@ pub fn run(
     let t =
         ckpt.write_to(output, &WriteOptions { encode: Some(opts), progress: &|n| bar.inc(n), ..Default::default() })?;
     bar.finish_and_clear();
+    if let Some((largest, size)) = &t.largest_other
+        && t.others_bytes >= OTHERS_WORTH_SAYING
+    {
+        // Weights in another format (`pytorch_model.bin`, `.gguf`) beside
+        // the safetensors files: copied, so the output is no smaller by them.
+        common.warn(&format!(
+            "warning: {} other files ({}) copied as they were, the largest {} ({}); df11 compresses .safetensors files only",
+            t.others,
+            human(t.others_bytes),
+            largest.display(),
+            human(*size)
+        ));
+    }
     if t.bf16_elems == 0 {
         // An F32 or F16 checkpoint: written, but the user should know why it is no smaller.
         common.warn(&format!(
