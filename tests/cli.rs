@@ -199,6 +199,38 @@ fn outputs_get_ordinary_permissions() {
     }
 }
 
+/// A directory's other files are checked too: each in both, byte for byte
+/// (`config.json` as JSON), and each problem named.
+#[test]
+fn verify_compares_other_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(model.join("sub")).unwrap();
+    write_st(&model.join("model.safetensors"), &sample_tensors(6), None);
+    std::fs::write(model.join("config.json"), r#"{"model_type": "llama", "hidden_size": 64}"#).unwrap();
+    std::fs::write(model.join("sub/tokenizer.json"), "{\"t\": 1}").unwrap();
+    let comp = dir.path().join("c");
+    ok(&[&"compress", &model, &"-o", &comp]);
+    let o = ok(&[&"verify", &model, &comp]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("and 2 other files"), "{o:?}");
+    // The same config, written another way: still the same.
+    std::fs::write(comp.join("config.json"), "{\n  \"hidden_size\": 64,\n  \"model_type\": \"llama\"\n}\n").unwrap();
+    ok(&[&"verify", &model, &comp]);
+    std::fs::write(comp.join("config.json"), r#"{"model_type": "llama", "hidden_size": 65}"#).unwrap();
+    assert!(fails(&[&"verify", &model, &comp]).contains("file config.json differs"));
+    std::fs::copy(model.join("config.json"), comp.join("config.json")).unwrap();
+    std::fs::write(comp.join("sub/tokenizer.json"), "{\"t\": 2}").unwrap();
+    let e = fails(&[&"verify", &model, &comp]);
+    assert!(e.contains("file sub/tokenizer.json differs (first at byte 6)"), "{e}");
+    std::fs::write(comp.join("sub/tokenizer.json"), "{\"t\": 1} ").unwrap();
+    let e = fails(&[&"verify", &model, &comp]);
+    assert!(e.contains("file sub/tokenizer.json differs (first at byte 8)"), "{e}");
+    std::fs::remove_file(comp.join("sub/tokenizer.json")).unwrap();
+    std::fs::write(comp.join("extra.txt"), "x").unwrap();
+    let e = fails(&[&"verify", &model, &comp]);
+    assert!(e.contains("file sub/tokenizer.json is missing from") && e.contains("file extra.txt is not in"), "{e}");
+}
+
 #[test]
 fn verify_names_the_tensor_that_differs() {
     let dir = tempfile::tempdir().unwrap();
