@@ -264,6 +264,7 @@ fn main() -> ExitCode {
     // Without the handler (it fails only if one is set already) the signal
     // still stops the run, only leaving the temporaries.
     let _ = ctrlc::set_handler(|| {
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
         let removed = df11::checkpoint::output::remove_unfinished();
         let what = if removed > 0 { "; the unfinished output was removed" } else { "" };
         eprintln!("df11: interrupted{what}");
@@ -279,12 +280,20 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A write that failed because the handler removed its temporary:
+        // the handler reports and exits.
+        Err(_) if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) => loop {
+            std::thread::park();
+        },
         Err(e) => {
             eprintln!("df11: error: {e}");
             ExitCode::FAILURE
         }
     }
 }
+
+/// Set by the signal handler before it removes the unfinished outputs.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Options of `compress` that only one `--format` reads are usage errors with the other.
 fn check_format_options(m: &clap::ArgMatches, format: FormatArg) {
