@@ -19,6 +19,12 @@ fn unfinished() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     UNFINISHED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Takes `p` off `list`; whether it was there.
+fn unlist(list: &mut Vec<PathBuf>, p: &Path) -> bool {
+    let at = list.iter().position(|q| q == p);
+    at.map(|i| list.swap_remove(i)).is_some()
+}
+
 /// A temporary's place in the list, from its creation until it is renamed
 /// into place ([`Listed::take`]) or dropped.
 struct Listed(PathBuf);
@@ -35,20 +41,16 @@ impl Listed {
     /// rename, if the temporary was removed (the program is stopping).
     fn take<T>(&self, final_path: &Path, rename: impl FnOnce() -> Result<T>) -> Result<T> {
         let mut list = unfinished();
-        let Some(i) = list.iter().position(|q| *q == self.0) else {
+        if !unlist(&mut list, &self.0) {
             return Err(at(final_path, "not written: the run was interrupted"));
-        };
-        list.swap_remove(i);
+        }
         rename()
     }
 }
 
 impl Drop for Listed {
     fn drop(&mut self) {
-        let mut list = unfinished();
-        if let Some(i) = list.iter().position(|q| *q == self.0) {
-            list.swap_remove(i);
-        }
+        unlist(&mut unfinished(), &self.0);
     }
 }
 

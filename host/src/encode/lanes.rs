@@ -260,27 +260,34 @@ const PAIR_TABLE_MIN_ELEMENTS: usize = 1 << 16;
 /// less, 33.5M elements about 5 % less.
 const PAIR9_TABLE_MIN_ELEMENTS: usize = 1 << 21;
 
-/// Whether a pair table pays for a tensor of `elements` with `used` symbols.
-fn pays(elements: usize, used: usize) -> bool {
-    elements >= PAIR_TABLE_MIN_ELEMENTS.max(8 * used * used)
+/// Whether a pair table pays for a tensor of `elements` with `used`
+/// symbols, where the table's setup needs `min` elements.
+fn pays(elements: usize, used: usize, min: usize) -> bool {
+    elements >= min.max(8 * used * used)
+}
+
+/// A code of `len` bits (0: the symbol does not occur) as a table entry.
+fn entry(len: u8, code: u32) -> u64 {
+    if len == 0 { 0 } else { (code as u64) << (64 - len) | len as u64 }
+}
+
+/// A pair table: entry `first | second << shift` for every two used symbols.
+fn pair_table<const N: usize>(single: &[u64], used: &[usize], shift: u32) -> Box<[u64; N]> {
+    let mut pair = zeroed_pairs::<N>();
+    for &second in used {
+        for &first in used {
+            pair[first | second << shift] = concat(single[first], single[second]);
+        }
+    }
+    pair
 }
 
 impl CodeTable {
     pub(super) fn new(lengths: &[u8; SYMBOLS], codes: &[u32; SYMBOLS], elements: usize) -> Self {
-        let single: [u64; SYMBOLS] = std::array::from_fn(|i| {
-            let (len, code) = (lengths[i] as u32, codes[i] as u64);
-            if len == 0 { 0 } else { code << (64 - len) | len as u64 }
-        });
+        let single: [u64; SYMBOLS] = std::array::from_fn(|i| entry(lengths[i], codes[i]));
         let used: Vec<usize> = (0..SYMBOLS).filter(|&s| lengths[s] > 0).collect();
-        let pair = pays(elements, used.len()).then(|| {
-            let mut pair = zeroed_pairs::<{ 1 << 16 }>();
-            for &second in &used {
-                for &first in &used {
-                    pair[first | second << 8] = concat(single[first], single[second]);
-                }
-            }
-            Pairs::Exponents(pair)
-        });
+        let pair = pays(elements, used.len(), PAIR_TABLE_MIN_ELEMENTS)
+            .then(|| Pairs::Exponents(pair_table(&single, &used, 8)));
         CodeTable { single: std::array::from_fn(|i| single[(i >> 1) % SYMBOLS]), pair }
     }
 
@@ -289,20 +296,10 @@ impl CodeTable {
     /// 2 MiB of address space, of which a tensor's used pairs touch a few
     /// pages: the symbols of its exponents make a short range.
     pub(super) fn new9(lengths: &[u8; SYMBOLS9], codes: &[u32; SYMBOLS9], elements: usize) -> Self {
-        let single: [u64; SYMBOLS9] = std::array::from_fn(|i| {
-            let (len, code) = (lengths[i] as u32, codes[i] as u64);
-            if len == 0 { 0 } else { code << (64 - len) | len as u64 }
-        });
+        let single: [u64; SYMBOLS9] = std::array::from_fn(|i| entry(lengths[i], codes[i]));
         let used: Vec<usize> = (0..SYMBOLS9).filter(|&s| lengths[s] > 0).collect();
-        let pair = (elements >= PAIR9_TABLE_MIN_ELEMENTS && pays(elements, used.len())).then(|| {
-            let mut pair = zeroed_pairs::<{ 1 << 18 }>();
-            for &second in &used {
-                for &first in &used {
-                    pair[first | second << 9] = concat(single[first], single[second]);
-                }
-            }
-            Pairs::Symbols9(pair)
-        });
+        let pair = pays(elements, used.len(), PAIR9_TABLE_MIN_ELEMENTS)
+            .then(|| Pairs::Symbols9(pair_table(&single, &used, 9)));
         CodeTable { single: std::array::from_fn(|i| single[i % SYMBOLS9]), pair }
     }
 
