@@ -39,6 +39,7 @@ def checkpoint_seeds():
         ("ckpt_7_raw", "odd_7", [7], True),
         ("ckpt_3x100_raw", "rows1_300", [3, 100], True),
         ("ckpt_lanes9_3x100", "lanes9_rows1_300", [3, 100], False),
+        ("ckpt_lanes9_ones_4096", "lanes9_ones_4096", [4096], False),
     ]:
         with open(f"{SEEDS}/container_parse/{src}", "rb") as f:
             c = f.read()

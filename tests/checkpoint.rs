@@ -113,8 +113,8 @@ fn by_name(ts: &[OwnedTensor]) -> BTreeMap<&str, &OwnedTensor> {
 
 #[test]
 fn write_open_list_and_decode_a_df11_file() {
-    // The default (lanes) and the first layout, which files still hold.
-    for layout in [df11::Layout::Lanes, df11::Layout::Warp] {
+    // The default (lanes), lanes9 and the first layout, which files still hold.
+    for layout in [df11::Layout::Lanes, df11::Layout::Lanes9, df11::Layout::Warp] {
         write_open_list_and_decode(layout);
     }
     assert_eq!(df11::EncodeOptions::default().layout, df11::Layout::Lanes);
@@ -122,7 +122,14 @@ fn write_open_list_and_decode_a_df11_file() {
 
 fn write_open_list_and_decode(layout: df11::Layout) {
     let dir = tempfile::tempdir().unwrap();
-    let src = llama_tensors(3);
+    let mut src = llama_tensors(3);
+    // Constant tensors (norms at 1.0, zero biases) have the zero-length code
+    // of their one symbol: a lanes9 container of them holds 8 elements in
+    // fewer than 8 bytes, which the reader's bound on the metadata's shape
+    // once refused.
+    let ones = 0x3F80u16.to_le_bytes().repeat(4096);
+    src.push(OwnedTensor::new("model.layers.0.post_attention_layernorm.weight", "BF16", vec![4096], ones));
+    src.push(OwnedTensor::new("model.layers.0.mlp.down_proj.bias", "BF16", vec![8192], vec![0; 16384]));
     let path = dir.path().join("m.safetensors");
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     let opts = df11::EncodeOptions { layout, ..Default::default() };

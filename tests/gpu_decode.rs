@@ -10,8 +10,8 @@ use df11::gpu::{GpuDecoder, Slicing};
 use df11::synth::{SplitMix64, realistic_weights};
 use df11::{EncodeOptions, Error, Group, Layout, compress_with, decode_reference};
 
-/// Both layouts, each with its own kernel.
-const LAYOUTS: [Layout; 2] = [Layout::Lanes, Layout::Warp];
+/// Every layout, each with its own kernel.
+const LAYOUTS: [Layout; 3] = [Layout::Lanes, Layout::Warp, Layout::Lanes9];
 
 fn opts(segment_rows: u32, layout: Layout) -> EncodeOptions {
     EncodeOptions { segment_rows, layout }
@@ -115,7 +115,7 @@ fn gpu_reports_corrupt_streams() {
     let bits = realistic_weights(16, 65_536, 0.02, 5);
     // Warp: segment 2 gets a word too many and 3 one too few. Lanes: lane 4
     // of segment 0 and lane 5 the same.
-    for (layout, at, bad) in [(Layout::Warp, 3, [2, 3]), (Layout::Lanes, 5, [0, 0])] {
+    for (layout, at, bad) in [(Layout::Warp, 3, [2, 3]), (Layout::Lanes, 5, [0, 0]), (Layout::Lanes9, 5, [0, 0])] {
         let mut t = compress_with(&bits, &opts(4, layout));
         t.stream_offsets[at] += 1;
         let group = Group { tensors: vec![t] };

@@ -57,6 +57,8 @@ fn main() {
         ("lanes9_rows1_300", lanes9(300, 1, 15)),
         ("lanes9_odd_13", lanes9(13, 1, 16)),
         ("lanes9_constant", compress_exact(&[0x3FC0; 21], &EncodeOptions { segment_rows: 1, layout: Layout::Lanes9 })),
+        // Fewer bytes than elements: one symbol's code takes no bits.
+        ("lanes9_ones_4096", compress_exact(&[0x3F80; 4096], &EncodeOptions { layout: Layout::Lanes9, ..Default::default() })),
     ];
     let groups: Vec<(&str, Group)> = vec![
         ("group3", Group { tensors: vec![tensor(13, 1, 6), tensor(260, 1, 7), tensor(5, 2, 8)] }),

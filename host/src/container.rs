@@ -13,6 +13,16 @@ use std::borrow::Cow;
 /// Exclusive upper bound on elements per tensor (FORMAT.md section 9).
 pub const MAX_ELEMENTS: u64 = 1 << 40;
 
+/// The most elements a container of `len` bytes can hold, in any layout:
+/// each element takes at least 7 raw bits (lanes9's sign and low mantissa
+/// bits), and its code may take none (a tensor of one symbol has the
+/// zero-length code). A reader bounds a claimed element count with it
+/// before it allocates for that count.
+pub fn max_elements_in(len: u64) -> u64 {
+    // raw9_len(n) = ceil(7n / 8) <= len  <=>  n <= floor(8 len / 7).
+    (len as u128 * 8 / 7) as u64
+}
+
 /// How a record stores its lane streams (`docs/FORMAT.md` sections 7 and 8).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Layout {

@@ -145,11 +145,10 @@ fn df11_units(file: &SafetensorsFile) -> Result<Df11Units> {
                     ));
                 }
                 // The shape comes from metadata and sizes the decode buffer:
-                // bound it before anything is allocated for it. A container
-                // holds one sign+mantissa byte per element, so its length
-                // bounds the element count.
+                // bound it before anything is allocated for it, by what the
+                // container's length can hold.
                 let numel = orig.shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
-                if numel.is_none_or(|n| n > t.len()) {
+                if numel.is_none_or(|n| n > df11_host::container::max_elements_in(t.len())) {
                     return Err(tensor_err(
                         path,
                         &t.name,
