@@ -8,7 +8,9 @@
 # Usage: scripts/bench-cli.sh [WORK_DIR] [RUNS] [LAYERS] [HIDDEN]
 #   defaults: target/bench-cli, 5 runs, a 4-layer hidden-4096 Llama-style
 #   checkpoint in 2 shards (1.55 GB of bf16).
-# Extra df11 options (e.g. --threads 1) can be given in DF11_OPTS.
+# Extra df11 options (e.g. --threads 1) can be given in DF11_OPTS, and
+# options of `compress` alone (e.g. --layout lanes9) in DF11_COMPRESS_OPTS:
+# they shape both the timed output and the copy that verify and decompress read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="${1:-target/bench-cli}"
@@ -16,6 +18,7 @@ runs="${2:-5}"
 layers="${3:-4}"
 hidden="${4:-4096}"
 read -r -a opts <<<"${DF11_OPTS:-}"
+read -r -a copts <<<"${DF11_COMPRESS_OPTS:-}"
 
 cargo build --release --locked --bin df11 --example make_checkpoint >&2
 df11=target/release/df11
@@ -27,7 +30,7 @@ fi
 sync
 # One compressed copy to decompress and verify against, made outside the timings.
 rm -rf "$work/ref.df11"
-"$df11" -q "${opts[@]}" compress "$orig" -o "$work/ref.df11"
+"$df11" -q "${opts[@]}" compress "${copts[@]}" "$orig" -o "$work/ref.df11"
 sync
 
 now() { date +%s.%N; }
@@ -61,7 +64,7 @@ for ((i = 0; i <= runs; i++)); do
     settle "$work/cp"
     time_cmd cp cp -r "$orig" "$work/cp"
     settle "$work/c.df11"
-    time_cmd compress "$df11" -q "${opts[@]}" compress "$orig" -o "$work/c.df11"
+    time_cmd compress "$df11" -q "${opts[@]}" compress "${copts[@]}" "$orig" -o "$work/c.df11"
     settle
     time_cmd verify "$df11" -q "${opts[@]}" verify "$orig" "$work/ref.df11"
     settle "$work/d.out"
@@ -76,8 +79,8 @@ median() { sort -g "$1" | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a
 bytes=$(du -sb "$orig" | cut -f1)
 cp_med=$(median "$work/cp.times")
 div() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.6f", a / b}'; }
-printf 'checkpoint: %s (%.2f GB), %d runs, %s cores, df11 options: %s\n' \
-    "$orig" "$(div "$bytes" 1e9)" "$runs" "$(nproc)" "${DF11_OPTS:-none}"
+printf 'checkpoint: %s (%.2f GB), %d runs, %s cores, df11 options: %s, compress options: %s\n' \
+    "$orig" "$(div "$bytes" 1e9)" "$runs" "$(nproc)" "${DF11_OPTS:-none}" "${DF11_COMPRESS_OPTS:-none}"
 printf '| command | median s | min s | max s | GB/s of bf16 | ÷ cp |\n|---|---:|---:|---:|---:|---:|\n'
 for name in cp compress verify decompress; do
     f="$work/$name.times"
