@@ -350,14 +350,14 @@ fn inspect_reports_sizes_and_bound() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["kind"], "df11");
     assert_eq!(v["format_version"], 1);
-    // The default layout, lanes, needs container version 2.
-    assert_eq!(v["container_version"], 2);
+    // The default layout, lanes9, needs container version 3.
+    assert_eq!(v["container_version"], 3);
     let rows = v["tensors"].as_array().unwrap();
     assert_eq!(rows.len(), 7);
     let up = rows.iter().find(|r| r["name"] == "model.layers.0.mlp.up_proj.weight").unwrap();
     assert_eq!(up["shape"], serde_json::json!([96, 64]));
     assert_eq!(up["storage"], "df11");
-    assert_eq!(up["layout"], "lanes");
+    assert_eq!(up["layout"], "lanes9");
     let (bpw, bound) = (up["bits_per_weight"].as_f64().unwrap(), up["bound_bits_per_weight"].as_f64().unwrap());
     assert!(bound > 8.0 && bound < 12.0 && bpw >= bound - 0.01, "bpw {bpw} bound {bound}");
     assert_eq!(v["totals"]["tensors"], 7);
@@ -544,8 +544,8 @@ fn segment_rows_option_is_stored_and_decodes() {
     let orig = dir.path().join("m.safetensors");
     let tensors = sample_tensors(5);
     write_st(&orig, &tensors, None);
-    // R = 1 in the warp layout: in the default lanes layout, 32 offsets and
-    // 32 padded words per 256 weights cost as much as raw bf16 (below).
+    // R = 1 in the warp layout: in the lanes layout, 32 offsets and 32
+    // padded words per 256 weights cost as much as raw bf16 (below).
     for (rows, layout) in [("1", "warp"), ("3", "lanes"), ("256", "lanes")] {
         let (comp, back) = (dir.path().join(format!("c{rows}.safetensors")), dir.path().join(format!("b{rows}.st")));
         ok(&[&"compress", &orig, &"-o", &comp, &"--segment-rows", &rows, &"--layout", &layout]);
@@ -557,7 +557,7 @@ fn segment_rows_option_is_stored_and_decodes() {
         assert_eq!(read_st(&back).0, tensors, "R = {rows}");
     }
     let comp = dir.path().join("c1-lanes.safetensors");
-    ok(&[&"compress", &orig, &"-o", &comp, &"--segment-rows", &"1"]);
+    ok(&[&"compress", &orig, &"-o", &comp, &"--segment-rows", &"1", &"--layout", &"lanes"]);
     assert_eq!(read_st(&comp).0["model.layers.0.mlp.up_proj.weight"].dtype, "BF16", "stored raw");
     ok(&[&"verify", &orig, &comp]);
     for bad in ["0", "65537", "x"] {
@@ -635,7 +635,7 @@ fn tiny_tensors_are_stored_raw_and_inspected_as_raw() {
         let orig_bytes = r["original_bytes"].as_u64().unwrap();
         assert!(r["stored_bytes"].as_u64().unwrap() <= orig_bytes + 16, "{name}");
         if name == "e.weight" {
-            assert_eq!((&r["storage"], &r["layout"]), (&"df11".into(), &"lanes".into()));
+            assert_eq!((&r["storage"], &r["layout"]), (&"df11".into(), &"lanes9".into()));
             assert!(r["bits_per_weight"].as_f64().unwrap() < 12.0, "{r}");
             continue;
         }

@@ -14,7 +14,7 @@
 use df11_gpu::bits::exponent;
 use df11_gpu::format::{LANE_RUN, LANES, ROW_ELEMS, TABLE_BITS};
 use df11_gpu::table::MULTI_MAX;
-use df11_host::{EncodeOptions, compress_with, synth};
+use df11_host::{EncodeOptions, Layout, compress_with, synth};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -22,7 +22,8 @@ fn main() {
     let (rows, cols) = (arg(0, 4096), arg(1, 4096));
     let scale: f32 = args.get(2).map_or(0.02, |s| s.parse().expect("a number"));
     let bits = synth::realistic_weights(rows, cols, scale, 1);
-    let t = compress_with(&bits, &EncodeOptions::default());
+    // The lanes layout's 8-bit exponent codes, whatever the default.
+    let t = compress_with(&bits, &EncodeOptions { layout: Layout::Lanes, ..Default::default() });
     let len = |b: u16| u32::from(t.code_lengths[exponent(b) as usize]);
     let (mut max_sum, mut lane_sum, mut rows_seen, mut hist) = (0u64, 0u64, 0u64, [0u64; 9]);
     for row in bits.chunks_exact(ROW_ELEMS) {

@@ -12,13 +12,15 @@
 
 use df11_host::decode::{DecodeOptions, decode_into};
 use df11_host::gpu::{GroupLayout, Slicing};
-use df11_host::{CompressedTensor, EncodeOptions, Group, compress_with, synth};
+use df11_host::{CompressedTensor, EncodeOptions, Group, Layout, compress_with, synth};
 use std::time::Instant;
 
 fn main() {
     let resident: u64 = std::env::args().nth(1).map_or(1584, |s| s.parse().expect("a number"));
     let tensor = |rows: usize, cols: usize, seed: u64| -> CompressedTensor {
-        compress_with(&synth::realistic_weights(rows, cols, 0.02, seed), &EncodeOptions::default())
+        // The lanes layout, as the table in docs/PERFORMANCE.md measured it.
+        let opts = EncodeOptions { layout: Layout::Lanes, ..Default::default() };
+        compress_with(&synth::realistic_weights(rows, cols, 0.02, seed), &opts)
     };
     // Llama-3.2-1B's block: q, k, v, o, gate, up, down.
     let block_1b = [(2048, 2048), (512, 2048), (512, 2048), (2048, 2048), (8192, 2048), (8192, 2048), (2048, 8192)];

@@ -197,18 +197,6 @@ fn groups_mix_layouts() {
     assert_eq!(df11_host::Group::from_bytes(&bytes).as_ref(), Ok(&g));
 }
 
-/// The default options, and so `compress`, write this layout at R = 1024.
-#[test]
-fn lanes_is_the_default() {
-    let opts = EncodeOptions::default();
-    assert_eq!((opts.layout, opts.segment_rows), (Layout::Lanes, df11_host::format::DEFAULT_SEGMENT_ROWS));
-    assert_eq!(Layout::default(), Layout::Lanes);
-    let bits = synth::realistic_weights(4, 300, 0.02, 3);
-    let t = df11_host::compress_bits(&bits);
-    assert_eq!(t, enc(&bits, df11_host::format::DEFAULT_SEGMENT_ROWS));
-    check(&bits, t.segment_rows);
-}
-
 #[test]
 fn lane_longer_than_its_codes_can_be_is_invalid() {
     let bits: Vec<u16> = (0..5000).map(|i| 0x3f00 | (i % 2) << 7).collect();

@@ -91,6 +91,23 @@ fn segments_spanning_decode_chunks() {
     }
 }
 
+/// The default options, and so `compress`, write this layout at R = 1024,
+/// and the lanes layout for a tensor that lanes9 would not make smaller.
+#[test]
+fn lanes9_is_the_default() {
+    let opts = EncodeOptions::default();
+    assert_eq!((opts.layout, opts.segment_rows), (Layout::Lanes9, df11_host::format::DEFAULT_SEGMENT_ROWS));
+    assert_eq!(Layout::default(), Layout::Lanes9);
+    let bits = synth::realistic_weights(64, 4096, 0.02, 3);
+    let t = df11_host::compress_bits(&bits);
+    assert_eq!(t, enc(&bits, df11_host::format::DEFAULT_SEGMENT_ROWS));
+    check(&bits, t.segment_rows);
+    // 384 weights: the 256-byte code-length table costs more than lanes9 saves.
+    let small = synth::realistic_weights(1, 384, 0.02, 4);
+    let lanes = EncodeOptions { layout: Layout::Lanes, ..Default::default() };
+    assert_eq!(df11_host::compress_bits(&small), compress_with(&small, &lanes));
+}
+
 /// The point of the layout: on realistic weights, smaller than the lanes
 /// layout (by 0.029 to 0.05 bits/weight on these, measured).
 #[test]
@@ -98,7 +115,8 @@ fn smaller_than_lanes_on_realistic_weights() {
     for seed in 0..4 {
         let bits = synth::realistic_weights(1, 1 << 20, 0.02, seed);
         let nine = enc(&bits, 1024).serialized_len() as f64 * 8.0 / bits.len() as f64;
-        let lanes = compress_with(&bits, &EncodeOptions::default()).serialized_len() as f64 * 8.0 / bits.len() as f64;
+        let opts = EncodeOptions { layout: Layout::Lanes, ..Default::default() };
+        let lanes = compress_with(&bits, &opts).serialized_len() as f64 * 8.0 / bits.len() as f64;
         assert!(nine < lanes - 0.02, "seed {seed}: lanes9 {nine:.4}, lanes {lanes:.4}");
     }
 }

@@ -7,8 +7,11 @@
 //!
 //! * `warp`: the 32 lane streams interleaved word by word as a GPU warp
 //!   reads them (`docs/FORMAT.md` section 7).
-//! * `lanes` (the default): each lane's stream stored whole, so that lanes
-//!   decode independently (section 8).
+//! * `lanes`: each lane's stream stored whole, so that lanes decode
+//!   independently (section 8).
+//! * `lanes9` (the default): the lanes layout coding each exponent with the
+//!   mantissa's top bit (section 12), or `lanes` for a tensor where that is
+//!   smaller.
 //!
 //! This module concatenates the segments' words and records the stream
 //! offsets.
@@ -33,21 +36,21 @@ pub struct EncodeOptions {
     /// GPU more independent work on small tensors, at about 22 bits per lane of
     /// padding and one offset per segment.
     pub segment_rows: u32,
-    /// How the lane streams are stored. [`Layout::Lanes`] is the default: a
-    /// CPU core decodes it at 3-5 GB/s against 0.5-1.1 GB/s for
-    /// [`Layout::Warp`] (`docs/PERFORMANCE.md` section 2), and the GPU kernel
-    /// reads it too. [`Layout::Warp`]
-    /// stays for files written before (every decoder still reads them) and
-    /// for whoever asks for it (`--layout warp`). [`Layout::Lanes9`] is
-    /// smaller and decodes slower on the CPU; a tensor it would not make smaller
-    /// (one of a few thousand weights, where its longer code-length table
-    /// costs more than it saves) is written in the lanes layout instead.
+    /// How the lane streams are stored; [`Layout::default`] by default.
+    /// [`Layout::Lanes9`], the default, is the smallest: a CPU core decodes
+    /// it at 3-3.5 GB/s, and a tensor it would not make smaller (one of a few
+    /// thousand weights, where its longer code-length table costs more than
+    /// it saves) is written in the lanes layout instead. [`Layout::Lanes`]
+    /// decodes 1.2-1.3x faster on a CPU for 0.04-0.05 bits/weight more. Both
+    /// are several times faster than [`Layout::Warp`] (0.5-1.1 GB/s a core,
+    /// `docs/PERFORMANCE.md` section 2), which stays for files written
+    /// before (every decoder still reads them) and for whoever asks for it.
     pub layout: Layout,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { segment_rows: DEFAULT_SEGMENT_ROWS, layout: Layout::Lanes }
+        EncodeOptions { segment_rows: DEFAULT_SEGMENT_ROWS, layout: Layout::default() }
     }
 }
 
