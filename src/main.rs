@@ -42,7 +42,7 @@ struct Cli {
 enum LayoutArg {
     /// Interleaved in a warp's read order: the first layout.
     Warp,
-    /// Each lane's stream whole: 1.2-1.3x lanes9's CPU decode speed, 0.04-0.05 bits/weight larger.
+    /// Each lane's stream whole: 1.2-1.35x lanes9's CPU decode speed, 0.04-0.05 bits/weight larger.
     Lanes,
     /// Lanes coding 9-bit symbols (the exponent and the mantissa's top bit): the default, the smallest.
     Lanes9,
@@ -130,7 +130,7 @@ enum Command {
         segment_rows: u32,
         /// How lane streams are stored: `lanes9` (the smallest; a CPU core
         /// decodes it at over 3 GB/s), `lanes` (the same streams of 8-bit
-        /// exponents: 1.2-1.3x faster on a CPU, 0.04-0.05 bits/weight larger)
+        /// exponents: 1.2-1.35x faster on a CPU, 0.04-0.05 bits/weight larger)
         /// or `warp` (the first layout, interleaved as a GPU warp reads them;
         /// every reader still reads it).
         #[arg(long, value_enum, default_value_t = LayoutArg::from(df11::Layout::default()))]

@@ -33,7 +33,7 @@ pub enum Layout {
     /// Every lane's stream whole, one offset per lane. A CPU decodes
     /// several lanes at once (about 5x the warp layout per core), the GPU
     /// one lane per thread. Version 2 only. The fastest to decode on a CPU:
-    /// about 1.2-1.3x lanes9.
+    /// about 1.2-1.35x lanes9.
     Lanes,
     /// The lanes layout's streams coding 9-bit symbols (exponent and the
     /// mantissa's top bit), the other 7 bits raw, 8 elements in 7 bytes: the

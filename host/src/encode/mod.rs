@@ -38,10 +38,10 @@ pub struct EncodeOptions {
     pub segment_rows: u32,
     /// How the lane streams are stored; [`Layout::default`] by default.
     /// [`Layout::Lanes9`], the default, is the smallest: a CPU core decodes
-    /// it at 3-3.5 GB/s, and a tensor it would not make smaller (one of a few
+    /// it at 3.2-3.9 GB/s, and a tensor it would not make smaller (one of a few
     /// thousand weights, where its longer code-length table costs more than
     /// it saves) is written in the lanes layout instead. [`Layout::Lanes`]
-    /// decodes 1.2-1.3x faster on a CPU for 0.04-0.05 bits/weight more. Both
+    /// decodes 1.2-1.35x faster on a CPU for 0.04-0.05 bits/weight more. Both
     /// are several times faster than [`Layout::Warp`] (0.5-1.1 GB/s a core,
     /// `docs/PERFORMANCE.md` section 2), which stays for files written
     /// before (every decoder still reads them) and for whoever asks for it.
