@@ -299,12 +299,12 @@ fn main() {
         bound,
         df11_bits / s.n - bound
     );
-    let lanes9_bits = file_bits("lanes9.safetensors", Some(EncodeOptions::default()));
-    assert_eq!(EncodeOptions::default().layout, df11::Layout::Lanes9);
+    let default_bits = file_bits("default.safetensors", Some(EncodeOptions::default()));
     println!(
-        "whole file, the default (lanes9): {:.4} bits/weight, {:.4} over the bound",
-        lanes9_bits / s.n,
-        lanes9_bits / s.n - bound
+        "whole file, the default ({}): {:.4} bits/weight, {:.4} over the bound",
+        EncodeOptions::default().layout.name(),
+        default_bits / s.n,
+        default_bits / s.n - bound
     );
     let rest = df11_bits / s.n - bound - per(s.huff12);
     let stored_bits = parts.stored;

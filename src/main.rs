@@ -48,16 +48,6 @@ enum LayoutArg {
     Lanes9,
 }
 
-impl From<df11::Layout> for LayoutArg {
-    fn from(l: df11::Layout) -> Self {
-        match l {
-            df11::Layout::Warp => LayoutArg::Warp,
-            df11::Layout::Lanes => LayoutArg::Lanes,
-            df11::Layout::Lanes9 => LayoutArg::Lanes9,
-        }
-    }
-}
-
 impl From<LayoutArg> for df11::Layout {
     fn from(l: LayoutArg) -> Self {
         match l {
@@ -133,7 +123,7 @@ enum Command {
         /// exponents: 1.2-1.35x faster on a CPU, 0.04-0.05 bits/weight larger)
         /// or `warp` (the first layout, interleaved as a GPU warp reads them;
         /// every reader still reads it).
-        #[arg(long, value_enum, default_value_t = LayoutArg::from(df11::Layout::default()))]
+        #[arg(long, value_enum, default_value = df11::Layout::default().name())]
         layout: LayoutArg,
     },
     /// Write a plain safetensors checkpoint from a df11 or DFloat11 one.
@@ -200,7 +190,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// The record layout to measure (see `compress --layout`).
-        #[arg(long, value_enum, default_value_t = LayoutArg::from(df11::Layout::default()))]
+        #[arg(long, value_enum, default_value = df11::Layout::default().name())]
         layout: LayoutArg,
     },
     /// List the tensors of a checkpoint with their compression.
