@@ -8,9 +8,12 @@ decompression of all of them, in memory. With --df11 and --compressed it also
 times the whole `df11 -q --threads 1 verify ORIGINAL COMPRESSED` process
 (which reads both checkpoints, decodes and compares), the two alternating run
 by run so that a drifting machine affects both alike, and prints the ratio of
-the medians in GB/s of bf16 output.
+the medians in GB/s of bf16 output. After that it also runs `df11 bench
+--threads 1` on each file of ORIGINAL, so that the two codecs' in-memory
+decodes are side by side as well (df11's with and without its output CRC,
+in the layout --layout names, df11's default if none).
 
-Usage: scripts/zipnn_decode.py ORIGINAL [--df11 BIN --compressed DIR] [--runs N] [--json]
+Usage: scripts/zipnn_decode.py ORIGINAL [--df11 BIN --compressed DIR [--layout L]] [--runs N] [--json]
 """
 
 import argparse
@@ -23,13 +26,17 @@ import sys
 import time
 
 
+def safetensors_files(path):
+    """The file itself, or a directory's .safetensors files in order."""
+    if os.path.isdir(path):
+        return sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(".safetensors"))
+    return [path]
+
+
 def bf16_tensors(path):
     """(name, bytes) of every BF16 tensor of a safetensors file or directory."""
-    files = [path]
-    if os.path.isdir(path):
-        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(".safetensors"))
     out = []
-    for f in files:
+    for f in safetensors_files(path):
         with open(f, "rb") as fh:
             data = fh.read()
         (n,) = struct.unpack("<Q", data[:8])
@@ -48,6 +55,7 @@ def main():
     p.add_argument("original")
     p.add_argument("--df11", help="the df11 binary")
     p.add_argument("--compressed", help="ORIGINAL compressed with df11")
+    p.add_argument("--layout", help="the layout `df11 bench` measures (default: df11's default)")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
@@ -105,6 +113,22 @@ def main():
         r["df11_verify_gbps"] = total / statistics.median(df11_s) / 1e9
         r["df11_verify_s"] = df11_s
         r["df11_verify_over_zipnn_decode"] = r["df11_verify_gbps"] / r["zipnn_decode_gbps"]
+        # df11's in-memory decode of the same tensors: each file's bench
+        # (medians of its own repetitions), as seconds summed over files.
+        secs = {"decode_gbps": 0.0, "decode_verified_gbps": 0.0}
+        layout = None
+        for f in safetensors_files(a.original):
+            cmd = [a.df11, "bench", "--threads", "1", "--json", f]
+            if a.layout:
+                cmd[2:2] = ["--layout", a.layout]
+            b = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+            layout = b["layout"]
+            for k in secs:
+                secs[k] += 2 * b["elements"] / (b[k] * 1e9)
+        r["df11_bench_layout"] = layout
+        r["df11_decode_gbps"] = total / secs["decode_gbps"] / 1e9
+        r["df11_decode_crc_gbps"] = total / secs["decode_verified_gbps"] / 1e9
+        r["df11_decode_crc_over_zipnn_decode"] = r["df11_decode_crc_gbps"] / r["zipnn_decode_gbps"]
     if a.json:
         print(json.dumps(r))
         return
@@ -114,6 +138,9 @@ def main():
     if a.df11:
         print(f"df11 verify (whole process): {r['df11_verify_gbps']:.3f} GB/s, "
               f"{r['df11_verify_over_zipnn_decode']:.2f}x ZipNN's decode")
+        print(f"df11 decode (in memory, {r['df11_bench_layout']}): {r['df11_decode_gbps']:.3f} GB/s, "
+              f"with its CRC {r['df11_decode_crc_gbps']:.3f} GB/s, "
+              f"{r['df11_decode_crc_over_zipnn_decode']:.2f}x ZipNN's decode")
 
 
 if __name__ == "__main__":
