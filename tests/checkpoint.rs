@@ -612,3 +612,130 @@ fn header_room_fits_any_split_between_compressed_and_raw() {
         }
     }
 }
+
+/// The `header_len` a df11 file records, if any.
+fn stored_header_len(path: &Path) -> Option<u64> {
+    let (_, meta) = read_st(path);
+    let df11: serde_json::Value = serde_json::from_str(&meta.unwrap()["df11"]).unwrap();
+    df11.get("header_len").map(|v| v.as_u64().unwrap())
+}
+
+/// The header length of a safetensors file.
+fn header_len_of(path: &Path) -> u64 {
+    u64::from_le_bytes(std::fs::read(path).unwrap()[..8].try_into().unwrap())
+}
+
+fn library_tensors() -> Vec<(&'static str, T)> {
+    vec![
+        ("position_ids", t("I64", &[1, 16], (0..16u64).flat_map(|i| i.to_le_bytes()).collect())),
+        ("embed.weight", t("BF16", &[64, 256], bf16_data(64 * 256, 7))),
+        ("layer.bias", t("BF16", &[8], bf16_data(8, 8))),
+        ("norm.weight", t("BF16", &[256], 0x3F80u16.to_le_bytes().repeat(256))),
+        ("head.weight", t("BF16", &[32, 300], bf16_data(32 * 300, 9))),
+    ]
+}
+
+/// A file the safetensors library wrote comes back from df11 byte for byte,
+/// in every layout, and so does a plain copy of it; a file whose header
+/// another writer laid out comes back with the same tensors and metadata,
+/// but df11's header.
+#[test]
+fn a_library_written_file_comes_back_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = library_tensors();
+    for metadata_last in [false, true] {
+        let orig = dir.path().join(format!("orig-{metadata_last}.safetensors"));
+        library_style_file(&orig, &src, metadata_last);
+        let original = std::fs::read(&orig).unwrap();
+        let copy = dir.path().join(format!("copy-{metadata_last}.safetensors"));
+        Checkpoint::open(&orig).unwrap().write_to(&copy, &WriteOptions::default()).unwrap();
+        assert_eq!(
+            std::fs::read(&copy).unwrap() == original,
+            !metadata_last,
+            "plain copy, metadata last: {metadata_last}"
+        );
+        for layout in [df11::Layout::Lanes9, df11::Layout::Lanes, df11::Layout::Warp] {
+            let c = dir.path().join(format!("c-{metadata_last}-{}.safetensors", layout.name()));
+            let r = dir.path().join(format!("r-{metadata_last}-{}.safetensors", layout.name()));
+            let encode = Some(df11::EncodeOptions { layout, ..Default::default() });
+            Checkpoint::open(&orig).unwrap().write_to(&c, &WriteOptions { encode, ..Default::default() }).unwrap();
+            let want_len = (!metadata_last).then(|| header_len_of(&orig));
+            assert_eq!(stored_header_len(&c), want_len, "{}", c.display());
+            Checkpoint::open(&c).unwrap().write_to(&r, &WriteOptions::default()).unwrap();
+            assert_eq!(read_st(&r), read_st(&orig), "{}: tensors and metadata", r.display());
+            assert_eq!(std::fs::read(&r).unwrap() == original, !metadata_last, "{}: the whole file", r.display());
+            // Compressing the df11 file again keeps the original's length.
+            let again = dir.path().join(format!("again-{metadata_last}-{}.safetensors", layout.name()));
+            Checkpoint::open(&c).unwrap().write_to(&again, &WriteOptions { encode, ..Default::default() }).unwrap();
+            assert_eq!(stored_header_len(&again), want_len);
+        }
+    }
+}
+
+/// A df11 file's recorded header length is a hint: one shorter than the
+/// header the restored tensors need, or longer than the room df11 would
+/// leave, is ignored (no hole is written, no error), and one between pads
+/// the header to it. The tensors come back bit-exact either way.
+#[test]
+fn a_recorded_header_length_out_of_range_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = library_tensors();
+    let orig = dir.path().join("orig.safetensors");
+    let compact = library_style_file(&orig, &src, false) as u64;
+    let c = dir.path().join("c.safetensors");
+    let encode = Some(df11::EncodeOptions::default());
+    Checkpoint::open(&orig).unwrap().write_to(&c, &WriteOptions { encode, ..Default::default() }).unwrap();
+    let (tensors, meta) = read_st(&c);
+    let mut df11: serde_json::Value = serde_json::from_str(&meta.as_ref().unwrap()["df11"]).unwrap();
+    let mut rewrite = |len: Option<u64>, path: &Path| {
+        match len {
+            Some(n) => df11["header_len"] = n.into(),
+            None => {
+                df11.as_object_mut().unwrap().remove("header_len");
+            }
+        }
+        let meta = BTreeMap::from([("df11".to_string(), df11.to_string()), ("format".to_string(), "pt".to_string())]);
+        // In the original's data order, which `write_st` (name order) would not keep.
+        let order: Vec<&str> = src.iter().map(|(n, _)| *n).collect();
+        let mut header = serde_json::Map::new();
+        header.insert("__metadata__".into(), serde_json::json!(meta));
+        let mut data = Vec::new();
+        for name in order {
+            let t = &tensors[name];
+            let start = data.len();
+            data.extend_from_slice(&t.data);
+            header.insert(
+                name.into(),
+                serde_json::json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [start, data.len()]}),
+            );
+        }
+        let h = serde_json::to_vec(&header).unwrap();
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend(h);
+        out.extend(data);
+        std::fs::write(path, out).unwrap();
+    };
+    let mut restore = |name: &str, len: Option<u64>| -> u64 {
+        let damaged = dir.path().join(format!("{name}.df11.safetensors"));
+        rewrite(len, &damaged);
+        let r = dir.path().join(format!("{name}.safetensors"));
+        Checkpoint::open(&damaged).unwrap().write_to(&r, &WriteOptions::default()).unwrap();
+        assert_eq!(read_st(&r), read_st(&orig), "{name}");
+        header_len_of(&r)
+    };
+    // Without a recorded length: the room df11 reserves.
+    let room = restore("none", None);
+    assert!(room > compact + 7, "df11's own room ({room}) is larger than the compact header ({compact})");
+    assert_eq!(restore("exact", Some(compact)), compact);
+    assert_eq!(restore("padded", Some(compact + 3)), compact + 3);
+    assert_eq!(restore("room", Some(room)), room);
+    for (name, len) in
+        [("short", compact - 1), ("zero", 0), ("past_room", room + 1), ("huge", 1 << 40), ("max", u64::MAX)]
+    {
+        assert_eq!(restore(name, Some(len)), room, "{name}: {len}");
+    }
+    // And none of it left a large file behind.
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        assert!(e.unwrap().metadata().unwrap().len() < 1 << 20);
+    }
+}

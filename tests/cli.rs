@@ -135,6 +135,45 @@ fn sharded_directory_round_trip() {
     assert_eq!(std::fs::read(back.join("extra/notes.txt")).unwrap(), b"hello");
 }
 
+/// Shards the safetensors library wrote come back from `df11 decompress`
+/// byte for byte, in a directory as in a file.
+#[test]
+fn decompress_restores_library_written_shards_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("model");
+    std::fs::create_dir_all(&src).unwrap();
+    let shard = |i: u64| -> Vec<(&'static str, T)> {
+        vec![
+            (["a.weight", "c.weight"][i as usize], t("BF16", &[96, 64], bf16_data(96 * 64, 40 + i))),
+            (["a.bias", "c.bias"][i as usize], t("BF16", &[64], bf16_data(64, 50 + i))),
+            (["b.weight", "d.weight"][i as usize], t("BF16", &[64, 200], bf16_data(64 * 200, 60 + i))),
+        ]
+    };
+    let names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"];
+    let mut weight_map = serde_json::Map::new();
+    for (i, name) in names.iter().enumerate() {
+        let tensors = shard(i as u64);
+        library_style_file(&src.join(name), &tensors, false);
+        for (n, _) in &tensors {
+            weight_map.insert(n.to_string(), (*name).into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
+    std::fs::write(src.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let (comp, back) = (dir.path().join("c"), dir.path().join("back"));
+    ok(&[&"compress", &src, &"-o", &comp]);
+    ok(&[&"decompress", &comp, &"-o", &back]);
+    for name in names {
+        let (a, b) = (std::fs::read(src.join(name)).unwrap(), std::fs::read(back.join(name)).unwrap());
+        assert!(a == b, "{name} differs from the original");
+    }
+    // A single file too.
+    let (one_c, one_back) = (dir.path().join("one.df11.safetensors"), dir.path().join("one.safetensors"));
+    ok(&[&"compress", &src.join(names[0]), &"-o", &one_c]);
+    ok(&[&"decompress", &one_c, &"-o", &one_back]);
+    assert!(std::fs::read(&one_back).unwrap() == std::fs::read(src.join(names[0])).unwrap());
+}
+
 /// A Hugging Face cache snapshot is a directory of symbolic links to blobs:
 /// its linked shards are compressed (not copied as other files), the index
 /// and config are read and copied through their links, and the output holds

@@ -129,6 +129,13 @@ pub struct Df11Meta {
     /// that predate it read such a tensor as an ordinary raw tensor.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub raw: BTreeMap<String, OrigTensor>,
+    /// The original file's header length, where padding the header df11
+    /// writes for the restored tensors with spaces to this length gives the
+    /// original header byte for byte (docs/FORMAT.md §11.1): the restored
+    /// file is then the original file. Absent otherwise, and in files
+    /// written before it, whose readers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_len: Option<u64>,
 }
 
 /// The original dtype and shape of a compressed (or raw fallback) tensor.
@@ -234,6 +241,11 @@ pub struct Shard {
     pub units: Vec<Unit>,
     /// The file's `__metadata__` without df11's key.
     pub user_metadata: Option<Metadata>,
+    /// The header length a plain file written from this shard pads its
+    /// header to, so that it is the original file byte for byte: a df11
+    /// file's stored [`Df11Meta::header_len`], or a plain file's own header
+    /// length where [`SafetensorsFile::reproducible_header_len`] finds it.
+    pub header_len: Option<u64>,
 }
 
 impl Shard {

@@ -76,7 +76,7 @@ impl Checkpoint {
                 let file = SafetensorsFile::open(&p)?;
                 let units = dfloat11_units(&file, d, &shapes, &warn)?;
                 let user_metadata = file.metadata.clone();
-                shards.push(Shard { file, rel, units, user_metadata });
+                shards.push(Shard { file, rel, units, user_metadata, header_len: None });
             }
         } else {
             if shapes_file.is_some() {
@@ -87,19 +87,24 @@ impl Checkpoint {
             }
             for (p, rel) in input.files() {
                 let file = SafetensorsFile::open(&p)?;
-                let (units, user_metadata, is_df11) = df11_units(&file)?;
-                if is_df11 {
-                    kind = Kind::Df11;
-                }
-                shards.push(Shard { file, rel, units, user_metadata });
+                let (units, user_metadata, df11_header_len) = df11_units(&file)?;
+                let header_len = match df11_header_len {
+                    Some(stored) => {
+                        kind = Kind::Df11;
+                        stored
+                    }
+                    None => file.reproducible_header_len(),
+                };
+                shards.push(Shard { file, rel, units, user_metadata, header_len });
             }
         }
         Ok(Checkpoint::new(path, kind, input, shards, config))
     }
 }
 
-/// A file's units, its metadata without df11's key, and whether df11 wrote it.
-type Df11Units = (Vec<Unit>, Option<Metadata>, bool);
+/// A file's units, its metadata without df11's key, and for a df11 file
+/// (`Some`) its stored original header length.
+type Df11Units = (Vec<Unit>, Option<Metadata>, Option<Option<u64>>);
 
 fn df11_units(file: &SafetensorsFile) -> Result<Df11Units> {
     let path = file.path.as_path();
@@ -184,7 +189,7 @@ fn df11_units(file: &SafetensorsFile) -> Result<Df11Units> {
     {
         user = None;
     }
-    Ok((units, user, meta.is_some()))
+    Ok((units, user, meta.map(|m| m.header_len)))
 }
 
 /// The raw fallbacks of df11 metadata (FORMAT.md section 11.1) must be

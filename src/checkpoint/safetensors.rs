@@ -101,6 +101,24 @@ impl SafetensorsFile {
         self.tensors.iter().find(|t| t.name == name)
     }
 
+    /// This file's header length, if the header [`StreamWriter`] writes for
+    /// its tensors and metadata, padded with spaces to that length, is this
+    /// file's header byte for byte. It is for files the safetensors library
+    /// wrote (compact JSON, `__metadata__` first, tensors in data order,
+    /// spaces to a multiple of 8), and for df11's own plain output.
+    pub fn reproducible_header_len(&self) -> Option<u64> {
+        let planned: Vec<Planned> =
+            self.tensors.iter().map(|t| Planned { name: t.name.clone(), dtype: t.dtype.clone() }).collect();
+        let done: Vec<Written> = self
+            .tensors
+            .iter()
+            .map(|t| Written { dtype: t.dtype.clone(), shape: t.shape.clone(), start: t.start, end: t.end })
+            .collect();
+        let generated = header_json(&planned, &done, &self.metadata);
+        let (head, pad) = self.mmap[8..self.data_start].split_at_checked(generated.len())?;
+        (head == generated.as_bytes() && pad.iter().all(|&b| b == b' ')).then_some(self.data_start as u64 - 8)
+    }
+
     /// Tells the kernel a tensor's pages are no longer needed, so that streaming
     /// through a large checkpoint does not keep all of it resident.
     pub fn release(&self, t: &TensorInfo) {
@@ -245,6 +263,9 @@ pub struct StreamWriter {
     kicked: u64,
     /// The tensor being appended to, if one is.
     open: Option<Written>,
+    /// The header's length were every tensor written as planned in `room`,
+    /// if the room gives every size.
+    exact: Option<usize>,
 }
 
 struct Written {
@@ -279,6 +300,18 @@ impl StreamWriter {
             })
             .collect();
         let reserved = header_json(&planned, &worst, &metadata).len().next_multiple_of(8);
+        // The same with the offsets the sizes give, where the room has them all.
+        let mut at = 0u64;
+        let exact: Option<Vec<Written>> = room
+            .iter()
+            .map(|(dtype, shape)| {
+                let n = shape.iter().try_fold(dtype_size(dtype)?, |a, &d| a.checked_mul(d))?;
+                let w = Written { dtype: dtype.clone(), shape: shape.clone(), start: at, end: at.checked_add(n)? };
+                at = w.end;
+                Some(w)
+            })
+            .collect();
+        let exact = exact.map(|e| header_json(&planned, &e, &metadata).len());
         let mut out = BufWriter::with_capacity(WRITE_CHUNK, file);
         out.seek(SeekFrom::Start(8 + reserved as u64)).ctx("cannot write", path)?;
         Ok(StreamWriter {
@@ -291,7 +324,31 @@ impl StreamWriter {
             written: 0,
             kicked: 0,
             open: None,
+            exact,
         })
+    }
+
+    /// Pads the header to `len` bytes instead of the room [`StreamWriter::new`]
+    /// reserved, so that a file written back from a df11 one is the original
+    /// byte for byte ([`SafetensorsFile::reproducible_header_len`]). Taken
+    /// only before the first tensor, where the room gave every tensor's size,
+    /// and where `len` is at least the header those sizes give and at most
+    /// the larger of the reserved room and that header plus 7 (so a damaged
+    /// file's value cannot make the writer leave a hole of any size): returns
+    /// whether it was. The tensors must then be written as the room planned
+    /// them ([`StreamWriter::finish`] fails otherwise).
+    pub fn pad_header_to(&mut self, len: u64) -> Result<bool> {
+        let Some(exact) = self.exact.filter(|_| self.written == 0 && self.done.is_empty() && self.open.is_none())
+        else {
+            return Ok(false);
+        };
+        let Ok(len) = usize::try_from(len) else { return Ok(false) };
+        if len < exact || len > self.reserved.max(exact + 7) {
+            return Ok(false);
+        }
+        self.reserved = len;
+        self.out.seek(SeekFrom::Start(8 + len as u64)).ctx("cannot write", &self.path)?;
+        Ok(true)
     }
 
     /// Appends the next planned tensor's data, as its planned dtype.

@@ -155,6 +155,7 @@ pub fn write_file<S: TensorSource + ?Sized>(
         units: &units,
         encode,
         metadata,
+        header_len: None,
         progress: &no_progress,
         batch_bytes: BATCH_BYTES,
     };
@@ -171,6 +172,9 @@ struct Job<'j> {
     units: &'j [std::ops::Range<usize>],
     encode: Option<EncodeOptions>,
     metadata: Option<Metadata>,
+    /// The original header's length: recorded in a df11 output, the header
+    /// padded to it in a plain one ([`Shard::header_len`]).
+    header_len: Option<u64>,
     progress: &'j (dyn Fn(u64) + Sync),
     batch_bytes: u64,
 }
@@ -217,17 +221,22 @@ impl Job<'_> {
         let orig = |m: &TensorMeta| (m.name.clone(), OrigTensor { dtype: m.dtype.clone(), shape: m.shape.clone() });
         let df11_meta = |meta: &Df11Meta| serde_json::to_string(meta).expect("metadata serializes");
         let mut metadata = self.metadata;
-        let mut meta = Df11Meta { format_version: CHECKPOINT_VERSION, ..Default::default() };
+        let mut meta =
+            Df11Meta { format_version: CHECKPOINT_VERSION, header_len: self.header_len, ..Default::default() };
         if compress {
             // Room for the worst case: every coded tensor listed once, and
             // the raw map present. Each entry reads the same in either map,
             // so any split is no longer than this (not even escaped).
             let tensors: std::collections::BTreeMap<_, _> = self.metas.iter().filter(|m| coded(m)).map(orig).collect();
             let raw = tensors.iter().take(1).map(|(k, v)| (k.clone(), v.clone())).collect();
-            let worst = Df11Meta { format_version: CHECKPOINT_VERSION, tensors, raw };
+            let worst = Df11Meta { format_version: CHECKPOINT_VERSION, tensors, raw, header_len: self.header_len };
             metadata.get_or_insert_default().insert(META_KEY.into(), df11_meta(&worst));
         }
         let mut writer = StreamWriter::new(self.path, file, planned, &room, metadata.clone())?;
+        if let Some(len) = self.header_len.filter(|_| !compress) {
+            // A plain output of tensors written as planned: the original's header.
+            writer.pad_header_to(len)?;
+        }
         let plain_bytes =
             |u: usize| self.metas[self.units[u].clone()].iter().fold(0u64, |a, m| a.saturating_add(m.num_bytes()));
         let all: Vec<usize> = (0..self.units.len()).collect();
@@ -484,6 +493,7 @@ impl Checkpoint {
             units: &units,
             encode: opts.encode,
             metadata: f.user_metadata.clone(),
+            header_len: f.header_len,
             progress: opts.progress,
             batch_bytes: opts.batch_bytes,
         };

@@ -39,6 +39,40 @@ pub fn write_st(path: &Path, tensors: &BTreeMap<String, T>, metadata: Option<&BT
     std::fs::write(path, out).unwrap();
 }
 
+/// Writes `tensors` as the safetensors library does (compact JSON,
+/// `__metadata__` first, tensors in data order with their keys in the order
+/// dtype, shape, data_offsets, the header padded with spaces to a multiple
+/// of 8), or with the metadata last, as another writer might. Returns the
+/// header's length without its padding.
+pub fn library_style_file(path: &Path, tensors: &[(&str, T)], metadata_last: bool) -> usize {
+    let meta = r#""__metadata__":{"format":"pt"}"#.to_string();
+    let mut entries = Vec::new();
+    let mut data = Vec::new();
+    for (name, t) in tensors {
+        let start = data.len();
+        data.extend_from_slice(&t.data);
+        let (name, shape) = (serde_json::json!(name), serde_json::json!(t.shape));
+        entries.push(format!(
+            r#"{name}:{{"dtype":"{}","shape":{shape},"data_offsets":[{start},{}]}}"#,
+            t.dtype,
+            data.len()
+        ));
+    }
+    if metadata_last {
+        entries.push(meta);
+    } else {
+        entries.insert(0, meta);
+    }
+    let mut header = format!("{{{}}}", entries.join(","));
+    let compact = header.len();
+    header.extend(std::iter::repeat_n(' ', header.len().next_multiple_of(8) - header.len()));
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend(header.as_bytes());
+    out.extend(data);
+    std::fs::write(path, out).unwrap();
+    compact
+}
+
 /// Reads a safetensors file: tensors by name, and `__metadata__`.
 pub fn read_st(path: &Path) -> (BTreeMap<String, T>, Option<BTreeMap<String, String>>) {
     let bytes = std::fs::read(path).unwrap();
