@@ -54,17 +54,24 @@ fn main() -> std::io::Result<()> {
     let mut seed = 1u64;
     for (i, tensors) in per_shard.iter().enumerate() {
         let file = format!("model-{:05}-of-{:05}.safetensors", i + 1, shards);
-        let mut header = serde_json::Map::new();
-        header.insert("__metadata__".into(), json!({"format": "pt"}));
+        // The header as the safetensors library writes it: `__metadata__`
+        // first, tensors in data order as dtype, shape, data_offsets, compact
+        // JSON, spaces to a multiple of 8.
+        let mut entries = vec![r#""__metadata__":{"format":"pt"}"#.to_string()];
         let mut off = 0usize;
         for (name, shape, _) in tensors {
             let bytes = 2 * shape.iter().product::<usize>();
-            header.insert(name.clone(), json!({"dtype": "BF16", "shape": shape, "data_offsets": [off, off + bytes]}));
+            entries.push(format!(
+                r#"{}:{{"dtype":"BF16","shape":{},"data_offsets":[{off},{}]}}"#,
+                json!(name),
+                json!(shape),
+                off + bytes
+            ));
             weight_map.insert(name.clone(), file.clone().into());
             off += bytes;
         }
         total += off;
-        let mut h = serde_json::to_vec(&header)?;
+        let mut h = format!("{{{}}}", entries.join(",")).into_bytes();
         h.resize(h.len().next_multiple_of(8), b' ');
         let mut w = std::io::BufWriter::with_capacity(1 << 22, std::fs::File::create(out.join(&file))?);
         w.write_all(&(h.len() as u64).to_le_bytes())?;

@@ -35,7 +35,11 @@ def main():
     header = json.loads(data[8 : 8 + n])
     base = 8 + n
     meta = header.pop("__metadata__", None)
+    # The header as the safetensors library writes it: `__metadata__` first,
+    # tensors in data order, compact JSON, spaces to a multiple of 8.
     out, blobs, offset = {}, [], 0
+    if meta is not None:
+        out["__metadata__"] = meta
     for name in sorted(header, key=lambda k: header[k]["data_offsets"][0]):
         t = header[name]
         a, b = t["data_offsets"]
@@ -47,9 +51,7 @@ def main():
         out[name] = {"dtype": dtype, "shape": t["shape"], "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
-    if meta is not None:
-        out["__metadata__"] = meta
-    head = json.dumps(out, separators=(",", ":")).encode()
+    head = json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()
     head += b" " * (-len(head) % 8)
     with open(dst, "wb") as f:
         f.write(struct.pack("<Q", len(head)))

@@ -3,7 +3,7 @@
 # builds df11, writes a small synthetic Llama-style checkpoint (sharded, with
 # config.json and an index), compresses it, verifies it bit for bit, shows
 # the per-tensor ratio against the entropy bound, restores it, verifies the
-# restored copy against the original, does the same with the warp layout
+# restored copy against the original (and its shards byte for byte), does the same with the warp layout
 # (the first one, which readers still read) and the lanes layout (faster on
 # a CPU, larger),
 # runs the benchmark for each layout, and runs the model from its compressed
@@ -28,6 +28,8 @@ target/release/examples/make_checkpoint "$work/original" 2 1024 2
 "$df11" inspect "$work/compressed"
 "$df11" decompress "$work/compressed" -o "$work/restored"
 "$df11" verify "$work/original" "$work/restored"
+# Not only the tensors: each shard comes back byte for byte (the same SHA-256).
+for f in "$work"/original/*.safetensors; do cmp "$f" "$work/restored/${f##*/}"; done
 # The warp layout (the default before lanes): still written on request and read.
 "$df11" compress "$work/original" -o "$work/compressed-warp" --layout warp
 "$df11" verify "$work/original" "$work/compressed-warp"
