@@ -3,7 +3,8 @@
 # builds df11, writes a small synthetic Llama-style checkpoint (sharded, with
 # config.json and an index), compresses it, verifies it bit for bit, shows
 # the per-tensor ratio against the entropy bound, restores it, verifies the
-# restored copy against the original (and its shards byte for byte), does the same with the warp layout
+# restored copy against the original (and, byte for byte, the whole
+# directory), does the same with the warp layout
 # (the first one, which readers still read) and the lanes layout (faster on
 # a CPU, larger),
 # runs the benchmark for each layout, and runs the model from its compressed
@@ -28,18 +29,21 @@ target/release/examples/make_checkpoint "$work/original" 2 1024 2
 "$df11" inspect "$work/compressed"
 "$df11" decompress "$work/compressed" -o "$work/restored"
 "$df11" verify "$work/original" "$work/restored"
-# Not only the tensors: each shard comes back byte for byte (the same SHA-256).
-for f in "$work"/original/*.safetensors; do cmp "$f" "$work/restored/${f##*/}"; done
+# Not only the tensors: the whole directory comes back byte for byte (its
+# shards, index and config are written as transformers writes them).
+diff -r "$work/original" "$work/restored"
 # The warp layout (the default before lanes): still written on request and read.
 "$df11" compress "$work/original" -o "$work/compressed-warp" --layout warp
 "$df11" verify "$work/original" "$work/compressed-warp"
 "$df11" decompress "$work/compressed-warp" -o "$work/restored-warp"
 "$df11" verify "$work/original" "$work/restored-warp"
+diff -r "$work/original" "$work/restored-warp"
 # The lanes layout: 8-bit exponents, faster to decode on a CPU, larger.
 "$df11" compress "$work/original" -o "$work/compressed-lanes" --layout lanes
 "$df11" verify "$work/original" "$work/compressed-lanes"
 "$df11" decompress "$work/compressed-lanes" -o "$work/restored-lanes"
 "$df11" verify "$work/original" "$work/restored-lanes"
+diff -r "$work/original" "$work/restored-lanes"
 du -sb "$work/compressed" "$work/compressed-lanes"
 "$df11" run "$work/compressed-lanes" --prompt-tokens 1,2,3,4 --max-new-tokens 4 --compare-bf16 "$work/original"
 "$df11" bench --synthetic
