@@ -696,24 +696,7 @@ fn a_recorded_header_length_out_of_range_is_ignored() {
         }
         let meta = BTreeMap::from([("df11".to_string(), df11.to_string()), ("format".to_string(), "pt".to_string())]);
         // In the original's data order, which `write_st` (name order) would not keep.
-        let order: Vec<&str> = src.iter().map(|(n, _)| *n).collect();
-        let mut header = serde_json::Map::new();
-        header.insert("__metadata__".into(), serde_json::json!(meta));
-        let mut data = Vec::new();
-        for name in order {
-            let t = &tensors[name];
-            let start = data.len();
-            data.extend_from_slice(&t.data);
-            header.insert(
-                name.into(),
-                serde_json::json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [start, data.len()]}),
-            );
-        }
-        let h = serde_json::to_vec(&header).unwrap();
-        let mut out = (h.len() as u64).to_le_bytes().to_vec();
-        out.extend(h);
-        out.extend(data);
-        std::fs::write(path, out).unwrap();
+        write_st_in_order(path, src.iter().map(|(n, _)| (*n, &tensors[*n])), Some(&meta));
     };
     let mut restore = |name: &str, len: Option<u64>| -> u64 {
         let damaged = dir.path().join(format!("{name}.df11.safetensors"));

@@ -22,6 +22,16 @@ pub fn t(dtype: &str, shape: &[u64], data: Vec<u8>) -> T {
 
 /// Writes a safetensors file (tensors in the map's order, no alignment padding).
 pub fn write_st(path: &Path, tensors: &BTreeMap<String, T>, metadata: Option<&BTreeMap<String, String>>) {
+    write_st_in_order(path, tensors.iter().map(|(n, t)| (n.as_str(), t)), metadata);
+}
+
+/// [`write_st`] with the tensors' data in the order given (the header's
+/// JSON keys still sorted).
+pub fn write_st_in_order<'a>(
+    path: &Path,
+    tensors: impl IntoIterator<Item = (&'a str, &'a T)>,
+    metadata: Option<&BTreeMap<String, String>>,
+) {
     let mut header = Map::new();
     if let Some(m) = metadata {
         header.insert("__metadata__".into(), json!(m));
@@ -30,7 +40,7 @@ pub fn write_st(path: &Path, tensors: &BTreeMap<String, T>, metadata: Option<&BT
     for (name, t) in tensors {
         let start = data.len();
         data.extend_from_slice(&t.data);
-        header.insert(name.clone(), json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [start, data.len()]}));
+        header.insert(name.into(), json!({"dtype": t.dtype, "shape": t.shape, "data_offsets": [start, data.len()]}));
     }
     let h = serde_json::to_vec(&Value::Object(header)).unwrap();
     let mut out = (h.len() as u64).to_le_bytes().to_vec();

@@ -38,7 +38,7 @@ pub struct EncodeOptions {
     pub segment_rows: u32,
     /// How the lane streams are stored; [`Layout::default`] by default.
     /// [`Layout::Lanes9`], the default, is the smallest: a CPU core decodes
-    /// it at 3.2-3.9 GB/s, and a tensor it would not make smaller (one of a few
+    /// it at 3.1-4.2 GB/s, and a tensor it would not make smaller (one of a few
     /// thousand weights, where its longer code-length table costs more than
     /// it saves) is written in the lanes layout instead. [`Layout::Lanes`]
     /// decodes 1.2-1.35x faster on a CPU for 0.04-0.05 bits/weight more. Both
